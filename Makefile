@@ -1,0 +1,48 @@
+# Front door. `make run` and `make test` are the two commands a fresh Debian
+# machine needs; both install what is missing first.
+JOBS  ?= $(shell nproc)
+BUILD ?= build
+ASAN  ?= build-asan
+FUZZ  ?= build-fuzz
+ARGS  ?=
+FUZZ_SECONDS ?= 20
+
+.PHONY: all deps build asan fuzz-build run test fuzz bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+$(ASAN)/build.ninja:
+	cmake -S . -B $(ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDS4_SANITIZE=ON -DDS4_BENCH=OFF
+
+asan: deps $(ASAN)/build.ninja
+	cmake --build $(ASAN) -j $(JOBS)
+
+$(FUZZ)/build.ninja:
+	CXX=clang++ CC=clang cmake -S . -B $(FUZZ) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDS4_FUZZ=ON -DDS4_BENCH=OFF
+
+fuzz-build: deps $(FUZZ)/build.ninja
+	cmake --build $(FUZZ) -j $(JOBS)
+
+fuzz: fuzz-build
+	scripts/run-fuzz $(FUZZ) $(FUZZ_SECONDS)
+
+run: build
+	$(BUILD)/src/cli/ds4 run $(ARGS)
+
+test: build asan fuzz-build
+	scripts/run-tests $(BUILD) $(ASAN) $(FUZZ) $(FUZZ_SECONDS)
+
+bench: build
+	@for b in $(BUILD)/bench/bench_*; do [ -x "$$b" ] && "$$b"; done
+
+clean:
+	rm -rf $(BUILD) $(ASAN) $(FUZZ)

@@ -1,0 +1,33 @@
+#pragma once
+// Type registry: one entry per GGML tensor type with its block geometry and the
+// row kernels. "Any supported type for any tensor" is a lookup here; call sites
+// never branch on the type themselves.
+#include <cstdint>
+#include <string_view>
+
+#include "util/ggml_type.h"
+
+namespace ds4::quant {
+
+struct TypeOps {
+  GgmlType type;
+  int64_t block_size;
+  size_t block_bytes;
+  // n is a multiple of block_size.
+  void (*dequantize_row)(const void* src, float* dst, int64_t n) = nullptr;
+  // Optional (null when the type cannot be produced here). `imatrix` holds n
+  // per-column importance weights or is null.
+  void (*quantize_row)(const float* src, void* dst, int64_t n, const float* imatrix) = nullptr;
+};
+
+// The entry for `t`, or null when this build cannot dequantize it.
+const TypeOps* find_ops(GgmlType t);
+// The entry for `t`; throws ds4::Error "tensor 'NAME': type T is not supported".
+const TypeOps& require_ops(GgmlType t, std::string_view tensor_name);
+
+// Convenience wrappers over the registry; throw for unsupported types.
+void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n);
+void quantize_row(GgmlType t, const float* src, void* dst, int64_t n, const float* imatrix = nullptr);
+size_t row_bytes(GgmlType t, int64_t n);
+
+}  // namespace ds4::quant
