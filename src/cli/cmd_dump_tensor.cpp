@@ -77,13 +77,13 @@ void run_dump(const std::string& path, const std::string& name, const std::strin
 
 }  // namespace
 
-void register_dump_tensor(CLI::App& app) {
+const Registration kRegistration{"dump-tensor", 110, [](CLI::App& app) {
   auto* sub = app.add_subcommand("dump-tensor", "Write one tensor as little-endian float32 (ne0 fastest)");
   static std::string path, name, out;
   sub->add_option("file", path, "GGUF file")->required();
   sub->add_option("name", name, "Tensor name")->required();
   sub->add_option("-o,--output", out, "Output file")->required();
   sub->callback([] { run_dump(path, name, out); });
-}
+}};
 
 }  // namespace ds4::cli

@@ -127,13 +127,13 @@ void run_info(const std::string& path, bool as_json) {
 
 }  // namespace
 
-void register_info(CLI::App& app) {
+const Registration kRegistration{"info", 100, [](CLI::App& app) {
   auto* sub = app.add_subcommand("info", "Show a GGUF file's metadata, tensor table and per-type totals");
   static std::string path;
   static bool as_json = false;
   sub->add_option("file", path, "GGUF file")->required();
   sub->add_flag("--json", as_json, "Print JSON instead of text");
   sub->callback([] { run_info(path, as_json); });
-}
+}};
 
 }  // namespace ds4::cli

@@ -1,16 +1,24 @@
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 
 #include "cli/commands.h"
 #include "util/error.h"
 
+namespace ds4::cli {
+std::vector<CommandSpec>& command_registry() {
+  static std::vector<CommandSpec> r;
+  return r;
+}
+}  // namespace ds4::cli
+
 int main(int argc, char** argv) {
   CLI::App app{"ds4: inference engine, server and tools for DeepSeek V4 GGUF models"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "ds4 0.1.0");
-  ds4::cli::register_info(app);
-  ds4::cli::register_dump_tensor(app);
-  ds4::cli::register_planned(app);
+  auto& reg = ds4::cli::command_registry();
+  std::stable_sort(reg.begin(), reg.end(), [](const auto& a, const auto& b) { return a.order < b.order; });
+  for (const auto& c : reg) c.setup(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
