@@ -15,7 +15,7 @@ namespace {
 
 constexpr size_t kArrayPreview = 8;
 
-nlohmann::json value_json(const gguf::Value& v) {
+nlohmann::ordered_json value_json(const gguf::Value& v) {
   using gguf::ValueType;
   switch (v.type) {
     case ValueType::BOOL: return v.u != 0;
@@ -23,7 +23,7 @@ nlohmann::json value_json(const gguf::Value& v) {
     case ValueType::FLOAT32:
     case ValueType::FLOAT64: return v.f;
     case ValueType::ARRAY: {
-      nlohmann::json a = nlohmann::json::array();
+      nlohmann::ordered_json a = nlohmann::ordered_json::array();
       for (size_t k = 0; k < v.items.size() && k < kArrayPreview; ++k) a.push_back(value_json(v.items[k]));
       return a;
     }
@@ -63,15 +63,15 @@ void run_info(const std::string& path, bool as_json) {
   }
 
   if (as_json) {
-    nlohmann::json j;
+    nlohmann::ordered_json j;
     j["path"] = path;
     j["version"] = f.version();
     j["alignment"] = f.alignment();
     j["data_offset"] = f.data_offset();
     j["file_size"] = f.file_size();
-    nlohmann::json md = nlohmann::json::object();
+    nlohmann::ordered_json md = nlohmann::ordered_json::object();
     for (const auto& [k, v] : f.metadata()) {
-      nlohmann::json e;
+      nlohmann::ordered_json e;
       e["type"] = gguf::value_type_name(v.type);
       if (v.type == gguf::ValueType::ARRAY) {
         e["element_type"] = gguf::value_type_name(v.elem_type);
@@ -82,7 +82,7 @@ void run_info(const std::string& path, bool as_json) {
       md[k] = e;
     }
     j["metadata"] = md;
-    nlohmann::json ts = nlohmann::json::array();
+    nlohmann::ordered_json ts = nlohmann::ordered_json::array();
     for (const auto& t : f.tensors())
       ts.push_back({{"name", t.name},
                     {"type", ggml_type_name(t.type)},
@@ -90,7 +90,7 @@ void run_info(const std::string& path, bool as_json) {
                     {"bytes", t.nbytes},
                     {"offset", f.data_offset() + t.offset}});
     j["tensors"] = ts;
-    nlohmann::json tot = nlohmann::json::object();
+    nlohmann::ordered_json tot = nlohmann::ordered_json::object();
     for (const auto& [name, t] : totals) tot[name] = {{"count", t.count}, {"bytes", t.bytes}, {"elements", t.elements}};
     j["totals"] = tot;
     j["total_tensor_bytes"] = all_bytes;

@@ -71,11 +71,13 @@ class Parser {
     // a count larger than the rest of the file allows is rejected before any
     // allocation.
     if (n_tensors > remaining() / 24)
-      fail("{}: tensor count {} at byte {} is impossible for a file of {} bytes", name_, n_tensors, at, b_.size());
+      fail("{}: tensor count {} at byte {} is impossible for a file of {} bytes (truncated or corrupt)", name_,
+           n_tensors, at, b_.size());
     at = pos_;
     uint64_t n_kv = u64("metadata count");
     if (n_kv > remaining() / 13)
-      fail("{}: metadata count {} at byte {} is impossible for a file of {} bytes", name_, n_kv, at, b_.size());
+      fail("{}: metadata count {} at byte {} is impossible for a file of {} bytes (truncated or corrupt)", name_, n_kv,
+           at, b_.size());
 
     for (uint64_t k = 0; k < n_kv; ++k) {
       size_t key_at = pos_;
