@@ -63,7 +63,7 @@ void q_q8_0(const float* src, void* dst, int64_t n, const float*) {
     float amax = 0;
     for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
     const float d = amax / 127.0f;
-    const float id = d ? 1.0f / d : 0.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
     uint16_t h = f32_to_f16(d);
     std::memcpy(d8, &h, 2);
     for (int j = 0; j < 32; ++j) d8[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::round(x[j] * id)));
