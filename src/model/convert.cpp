@@ -1,0 +1,291 @@
+// `ds4 convert`: plan every GGUF tensor from the config (the same list the
+// loader binds), find its source in the official layout, and stream it out.
+#include "model/convert.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "gguf/gguf.h"
+#include "quant/quant.h"
+#include "util/error.h"
+#include "util/log.h"
+
+#if __has_include("tokenizer/hf_import.h")
+#include "tokenizer/hf_import.h"
+#define DS4_HAVE_TOKENIZER_IMPORT 1
+#endif
+
+namespace ds4::model {
+namespace {
+
+struct PlanTensor {
+  std::string gguf_name;
+  std::vector<int64_t> ne;           // GGUF order
+  std::vector<std::string> sources;  // one, or one per expert (stacked on ne[2])
+  bool int_table = false;            // tid2eid: I64/I32 ids -> I32
+  GgmlType type = GgmlType::F32;
+};
+
+bool ends_with(const std::string& s, std::string_view suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+
+// Checkpoints name tensors `embed.weight` (official) or `model.embed_tokens.weight`
+// (transformers' save of the same layout); match ignoring the `model.` prefix.
+class SourceIndex {
+ public:
+  explicit SourceIndex(const safetensors::Checkpoint& ck) {
+    for (const auto& n : ck.names()) by_stripped_[n.rfind("model.", 0) == 0 ? n.substr(6) : n] = n;
+  }
+  // First candidate present, or "" when none is.
+  std::string find(std::initializer_list<std::string> candidates) {
+    for (const auto& c : candidates) {
+      auto it = by_stripped_.find(c);
+      if (it != by_stripped_.end()) {
+        used_.insert(it->second);
+        return it->second;
+      }
+    }
+    return "";
+  }
+  std::vector<std::string> unused() const {
+    std::vector<std::string> out;
+    for (const auto& [k, n] : by_stripped_)
+      if (!used_.count(n)) out.push_back(n);
+    return out;
+  }
+
+ private:
+  std::map<std::string, std::string> by_stripped_;
+  std::set<std::string> used_;
+};
+
+bool is_vector_tensor(const std::string& n, const std::vector<int64_t>& ne) {
+  return ne.size() == 1 || ends_with(n, "norm.weight") || ends_with(n, "_scale.weight") || ends_with(n, "_base.weight") ||
+         ends_with(n, ".bias") || ends_with(n, "sinks.weight");
+}
+
+// Tensors ds4 keeps in F16 in its quantized files (model-spec §3 validated types).
+bool is_f16_tensor(const std::string& n) {
+  return n == "token_embd.weight" || n.find("hc_") != std::string::npos || n.find("compressor") != std::string::npos ||
+         n.find("indexer") != std::string::npos || ends_with(n, "ffn_gate_inp.weight");
+}
+
+std::vector<PlanTensor> make_plan(const ModelConfig& c, SourceIndex& src) {
+  std::vector<PlanTensor> plan;
+  auto need = [&](const std::string& gguf_name, std::vector<int64_t> ne, std::initializer_list<std::string> cands,
+                  bool required = true) {
+    std::string s = src.find(cands);
+    if (s.empty()) {
+      if (!required) return;
+      fail("convert: checkpoint has no tensor for '{}' (looked for: {})", gguf_name, fmt::join(cands, ", "));
+    }
+    plan.push_back({gguf_name, std::move(ne), {s}, false, GgmlType::F32});
+  };
+  const int64_t D = c.n_embd, V = c.n_vocab, H = c.n_head, hd = c.head_dim, hc = c.hc_count, mix = c.hc_mix_rows();
+  need("token_embd.weight", {D, V}, {"embed.weight", "embed_tokens.weight"});
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    const std::string g = fmt::format("blk.{}.", l), o = fmt::format("layers.{}.", l);
+    need(g + "hc_attn_fn.weight", {hc * D, mix}, {o + "hc_attn_fn"});
+    need(g + "hc_attn_scale.weight", {3}, {o + "hc_attn_scale"});
+    need(g + "hc_attn_base.weight", {mix}, {o + "hc_attn_base"});
+    need(g + "attn_norm.weight", {D}, {o + "attn_norm.weight"});
+    need(g + "attn_q_a.weight", {D, c.q_lora_rank}, {o + "attn.wq_a.weight"});
+    need(g + "attn_q_a_norm.weight", {c.q_lora_rank}, {o + "attn.q_norm.weight"});
+    need(g + "attn_q_b.weight", {c.q_lora_rank, H * hd}, {o + "attn.wq_b.weight"});
+    need(g + "attn_kv.weight", {D, hd}, {o + "attn.wkv.weight"});
+    need(g + "attn_kv_a_norm.weight", {hd}, {o + "attn.kv_norm.weight", o + "attn.norm.weight"});
+    need(g + "attn_sinks.weight", {H}, {o + "attn.attn_sink"});
+    need(g + "attn_output_a.weight", {c.heads_per_group() * hd, int64_t{c.o_groups} * c.o_lora_rank}, {o + "attn.wo_a.weight"});
+    need(g + "attn_output_b.weight", {int64_t{c.o_groups} * c.o_lora_rank, D}, {o + "attn.wo_b.weight"});
+    const uint32_t r = c.compress_ratios[l];
+    if (r != 0) {
+      const int64_t w = (r == 4 ? 2 : 1) * hd;
+      need(g + "attn_compressor_ape.weight", {w, r}, {o + "attn.compressor.ape"});
+      need(g + "attn_compressor_kv.weight", {D, w}, {o + "attn.compressor.wkv.weight"});
+      need(g + "attn_compressor_gate.weight", {D, w}, {o + "attn.compressor.wgate.weight"});
+      need(g + "attn_compressor_norm.weight", {hd}, {o + "attn.compressor.norm.weight", o + "attn.compressor.kv_norm.weight"});
+    }
+    if (r == 4) {
+      const int64_t id = c.indexer_head_dim;
+      need(g + "indexer.attn_q_b.weight", {c.q_lora_rank, int64_t{c.indexer_heads} * id}, {o + "attn.indexer.wq_b.weight"});
+      need(g + "indexer.proj.weight", {D, c.indexer_heads}, {o + "attn.indexer.weights_proj.weight"});
+      need(g + "indexer_compressor_ape.weight", {2 * id, 4}, {o + "attn.indexer.compressor.ape"});
+      need(g + "indexer_compressor_kv.weight", {D, 2 * id}, {o + "attn.indexer.compressor.wkv.weight"});
+      need(g + "indexer_compressor_gate.weight", {D, 2 * id}, {o + "attn.indexer.compressor.wgate.weight"});
+      need(g + "indexer_compressor_norm.weight", {id}, {o + "attn.indexer.compressor.norm.weight"});
+    }
+    need(g + "hc_ffn_fn.weight", {hc * D, mix}, {o + "hc_ffn_fn"});
+    need(g + "hc_ffn_scale.weight", {3}, {o + "hc_ffn_scale"});
+    need(g + "hc_ffn_base.weight", {mix}, {o + "hc_ffn_base"});
+    need(g + "ffn_norm.weight", {D}, {o + "ffn_norm.weight"});
+    need(g + "ffn_gate_inp.weight", {D, c.n_expert}, {o + "ffn.gate.weight"});
+    need(g + "exp_probs_b.bias", {c.n_expert}, {o + "ffn.gate.bias", o + "ffn.gate.e_score_correction_bias"},
+         !c.is_hash_layer(l));
+    if (c.is_hash_layer(l)) {
+      need(g + "ffn_gate_tid2eid.weight", {c.n_expert_used, V}, {o + "ffn.gate.tid2eid"});
+      plan.back().int_table = true;
+    }
+    const int64_t F = c.expert_ff, E = c.n_expert;
+    const char* ws[3] = {"w1", "w3", "w2"};
+    const char* gn[3] = {"ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"};
+    for (int k = 0; k < 3; ++k) {
+      PlanTensor p{g + gn[k], k < 2 ? std::vector<int64_t>{D, F, E} : std::vector<int64_t>{F, D, E}, {}, false, GgmlType::F32};
+      for (int64_t e = 0; e < E; ++e) {
+        const std::string cand = fmt::format("{}ffn.experts.{}.{}.weight", o, e, ws[k]);
+        std::string s = src.find({cand});
+        if (s.empty()) fail("convert: checkpoint has no tensor '{}' for '{}'", cand, p.gguf_name);
+        p.sources.push_back(s);
+      }
+      plan.push_back(std::move(p));
+    }
+    if (c.n_expert_shared > 0) {
+      const int64_t S = c.shared_ff();
+      need(g + "ffn_gate_shexp.weight", {D, S}, {o + "ffn.shared_experts.w1.weight"});
+      need(g + "ffn_up_shexp.weight", {D, S}, {o + "ffn.shared_experts.w3.weight"});
+      need(g + "ffn_down_shexp.weight", {S, D}, {o + "ffn.shared_experts.w2.weight"});
+    }
+  }
+  need("output_hc_fn.weight", {hc * D, hc}, {"hc_head_fn", "hc_head.hc_fn"});
+  need("output_hc_base.weight", {hc}, {"hc_head_base", "hc_head.hc_base"});
+  need("output_hc_scale.weight", {1}, {"hc_head_scale", "hc_head.hc_scale"});
+  need("output_norm.weight", {D}, {"norm.weight"});
+  need("output.weight", {D, V}, {"head.weight", "lm_head.weight"});
+  return plan;
+}
+
+bool producible(GgmlType t, int64_t row) {
+  const quant::TypeOps* o = quant::find_ops(t);
+  return o && o->quantize_row && row % o->block_size == 0;
+}
+
+GgmlType fallback(GgmlType t) {
+  switch (t) {
+    case GgmlType::IQ2_XXS:
+    case GgmlType::Q2_K:
+    case GgmlType::Q4_K:
+    case GgmlType::Q6_K: return GgmlType::Q8_0;
+    case GgmlType::Q8_0: return GgmlType::F16;
+    default: return GgmlType::F32;
+  }
+}
+
+// Scale tensors of block-scaled weights are consumed with their weight.
+bool is_scale_companion(const std::string& n) { return ends_with(n, ".scale") || ends_with(n, "_scale_inv"); }
+
+std::vector<uint8_t> int_table_bytes(const safetensors::Checkpoint& ck, const PlanTensor& p) {
+  const safetensors::Tensor& t = ck.get(p.sources[0]);
+  const std::vector<int64_t> want = {p.ne[1], p.ne[0]};
+  if (t.shape != want)
+    fail("convert: tensor '{}' (for '{}') has shape {}, expected [{}]", t.name, p.gguf_name, t.shape_string(), fmt::join(want, ", "));
+  const std::vector<float> ids = t.to_f32();  // ids < 2^24, exact in float
+  std::vector<uint8_t> out(ids.size() * 4);
+  for (size_t k = 0; k < ids.size(); ++k) {
+    const auto v = static_cast<int32_t>(ids[k]);
+    std::memcpy(out.data() + 4 * k, &v, 4);
+  }
+  return out;
+}
+
+std::vector<uint8_t> tensor_bytes(const safetensors::Checkpoint& ck, const PlanTensor& p) {
+  if (p.int_table) return int_table_bytes(ck, p);
+  const int64_t cols = p.ne[0];
+  const int64_t rows_per_source = p.ne.size() >= 2 ? p.ne[1] : 1;
+  const size_t rb = quant::row_bytes(p.type, cols);
+  std::vector<uint8_t> out(rb * static_cast<size_t>(rows_per_source) * p.sources.size());
+  for (size_t s = 0; s < p.sources.size(); ++s) {
+    std::vector<int64_t> shape;
+    std::vector<float> v = load_source_f32(ck, p.sources[s], &shape);
+    // torch shape is the reverse of the GGUF shape (per expert for stacked ones).
+    std::vector<int64_t> want(p.ne.begin(), p.ne.begin() + (p.sources.size() > 1 ? 2 : static_cast<long>(p.ne.size())));
+    std::reverse(want.begin(), want.end());
+    if (shape != want)
+      fail("convert: tensor '{}' (for '{}') has shape [{}], expected [{}]", p.sources[s], p.gguf_name, fmt::join(shape, ", "),
+           fmt::join(want, ", "));
+    for (int64_t r = 0; r < rows_per_source; ++r)
+      quant::quantize_row(p.type, v.data() + r * cols,
+                          out.data() + (s * static_cast<size_t>(rows_per_source) + static_cast<size_t>(r)) * rb, cols);
+  }
+  return out;
+}
+
+}  // namespace
+
+const std::vector<std::string>& recipe_names() {
+  static const std::vector<std::string> r = {"f32", "f16", "bf16", "q8_0", "ds4-q2", "ds4-q4"};
+  return r;
+}
+
+GgmlType recipe_type(const std::string& recipe, const std::string& n, const std::vector<int64_t>& ne) {
+  if (std::find(recipe_names().begin(), recipe_names().end(), recipe) == recipe_names().end())
+    fail("convert: unknown recipe '{}' (known: {})", recipe, fmt::join(recipe_names(), ", "));
+  GgmlType t;
+  const bool expert = n.find("_exps.") != std::string::npos;
+  if (is_vector_tensor(n, ne) || recipe == "f32")
+    t = GgmlType::F32;
+  else if (recipe == "f16")
+    t = GgmlType::F16;
+  else if (recipe == "bf16")
+    t = GgmlType::BF16;
+  else if (is_f16_tensor(n))
+    t = GgmlType::F16;
+  else if (expert && recipe == "ds4-q2")
+    t = n.find("down") != std::string::npos ? GgmlType::Q2_K : GgmlType::IQ2_XXS;
+  else if (expert && recipe == "ds4-q4")
+    t = GgmlType::Q4_K;
+  else
+    t = GgmlType::Q8_0;
+  const GgmlType wanted = t;
+  while (!producible(t, ne[0])) t = fallback(t);
+  if (t != wanted)
+    log::info("convert: {} {}: {} not possible here (row {} or no quantizer), using {}", n, fmt::format("[{}]", fmt::join(ne, ", ")),
+              ggml_type_name(wanted), ne[0], ggml_type_name(t));
+  return t;
+}
+
+void convert(const ConvertOptions& opt) {
+  namespace fs = std::filesystem;
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string cfg_path = (fs::path(opt.hf_dir) / "config.json").string();
+  if (!fs::exists(cfg_path)) fail("convert: {} has no config.json", opt.hf_dir);
+  ModelConfig c = config_from_hf_json(cfg_path);
+  safetensors::Checkpoint ck = safetensors::Checkpoint::open(opt.hf_dir);
+  SourceIndex src(ck);
+  std::vector<PlanTensor> plan = make_plan(c, src);
+  for (auto& p : plan) p.type = p.int_table ? GgmlType::I32 : recipe_type(opt.recipe, p.gguf_name, p.ne);
+  for (const auto& n : src.unused())
+    if (!is_scale_companion(n)) log::info("convert: ignoring checkpoint tensor '{}'", n);
+
+  gguf::Writer w;
+  for (auto& [k, v] : c.to_metadata()) w.set(k, std::move(v));
+  w.set("general.name", gguf::Value::str(fs::path(opt.hf_dir).filename().string()));
+  w.set("general.file_type_recipe", gguf::Value::str(opt.recipe));
+  if (!opt.tokenizer_json.empty()) {
+#ifdef DS4_HAVE_TOKENIZER_IMPORT
+    for (auto& [k, v] : tokenizer::gguf_metadata_from_hf(opt.tokenizer_json)) w.set(k, std::move(v));
+#else
+    fail("convert: --tokenizer is not available in this build (tokenizer import not built yet)");
+#endif
+  }
+  for (const auto& p : plan) w.add_tensor_info(p.gguf_name, p.type, p.ne);
+  w.begin(opt.output);
+  size_t done = 0;
+  for (const auto& p : plan) {
+    std::vector<uint8_t> bytes = tensor_bytes(ck, p);
+    w.write_tensor_data(p.gguf_name, bytes);
+    ++done;
+    log::info("[{}/{}] {} {} {}", done, plan.size(), p.gguf_name, ggml_type_name(p.type), fmt::format("[{}]", fmt::join(p.ne, ", ")));
+  }
+  w.finish();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log::info("convert: wrote {} ({} tensors, recipe {}) in {:.1f} s", opt.output, plan.size(), opt.recipe, s);
+}
+
+}  // namespace ds4::model
