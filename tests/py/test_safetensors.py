@@ -69,14 +69,6 @@ def test_sharded_index(tmp_path, tool):
     np.testing.assert_array_equal(values(tool, tmp_path, "bf16", tmp_path), ARRAYS["bf16"].astype(np.float32).ravel())
 
 
-def test_fixture_checkpoint_lists(tool, repo):
-    fixture = repo / "tests" / "fixtures" / "hf" / "tiny"
-    if not fixture.exists():
-        fixture = repo.parent / "shared" / "fixtures" / "hf" / "tiny"
-    lst = listing(tool, fixture)
-    assert lst["head.weight"]["dtype"] == "BF16" and len(lst) > 100
-
-
 @pytest.mark.parametrize("case,needle", [
     ("short", "only 3 bytes"),
     ("hlen", "exceeds the file size"),
