@@ -1,0 +1,328 @@
+// CPU reference backend: the forward of model-spec §5-§8. Each layer first runs
+// the per-token projections for the whole batch, then streams the tokens in
+// order through the raw ring, compressors, indexer and attention, so prefill,
+// decode and any chunking compute the same values.
+#include "backend/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backend/cpu/layer_math.h"
+#include "backend/cpu/linear.h"
+#include "backend/cpu/numerics.h"
+#include "backend/cpu/ops.h"
+#include "backend/cpu/rope.h"
+#include "backend/cpu/session.h"
+#include "util/error.h"
+#include "util/float16.h"
+
+namespace ds4::backend::cpu {
+namespace {
+
+using model::ModelConfig;
+using model::Weight;
+using Vec = std::vector<float>;
+
+struct LayerFloats {
+  Vec hc_attn_scale, hc_attn_base, attn_norm, q_a_norm, kv_norm, sinks;
+  Vec hc_ffn_scale, hc_ffn_base, ffn_norm, exp_probs_b;
+  Vec comp_ape, comp_norm, idx_ape, idx_norm;
+};
+
+Vec floats(const Weight& w) { return w.present() ? w.to_f32() : Vec{}; }
+
+size_t sz(int64_t n) { return static_cast<size_t>(n); }
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(std::shared_ptr<const model::Model> m, const BackendOptions&)
+      : m_(std::move(m)), c_(m_->config), rope_plain_(c_, false), rope_comp_(c_, true) {
+    const auto& W = m_->weights;
+    out_hc_base_ = floats(W.output_hc_base);
+    out_hc_scale_ = floats(W.output_hc_scale);
+    out_norm_ = floats(W.output_norm);
+    for (const auto& L : W.layers) {
+      LayerFloats f;
+      f.hc_attn_scale = floats(L.hc_attn_scale);
+      f.hc_attn_base = floats(L.hc_attn_base);
+      f.attn_norm = floats(L.attn_norm);
+      f.q_a_norm = floats(L.q_a_norm);
+      f.kv_norm = floats(L.kv_norm);
+      f.sinks = floats(L.sinks);
+      f.hc_ffn_scale = floats(L.hc_ffn_scale);
+      f.hc_ffn_base = floats(L.hc_ffn_base);
+      f.ffn_norm = floats(L.ffn_norm);
+      f.exp_probs_b = floats(L.exp_probs_b);
+      f.comp_ape = floats(L.compressor.ape);
+      f.comp_norm = floats(L.compressor.norm);
+      f.idx_ape = floats(L.indexer_compressor.ape);
+      f.idx_norm = floats(L.indexer_compressor.norm);
+      lf_.push_back(std::move(f));
+    }
+  }
+
+  std::string_view name() const override { return "cpu"; }
+  const model::Model& model() const override { return *m_; }
+  std::unique_ptr<SessionState> new_session(NumericsMode mode) const override {
+    return std::make_unique<CpuSession>(c_, mode);
+  }
+
+  void forward(SessionState& state, std::span<const int32_t> tokens, std::span<float> logits) const override {
+    auto* S = dynamic_cast<CpuSession*>(&state);
+    if (!S) fail("cpu backend: session was not created by the cpu backend");
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    if (n == 0) return;
+    if (!logits.empty() && logits.size() != sz(n) * c_.n_vocab)
+      fail("cpu backend: logits buffer holds {} floats, need {} ({} tokens x vocab {})", logits.size(),
+           sz(n) * c_.n_vocab, n, c_.n_vocab);
+    for (int64_t t = 0; t < n; ++t)
+      if (tokens[sz(t)] < 0 || static_cast<uint32_t>(tokens[sz(t)]) >= c_.n_vocab)
+        fail("token id {} at index {} is outside the vocabulary (size {})", tokens[sz(t)], t, c_.n_vocab);
+
+    const int64_t D = c_.n_embd, hcD = int64_t{c_.hc_count} * D;
+    Vec X(sz(n * hcD));
+    Vec e(sz(D));
+    for (int64_t t = 0; t < n; ++t) {
+      dequantize_row(m_->weights.token_embd, tokens[sz(t)], e.data());
+      for (uint32_t i = 0; i < c_.hc_count; ++i) std::copy(e.begin(), e.end(), X.begin() + t * hcD + i * D);
+    }
+    for (uint32_t l = 0; l < c_.n_layer; ++l) {
+      attention_block(l, *S, n, X);
+      ffn_block(l, tokens, n, X);
+    }
+    S->pos += n;
+    if (!logits.empty()) head(n, X, logits.data());
+  }
+
+ private:
+  struct HcMix {
+    Vec y, post, comb;
+  };
+
+  HcMix hc_pre(const Weight& fn, const Vec& scale, const Vec& base, int64_t n, const Vec& X) const {
+    const int64_t D = c_.n_embd, hc = c_.hc_count, hcD = hc * D, mix = c_.hc_mix_rows();
+    Vec u(X.size()), m(sz(n * mix)), pre(sz(hc));
+    for (int64_t t = 0; t < n; ++t) rms_norm(X.data() + t * hcD, nullptr, hcD, c_.rms_eps, u.data() + t * hcD);
+    matmul(fn, u.data(), hcD, n, m.data(), mix);
+    HcMix r{Vec(sz(n * D)), Vec(sz(n * hc)), Vec(sz(n * hc * hc))};
+    for (int64_t t = 0; t < n; ++t) {
+      hc_split_sinkhorn(m.data() + t * mix, scale.data(), base.data(), c_, pre.data(), r.post.data() + t * hc,
+                        r.comb.data() + t * hc * hc);
+      hc_collapse(X.data() + t * hcD, pre.data(), hc, D, r.y.data() + t * D);
+    }
+    return r;
+  }
+
+  void hc_post(const HcMix& h, const Vec& out, int64_t n, Vec& X) const {
+    const int64_t D = c_.n_embd, hc = c_.hc_count;
+    for (int64_t t = 0; t < n; ++t)
+      hc_expand(X.data() + t * hc * D, out.data() + t * D, h.post.data() + t * hc, h.comb.data() + t * hc * hc, hc, D);
+  }
+
+  void attention_block(uint32_t l, CpuSession& S, int64_t n, Vec& X) const {
+    const auto& W = m_->weights.layers[l];
+    const LayerFloats& F = lf_[l];
+    LayerState& L = S.layers[l];
+    const bool faithful = S.mode == NumericsMode::faithful;
+    const int64_t D = c_.n_embd, H = c_.n_head, hd = c_.head_dim, qr = c_.q_lora_rank, rd = c_.rope_dim,
+                  nope = c_.nope_dim(), win = c_.sliding_window;
+    const uint32_t ratio = c_.compress_ratios[l];
+    const Rope& rope = ratio ? rope_comp_ : rope_plain_;
+
+    HcMix h = hc_pre(W.hc_attn_fn, F.hc_attn_scale, F.hc_attn_base, n, X);
+    Vec a(sz(n * D));
+    for (int64_t t = 0; t < n; ++t) rms_norm(h.y.data() + t * D, F.attn_norm.data(), D, c_.rms_eps, a.data() + t * D);
+
+    Vec qlat(sz(n * qr));
+    matmul(W.q_a, a.data(), D, n, qlat.data(), qr);
+    for (int64_t t = 0; t < n; ++t) rms_norm(qlat.data() + t * qr, F.q_a_norm.data(), qr, c_.rms_eps, qlat.data() + t * qr);
+    Vec q(sz(n * H * hd));
+    matmul(W.q_b, qlat.data(), qr, n, q.data(), H * hd);
+    Vec kv(sz(n * hd));
+    matmul(W.kv, a.data(), D, n, kv.data(), hd);
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t p = S.pos + t;
+      for (int64_t hh = 0; hh < H; ++hh) {
+        float* qh = q.data() + (t * H + hh) * hd;
+        rms_norm(qh, nullptr, hd, c_.rms_eps, qh);
+        rope.apply(qh + nope, p);
+      }
+      float* k = kv.data() + t * hd;
+      rms_norm(k, F.kv_norm.data(), hd, c_.rms_eps, k);
+      rope.apply(k + nope, p);
+      if (faithful) {
+        fp8_simulate_64(std::span<float>(k, sz(nope)));
+        for (int64_t j = 0; j < hd; ++j) k[j] = f16_to_f32(f32_to_f16(k[j]));
+      }
+    }
+
+    // Compressor and indexer projections (per token, batched).
+    const int64_t cw = ratio ? (ratio == 4 ? 2 : 1) * hd : 0;
+    const int64_t ih = c_.indexer_heads, id = c_.indexer_head_dim, iw = 2 * id;
+    Vec ckv, cg, ikv, ig, iq, iwt;
+    if (ratio) {
+      ckv.resize(sz(n * cw));
+      cg.resize(sz(n * cw));
+      matmul(W.compressor.kv, a.data(), D, n, ckv.data(), cw);
+      matmul(W.compressor.gate, a.data(), D, n, cg.data(), cw);
+    }
+    if (ratio == 4) {
+      ikv.resize(sz(n * iw));
+      ig.resize(sz(n * iw));
+      iq.resize(sz(n * ih * id));
+      iwt.resize(sz(n * ih));
+      matmul(W.indexer_compressor.kv, a.data(), D, n, ikv.data(), iw);
+      matmul(W.indexer_compressor.gate, a.data(), D, n, ig.data(), iw);
+      matmul(W.indexer_q_b, qlat.data(), qr, n, iq.data(), ih * id);
+      matmul(W.indexer_proj, a.data(), D, n, iwt.data(), ih);
+      const float wscale = 1.0f / std::sqrt(static_cast<float>(id * ih));
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t hh = 0; hh < ih; ++hh) {
+          float* qh = iq.data() + (t * ih + hh) * id;
+          rope_comp_.apply(qh + id - rd, S.pos + t);
+          if (faithful) indexer_qat(std::span<float>(qh, sz(id)));
+        }
+        for (int64_t hh = 0; hh < ih; ++hh) iwt[sz(t * ih + hh)] *= wscale;
+      }
+    }
+
+    CompressorParams cp{F.comp_ape.data(), F.comp_norm.data(), c_.rms_eps, nope, rd, &rope_comp_, RowKind::attention, S.mode};
+    CompressorParams ip{F.idx_ape.data(), F.idx_norm.data(), c_.rms_eps, 0, rd, &rope_comp_, RowKind::indexer, S.mode};
+    Vec o(sz(n * H * hd));
+    std::vector<const float*> keys;
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t p = S.pos + t;
+      std::copy(kv.begin() + t * hd, kv.begin() + (t + 1) * hd, L.raw.begin() + (p % win) * hd);
+      keys.clear();
+      for (int64_t j = std::max<int64_t>(0, p - win + 1); j <= p; ++j) keys.push_back(L.raw.data() + (j % win) * hd);
+      if (ratio) compressor_step(L.attn, cp, p, ckv.data() + t * cw, cg.data() + t * cw);
+      if (ratio == 4) {
+        compressor_step(L.indexer, ip, p, ikv.data() + t * iw, ig.data() + t * iw);
+        for (int64_t row : indexer_select(L.indexer, iq.data() + t * ih * id, iwt.data() + t * ih, ih, c_.indexer_top_k))
+          keys.push_back(L.attn.rows.data() + row * hd);
+      } else if (ratio) {
+        for (int64_t row = 0; row < L.attn.n_rows(); ++row) keys.push_back(L.attn.rows.data() + row * hd);
+      }
+      float* ot = o.data() + t * H * hd;
+      attend(q.data() + t * H * hd, H, hd, keys, F.sinks.data(), ot);
+      for (int64_t hh = 0; hh < H; ++hh) rope.apply(ot + hh * hd + nope, p, /*inverse=*/true);
+    }
+
+    // Grouped output projection: group g maps its heads' outputs through its own rows of W_oa.
+    const int64_t G = c_.o_groups, ro = c_.o_lora_rank, hpg = c_.heads_per_group();
+    Vec z(sz(n * G * ro));
+    for (int64_t g = 0; g < G; ++g)
+      matmul(row_slice(W.out_a, g * ro, ro), o.data() + g * hpg * hd, H * hd, n, z.data() + g * ro, G * ro);
+    Vec out(sz(n * D));
+    matmul(W.out_b, z.data(), G * ro, n, out.data(), D);
+    hc_post(h, out, n, X);
+  }
+
+  void ffn_block(uint32_t l, std::span<const int32_t> tokens, int64_t n, Vec& X) const {
+    const auto& W = m_->weights.layers[l];
+    const LayerFloats& F = lf_[l];
+    const int64_t D = c_.n_embd, E = c_.n_expert, K = c_.n_expert_used, FF = c_.expert_ff;
+    const float clamp = c_.swiglu_clamp[l];
+
+    HcMix h = hc_pre(W.hc_ffn_fn, F.hc_ffn_scale, F.hc_ffn_base, n, X);
+    Vec f(sz(n * D));
+    for (int64_t t = 0; t < n; ++t) rms_norm(h.y.data() + t * D, F.ffn_norm.data(), D, c_.rms_eps, f.data() + t * D);
+    Vec logit(sz(n * E));
+    matmul(W.gate_inp, f.data(), D, n, logit.data(), E);
+
+    // Routing: per expert, the tokens it serves and their weights.
+    std::vector<std::vector<std::pair<int64_t, float>>> routed(sz(E));
+    std::vector<int64_t> sel(sz(K)), order(sz(E));
+    Vec s(sz(E));
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t e = 0; e < E; ++e) s[sz(e)] = std::sqrt(softplus(logit[sz(t * E + e)]));
+      if (c_.is_hash_layer(l)) {
+        const auto* ids = reinterpret_cast<const int32_t*>(W.tid2eid.data) + int64_t{tokens[sz(t)]} * K;
+        for (int64_t k = 0; k < K; ++k) sel[sz(k)] = ids[k];
+      } else {
+        for (int64_t e = 0; e < E; ++e) order[sz(e)] = e;
+        auto biased = [&](int64_t e) { return s[sz(e)] + (F.exp_probs_b.empty() ? 0.0f : F.exp_probs_b[sz(e)]); };
+        std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int64_t a, int64_t b) {
+          const float ba = biased(a), bb = biased(b);
+          return ba > bb || (ba == bb && a < b);
+        });
+        std::copy(order.begin(), order.begin() + K, sel.begin());
+      }
+      float sum = 0;
+      for (int64_t k = 0; k < K; ++k) sum += s[sz(sel[sz(k)])];
+      for (int64_t k = 0; k < K; ++k) {
+        float w = s[sz(sel[sz(k)])];
+        if (c_.expert_weights_norm) w /= sum + 1e-20f;
+        routed[sz(sel[sz(k)])].emplace_back(t, w * c_.expert_weights_scale);
+      }
+    }
+
+    Vec out(sz(n * D), 0.0f);
+    Vec xe, g, u, y;
+    auto swiglu = [&](const Weight& wg, const Weight& wu, const Weight& wd, int64_t m, int64_t ff, const float* weights) {
+      g.resize(sz(m * ff));
+      u.resize(sz(m * ff));
+      y.resize(sz(m * D));
+      matmul(wg, xe.data(), D, m, g.data(), ff);
+      matmul(wu, xe.data(), D, m, u.data(), ff);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < ff; ++j) {
+          const float gv = std::min(g[sz(i * ff + j)], clamp);
+          const float uv = std::clamp(u[sz(i * ff + j)], -clamp, clamp);
+          g[sz(i * ff + j)] = gv * sigmoid(gv) * uv * (weights ? weights[i] : 1.0f);
+        }
+      matmul(wd, g.data(), ff, m, y.data(), D);
+    };
+    Vec wts;
+    for (int64_t e = 0; e < E; ++e) {
+      const auto& list = routed[sz(e)];
+      if (list.empty()) continue;
+      const auto m = static_cast<int64_t>(list.size());
+      xe.resize(sz(m * D));
+      wts.resize(sz(m));
+      for (int64_t i = 0; i < m; ++i) {
+        std::copy(f.begin() + list[sz(i)].first * D, f.begin() + (list[sz(i)].first + 1) * D, xe.begin() + i * D);
+        wts[sz(i)] = list[sz(i)].second;
+      }
+      swiglu(W.gate_exps.slice(e), W.up_exps.slice(e), W.down_exps.slice(e), m, FF, wts.data());
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t d = 0; d < D; ++d) out[sz(list[sz(i)].first * D + d)] += y[sz(i * D + d)];
+    }
+    if (c_.n_expert_shared > 0) {
+      xe = f;
+      swiglu(W.gate_shexp, W.up_shexp, W.down_shexp, n, c_.shared_ff(), nullptr);
+      for (size_t k = 0; k < out.size(); ++k) out[k] += y[k];
+    }
+    hc_post(h, out, n, X);
+  }
+
+  void head(int64_t n, const Vec& X, float* logits) const {
+    const auto& W = m_->weights;
+    const int64_t D = c_.n_embd, hc = c_.hc_count, hcD = hc * D, V = c_.n_vocab;
+    Vec u(X.size()), m(sz(n * hc)), pre(sz(hc)), y(sz(n * D));
+    for (int64_t t = 0; t < n; ++t) rms_norm(X.data() + t * hcD, nullptr, hcD, c_.rms_eps, u.data() + t * hcD);
+    matmul(W.output_hc_fn, u.data(), hcD, n, m.data(), hc);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t i = 0; i < hc; ++i)
+        pre[sz(i)] = sigmoid(m[sz(t * hc + i)] * out_hc_scale_[0] + out_hc_base_[sz(i)]) + c_.hc_eps;
+      hc_collapse(X.data() + t * hcD, pre.data(), hc, D, y.data() + t * D);
+      rms_norm(y.data() + t * D, out_norm_.data(), D, c_.rms_eps, y.data() + t * D);
+    }
+    matmul(W.output, y.data(), D, n, logits, V);
+  }
+
+  std::shared_ptr<const model::Model> m_;
+  const ModelConfig& c_;
+  Rope rope_plain_, rope_comp_;
+  Vec out_hc_base_, out_hc_scale_, out_norm_;
+  std::vector<LayerFloats> lf_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<const model::Model> model, const BackendOptions& opt) {
+  return std::make_unique<CpuBackend>(std::move(model), opt);
+}
+
+}  // namespace ds4::backend::cpu
