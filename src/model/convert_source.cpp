@@ -50,8 +50,21 @@ std::vector<float> load_source_f32(const safetensors::Checkpoint& ck, const std:
            scale->shape_string());
     const int64_t R = shape[0], C = shape[1], SR = scale->shape[0], SC = scale->shape[1];
     if (SR <= 0 || SC <= 0 || SR > R || SC > C) fail("tensor '{}': scale '{}' shape {} does not fit the weight", name, scale->name, scale->shape_string());
-    const int64_t br = (R + SR - 1) / SR, bc = (C + SC - 1) / SC;
-    if ((R + br - 1) / br != SR || (C + bc - 1) / bc != SC)
+    // Known layouts first (ceil-division makes a generic guess ambiguous when
+    // the last block is partial): FP8 128x128, FP4 1x32; else exact division.
+    int64_t br = 0, bc = 0;
+    const int64_t cands[][2] = {{128, 128}, {1, 32}};
+    for (const auto& b : cands)
+      if ((R + b[0] - 1) / b[0] == SR && (C + b[1] - 1) / b[1] == SC) {
+        br = b[0];
+        bc = b[1];
+        break;
+      }
+    if (br == 0 && R % SR == 0 && C % SC == 0) {
+      br = R / SR;
+      bc = C / SC;
+    }
+    if (br == 0)
       fail("tensor '{}' {}: scale '{}' shape {} is not a block grid of the weight", name, t.shape_string(), scale->name,
            scale->shape_string());
     const std::vector<float> s = scale->to_f32();
