@@ -1,0 +1,32 @@
+#include "engine/session.h"
+
+#include "util/error.h"
+
+namespace ds4::engine {
+
+Session::Session(const backend::Backend& be, backend::NumericsMode mode) : be_(be), state_(be.new_session(mode)) {}
+
+std::vector<float> Session::feed_all(std::span<const int32_t> toks) {
+  const size_t V = be_.model().config.n_vocab;
+  std::vector<float> logits(toks.size() * V);
+  be_.forward(*state_, toks, logits);
+  tokens_.insert(tokens_.end(), toks.begin(), toks.end());
+  return logits;
+}
+
+std::vector<float> Session::feed(std::span<const int32_t> toks) {
+  if (toks.empty()) fail("session: feed() needs at least one token");
+  const size_t V = be_.model().config.n_vocab;
+  if (toks.size() > 1) prefill(toks.first(toks.size() - 1));
+  std::vector<float> logits(V);
+  be_.forward(*state_, toks.last(1), logits);
+  tokens_.push_back(toks.back());
+  return logits;
+}
+
+void Session::prefill(std::span<const int32_t> toks) {
+  be_.forward(*state_, toks, {});
+  tokens_.insert(tokens_.end(), toks.begin(), toks.end());
+}
+
+}  // namespace ds4::engine
