@@ -1,7 +1,7 @@
 #include <vector>
 
 #include "quant/quant.h"
-#include "quant/types_basic.h"
+#include "quant/types.h"
 #include "util/error.h"
 
 namespace ds4::quant {
@@ -11,6 +11,9 @@ const std::vector<TypeOps>& table() {
   static const std::vector<TypeOps> t = [] {
     std::vector<TypeOps> v;
     register_basic_types(v);
+    register_legacy_types(v);
+    register_k_types(v);
+    register_iq_types(v);
     return v;
   }();
   return t;

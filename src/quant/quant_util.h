@@ -1,0 +1,18 @@
+#pragma once
+// Small numeric helpers shared by the quantizers.
+#include <cmath>
+#include <cstdint>
+
+namespace ds4::quant {
+
+// Groups whose largest magnitude is below this are stored as zeros.
+constexpr float kGroupMaxEps = 1e-15f;
+
+// Round half to even, as ggml's nearest_int (the 1.5*2^23 trick) does for the
+// magnitudes quantizers see.
+inline int nearest_int(float v) { return static_cast<int>(std::nearbyint(v)); }
+
+// Q8_K activation quantization (per 256: float scale, int8 values, sums of 16).
+void quantize_row_q8_k(const float* x, void* dst, int64_t n);
+
+}  // namespace ds4::quant
