@@ -1,0 +1,19 @@
+#include "backend/cuda/cuda_fail.h"
+
+#include "util/error.h"
+
+namespace ds4::cuda {
+
+void fail_unsupported(const char* what, GgmlType t) { fail("CUDA {}: type {} is not supported", what, ggml_type_name(t)); }
+
+void fail_shape(const char* what, GgmlType t, int64_t n, int64_t block) {
+  fail("CUDA {} {}: length {} is not a multiple of {}", what, ggml_type_name(t), n, block);
+}
+
+void fail_align(const char* what, GgmlType t, const void* p, int align) {
+  fail("CUDA {} ({}): pointer {} is not {}-byte aligned", what, ggml_type_name(t), p, align);
+}
+
+void fail_rows_per_warp(int r) { fail("CUDA matvec: {} rows per warp (1, 2 or 4)", r); }
+
+}  // namespace ds4::cuda

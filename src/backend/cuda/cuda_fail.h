@@ -1,0 +1,13 @@
+#pragma once
+// Error messages of the CUDA kernels' host side, formatted in a .cpp file so
+// that .cu files need not include fmt.
+#include <cstdint>
+
+#include "util/ggml_type.h"
+
+namespace ds4::cuda {
+[[noreturn]] void fail_unsupported(const char* what, GgmlType t);
+[[noreturn]] void fail_shape(const char* what, GgmlType t, int64_t n, int64_t block);
+[[noreturn]] void fail_align(const char* what, GgmlType t, const void* p, int align);
+[[noreturn]] void fail_rows_per_warp(int r);
+}  // namespace ds4::cuda

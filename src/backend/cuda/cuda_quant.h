@@ -1,0 +1,38 @@
+#pragma once
+// Quantized-weight kernels for decode: fused dequantize + matrix-vector product
+// (y = W x, W row-major with `rows` rows of `cols` elements in a GGML type, each
+// weight byte read once) and dequantize-to-f32. Plain C++ API: all pointers are
+// device pointers from cudaMalloc; work is queued on `stream` and not waited for.
+//
+// Numerics: dequantize_device is bit-identical to quant::dequantize_row (same
+// operation order, no fused multiply-adds). matvec accumulates in f32 with FMA;
+// per-scale-group sums are factored (d * sum(q x) - m * sum(x)) so it differs
+// from the exact dot by rounding only (bounds in tests/gpu/test_gpu_quant.cpp).
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "util/ggml_type.h"
+
+namespace ds4::cuda {
+
+// Types with both kernels: F32, F16, BF16, Q8_0, Q2_K, Q4_K, IQ2_XXS.
+bool quant_supported(GgmlType t);
+
+// Requirements (a ds4::Error otherwise): cols a multiple of the type's block
+// size; dW aligned to the type's natural alignment (2 bytes for Q8_0/IQ2_XXS,
+// 4 for Q2_K and F32 rows, 16 for Q4_K; cudaMalloc'd memory always is) and dx
+// to 16 bytes.
+void matvec(GgmlType t, const void* dW, int64_t rows, int64_t cols, const float* dx, float* dy, cudaStream_t stream = nullptr);
+
+// n elements (a multiple of the block size) from src to f32 dst.
+void dequantize_device(GgmlType t, const void* dsrc, float* ddst, int64_t n, cudaStream_t stream = nullptr);
+
+namespace detail {
+// matvec with an explicit number of rows per warp (1, 2 or 4), for the benchmark
+// that chooses matvec's default.
+void matvec_rows_per_warp(int rows_per_warp, GgmlType t, const void* dW, int64_t rows, int64_t cols, const float* dx,
+                          float* dy, cudaStream_t stream);
+}  // namespace detail
+
+}  // namespace ds4::cuda

@@ -1,0 +1,543 @@
+// Fused dequantize-matvec and dequantize kernels for GGML weight types.
+//
+// Layout of the work: one warp per `R` rows (R = rows per warp, 1/2/4). A block
+// of QK elements is split into PARTS "units" of EPU elements; lane l of a warp
+// takes units l, l+32, l+64, ... of the row, so the 32 lanes read adjacent
+// units, i.e. one contiguous stretch of the row per step (coalesced), and every
+// weight byte is loaded exactly once. The x values of a unit are loaded once
+// and reused for the R rows. Partial sums are f32, reduced with warp shuffles.
+//
+// Small integers become floats through the mantissa of 2^23 (byte_f) rather
+// than the integer-to-float converter, which runs at a quarter of FMA rate on
+// sm_80/sm_90 and would make 2- and 4-bit types compute-bound.
+//
+// Dequantize kernels reproduce the CPU registry bit for bit: every product and
+// difference uses __fmul_rn/__fsub_rn, which nvcc never contracts into FMA, in
+// the same order as ggml's reference code.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <mutex>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_fail.h"
+#include "backend/cuda/cuda_quant.h"
+#include "quant/iq_tables.h"
+
+namespace ds4::cuda {
+
+namespace {
+
+constexpr int kThreads = 128;  // 4 warps per block
+
+// ---- loads and conversions ---------------------------------------------------
+
+__device__ __forceinline__ uint32_t ld_u16(const uint8_t* p) { return __ldg(reinterpret_cast<const unsigned short*>(p)); }
+__device__ __forceinline__ uint32_t ld_u32(const uint8_t* p) { return __ldg(reinterpret_cast<const unsigned int*>(p)); }
+// A 32-bit word at an address that is only 2-byte aligned (Q8_0, IQ2_XXS blocks).
+__device__ __forceinline__ uint32_t ld_u32_a2(const uint8_t* p) { return ld_u16(p) | (ld_u16(p + 2) << 16); }
+__device__ __forceinline__ uint4 ld_u128(const uint8_t* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+
+__device__ __forceinline__ float f16f(uint32_t h) { return __half2float(__ushort_as_half(static_cast<unsigned short>(h))); }
+__device__ __forceinline__ float bf16f(uint32_t h) { return __uint_as_float(h << 16); }
+
+// Byte k of w as an exact float: the byte becomes the low mantissa bits of
+// 2^23 (one PRMT), then 2^23 is subtracted (exact, the result is an integer).
+__device__ __forceinline__ float byte_f(uint32_t w, int k) {
+  return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7540u | static_cast<uint32_t>(k))) - 8388608.0f;
+}
+// A small non-negative integer (< 2^23) as an exact float, same trick.
+__device__ __forceinline__ float u_f(uint32_t v) { return __uint_as_float(0x4B000000u | v) - 8388608.0f; }
+// Signed byte k of w, where w was XORed with 0x80808080 (so the byte is q+128).
+__device__ __forceinline__ float sbyte_f(uint32_t wx, int k) {
+  return __uint_as_float(__byte_perm(wx, 0x4B000000u, 0x7540u | static_cast<uint32_t>(k))) - 8388736.0f;
+}
+
+template <int N>
+__device__ __forceinline__ void load_x(const float* __restrict__ x, float* v) {
+  static_assert(N % 4 == 0);
+#pragma unroll
+  for (int i = 0; i < N / 4; ++i) {
+    const float4 t = __ldg(reinterpret_cast<const float4*>(x) + i);
+    v[4 * i] = t.x;
+    v[4 * i + 1] = t.y;
+    v[4 * i + 2] = t.z;
+    v[4 * i + 3] = t.w;
+  }
+}
+
+template <int N>
+__device__ __forceinline__ float sum(const float* v) {
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < N; ++i) s += v[i];
+  return s;
+}
+
+struct NoCtx {};
+
+// ---- type traits ---------------------------------------------------------------
+// Each type: QK elements and BYTES bytes per block, PARTS units of EPU elements,
+// NG per-group x sums the unit needs (K-quants subtract m * sum(x) per group),
+// ALIGN bytes of alignment the loads assume.
+//   load_x(xb, p, xv, xs): x of unit p of a block starting at xb (+ group sums)
+//   dot(ctx, blk, p, xv, xs): sum of w*x over unit p
+//   deq(ctx, blk, p, yb): unit p's values into the block's output yb, exactly
+
+// F32, eight values (two 16-byte loads) per unit; needs cols % 8 == 0.
+struct TF32v {
+  static constexpr int QK = 8, BYTES = 32, PARTS = 1, EPU = 8, NG = 1, ALIGN = 16;
+  using Ctx = NoCtx;
+  __device__ static Ctx init() { return {}; }
+  __device__ static void lx(const float* xb, int, float* xv, float*) { load_x<8>(xb, xv); }
+  __device__ static float dot(Ctx, const uint8_t* blk, int, const float* xv, const float*) {
+    const uint4 a = ld_u128(blk), b = ld_u128(blk + 16);
+    float s = __uint_as_float(a.x) * xv[0];
+    s = fmaf(__uint_as_float(a.y), xv[1], s);
+    s = fmaf(__uint_as_float(a.z), xv[2], s);
+    s = fmaf(__uint_as_float(a.w), xv[3], s);
+    s = fmaf(__uint_as_float(b.x), xv[4], s);
+    s = fmaf(__uint_as_float(b.y), xv[5], s);
+    s = fmaf(__uint_as_float(b.z), xv[6], s);
+    return fmaf(__uint_as_float(b.w), xv[7], s);
+  }
+  __device__ static void deq(Ctx, const uint8_t* blk, int, float* yb) {
+    for (int i = 0; i < 8; ++i) yb[i] = __uint_as_float(ld_u32(blk + 4 * i));
+  }
+};
+
+// One value per unit: F32/F16/BF16 rows whose length is not a multiple of 8.
+// Conversions as types (a __device__ function's address cannot be a template
+// argument in code that the host side instantiates).
+struct ConvF32 {
+  __device__ static float f(uint32_t b) { return __uint_as_float(b); }
+};
+struct ConvF16 {
+  __device__ static float f(uint32_t b) { return f16f(b); }
+};
+struct ConvBF16 {
+  __device__ static float f(uint32_t b) { return bf16f(b); }
+};
+
+template <int kBytes, class Conv>
+struct TScalar {
+  static constexpr int QK = 1, BYTES = kBytes, PARTS = 1, EPU = 1, NG = 1, ALIGN = kBytes;
+  using Ctx = NoCtx;
+  __device__ static Ctx init() { return {}; }
+  __device__ static void lx(const float* xb, int, float* xv, float*) { xv[0] = __ldg(xb); }
+  __device__ static float dot(Ctx, const uint8_t* blk, int, const float* xv, const float*) {
+    return Conv::f(kBytes == 4 ? ld_u32(blk) : ld_u16(blk)) * xv[0];
+  }
+  __device__ static void deq(Ctx, const uint8_t* blk, int, float* yb) { yb[0] = Conv::f(kBytes == 4 ? ld_u32(blk) : ld_u16(blk)); }
+};
+using TF32s = TScalar<4, ConvF32>;
+using TF16s = TScalar<2, ConvF16>;
+using TBF16s = TScalar<2, ConvBF16>;
+
+// F16/BF16, eight values (one 16-byte load) per unit; needs cols % 8 == 0.
+template <class Conv>
+struct THalf8 {
+  static constexpr int QK = 8, BYTES = 16, PARTS = 1, EPU = 8, NG = 1, ALIGN = 16;
+  using Ctx = NoCtx;
+  __device__ static Ctx init() { return {}; }
+  __device__ static void lx(const float* xb, int, float* xv, float*) { load_x<8>(xb, xv); }
+  __device__ static float dot(Ctx, const uint8_t* blk, int, const float* xv, const float*) {
+    const uint4 a = ld_u128(blk);
+    const uint32_t w[4] = {a.x, a.y, a.z, a.w};
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      s = fmaf(Conv::f(w[i] & 0xffffu), xv[2 * i], s);
+      s = fmaf(Conv::f(w[i] >> 16), xv[2 * i + 1], s);
+    }
+    return s;
+  }
+  __device__ static void deq(Ctx, const uint8_t* blk, int, float* yb) {
+    for (int i = 0; i < 8; ++i) yb[i] = Conv::f(ld_u16(blk + 2 * i));
+  }
+};
+using TF16v = THalf8<ConvF16>;
+using TBF16v = THalf8<ConvBF16>;
+
+// Q8_0: f16 d, 32 int8 q; x = d * q. One block per unit.
+struct TQ8_0 {
+  static constexpr int QK = 32, BYTES = 34, PARTS = 1, EPU = 32, NG = 1, ALIGN = 2;
+  using Ctx = NoCtx;
+  __device__ static Ctx init() { return {}; }
+  __device__ static void lx(const float* xb, int, float* xv, float*) { load_x<32>(xb, xv); }
+  __device__ static float dot(Ctx, const uint8_t* blk, int, const float* xv, const float*) {
+    const float d = f16f(ld_u16(blk));
+    float s0 = 0.0f, s1 = 0.0f;  // two chains: shorter FMA dependency
+#pragma unroll
+    for (int w = 0; w < 8; w += 2) {
+      const uint32_t q0 = ld_u32_a2(blk + 2 + 4 * w) ^ 0x80808080u;
+      const uint32_t q1 = ld_u32_a2(blk + 6 + 4 * w) ^ 0x80808080u;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        s0 = fmaf(sbyte_f(q0, k), xv[4 * w + k], s0);
+        s1 = fmaf(sbyte_f(q1, k), xv[4 * w + 4 + k], s1);
+      }
+    }
+    return d * (s0 + s1);
+  }
+  __device__ static void deq(Ctx, const uint8_t* blk, int, float* yb) {
+    const float d = f16f(ld_u16(blk));
+    for (int w = 0; w < 8; ++w) {
+      const uint32_t q = ld_u32_a2(blk + 2 + 4 * w) ^ 0x80808080u;
+      for (int k = 0; k < 4; ++k) yb[4 * w + k] = __fmul_rn(d, sbyte_f(q, k));
+    }
+  }
+};
+
+// Q2_K (84 bytes / 256 values): scales[16] (low nibble scale, high nibble min),
+// qs[64] (2-bit), f16 d, f16 dmin; x = d*(sc&15)*q - dmin*(sc>>4). Value
+// n*128 + j*32 + m (m < 32) is bits 2j of qs[n*32 + m], scale n*8 + 2j + m/16.
+// Unit p (8 per block): n = p/4, bytes m = (p%4)*8 .. +8, all four shifts j:
+// 4 runs of 8 values, each run in one scale group.
+struct TQ2_K {
+  static constexpr int QK = 256, BYTES = 84, PARTS = 8, EPU = 32, NG = 4, ALIGN = 4;
+  using Ctx = NoCtx;
+  __device__ static Ctx init() { return {}; }
+  __device__ static int base(int p) { return (p >> 2) * 128 + (p & 3) * 8; }
+  __device__ static void lx(const float* xb, int p, float* xv, float* xs) {
+    const int b = base(p);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      load_x<8>(xb + b + 32 * j, xv + 8 * j);
+      xs[j] = sum<8>(xv + 8 * j);
+    }
+  }
+  // Scale byte of run j: bytes n*8 + 2j + h of scales, h = (p%4)/2.
+  __device__ static uint32_t scale(uint32_t lo, uint32_t hi, int j, int h) {
+    return ((j < 2 ? lo : hi) >> (8 * (2 * (j & 1) + h))) & 0xffu;
+  }
+  __device__ static float dot(Ctx, const uint8_t* blk, int p, const float* xv, const float* xs) {
+    const int n = p >> 2, h = (p & 3) >> 1;
+    const uint32_t dd = ld_u32(blk + 80);
+    const float d = f16f(dd & 0xffffu), dmin = f16f(dd >> 16);
+    const uint32_t lo = ld_u32(blk + 8 * n), hi = ld_u32(blk + 8 * n + 4);
+    const uint32_t q0 = ld_u32(blk + 16 + 32 * n + 8 * (p & 3)), q1 = ld_u32(blk + 20 + 32 * n + 8 * (p & 3));
+    float r = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t t0 = (q0 >> (2 * j)) & 0x03030303u, t1 = (q1 >> (2 * j)) & 0x03030303u;
+      float s = 0.0f;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        s = fmaf(byte_f(t0, k), xv[8 * j + k], s);
+        s = fmaf(byte_f(t1, k), xv[8 * j + 4 + k], s);
+      }
+      const uint32_t sc = scale(lo, hi, j, h);
+      r = fmaf(d * u_f(sc & 15u), s, r);
+      r = fmaf(-dmin * u_f(sc >> 4), xs[j], r);
+    }
+    return r;
+  }
+  __device__ static void deq(Ctx, const uint8_t* blk, int p, float* yb) {
+    const int n = p >> 2, h = (p & 3) >> 1, b = base(p);
+    const float d = f16f(ld_u16(blk + 80)), dmin = f16f(ld_u16(blk + 82));
+    const uint32_t lo = ld_u32(blk + 8 * n), hi = ld_u32(blk + 8 * n + 4);
+    const uint32_t q0 = ld_u32(blk + 16 + 32 * n + 8 * (p & 3)), q1 = ld_u32(blk + 20 + 32 * n + 8 * (p & 3));
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t sc = scale(lo, hi, j, h);
+      const float dl = __fmul_rn(d, u_f(sc & 15u)), ml = __fmul_rn(dmin, u_f(sc >> 4));
+      const uint32_t t0 = (q0 >> (2 * j)) & 0x03030303u, t1 = (q1 >> (2 * j)) & 0x03030303u;
+      for (int k = 0; k < 4; ++k) {
+        yb[b + 32 * j + k] = __fsub_rn(__fmul_rn(dl, byte_f(t0, k)), ml);
+        yb[b + 32 * j + 4 + k] = __fsub_rn(__fmul_rn(dl, byte_f(t1, k)), ml);
+      }
+    }
+  }
+};
+
+// Q4_K (144 bytes / 256 values): f16 d, f16 dmin, scales[12] (eight 6-bit
+// scale/min pairs), qs[128] (4-bit). Group g (64 values) uses qs[32g..32g+32]:
+// low nibbles are values 64g + l with pair 2g, high nibbles 64g + 32 + l with
+// pair 2g+1. Unit p (8 per block) is qs[16p..16p+16]: one aligned 16-byte load.
+struct TQ4_K {
+  static constexpr int QK = 256, BYTES = 144, PARTS = 8, EPU = 32, NG = 2, ALIGN = 16;
+  using Ctx = NoCtx;
+  __device__ static Ctx init() { return {}; }
+  __device__ static int base(int p) { return (p >> 1) * 64 + (p & 1) * 16; }
+  __device__ static void lx(const float* xb, int p, float* xv, float* xs) {
+    load_x<16>(xb + base(p), xv);
+    load_x<16>(xb + base(p) + 32, xv + 16);
+    xs[0] = sum<16>(xv);
+    xs[1] = sum<16>(xv + 16);
+  }
+  // ggml's get_scale_min_k4 for pair j, from the three words of scales[].
+  __device__ static void scale_min(const uint8_t* blk, int j, uint32_t& sc, uint32_t& m) {
+    const int sh = 8 * (j & 3);
+    const uint32_t a = (ld_u32(blk + 4) >> sh) & 0xffu, b = (ld_u32(blk + 8) >> sh) & 0xffu;
+    if (j < 4) {
+      sc = a & 63u;
+      m = b & 63u;
+    } else {
+      const uint32_t c = (ld_u32(blk + 12) >> sh) & 0xffu;
+      sc = (c & 15u) | ((a >> 6) << 4);
+      m = (c >> 4) | ((b >> 6) << 4);
+    }
+  }
+  __device__ static float dot(Ctx, const uint8_t* blk, int p, const float* xv, const float* xs) {
+    const uint32_t dd = ld_u32(blk);
+    const float d = f16f(dd & 0xffffu), dmin = f16f(dd >> 16);
+    const uint4 q = ld_u128(blk + 16 + 16 * p);
+    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+    float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t lo = w[i] & 0x0f0f0f0fu, hi = (w[i] >> 4) & 0x0f0f0f0fu;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        s0 = fmaf(byte_f(lo, k), xv[4 * i + k], s0);
+        s1 = fmaf(byte_f(hi, k), xv[16 + 4 * i + k], s1);
+      }
+    }
+    uint32_t sc0, m0, sc1, m1;
+    scale_min(blk, 2 * (p >> 1), sc0, m0);
+    scale_min(blk, 2 * (p >> 1) + 1, sc1, m1);
+    float r = d * u_f(sc0) * s0;
+    r = fmaf(d * u_f(sc1), s1, r);
+    r = fmaf(-dmin * u_f(m0), xs[0], r);
+    return fmaf(-dmin * u_f(m1), xs[1], r);
+  }
+  __device__ static void deq(Ctx, const uint8_t* blk, int p, float* yb) {
+    const float d = f16f(ld_u16(blk)), dmin = f16f(ld_u16(blk + 2));
+    uint32_t sc0, m0, sc1, m1;
+    scale_min(blk, 2 * (p >> 1), sc0, m0);
+    scale_min(blk, 2 * (p >> 1) + 1, sc1, m1);
+    const float d1 = __fmul_rn(d, u_f(sc0)), mm1 = __fmul_rn(dmin, u_f(m0));
+    const float d2 = __fmul_rn(d, u_f(sc1)), mm2 = __fmul_rn(dmin, u_f(m1));
+    const int b = base(p);
+    for (int i = 0; i < 16; ++i) {
+      const uint32_t q = blk[16 + 16 * p + i];
+      yb[b + i] = __fsub_rn(__fmul_rn(d1, u_f(q & 15u)), mm1);
+      yb[b + 32 + i] = __fsub_rn(__fmul_rn(d2, u_f(q >> 4)), mm2);
+    }
+  }
+};
+
+// IQ2_XXS (66 bytes / 256 values): f16 d, then per 32 values two words: word 0
+// holds four indices into a 256-entry grid of 8 magnitudes, word 1 four 7-bit
+// sign codes (the 8th sign makes the parity even) and a 4-bit scale s:
+// x = d * (0.5 + s) * 0.25 * grid * sign. One unit per 32 values; the grid is
+// copied into shared memory per thread block (random lookups; constant memory
+// would serialise them).
+__device__ uint64_t g_iq2xxs_grid[256];
+
+struct TIQ2_XXS {
+  static constexpr int QK = 256, BYTES = 66, PARTS = 8, EPU = 32, NG = 1, ALIGN = 2;
+  struct Ctx {
+    const uint64_t* grid;
+  };
+  __device__ static Ctx init() {
+    __shared__ uint64_t grid[256];
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) grid[i] = g_iq2xxs_grid[i];
+    __syncthreads();
+    return {grid};
+  }
+  __device__ static void lx(const float* xb, int p, float* xv, float*) { load_x<32>(xb + 32 * p, xv); }
+  // Sign byte for code c: bit 7 completes even parity (ggml's ksigns_iq2xs).
+  __device__ static uint32_t signs(uint32_t c) { return c | ((__popc(c) & 1u) << 7); }
+  __device__ static float db(const uint8_t* blk, uint32_t aux1) {
+    const float d = f16f(ld_u16(blk));
+    return __fmul_rn(__fmul_rn(d, __fadd_rn(0.5f, u_f(aux1 >> 28))), 0.25f);
+  }
+  __device__ static float dot(Ctx c, const uint8_t* blk, int p, const float* xv, const float*) {
+    const uint32_t aux0 = ld_u32_a2(blk + 2 + 8 * p), aux1 = ld_u32_a2(blk + 6 + 8 * p);
+    float s = 0.0f;
+#pragma unroll
+    for (int l = 0; l < 4; ++l) {
+      const uint64_t g = c.grid[(aux0 >> (8 * l)) & 0xffu];
+      const uint32_t sg = signs((aux1 >> (7 * l)) & 127u);
+      const uint32_t glo = static_cast<uint32_t>(g), ghi = static_cast<uint32_t>(g >> 32);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        // The sign goes onto x's sign bit: exact, no multiply.
+        const float xs = __uint_as_float(__float_as_uint(xv[8 * l + k]) ^ (((sg >> k) & 1u) << 31));
+        s = fmaf(byte_f(k < 4 ? glo : ghi, k & 3), xs, s);
+      }
+    }
+    return db(blk, aux1) * s;
+  }
+  __device__ static void deq(Ctx c, const uint8_t* blk, int p, float* yb) {
+    const uint32_t aux0 = ld_u32_a2(blk + 2 + 8 * p), aux1 = ld_u32_a2(blk + 6 + 8 * p);
+    const float dbv = db(blk, aux1);
+    for (int l = 0; l < 4; ++l) {
+      const uint64_t g = c.grid[(aux0 >> (8 * l)) & 0xffu];
+      const uint32_t sg = signs((aux1 >> (7 * l)) & 127u);
+      for (int k = 0; k < 8; ++k) {
+        const float v = __fmul_rn(dbv, u_f(static_cast<uint32_t>(g >> (8 * k)) & 0xffu));
+        yb[32 * p + 8 * l + k] = (sg >> k) & 1u ? -v : v;
+      }
+    }
+  }
+};
+
+// ---- kernels -------------------------------------------------------------------
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <class T, int R>
+__global__ void __launch_bounds__(kThreads) matvec_kernel(const uint8_t* __restrict__ w, int64_t row_bytes, int64_t rows,
+                                                          int64_t nblocks, const float* __restrict__ x,
+                                                          float* __restrict__ y) {
+  const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+  const int lane = threadIdx.x & 31;
+  const int64_t row0 = ((static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) >> 5) * R;
+  if (row0 >= rows) return;
+  // Rows past the end (last warp only) re-read the last row; their sums are dropped.
+  const uint8_t* wr[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) wr[r] = w + (row0 + r < rows ? row0 + r : rows - 1) * row_bytes;
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  const int64_t nunits = nblocks * T::PARTS;
+  for (int64_t u = lane; u < nunits; u += 32) {
+    const int64_t b = u / T::PARTS;
+    const int p = static_cast<int>(u % T::PARTS);
+    float xv[T::EPU], xs[T::NG];
+    T::lx(x + b * T::QK, p, xv, xs);
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] += T::dot(ctx, wr[r] + b * T::BYTES, p, xv, xs);
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const float v = warp_sum(acc[r]);
+    if (lane == 0 && row0 + r < rows) y[row0 + r] = v;
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) dequant_kernel(const uint8_t* __restrict__ src, float* __restrict__ dst,
+                                                           int64_t nunits) {
+  const typename T::Ctx ctx = T::init();
+  const int64_t u = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (u >= nunits) return;
+  const int64_t b = u / T::PARTS;
+  T::deq(ctx, src + b * T::BYTES, static_cast<int>(u % T::PARTS), dst + b * T::QK);
+}
+
+// ---- host dispatch -------------------------------------------------------------
+
+unsigned grid_for(int64_t threads) {
+  const int64_t blocks = (threads + kThreads - 1) / kThreads;
+  if (blocks > 0x7fffffff) fail_shape("launch (too many blocks)", GgmlType::F32, threads, kThreads);
+  return static_cast<unsigned>(blocks);
+}
+
+bool aligned(const void* p, int a) { return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(a) == 0; }
+
+template <class T>
+void mv(int rpw, GgmlType t, const void* w, int64_t rows, int64_t cols, const float* x, float* y, cudaStream_t s) {
+  if (cols % T::QK) fail_shape("matvec", t, cols, T::QK);
+  if (!aligned(w, T::ALIGN)) fail_align("matvec weights", t, w, T::ALIGN);
+  if (!aligned(x, 16)) fail_align("matvec input", t, x, 16);
+  if (rows <= 0 || cols <= 0) return;
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const int64_t rb = cols / T::QK * T::BYTES, nb = cols / T::QK;
+  switch (rpw) {
+    case 1: matvec_kernel<T, 1><<<grid_for(rows * 32), kThreads, 0, s>>>(wb, rb, rows, nb, x, y); break;
+    case 2: matvec_kernel<T, 2><<<grid_for((rows + 1) / 2 * 32), kThreads, 0, s>>>(wb, rb, rows, nb, x, y); break;
+    case 4: matvec_kernel<T, 4><<<grid_for((rows + 3) / 4 * 32), kThreads, 0, s>>>(wb, rb, rows, nb, x, y); break;
+    default: fail_rows_per_warp(rpw);
+  }
+  DS4_CUDA_CHECK_LAUNCH("matvec_kernel");
+}
+
+template <class T>
+void dq(GgmlType t, const void* src, float* dst, int64_t n, cudaStream_t s) {
+  if (n % T::QK) fail_shape("dequantize", t, n, T::QK);
+  if (!aligned(src, T::ALIGN)) fail_align("dequantize source", t, src, T::ALIGN);
+  if (n <= 0) return;
+  const int64_t nunits = n / T::QK * T::PARTS;
+  dequant_kernel<T><<<grid_for(nunits), kThreads, 0, s>>>(static_cast<const uint8_t*>(src), dst, nunits);
+  DS4_CUDA_CHECK_LAUNCH("dequant_kernel");
+}
+
+void upload_iq2_tables() {
+  // Once per device: __device__ symbols are per device.
+  static std::mutex mu;
+  static bool done[64] = {};
+  int dev = 0;
+  DS4_CUDA_CHECK(cudaGetDevice(&dev));
+  const std::lock_guard<std::mutex> lock(mu);
+  if (dev < 64 && done[dev]) return;
+  // The quant module's table (generated from gguf-py): grid[i][k] is byte k of
+  // entry i, i.e. the little-endian uint64 this kernel indexes.
+  static_assert(sizeof(quant::iq2xxs_grid) == 256 * sizeof(uint64_t));
+  DS4_CUDA_CHECK(cudaMemcpyToSymbol(g_iq2xxs_grid, quant::iq2xxs_grid, sizeof(quant::iq2xxs_grid)));
+  if (dev < 64) done[dev] = true;
+}
+
+// Default rows per warp: 2 (x reuse halves the L1 traffic for x) unless there
+// are too few rows to give every SM enough warps.
+int default_rows_per_warp(int64_t rows) { return rows >= 2048 ? 2 : 1; }
+
+}  // namespace
+
+bool quant_supported(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32:
+    case GgmlType::F16:
+    case GgmlType::BF16:
+    case GgmlType::Q8_0:
+    case GgmlType::Q2_K:
+    case GgmlType::Q4_K:
+    case GgmlType::IQ2_XXS: return true;
+    default: return false;
+  }
+}
+
+namespace detail {
+void matvec_rows_per_warp(int rpw, GgmlType t, const void* w, int64_t rows, int64_t cols, const float* x, float* y,
+                          cudaStream_t s) {
+  switch (t) {
+    case GgmlType::F32:
+      if (cols % 8 == 0 && aligned(w, 16)) return mv<TF32v>(rpw, t, w, rows, cols, x, y, s);
+      return mv<TF32s>(rpw, t, w, rows, cols, x, y, s);
+    case GgmlType::F16:
+      if (cols % 8 == 0 && aligned(w, 16)) return mv<TF16v>(rpw, t, w, rows, cols, x, y, s);
+      return mv<TF16s>(rpw, t, w, rows, cols, x, y, s);
+    case GgmlType::BF16:
+      if (cols % 8 == 0 && aligned(w, 16)) return mv<TBF16v>(rpw, t, w, rows, cols, x, y, s);
+      return mv<TBF16s>(rpw, t, w, rows, cols, x, y, s);
+    case GgmlType::Q8_0: return mv<TQ8_0>(rpw, t, w, rows, cols, x, y, s);
+    case GgmlType::Q2_K: return mv<TQ2_K>(rpw, t, w, rows, cols, x, y, s);
+    case GgmlType::Q4_K: return mv<TQ4_K>(rpw, t, w, rows, cols, x, y, s);
+    case GgmlType::IQ2_XXS: upload_iq2_tables(); return mv<TIQ2_XXS>(rpw, t, w, rows, cols, x, y, s);
+    default: fail_unsupported("matvec", t);
+  }
+}
+}  // namespace detail
+
+void matvec(GgmlType t, const void* w, int64_t rows, int64_t cols, const float* x, float* y, cudaStream_t s) {
+  detail::matvec_rows_per_warp(default_rows_per_warp(rows), t, w, rows, cols, x, y, s);
+}
+
+void dequantize_device(GgmlType t, const void* src, float* dst, int64_t n, cudaStream_t s) {
+  switch (t) {
+    case GgmlType::F32:
+      if (n % 8 == 0 && aligned(src, 16)) return dq<TF32v>(t, src, dst, n, s);
+      return dq<TF32s>(t, src, dst, n, s);
+    case GgmlType::F16:
+      if (n % 8 == 0 && aligned(src, 16)) return dq<TF16v>(t, src, dst, n, s);
+      return dq<TF16s>(t, src, dst, n, s);
+    case GgmlType::BF16:
+      if (n % 8 == 0 && aligned(src, 16)) return dq<TBF16v>(t, src, dst, n, s);
+      return dq<TBF16s>(t, src, dst, n, s);
+    case GgmlType::Q8_0: return dq<TQ8_0>(t, src, dst, n, s);
+    case GgmlType::Q2_K: return dq<TQ2_K>(t, src, dst, n, s);
+    case GgmlType::Q4_K: return dq<TQ4_K>(t, src, dst, n, s);
+    case GgmlType::IQ2_XXS: upload_iq2_tables(); return dq<TIQ2_XXS>(t, src, dst, n, s);
+    default: fail_unsupported("dequantize", t);
+  }
+}
+
+}  // namespace ds4::cuda

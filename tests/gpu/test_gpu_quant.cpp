@@ -1,0 +1,336 @@
+// GPU quant kernels against the CPU registry.
+//
+// Dequantize: the GPU output equals quant::dequantize_row bit for bit, on random
+// valid blocks (every byte random except the f16 scales, which are random
+// finite values: moderate ones, and "extreme" ones spanning subnormals to 65504).
+//
+// Matvec: y = W x on the GPU against the CPU registry's dequantized rows dotted
+// with x in double precision. Bound, per row: |y_gpu - y_ref| <= k * u * S with
+// u = 2^-24 and S = sum_i (|a_i| + |b_i|) |x_i|, where w_i = a_i - b_i is the
+// weight's split into its scaled quant a = d*sc*q and its offset b = dmin*m
+// (b = 0 for types without offsets). The kernel rounds each product/sum at most
+// k = cols/32 + 32 times along any path (per-lane chains of at most cols/32
+// unit partials, at most 16 FMAs inside a unit, a few scale products and 5
+// shuffle levels), and for k*u << 1 the classic bound gamma_k <= 1.01 k u holds
+// for every term's relative error. The offset term enters S because the kernel
+// factors d*sc*sum(q x) - dmin*m*sum(x) per group, whose rounding scales with
+// |a| and |b|, not with |a - b|.
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_buffer.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_quant.h"
+#include "quant/quant.h"
+#include "util/error.h"
+#include "util/float16.h"
+#include "util/ggml_type.h"
+
+namespace ds4 {
+namespace {
+
+using cuda::DeviceBuffer;
+
+constexpr GgmlType kTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16,   GgmlType::Q8_0,
+                               GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::IQ2_XXS};
+
+struct Geometry {
+  int64_t qk;
+  size_t bytes;
+};
+
+Geometry geometry(GgmlType t) {
+  const auto info = ggml_type_info(ggml_type_id(t));
+  if (!info) throw Error("unknown type");
+  return {info->block_size, info->block_bytes};
+}
+
+// Offsets of the f16 scale fields in a block (the only bytes that must be
+// constrained for a valid block: a NaN/inf scale is not a valid weight).
+// `dmin` is the offset scale of K-quants (-1: none).
+struct ScaleFields {
+  std::vector<size_t> f16;
+  int dmin = -1;
+  int d = -1;
+};
+
+ScaleFields scale_fields(GgmlType t) {
+  switch (t) {
+    case GgmlType::Q8_0: return {{0}, -1, 0};
+    case GgmlType::Q2_K: return {{80, 82}, 82, 80};
+    case GgmlType::Q4_K: return {{0, 2}, 2, 0};
+    case GgmlType::IQ2_XXS: return {{0}, -1, 0};
+    default: return {};
+  }
+}
+
+uint16_t finite_f16(std::mt19937_64& rng, bool extreme) {
+  if (extreme) {
+    for (;;) {  // any finite pattern: zeros, subnormals, up to +-65504
+      const auto h = static_cast<uint16_t>(rng());
+      if ((h & 0x7c00u) != 0x7c00u) return h;
+    }
+  }
+  // Scales as real files have them: magnitudes 1e-3..3e-2, either sign.
+  std::uniform_real_distribution<float> mag(1e-3f, 3e-2f);
+  const float v = (rng() & 1) ? -mag(rng) : mag(rng);
+  return f32_to_f16(v);
+}
+
+// Random valid data for n elements of type t.
+std::vector<uint8_t> random_data(GgmlType t, int64_t n, bool extreme, std::mt19937_64& rng) {
+  const Geometry g = geometry(t);
+  std::vector<uint8_t> data(static_cast<size_t>(n / g.qk) * g.bytes);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  auto put16 = [&](size_t off, uint16_t h) { std::memcpy(data.data() + off, &h, 2); };
+  switch (t) {
+    case GgmlType::F32:
+      for (int64_t i = 0; i < n; ++i) {
+        uint32_t bits;
+        if (extreme) {
+          do bits = static_cast<uint32_t>(rng());
+          while ((bits & 0x7f800000u) == 0x7f800000u);
+        } else {
+          bits = std::bit_cast<uint32_t>(uni(rng));
+        }
+        std::memcpy(data.data() + 4 * i, &bits, 4);
+      }
+      break;
+    case GgmlType::F16:
+      for (int64_t i = 0; i < n; ++i) put16(2 * i, extreme ? finite_f16(rng, true) : f32_to_f16(uni(rng)));
+      break;
+    case GgmlType::BF16:
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        if (extreme) {
+          do h = static_cast<uint16_t>(rng());
+          while ((h & 0x7f80u) == 0x7f80u);
+        } else {
+          h = f32_to_bf16(uni(rng));
+        }
+        put16(2 * i, h);
+      }
+      break;
+    default: {
+      for (auto& b : data) b = static_cast<uint8_t>(rng());
+      const ScaleFields sf = scale_fields(t);
+      for (size_t blk = 0; blk < data.size() / g.bytes; ++blk)
+        for (size_t off : sf.f16) put16(blk * g.bytes + off, finite_f16(rng, extreme));
+    }
+  }
+  return data;
+}
+
+// Every GPU test needs a device. Without one the test fails: a skipped GPU test
+// would read as a pass in a summary. (A macro: ASSERT must return from the test.)
+#define REQUIRE_DEVICE() \
+  ASSERT_GT(cuda::device_count(), 0) << "no CUDA device: run the GPU tests on a GPU machine (scripts/gpu-check)"
+
+void sync() { DS4_CUDA_CHECK(cudaDeviceSynchronize()); }
+
+std::string type_str(GgmlType t) { return std::string(ggml_type_name(t)); }
+
+// ---- dequantize: bit-exact ----------------------------------------------------
+
+struct DeqCase {
+  GgmlType type;
+  int64_t n;
+  bool extreme;
+};
+
+class GpuDequantize : public ::testing::TestWithParam<DeqCase> {};
+
+TEST_P(GpuDequantize, BitExactVsCpuRegistry) {
+  REQUIRE_DEVICE();
+  const DeqCase c = GetParam();
+  ASSERT_NE(quant::find_ops(c.type), nullptr) << "CPU registry lacks " << type_str(c.type) << ": the oracle is missing";
+  std::mt19937_64 rng(0x5eed0000u + ggml_type_id(c.type) * 7 + (c.extreme ? 1 : 0) + static_cast<uint64_t>(c.n));
+  const auto data = random_data(c.type, c.n, c.extreme, rng);
+  std::vector<float> want(static_cast<size_t>(c.n)), got(static_cast<size_t>(c.n));
+  quant::dequantize_row(c.type, data.data(), want.data(), c.n);
+
+  DeviceBuffer dsrc(data.size()), ddst(got.size() * 4);
+  dsrc.upload(data.data(), data.size());
+  DS4_CUDA_CHECK(cudaMemset(ddst.get(), 0xff, ddst.size()));  // NaN fill: an unwritten value cannot match
+  cuda::dequantize_device(c.type, dsrc.get(), ddst.as<float>(), c.n);
+  sync();
+  ddst.download(got.data(), got.size() * 4);
+
+  int64_t mismatches = 0, first = -1;
+  for (int64_t i = 0; i < c.n; ++i)
+    if (std::bit_cast<uint32_t>(got[i]) != std::bit_cast<uint32_t>(want[i])) {
+      if (first < 0) first = i;
+      ++mismatches;
+    }
+  ASSERT_EQ(mismatches, 0) << type_str(c.type) << ": " << mismatches << " of " << c.n << " values differ; first at " << first
+                           << " (block " << first / geometry(c.type).qk << "): gpu " << got[first] << " (0x" << std::hex
+                           << std::bit_cast<uint32_t>(got[first]) << ") cpu " << want[first] << " (0x"
+                           << std::bit_cast<uint32_t>(want[first]) << ")";
+}
+
+std::vector<DeqCase> deq_cases() {
+  std::vector<DeqCase> v;
+  for (GgmlType t : kTypes)
+    for (bool extreme : {false, true}) {
+      v.push_back({t, 256 * 1031, extreme});  // odd number of 256-blocks
+      const int64_t qk = geometry(t).qk;
+      if (qk == 1) v.push_back({t, 256 * 1031 + 5, extreme});  // float types: the scalar path
+    }
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, GpuDequantize, ::testing::ValuesIn(deq_cases()), [](const auto& p) {
+  return type_str(p.param.type) + "_n" + std::to_string(p.param.n) + (p.param.extreme ? "_extreme" : "_moderate");
+});
+
+// ---- matvec: within the rounding bound -----------------------------------------
+
+struct MvCase {
+  GgmlType type;
+  int64_t rows, cols;
+  int rows_per_warp;  // 0: the default choice of cuda::matvec
+};
+
+class GpuMatvec : public ::testing::TestWithParam<MvCase> {};
+
+// The two parts of each weight (see the header): a = w with the offset scale
+// zeroed, b = -(w with the quant scale zeroed); for types without an offset,
+// a = w and b = 0.
+void weight_parts(GgmlType t, const uint8_t* row, int64_t cols, std::vector<float>& a, std::vector<float>& b) {
+  const ScaleFields sf = scale_fields(t);
+  a.resize(static_cast<size_t>(cols));
+  b.assign(static_cast<size_t>(cols), 0.0f);
+  if (sf.dmin < 0) {
+    quant::dequantize_row(t, row, a.data(), cols);
+    return;
+  }
+  const Geometry g = geometry(t);
+  std::vector<uint8_t> tmp(row, row + static_cast<size_t>(cols / g.qk) * g.bytes);
+  for (size_t blk = 0; blk < tmp.size() / g.bytes; ++blk) std::memset(tmp.data() + blk * g.bytes + sf.dmin, 0, 2);
+  quant::dequantize_row(t, tmp.data(), a.data(), cols);
+  tmp.assign(row, row + tmp.size());
+  for (size_t blk = 0; blk < tmp.size() / g.bytes; ++blk) std::memset(tmp.data() + blk * g.bytes + sf.d, 0, 2);
+  quant::dequantize_row(t, tmp.data(), b.data(), cols);
+}
+
+TEST_P(GpuMatvec, WithinRoundingBoundOfDoubleDot) {
+  REQUIRE_DEVICE();
+  const MvCase c = GetParam();
+  ASSERT_NE(quant::find_ops(c.type), nullptr) << "CPU registry lacks " << type_str(c.type) << ": the oracle is missing";
+  std::mt19937_64 rng(0xa11ce000u + ggml_type_id(c.type) * 131 + static_cast<uint64_t>(c.rows * 7 + c.cols));
+  const auto w = random_data(c.type, c.rows * c.cols, false, rng);
+  std::vector<float> x(static_cast<size_t>(c.cols));
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  for (auto& v : x) v = uni(rng);
+
+  DeviceBuffer dw(w.size()), dx(x.size() * 4), dy(static_cast<size_t>(c.rows) * 4);
+  dw.upload(w.data(), w.size());
+  dx.upload(x.data(), x.size() * 4);
+  DS4_CUDA_CHECK(cudaMemset(dy.get(), 0xff, dy.size()));
+  if (c.rows_per_warp)
+    cuda::detail::matvec_rows_per_warp(c.rows_per_warp, c.type, dw.get(), c.rows, c.cols, dx.as<float>(), dy.as<float>(),
+                                       nullptr);
+  else
+    cuda::matvec(c.type, dw.get(), c.rows, c.cols, dx.as<float>(), dy.as<float>());
+  sync();
+  std::vector<float> y(static_cast<size_t>(c.rows));
+  dy.download(y.data(), y.size() * 4);
+
+  const size_t rb = quant::row_bytes(c.type, c.cols);
+  const double u = std::ldexp(1.0, -24), k = static_cast<double>(c.cols / 32 + 32);
+  std::vector<float> wr(static_cast<size_t>(c.cols)), pa, pb;
+  double worst = 0;  // largest |err| / (u * S) over the rows: how much of the bound was used
+  int64_t bad = 0;
+  for (int64_t r = 0; r < c.rows; ++r) {
+    const uint8_t* row = w.data() + static_cast<size_t>(r) * rb;
+    quant::dequantize_row(c.type, row, wr.data(), c.cols);
+    weight_parts(c.type, row, c.cols, pa, pb);
+    double ref = 0, s = 0;
+    for (int64_t i = 0; i < c.cols; ++i) {
+      ref += static_cast<double>(wr[i]) * x[i];
+      s += (std::fabs(static_cast<double>(pa[i])) + std::fabs(static_cast<double>(pb[i]))) * std::fabs(x[i]);
+    }
+    const double err = std::fabs(static_cast<double>(y[r]) - ref);
+    if (!(err <= k * u * s)) {  // also catches NaN (an unwritten row)
+      if (bad++ < 5)
+        ADD_FAILURE() << type_str(c.type) << " " << c.rows << "x" << c.cols << " row " << r << ": gpu " << y[r] << " ref "
+                      << ref << " err " << err << " > bound " << k * u * s;
+    }
+    if (s > 0) worst = std::max(worst, err / (u * s));
+  }
+  EXPECT_EQ(bad, 0) << bad << " rows outside the bound";
+  std::printf("  %-8s %6lldx%-6lld rpw %d: max err %.2f u*S (bound %.0f u*S)\n", type_str(c.type).c_str(),
+              static_cast<long long>(c.rows), static_cast<long long>(c.cols), c.rows_per_warp, worst, k);
+}
+
+std::vector<MvCase> mv_cases() {
+  std::vector<MvCase> v;
+  for (GgmlType t : kTypes) {
+    const int64_t qk = std::max<int64_t>(geometry(t).qk, 1);
+    // Odd row counts and odd block counts (rows that start only 2-aligned for
+    // Q8_0/IQ2_XXS, scalar paths for the float types).
+    constexpr int64_t kSmall[][2] = {{1, 1}, {3, 3}, {17, 9}, {65, 16}, {1023, 8}};  // rows, blocks
+    for (const auto& rb : kSmall) v.push_back({t, rb[0], rb[1] * qk, 0});
+    for (int rpw : {1, 2, 4}) v.push_back({t, 67, 2048, rpw});
+    // Flash-sized: rows x cols.
+    constexpr int64_t kFlash[][2] = {{4096, 2048}, {2048, 4096}, {4096, 32768}};
+    for (const auto& rc : kFlash) v.push_back({t, rc[0], rc[1], 0});
+  }
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, GpuMatvec, ::testing::ValuesIn(mv_cases()), [](const auto& p) {
+  const MvCase& c = p.param;
+  return type_str(c.type) + "_" + std::to_string(c.rows) + "x" + std::to_string(c.cols) +
+         (c.rows_per_warp ? "_rpw" + std::to_string(c.rows_per_warp) : "");
+});
+
+// ---- errors ----------------------------------------------------------------------
+
+TEST(GpuErrors, CudaFailureNamesCallFileLineAndCause) {
+  REQUIRE_DEVICE();
+  try {
+    DeviceBuffer huge(size_t{1} << 62);
+    FAIL() << "a 4 EiB cudaMalloc succeeded";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("cudaMalloc"), std::string::npos) << m;
+    EXPECT_NE(m.find("cuda_buffer.cpp:"), std::string::npos) << m;
+    EXPECT_NE(m.find("out of memory"), std::string::npos) << m;
+  }
+}
+
+TEST(GpuErrors, UnsupportedTypeAndBadShapeAreErrors) {
+  REQUIRE_DEVICE();
+  DeviceBuffer w(1 << 16), x(1 << 16), y(1 << 16);
+  EXPECT_FALSE(cuda::quant_supported(GgmlType::Q5_K));
+  try {
+    cuda::matvec(GgmlType::Q5_K, w.get(), 1, 256, x.as<float>(), y.as<float>());
+    FAIL() << "Q5_K matvec did not throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Q5_K is not supported"), std::string::npos) << e.what();
+  }
+  try {
+    cuda::matvec(GgmlType::Q4_K, w.get(), 1, 100, x.as<float>(), y.as<float>());
+    FAIL() << "Q4_K matvec with 100 columns did not throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a multiple of 256"), std::string::npos) << e.what();
+  }
+  try {
+    cuda::matvec(GgmlType::Q4_K, w.as<uint8_t>() + 4, 1, 256, x.as<float>(), y.as<float>());
+    FAIL() << "misaligned Q4_K weights did not throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("16-byte aligned"), std::string::npos) << e.what();
+  }
+  for (GgmlType t : kTypes) EXPECT_TRUE(cuda::quant_supported(t)) << type_str(t);
+}
+
+}  // namespace
+}  // namespace ds4
