@@ -7,6 +7,10 @@
 
 #include "util/ggml_type.h"
 
+namespace ds4 {
+class ThreadPool;
+}
+
 namespace ds4::quant {
 
 struct TypeOps {
@@ -29,5 +33,18 @@ const TypeOps& require_ops(GgmlType t, std::string_view tensor_name);
 void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n);
 void quantize_row(GgmlType t, const float* src, void* dst, int64_t n, const float* imatrix = nullptr);
 size_t row_bytes(GgmlType t, int64_t n);
+
+// y[r] = dot(row r of W, x) for r < rows. W is `rows` rows of `cols` values of
+// type `wtype`, row r at byte r * row_bytes(wtype, cols); cols must be a
+// multiple of the block size. Integer formats quantize x once (Q8_0 per 32 or
+// Q8_K per 256) and use integer dots; float formats use x as is. With a pool,
+// rows are split over its threads. Throws ds4::Error for a type without kernel.
+void matvec(GgmlType wtype, const void* W, int64_t rows, int64_t cols, const float* x, float* y,
+            ThreadPool* pool = nullptr);
+// The same for n activation rows: X is n x cols, Y is n x rows (row-major), so
+// Y[j * rows + r] = dot(row r of W, X row j). Each weight row is read once for
+// all n activations (prefill).
+void matmul(GgmlType wtype, const void* W, int64_t rows, int64_t cols, const float* X, int64_t n, float* Y,
+            ThreadPool* pool = nullptr);
 
 }  // namespace ds4::quant

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "quant/kernels.h"
+
 namespace ds4::quant {
 
 // Groups whose largest magnitude is below this are stored as zeros.
@@ -12,7 +14,5 @@ constexpr float kGroupMaxEps = 1e-15f;
 // magnitudes quantizers see.
 inline int nearest_int(float v) { return static_cast<int>(std::nearbyint(v)); }
 
-// Q8_K activation quantization (per 256: float scale, int8 values, sums of 16).
-void quantize_row_q8_k(const float* x, void* dst, int64_t n);
 
 }  // namespace ds4::quant

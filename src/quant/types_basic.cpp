@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "quant/kernels.h"
 #include "util/float16.h"
 
 namespace ds4::quant {
@@ -56,7 +57,11 @@ void deq_q8_0(const void* src, float* dst, int64_t n) {
 }
 // Same rounding as ggml's reference quantize_row_q8_0 (and gguf-py): d = amax/127,
 // q = round-half-away(x/d).
-void q_q8_0(const float* src, void* dst, int64_t n, const float*) {
+void q_q8_0(const float* src, void* dst, int64_t n, const float*) { quantize_row_q8_0(src, dst, n); }
+
+}  // namespace
+
+void quantize_row_q8_0(const float* src, void* dst, int64_t n) {
   auto* d8 = static_cast<uint8_t*>(dst);
   for (int64_t b = 0; b < n / 32; ++b, d8 += 34) {
     const float* x = src + b * 32;
@@ -69,8 +74,6 @@ void q_q8_0(const float* src, void* dst, int64_t n, const float*) {
     for (int j = 0; j < 32; ++j) d8[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::round(x[j] * id)));
   }
 }
-
-}  // namespace
 
 void register_basic_types(std::vector<TypeOps>& out) {
   out.push_back({GgmlType::F32, 1, 4, deq_f32, q_f32});

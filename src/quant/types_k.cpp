@@ -349,19 +349,16 @@ void q_q6_k(const float* x, void* dst, int64_t n, const float*) {
 void quantize_row_q8_k(const float* x, void* dst, int64_t n) {
   auto* b = static_cast<BlockQ8_K*>(dst);
   for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
-    float mx = 0, amax = 0;
-    for (int l = 0; l < QK_K; ++l)
-      if (std::fabs(x[l]) > amax) {
-        amax = std::fabs(x[l]);
-        mx = x[l];
-      }
+    float amax = 0;
+    for (int l = 0; l < QK_K; ++l) amax = std::max(amax, std::fabs(x[l]));
     if (amax == 0) {
       std::memset(&b[i], 0, sizeof(BlockQ8_K));
       continue;
     }
-    // -128/max puts the largest magnitude at -128 or +127..128 (clamped).
-    const float iscale = -128.0f / mx;
-    for (int l = 0; l < QK_K; ++l) b[i].qs[l] = static_cast<int8_t>(std::min(127, nearest_int(iscale * x[l])));
+    // Symmetric [-127, 127] (never -128): the SIMD kernels negate activations
+    // with sign_epi8, which cannot represent +128.
+    const float iscale = 127.0f / amax;
+    for (int l = 0; l < QK_K; ++l) b[i].qs[l] = static_cast<int8_t>(std::clamp(nearest_int(iscale * x[l]), -127, 127));
     for (int j = 0; j < 16; ++j) {
       int s = 0;
       for (int l = 0; l < 16; ++l) s += b[i].qs[16 * j + l];

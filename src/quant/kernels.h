@@ -1,0 +1,41 @@
+#pragma once
+// Row dot-product kernels behind quant::matvec/matmul. For each weight type
+// there is a scalar reference and, where written, SIMD versions of the same
+// contract; tests compare them. Integer kernels take the activation already
+// quantized to `act` (Q8_0: per-32 int8, Q8_K: per-256 int8 with sums of 16);
+// float kernels take the float activation (act = F32).
+#include <cstdint>
+
+#include "util/ggml_type.h"
+
+namespace ds4::quant {
+
+enum class Isa { Scalar = 0, Avx2 = 1, Avx512 = 2, Neon = 3 };
+const char* isa_name(Isa isa);
+
+// dot of one weight row of n values with one activation row (n % block == 0).
+using DotFn = float (*)(int64_t n, const void* w, const void* act);
+
+struct DotKernel {
+  GgmlType act;  // F32, Q8_0 or Q8_K
+  DotFn dot;
+};
+
+// The kernel of `t` for `isa`, or null when there is none or this CPU lacks it.
+const DotKernel* find_kernel(GgmlType t, Isa isa);
+// The fastest kernel this CPU runs for `t` (null if the type has no kernel).
+// DS4_QUANT_ISA=scalar|avx2|avx512 in the environment caps the choice.
+const DotKernel* best_kernel(GgmlType t);
+bool cpu_has(Isa isa);
+
+// Activation quantizers (n % block == 0).
+void quantize_row_q8_0(const float* x, void* dst, int64_t n);
+void quantize_row_q8_k(const float* x, void* dst, int64_t n);
+
+// Per-ISA tables, filled by the kernel files (null entries = not written).
+const DotKernel* scalar_kernel(GgmlType t);
+const DotKernel* avx2_kernel(GgmlType t);
+const DotKernel* avx512_kernel(GgmlType t);
+const DotKernel* neon_kernel(GgmlType t);
+
+}  // namespace ds4::quant

@@ -1,0 +1,257 @@
+// AVX2 (+FMA, F16C) dot kernels. Compiled with per-function target attributes
+// so the library runs on any x86-64; matvec picks them only where the CPU has
+// AVX2 (cpu_has). Each must equal its scalar reference in kernels_scalar.cpp up
+// to float summation order: integer parts are exact, as in the reference.
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "quant/blocks.h"
+#include "quant/iq_tables.h"
+#include "quant/kernels.h"
+#include "util/float16.h"
+
+#define DS4_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+namespace ds4::quant {
+namespace {
+
+DS4_AVX2 inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+DS4_AVX2 inline int hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+// Sum of int8 products in pairs as 16 int16: x signed, y signed. maddubs needs
+// an unsigned first operand, so move x's sign onto y.
+DS4_AVX2 inline __m256i mul_i8_pairs(__m256i x, __m256i y) {
+  return _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+}
+// Sum of int8 products as 8 int32 lanes.
+DS4_AVX2 inline __m256i dot_i8(__m256i x, __m256i y) {
+  return _mm256_madd_epi16(mul_i8_pairs(x, y), _mm256_set1_epi16(1));
+}
+// 32 nibbles of 16 bytes: low nibbles in bytes 0..15, high in 16..31.
+DS4_AVX2 inline __m256i unpack_nibbles(const uint8_t* p) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+DS4_AVX2 float dot_f32(int64_t n, const void* w, const void* a) {
+  const float* x = static_cast<const float*>(w);
+  const float* y = static_cast<const float*>(a);
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
+  }
+  float s = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += x[i] * y[i];
+  return s;
+}
+DS4_AVX2 float dot_f16(int64_t n, const void* w, const void* a) {
+  const uint16_t* x = static_cast<const uint16_t*>(w);
+  const float* y = static_cast<const float*>(a);
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i)));
+    const __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i + 8)));
+    s0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(y + i), s0);
+    s1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(y + i + 8), s1);
+  }
+  float s = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += f16_to_f32(x[i]) * y[i];
+  return s;
+}
+DS4_AVX2 inline __m256 load_bf16(const uint16_t* p) {
+  const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+DS4_AVX2 float dot_bf16(int64_t n, const void* w, const void* a) {
+  const uint16_t* x = static_cast<const uint16_t*>(w);
+  const float* y = static_cast<const float*>(a);
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(load_bf16(x + i), _mm256_loadu_ps(y + i), s0);
+    s1 = _mm256_fmadd_ps(load_bf16(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
+  }
+  float s = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += bf16_to_f32(x[i]) * y[i];
+  return s;
+}
+
+DS4_AVX2 float dot_q8_0(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ8_0*>(w);
+  const auto* y = static_cast<const BlockQ8_0*>(a);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK; ++i) {
+    const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
+    const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+    const __m256 d = _mm256_set1_ps(f16_to_f32(x[i].d) * f16_to_f32(y[i].d));
+    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc);
+  }
+  return hsum(acc);
+}
+
+DS4_AVX2 float dot_mxfp4(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockMXFP4*>(w);
+  const auto* y = static_cast<const BlockQ8_0*>(a);
+  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kvalues_mxfp4));
+  const __m256i table = _mm256_set_m128i(t, t);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK; ++i) {
+    const __m256i qx = _mm256_shuffle_epi8(table, unpack_nibbles(x[i].qs));
+    const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+    const __m256 d = _mm256_set1_ps(e8m0_to_f32_half(x[i].e) * f16_to_f32(y[i].d));
+    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc);
+  }
+  return hsum(acc);
+}
+
+DS4_AVX2 float dot_q2_k(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ2_K*>(w);
+  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const __m256i m3 = _mm256_set1_epi8(3);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    // Mins: sum over the 16 groups of bsum * min (int16 pairs -> int32).
+    const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
+    const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0x0F)));
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums));
+    const int summs = hsum_i32(_mm256_madd_epi16(mins, bs));
+    __m256i isum = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * h));
+      for (int s = 0; s < 4; ++s) {
+        const __m256i q2 = _mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3);
+        const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 128 * h + 32 * s));
+        const __m256i p16 = _mm256_maddubs_epi16(q2, qy);
+        const int j = 8 * h + 2 * s;  // scale of values 0..15; j + 1 for 16..31
+        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(x[i].scales[j + 1] & 0xF)),
+                                             _mm_set1_epi16(static_cast<short>(x[i].scales[j] & 0xF)));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p16, scv));
+      }
+    }
+    const float dall = y[i].d * f16_to_f32(x[i].d), dmin = y[i].d * f16_to_f32(x[i].dmin);
+    // acc lanes hold dall * isum parts; the min term goes in lane 0.
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(isum), acc);
+    acc = _mm256_sub_ps(acc, _mm256_setr_ps(dmin * static_cast<float>(summs), 0, 0, 0, 0, 0, 0, 0));
+  }
+  return hsum(acc);
+}
+
+DS4_AVX2 float dot_q4_k(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ4_K*>(w);
+  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  __m256 acc = _mm256_setzero_ps();
+  float mins_acc = 0;
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    uint8_t sc[8], m[8];
+    int summ = 0;
+    for (int j = 0; j < 8; ++j) {
+      get_scale_min_k4(j, x[i].scales, sc[j], m[j]);
+      summ += m[j] * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
+    }
+    __m256i isum = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * c));
+      const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      const __m256i y0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 64 * c));
+      const __m256i y1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 64 * c + 32));
+      const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc[2 * c]));
+      const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16(sc[2 * c + 1]));
+      isum = _mm256_add_epi32(isum, _mm256_add_epi32(p0, p1));
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * f16_to_f32(x[i].d)), _mm256_cvtepi32_ps(isum), acc);
+    mins_acc += y[i].d * f16_to_f32(x[i].dmin) * static_cast<float>(summ);
+  }
+  return hsum(acc) - mins_acc;
+}
+
+// Sign table for IQ2_XXS: 7-bit sign index -> 8 bytes of +1/-1.
+struct SignBytes {
+  uint64_t v[128];
+  SignBytes() {
+    for (int i = 0; i < 128; ++i) {
+      uint64_t r = 0;
+      for (int j = 0; j < 8; ++j) r |= static_cast<uint64_t>((ksigns_iq2xs[i] >> j) & 1 ? 0xFF : 0x01) << (8 * j);
+      v[i] = r;
+    }
+  }
+};
+const SignBytes kSignBytes;
+
+inline uint64_t grid_u64(const uint8_t (*grid)[8], uint32_t i) {
+  uint64_t v;
+  std::memcpy(&v, grid[i], 8);
+  return v;
+}
+
+DS4_AVX2 float dot_iq2_xxs(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockIQ2_XXS*>(w);
+  const auto* y = static_cast<const BlockQ8_K*>(a);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    __m256i isum = _mm256_setzero_si256();
+    for (int ib = 0; ib < 8; ++ib) {
+      uint32_t aux0, aux1;
+      std::memcpy(&aux0, x[i].qs + 4 * ib, 4);
+      std::memcpy(&aux1, x[i].qs + 4 * ib + 2, 4);
+      const __m256i g = _mm256_set_epi64x(static_cast<long long>(grid_u64(iq2xxs_grid, aux0 >> 24)),
+                                          static_cast<long long>(grid_u64(iq2xxs_grid, (aux0 >> 16) & 0xFF)),
+                                          static_cast<long long>(grid_u64(iq2xxs_grid, (aux0 >> 8) & 0xFF)),
+                                          static_cast<long long>(grid_u64(iq2xxs_grid, aux0 & 0xFF)));
+      const __m256i s = _mm256_set_epi64x(static_cast<long long>(kSignBytes.v[(aux1 >> 21) & 127]),
+                                          static_cast<long long>(kSignBytes.v[(aux1 >> 14) & 127]),
+                                          static_cast<long long>(kSignBytes.v[(aux1 >> 7) & 127]),
+                                          static_cast<long long>(kSignBytes.v[aux1 & 127]));
+      const __m256i qy = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 32 * ib)), s);
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(g, qy),
+                                          _mm256_set1_epi16(static_cast<short>(2 * (aux1 >> 28) + 1)));
+      isum = _mm256_add_epi32(isum, p);
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[i].d) * y[i].d * 0.125f), _mm256_cvtepi32_ps(isum), acc);
+  }
+  return hsum(acc);
+}
+
+struct Entry {
+  GgmlType t;
+  DotKernel k;
+};
+const Entry kAvx2[] = {
+    {GgmlType::F32, {GgmlType::F32, dot_f32}},
+    {GgmlType::F16, {GgmlType::F32, dot_f16}},
+    {GgmlType::BF16, {GgmlType::F32, dot_bf16}},
+    {GgmlType::Q8_0, {GgmlType::Q8_0, dot_q8_0}},
+    {GgmlType::MXFP4, {GgmlType::Q8_0, dot_mxfp4}},
+    {GgmlType::Q2_K, {GgmlType::Q8_K, dot_q2_k}},
+    {GgmlType::Q4_K, {GgmlType::Q8_K, dot_q4_k}},
+    {GgmlType::IQ2_XXS, {GgmlType::Q8_K, dot_iq2_xxs}},
+};
+
+}  // namespace
+
+const DotKernel* avx2_kernel(GgmlType t) {
+  for (const auto& e : kAvx2)
+    if (e.t == t) return &e.k;
+  return nullptr;
+}
+// No AVX-512 kernels are written yet (this development machine lacks AVX-512,
+// so they could not be tested); matvec falls back to AVX2.
+const DotKernel* avx512_kernel(GgmlType) { return nullptr; }
+
+}  // namespace ds4::quant
+#endif

@@ -1,0 +1,130 @@
+// matvec/matmul: activation quantization, kernel dispatch and row splitting.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include "quant/kernels.h"
+#include "quant/quant.h"
+#include "util/error.h"
+#include "util/thread_pool.h"
+
+namespace ds4::quant {
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return "scalar";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+    case Isa::Neon: return "neon";
+  }
+  return "?";
+}
+
+bool cpu_has(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return true;
+#if defined(__x86_64__)
+    case Isa::Avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case Isa::Avx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+#else
+    case Isa::Avx2:
+    case Isa::Avx512: return false;
+#endif
+#if defined(__aarch64__)
+    case Isa::Neon: return true;
+#else
+    case Isa::Neon: return false;
+#endif
+  }
+  return false;
+}
+
+const DotKernel* find_kernel(GgmlType t, Isa isa) {
+  if (!cpu_has(isa)) return nullptr;
+  switch (isa) {
+    case Isa::Scalar: return scalar_kernel(t);
+    case Isa::Avx2: return avx2_kernel(t);
+    case Isa::Avx512: return avx512_kernel(t);
+    case Isa::Neon: return neon_kernel(t);
+  }
+  return nullptr;
+}
+
+namespace {
+
+Isa isa_cap() {
+  static const Isa cap = [] {
+    const char* e = std::getenv("DS4_QUANT_ISA");
+    const std::string_view v = e ? e : "";
+    if (v == "scalar") return Isa::Scalar;
+    if (v == "avx2") return Isa::Avx2;
+    return Isa::Avx512;  // no cap
+  }();
+  return cap;
+}
+
+struct Prepared {
+  const DotKernel* k;
+  size_t w_row_bytes, act_row_bytes;
+};
+
+Prepared prepare(GgmlType wtype, int64_t cols) {
+  const DotKernel* k = best_kernel(wtype);
+  if (!k) fail("matvec: no kernel for weight type {}", ggml_type_name(wtype));
+  const TypeOps& w = require_ops(wtype, "(matvec weight)");
+  if (cols % w.block_size) fail("matvec {}: {} columns is not a multiple of {}", ggml_type_name(wtype), cols, w.block_size);
+  return {k, row_bytes(wtype, cols), k->act == GgmlType::F32 ? static_cast<size_t>(cols) * 4 : row_bytes(k->act, cols)};
+}
+
+// Quantizes n activation rows for kernel k into buf (or points at X for F32).
+const uint8_t* prepare_act(const DotKernel& k, const float* X, int64_t n, int64_t cols, size_t act_rb,
+                           std::vector<uint8_t>& buf) {
+  if (k.act == GgmlType::F32) return reinterpret_cast<const uint8_t*>(X);
+  buf.resize(act_rb * static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) {
+    uint8_t* dst = buf.data() + act_rb * static_cast<size_t>(j);
+    if (k.act == GgmlType::Q8_0) quantize_row_q8_0(X + j * cols, dst, cols);
+    else quantize_row_q8_k(X + j * cols, dst, cols);
+  }
+  return buf.data();
+}
+
+}  // namespace
+
+const DotKernel* best_kernel(GgmlType t) {
+  const Isa order[] = {Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar};
+  for (Isa isa : order) {
+    if (static_cast<int>(isa) > static_cast<int>(isa_cap()) && isa != Isa::Neon) continue;
+    if (const DotKernel* k = find_kernel(t, isa)) return k;
+  }
+  return nullptr;
+}
+
+void matvec(GgmlType wtype, const void* W, int64_t rows, int64_t cols, const float* x, float* y, ThreadPool* pool) {
+  matmul(wtype, W, rows, cols, x, 1, y, pool);
+}
+
+void matmul(GgmlType wtype, const void* W, int64_t rows, int64_t cols, const float* X, int64_t n, float* Y,
+            ThreadPool* pool) {
+  if (rows <= 0 || n <= 0) return;
+  const Prepared p = prepare(wtype, cols);
+  thread_local std::vector<uint8_t> buf;
+  const uint8_t* act = prepare_act(*p.k, X, n, cols, p.act_row_bytes, buf);
+  const auto* w = static_cast<const uint8_t*>(W);
+  auto body = [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const uint8_t* wr = w + p.w_row_bytes * static_cast<size_t>(r);
+      for (int64_t j = 0; j < n; ++j)
+        Y[j * rows + r] = p.k->dot(cols, wr, act + p.act_row_bytes * static_cast<size_t>(j));
+    }
+  };
+  // About 64 KiB of weights per chunk keeps scheduling overhead small.
+  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(65536 / std::max<size_t>(1, p.w_row_bytes)));
+  if (pool) pool->parallel_for(rows, body, grain);
+  else body(0, rows);
+}
+
+}  // namespace ds4::quant

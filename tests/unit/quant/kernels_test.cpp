@@ -1,0 +1,155 @@
+// SIMD kernels against the scalar references, and matvec/matmul against
+// dequantize + double-precision dot.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "quant/kernels.h"
+#include "quant/quant.h"
+#include "test_data.h"
+#include "util/error.h"
+#include "util/thread_pool.h"
+
+namespace ds4::quant {
+namespace {
+
+const GgmlType kAllTypes[] = {GgmlType::F32,    GgmlType::F16,    GgmlType::BF16,    GgmlType::Q8_0,  GgmlType::Q4_0,
+                              GgmlType::Q4_1,   GgmlType::Q5_0,   GgmlType::Q5_1,    GgmlType::IQ4_NL, GgmlType::MXFP4,
+                              GgmlType::Q2_K,   GgmlType::Q3_K,   GgmlType::Q4_K,    GgmlType::Q5_K,  GgmlType::Q6_K,
+                              GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S,  GgmlType::IQ3_XXS, GgmlType::IQ3_S,
+                              GgmlType::IQ1_S,  GgmlType::IQ1_M,  GgmlType::IQ4_XS};
+
+std::vector<uint8_t> quantize_act(const DotKernel& k, const std::vector<float>& x) {
+  if (k.act == GgmlType::F32) {
+    std::vector<uint8_t> b(x.size() * 4);
+    std::memcpy(b.data(), x.data(), b.size());
+    return b;
+  }
+  std::vector<uint8_t> b(row_bytes(k.act, static_cast<int64_t>(x.size())));
+  if (k.act == GgmlType::Q8_0) quantize_row_q8_0(x.data(), b.data(), static_cast<int64_t>(x.size()));
+  else quantize_row_q8_k(x.data(), b.data(), static_cast<int64_t>(x.size()));
+  return b;
+}
+
+// Sum of |w_i a_i| with both sides dequantized: the scale of float rounding.
+double abs_dot(GgmlType t, const uint8_t* w, GgmlType act, const uint8_t* a, int64_t n) {
+  std::vector<float> wf(static_cast<size_t>(n)), af(static_cast<size_t>(n));
+  dequantize_row(t, w, wf.data(), n);
+  dequantize_row(act, a, af.data(), n);
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += std::fabs(static_cast<double>(wf[i]) * af[i]);
+  return s;
+}
+
+TEST(Kernels, SimdEqualsScalar) {
+  const Isa simd[] = {Isa::Avx2, Isa::Avx512, Isa::Neon};
+  int checked = 0;
+  for (GgmlType t : kAllTypes) {
+    const DotKernel* ref = find_kernel(t, Isa::Scalar);
+    ASSERT_NE(ref, nullptr) << ggml_type_name(t);
+    for (Isa isa : simd) {
+      const DotKernel* k = find_kernel(t, isa);
+      if (!k) continue;
+      ASSERT_EQ(k->act, ref->act) << ggml_type_name(t);
+      for (int64_t cols : {256, 768, 4096}) {
+        const auto w = test::random_rows(t, 3, cols, static_cast<uint32_t>(cols) + ggml_type_id(t));
+        const auto x = test::random_floats(static_cast<size_t>(cols), 99, 2.0f);
+        const auto a = quantize_act(*ref, x);
+        const size_t rb = row_bytes(t, cols);
+        for (int r = 0; r < 3; ++r) {
+          const uint8_t* wr = w.data() + rb * static_cast<size_t>(r);
+          const float got = k->dot(cols, wr, a.data()), want = ref->dot(cols, wr, a.data());
+          // Integer parts are exact; only float summation order differs.
+          const double bound = 2e-6 * abs_dot(t, wr, ref->act == GgmlType::F32 ? GgmlType::F32 : ref->act, a.data(), cols) + 1e-30;
+          EXPECT_LE(std::fabs(static_cast<double>(got) - want), bound)
+              << ggml_type_name(t) << " " << isa_name(isa) << " cols " << cols << " row " << r;
+        }
+      }
+      ++checked;
+    }
+  }
+#if defined(__x86_64__)
+  if (cpu_has(Isa::Avx2)) {
+    EXPECT_GE(checked, 8);  // F32 F16 BF16 Q8_0 MXFP4 Q2_K Q4_K IQ2_XXS
+  }
+#endif
+}
+
+// matvec/matmul (best kernel, several thread counts, odd row counts) against
+// dequantized weights times float activations in double precision. The bound
+// covers activation quantization: half a step of the activation scale per
+// element, times |w|.
+TEST(Matvec, EqualsDequantizedDot) {
+  ThreadPool pool1(1), pool2(2), pool3(3), pool8(8);
+  ThreadPool* pools[] = {nullptr, &pool1, &pool2, &pool3, &pool8};
+  for (GgmlType t : kAllTypes) {
+    const DotKernel* k = best_kernel(t);
+    ASSERT_NE(k, nullptr);
+    const int64_t cols = 512, rows = 37, nact = 3;
+    const auto w = test::random_rows(t, rows, cols, 7 + ggml_type_id(t));
+    const auto X = test::random_floats(static_cast<size_t>(nact * cols), 5);
+    std::vector<float> wf(static_cast<size_t>(rows * cols));
+    const size_t rb = row_bytes(t, cols);
+    for (int64_t r = 0; r < rows; ++r) dequantize_row(t, w.data() + rb * r, wf.data() + r * cols, cols);
+    const int blk = k->act == GgmlType::Q8_0 ? 32 : k->act == GgmlType::Q8_K ? 256 : 0;
+    for (ThreadPool* p : pools) {
+      std::vector<float> Y(static_cast<size_t>(nact * rows), NAN);
+      matmul(t, w.data(), rows, cols, X.data(), nact, Y.data(), p);
+      std::vector<float> y1(static_cast<size_t>(rows), NAN);
+      matvec(t, w.data(), rows, cols, X.data() + cols, y1.data(), p);
+      for (int64_t j = 0; j < nact; ++j)
+        for (int64_t r = 0; r < rows; ++r) {
+          double want = 0, bound = 0, mag = 0;
+          for (int64_t b0 = 0; b0 < cols; b0 += (blk ? blk : cols)) {
+            const int64_t len = blk ? blk : cols;
+            float amax = 0;
+            for (int64_t i = b0; i < b0 + len; ++i) amax = std::max(amax, std::fabs(X[j * cols + i]));
+            const double step = blk ? amax / 127.0 : 0.0;
+            for (int64_t i = b0; i < b0 + len; ++i) {
+              const double wv = wf[r * cols + i], xv = X[j * cols + i];
+              want += wv * xv;
+              bound += std::fabs(wv) * step * 0.5;
+              mag += std::fabs(wv * xv);
+            }
+          }
+          bound += 1e-5 * mag + 1e-30;
+          const float got = Y[j * rows + r];
+          ASSERT_LE(std::fabs(got - want), bound) << ggml_type_name(t) << " row " << r << " act " << j;
+          if (j == 1) {
+            ASSERT_EQ(got, y1[r]) << ggml_type_name(t) << ": matvec differs from matmul";
+          }
+        }
+    }
+  }
+}
+
+TEST(Matvec, UnsupportedTypeThrows) {
+  std::vector<uint8_t> w(1024);
+  std::vector<float> x(256), y(1);
+  EXPECT_THROW(matvec(GgmlType::TQ1_0, w.data(), 1, 256, x.data(), y.data()), Error);
+  try {
+    require_ops(GgmlType::TQ2_0, "blk.3.ffn_down_exps.weight");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blk.3.ffn_down_exps.weight"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("TQ2_0"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(matvec(GgmlType::Q4_K, w.data(), 1, 100, x.data(), y.data()), Error);  // 100 % 256 != 0
+}
+
+TEST(ActQuant, Q8KInvariants) {
+  const auto x = test::random_floats(1024, 3, 5.0f);
+  std::vector<uint8_t> b(row_bytes(GgmlType::Q8_K, 1024));
+  quantize_row_q8_k(x.data(), b.data(), 1024);
+  std::vector<float> y(1024);
+  dequantize_row(GgmlType::Q8_K, b.data(), y.data(), 1024);
+  for (int blk = 0; blk < 4; ++blk) {
+    float amax = 0;
+    for (int i = 0; i < 256; ++i) amax = std::max(amax, std::fabs(x[blk * 256 + i]));
+    for (int i = 0; i < 256; ++i) EXPECT_LE(std::fabs(x[blk * 256 + i] - y[blk * 256 + i]), amax / 127 * 0.5001f);
+  }
+}
+
+}  // namespace
+}  // namespace ds4::quant
