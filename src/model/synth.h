@@ -1,0 +1,20 @@
+#pragma once
+// `ds4 synth`: a random-weight deepseek4 GGUF of any shape, for tests and
+// benchmarks where no checkpoint exists (Pro, or Flash without 160 GB).
+#include <cstdint>
+#include <string>
+
+namespace ds4::model {
+
+struct SynthOptions {
+  std::string shape = "tiny";  // tiny, flash, pro, or a config.json path
+  int layers = 0;              // > 0: keep only the first N layers
+  std::string recipe = "f16";
+  std::string tokenizer_json;
+  uint64_t seed = 1;
+  std::string output;
+};
+
+void synth(const SynthOptions& opt);
+
+}  // namespace ds4::model
