@@ -1,0 +1,189 @@
+// matvec throughput of the hot weight types at DeepSeek V4 Flash shapes, in GB/s
+// of weight bytes read, next to a plain multi-threaded memory-read bandwidth
+// measured in the same run (counter "of_mem" = matvec GB/s / read GB/s).
+// Small matrices are rotated through a set of copies larger than the last-level
+// cache, so the figures are for weights streamed from DRAM, as in decoding.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "quant/kernels.h"
+#include "quant/quant.h"
+#include "util/thread_pool.h"
+
+namespace {
+
+using ds4::GgmlType;
+using ds4::ThreadPool;
+
+constexpr size_t kRotateBytes = size_t{256} << 20;  // 8x a 32 MiB L3
+constexpr size_t kMemBytes = size_t{512} << 20;
+
+ThreadPool& pool(int threads) {
+  static std::vector<std::unique_ptr<ThreadPool>> pools(64);
+  auto& p = pools[static_cast<size_t>(threads)];
+  if (!p) p = std::make_unique<ThreadPool>(threads);
+  return *p;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) uint64_t sum_words(const uint64_t* p, size_t n) {
+#else
+uint64_t sum_words(const uint64_t* p, size_t n) {
+#endif
+  uint64_t a = 0, b = 0, c = 0, d = 0;
+  for (size_t i = 0; i + 4 <= n; i += 4) {
+    a += p[i];
+    b += p[i + 1];
+    c += p[i + 2];
+    d += p[i + 3];
+  }
+  return a + b + c + d;  // n is a multiple of 4 (chunks of 2^16 words)
+}
+
+const std::vector<uint64_t>& mem_buffer() {
+  static const std::vector<uint64_t> buf = [] {
+    std::vector<uint64_t> v(kMemBytes / 8);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = i * 0x9E3779B97F4A7C15ull;
+    return v;
+  }();
+  return buf;
+}
+
+double read_gbps(int threads) {
+  const auto& buf = mem_buffer();
+  ThreadPool& p = pool(threads);
+  const size_t chunk = 1 << 16;  // words per task
+  const int64_t nchunks = static_cast<int64_t>(buf.size() / chunk);
+  std::vector<uint64_t> sink(static_cast<size_t>(nchunks));
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    p.parallel_for(nchunks, [&](int64_t b, int64_t e) {
+      for (int64_t c = b; c < e; ++c) sink[static_cast<size_t>(c)] = sum_words(buf.data() + static_cast<size_t>(c) * chunk, chunk);
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    benchmark::DoNotOptimize(sink.data());
+    best = std::max(best, static_cast<double>(kMemBytes) / s / 1e9);
+  }
+  return best;
+}
+
+double mem_gbps(int threads) {
+  static std::vector<double> cache(64, 0.0);
+  double& v = cache[static_cast<size_t>(threads)];
+  if (v == 0) v = read_gbps(threads);
+  return v;
+}
+
+void BM_MemRead(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  const auto& buf = mem_buffer();
+  ThreadPool& p = pool(threads);
+  const size_t chunk = 1 << 16;
+  const int64_t nchunks = static_cast<int64_t>(buf.size() / chunk);
+  std::vector<uint64_t> sink(static_cast<size_t>(nchunks));
+  for (auto _ : state) {
+    p.parallel_for(nchunks, [&](int64_t b, int64_t e) {
+      for (int64_t c = b; c < e; ++c) sink[static_cast<size_t>(c)] = sum_words(buf.data() + static_cast<size_t>(c) * chunk, chunk);
+    });
+    benchmark::DoNotOptimize(sink.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(kMemBytes) * static_cast<double>(state.iterations()) / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+
+// Copies of a rows x cols matrix: 64 distinct quantized rows tiled, enough
+// copies to exceed the cache.
+struct Weights {
+  std::vector<uint8_t> data;
+  size_t matrix_bytes = 0;
+  int copies = 0;
+};
+
+Weights make_weights(GgmlType t, int64_t rows, int64_t cols) {
+  Weights w;
+  const size_t rb = ds4::quant::row_bytes(t, cols);
+  w.matrix_bytes = rb * static_cast<size_t>(rows);
+  w.copies = static_cast<int>(std::max<size_t>(1, (kRotateBytes + w.matrix_bytes - 1) / w.matrix_bytes));
+  w.data.resize(w.matrix_bytes * static_cast<size_t>(w.copies));
+  const int distinct = 64;
+  std::mt19937 rng(42);
+  std::normal_distribution<float> nd(0.0f, 0.02f);
+  std::vector<float> x(static_cast<size_t>(cols));
+  std::vector<uint8_t> seed(rb * distinct);
+  for (int r = 0; r < distinct; ++r) {
+    for (auto& v : x) v = nd(rng);
+    ds4::quant::quantize_row(t, x.data(), seed.data() + rb * static_cast<size_t>(r), cols);
+  }
+  for (size_t off = 0; off < w.data.size(); off += rb) {
+    const size_t r = (off / rb) % distinct;
+    std::memcpy(w.data.data() + off, seed.data() + r * rb, rb);
+  }
+  return w;
+}
+
+void BM_Matvec(benchmark::State& state, GgmlType t) {
+  const int64_t rows = state.range(0), cols = state.range(1);
+  const int threads = static_cast<int>(state.range(2));
+  const double mem = mem_gbps(threads);
+  const Weights w = make_weights(t, rows, cols);
+  std::vector<float> x(static_cast<size_t>(cols)), y(static_cast<size_t>(rows));
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  ThreadPool& p = pool(threads);
+  int c = 0;
+  double secs = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ds4::quant::matvec(t, w.data.data() + w.matrix_bytes * static_cast<size_t>(c), rows, cols, x.data(), y.data(), &p);
+    benchmark::DoNotOptimize(y.data());
+    secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    c = (c + 1) % w.copies;
+  }
+  const double gbps = static_cast<double>(w.matrix_bytes) * static_cast<double>(state.iterations()) / secs / 1e9;
+  state.counters["GB/s"] = gbps;
+  state.counters["mem_GB/s"] = mem;
+  state.counters["of_mem"] = gbps / mem;
+  state.SetLabel(ds4::quant::isa_name(ds4::quant::cpu_has(ds4::quant::Isa::Avx2) && ds4::quant::find_kernel(t, ds4::quant::Isa::Avx2)
+                                          ? ds4::quant::Isa::Avx2
+                                          : ds4::quant::Isa::Scalar));
+}
+
+void shapes(benchmark::internal::Benchmark* b) {
+  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<int> ts = {1};
+  if (hw > 1) ts.push_back(hw);
+  for (int t : ts) {
+    b->Args({4096, 2048, t});   // expert (rows x cols)
+    b->Args({2048, 4096, t});   // down expert
+    b->Args({4096, 32768, t});  // attention-like
+  }
+  b->ArgNames({"rows", "cols", "threads"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
+void mem_args(benchmark::internal::Benchmark* b) {
+  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  b->Arg(1);
+  if (hw > 1) b->Arg(hw);
+  b->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+}  // namespace
+
+BENCHMARK(BM_MemRead)->Apply(mem_args);
+BENCHMARK_CAPTURE(BM_Matvec, Q2_K, GgmlType::Q2_K)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Matvec, IQ2_XXS, GgmlType::IQ2_XXS)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Matvec, Q4_K, GgmlType::Q4_K)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Matvec, MXFP4, GgmlType::MXFP4)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Matvec, Q8_0, GgmlType::Q8_0)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Matvec, F16, GgmlType::F16)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Matvec, BF16, GgmlType::BF16)->Apply(shapes);
+BENCHMARK_MAIN();
