@@ -18,6 +18,39 @@ const std::vector<std::string> kDeepSeekPatterns = {
     " ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
 };
 
+// Hugging Face runs these regexes in Oniguruma, whose \s is Unicode White_Space.
+// PCRE2's \s (UCP) also matches U+180E MONGOLIAN VOWEL SEPARATOR, a format
+// character (Cf) since Unicode 6.3, so outside character classes \s and \S
+// are rewritten to exclude/include it. \s inside a class cannot be rewritten
+// this way and is rejected (no supported pattern has one).
+std::string onig_compatible(const std::string& p) {
+  std::string out;
+  bool in_class = false;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const char c = p[i];
+    if (c == '\\' && i + 1 < p.size()) {
+      const char e = p[i + 1];
+      if ((e == 's' || e == 'S') && in_class) fail("pre-tokenizer regex '{}': \\{} inside a character class is not supported", p, e);
+      if (e == 's') out += "[^\\S\\x{180E}]";
+      else if (e == 'S') out += "[\\S\\x{180E}]";
+      else out.append(p, i, 2);
+      ++i;
+      continue;
+    }
+    if (c == '[' && !in_class) {
+      in_class = true;
+      out += c;
+      // a ']' right after '[' or '[^' is a literal member, not the end
+      if (i + 1 < p.size() && p[i + 1] == '^') out += p[++i];
+      if (i + 1 < p.size() && p[i + 1] == ']') out += p[++i];
+      continue;
+    }
+    if (c == ']' && in_class) in_class = false;
+    out += c;
+  }
+  return out;
+}
+
 std::string pcre2_message(int code) {
   PCRE2_UCHAR buf[256];
   pcre2_get_error_message(code, buf, sizeof buf);
@@ -36,11 +69,12 @@ PreTokenizer::PreTokenizer(const std::vector<std::string>& patterns) {
   for (const auto& p : patterns) {
     auto r = std::make_unique<Regex>();
     r->pattern = p;
+    const std::string compiled = onig_compatible(p);
     int err = 0;
     PCRE2_SIZE off = 0;
     // MATCH_INVALID_UTF: arbitrary bytes are legal subjects; ill-formed
     // sequences simply never match, so encode() is total and lossless.
-    r->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(p.data()), p.size(),
+    r->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(compiled.data()), compiled.size(),
                             PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &off, nullptr);
     if (!r->code) fail("pre-tokenizer regex '{}' does not compile at offset {}: {}", p, off, pcre2_message(err));
     // JIT is an optimisation only: where it is unavailable the interpreter runs.
