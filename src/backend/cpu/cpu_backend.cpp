@@ -16,6 +16,7 @@
 #include "backend/cpu/session.h"
 #include "util/error.h"
 #include "util/float16.h"
+#include "util/thread_pool.h"
 
 namespace ds4::backend::cpu {
 namespace {
@@ -36,8 +37,9 @@ size_t sz(int64_t n) { return static_cast<size_t>(n); }
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(std::shared_ptr<const model::Model> m, const BackendOptions&)
-      : m_(std::move(m)), c_(m_->config), rope_plain_(c_, false), rope_comp_(c_, true) {
+  CpuBackend(std::shared_ptr<const model::Model> m, const BackendOptions& opt)
+      : m_(std::move(m)), c_(m_->config), pool_(std::make_unique<ThreadPool>(opt.threads)), rope_plain_(c_, false),
+        rope_comp_(c_, true) {
     const auto& W = m_->weights;
     out_hc_base_ = floats(W.output_hc_base);
     out_hc_scale_ = floats(W.output_hc_scale);
@@ -104,7 +106,7 @@ class CpuBackend final : public Backend {
     const int64_t D = c_.n_embd, hc = c_.hc_count, hcD = hc * D, mix = c_.hc_mix_rows();
     Vec u(X.size()), m(sz(n * mix)), pre(sz(hc));
     for (int64_t t = 0; t < n; ++t) rms_norm(X.data() + t * hcD, nullptr, hcD, c_.rms_eps, u.data() + t * hcD);
-    matmul(fn, u.data(), hcD, n, m.data(), mix);
+    mm(fn, u.data(), hcD, n, m.data(), mix);
     HcMix r{Vec(sz(n * D)), Vec(sz(n * hc)), Vec(sz(n * hc * hc))};
     for (int64_t t = 0; t < n; ++t) {
       hc_split_sinkhorn(m.data() + t * mix, scale.data(), base.data(), c_, pre.data(), r.post.data() + t * hc,
@@ -135,12 +137,12 @@ class CpuBackend final : public Backend {
     for (int64_t t = 0; t < n; ++t) rms_norm(h.y.data() + t * D, F.attn_norm.data(), D, c_.rms_eps, a.data() + t * D);
 
     Vec qlat(sz(n * qr));
-    matmul(W.q_a, a.data(), D, n, qlat.data(), qr);
+    mm(W.q_a, a.data(), D, n, qlat.data(), qr);
     for (int64_t t = 0; t < n; ++t) rms_norm(qlat.data() + t * qr, F.q_a_norm.data(), qr, c_.rms_eps, qlat.data() + t * qr);
     Vec q(sz(n * H * hd));
-    matmul(W.q_b, qlat.data(), qr, n, q.data(), H * hd);
+    mm(W.q_b, qlat.data(), qr, n, q.data(), H * hd);
     Vec kv(sz(n * hd));
-    matmul(W.kv, a.data(), D, n, kv.data(), hd);
+    mm(W.kv, a.data(), D, n, kv.data(), hd);
     for (int64_t t = 0; t < n; ++t) {
       const int64_t p = S.pos + t;
       for (int64_t hh = 0; hh < H; ++hh) {
@@ -164,18 +166,18 @@ class CpuBackend final : public Backend {
     if (ratio) {
       ckv.resize(sz(n * cw));
       cg.resize(sz(n * cw));
-      matmul(W.compressor.kv, a.data(), D, n, ckv.data(), cw);
-      matmul(W.compressor.gate, a.data(), D, n, cg.data(), cw);
+      mm(W.compressor.kv, a.data(), D, n, ckv.data(), cw);
+      mm(W.compressor.gate, a.data(), D, n, cg.data(), cw);
     }
     if (ratio == 4) {
       ikv.resize(sz(n * iw));
       ig.resize(sz(n * iw));
       iq.resize(sz(n * ih * id));
       iwt.resize(sz(n * ih));
-      matmul(W.indexer_compressor.kv, a.data(), D, n, ikv.data(), iw);
-      matmul(W.indexer_compressor.gate, a.data(), D, n, ig.data(), iw);
-      matmul(W.indexer_q_b, qlat.data(), qr, n, iq.data(), ih * id);
-      matmul(W.indexer_proj, a.data(), D, n, iwt.data(), ih);
+      mm(W.indexer_compressor.kv, a.data(), D, n, ikv.data(), iw);
+      mm(W.indexer_compressor.gate, a.data(), D, n, ig.data(), iw);
+      mm(W.indexer_q_b, qlat.data(), qr, n, iq.data(), ih * id);
+      mm(W.indexer_proj, a.data(), D, n, iwt.data(), ih);
       const float wscale = 1.0f / std::sqrt(static_cast<float>(id * ih));
       for (int64_t t = 0; t < n; ++t) {
         for (int64_t hh = 0; hh < ih; ++hh) {
@@ -213,9 +215,9 @@ class CpuBackend final : public Backend {
     const int64_t G = c_.o_groups, ro = c_.o_lora_rank, hpg = c_.heads_per_group();
     Vec z(sz(n * G * ro));
     for (int64_t g = 0; g < G; ++g)
-      matmul(row_slice(W.out_a, g * ro, ro), o.data() + g * hpg * hd, H * hd, n, z.data() + g * ro, G * ro);
+      mm(row_slice(W.out_a, g * ro, ro), o.data() + g * hpg * hd, H * hd, n, z.data() + g * ro, G * ro);
     Vec out(sz(n * D));
-    matmul(W.out_b, z.data(), G * ro, n, out.data(), D);
+    mm(W.out_b, z.data(), G * ro, n, out.data(), D);
     hc_post(h, out, n, X);
   }
 
@@ -229,7 +231,7 @@ class CpuBackend final : public Backend {
     Vec f(sz(n * D));
     for (int64_t t = 0; t < n; ++t) rms_norm(h.y.data() + t * D, F.ffn_norm.data(), D, c_.rms_eps, f.data() + t * D);
     Vec logit(sz(n * E));
-    matmul(W.gate_inp, f.data(), D, n, logit.data(), E);
+    mm(W.gate_inp, f.data(), D, n, logit.data(), E);
 
     // Routing: per expert, the tokens it serves and their weights.
     std::vector<std::vector<std::pair<int64_t, float>>> routed(sz(E));
@@ -264,15 +266,15 @@ class CpuBackend final : public Backend {
       g.resize(sz(m * ff));
       u.resize(sz(m * ff));
       y.resize(sz(m * D));
-      matmul(wg, xe.data(), D, m, g.data(), ff);
-      matmul(wu, xe.data(), D, m, u.data(), ff);
+      mm(wg, xe.data(), D, m, g.data(), ff);
+      mm(wu, xe.data(), D, m, u.data(), ff);
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < ff; ++j) {
           const float gv = std::min(g[sz(i * ff + j)], clamp);
           const float uv = std::clamp(u[sz(i * ff + j)], -clamp, clamp);
           g[sz(i * ff + j)] = gv * sigmoid(gv) * uv * (weights ? weights[i] : 1.0f);
         }
-      matmul(wd, g.data(), ff, m, y.data(), D);
+      mm(wd, g.data(), ff, m, y.data(), D);
     };
     Vec wts;
     for (int64_t e = 0; e < E; ++e) {
@@ -302,18 +304,23 @@ class CpuBackend final : public Backend {
     const int64_t D = c_.n_embd, hc = c_.hc_count, hcD = hc * D, V = c_.n_vocab;
     Vec u(X.size()), m(sz(n * hc)), pre(sz(hc)), y(sz(n * D));
     for (int64_t t = 0; t < n; ++t) rms_norm(X.data() + t * hcD, nullptr, hcD, c_.rms_eps, u.data() + t * hcD);
-    matmul(W.output_hc_fn, u.data(), hcD, n, m.data(), hc);
+    mm(W.output_hc_fn, u.data(), hcD, n, m.data(), hc);
     for (int64_t t = 0; t < n; ++t) {
       for (int64_t i = 0; i < hc; ++i)
         pre[sz(i)] = sigmoid(m[sz(t * hc + i)] * out_hc_scale_[0] + out_hc_base_[sz(i)]) + c_.hc_eps;
       hc_collapse(X.data() + t * hcD, pre.data(), hc, D, y.data() + t * D);
       rms_norm(y.data() + t * D, out_norm_.data(), D, c_.rms_eps, y.data() + t * D);
     }
-    matmul(W.output, y.data(), D, n, logits, V);
+    mm(W.output, y.data(), D, n, logits, V);
+  }
+
+  void mm(const Weight& w, const float* x, int64_t xs, int64_t n, float* y, int64_t ys) const {
+    matmul(w, x, xs, n, y, ys, pool_.get());
   }
 
   std::shared_ptr<const model::Model> m_;
   const ModelConfig& c_;
+  std::unique_ptr<ThreadPool> pool_;
   Rope rope_plain_, rope_comp_;
   Vec out_hc_base_, out_hc_scale_, out_norm_;
   std::vector<LayerFloats> lf_;
