@@ -152,9 +152,13 @@ void BM_Matvec(benchmark::State& state, GgmlType t) {
   state.counters["GB/s"] = gbps;
   state.counters["mem_GB/s"] = mem;
   state.counters["of_mem"] = gbps / mem;
-  state.SetLabel(ds4::quant::isa_name(ds4::quant::cpu_has(ds4::quant::Isa::Avx2) && ds4::quant::find_kernel(t, ds4::quant::Isa::Avx2)
-                                          ? ds4::quant::Isa::Avx2
-                                          : ds4::quant::Isa::Scalar));
+  // Which kernel matvec picked.
+  const ds4::quant::DotKernel* k = ds4::quant::best_kernel(t);
+  for (auto isa : {ds4::quant::Isa::Avx512, ds4::quant::Isa::Avx2, ds4::quant::Isa::Neon, ds4::quant::Isa::Scalar})
+    if (ds4::quant::find_kernel(t, isa) == k) {
+      state.SetLabel(ds4::quant::isa_name(isa));
+      break;
+    }
 }
 
 void shapes(benchmark::internal::Benchmark* b) {

@@ -249,9 +249,6 @@ const DotKernel* avx2_kernel(GgmlType t) {
     if (e.t == t) return &e.k;
   return nullptr;
 }
-// No AVX-512 kernels are written yet (this development machine lacks AVX-512,
-// so they could not be tested); matvec falls back to AVX2.
-const DotKernel* avx512_kernel(GgmlType) { return nullptr; }
 
 }  // namespace ds4::quant
 #endif
