@@ -153,8 +153,9 @@ double time_matvec(GgmlType t, int64_t rows, int64_t cols, int rpw, cudaStream_t
 int main() {
   try {
     if (cuda::device_count() == 0) {
+      // Not an error: `make bench` runs every benchmark, also on machines without a GPU.
       std::printf("bench_cuda_matvec: no CUDA device, nothing measured\n");
-      return 2;
+      return 0;
     }
     cudaDeviceProp prop{};
     DS4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));

@@ -305,6 +305,13 @@ TEST(GpuErrors, CudaFailureNamesCallFileLineAndCause) {
     EXPECT_NE(m.find("cuda_buffer.cpp:"), std::string::npos) << m;
     EXPECT_NE(m.find("out of memory"), std::string::npos) << m;
   }
+  // The failure was reported once: the next kernel launch must not inherit it
+  // as its own (the runtime's "last error" is cleared when it is thrown).
+  DeviceBuffer src(256 * 4), dst(256 * 4);
+  EXPECT_NO_THROW({
+    cuda::dequantize_device(GgmlType::F32, src.get(), dst.as<float>(), 256);
+    sync();
+  });
 }
 
 TEST(GpuErrors, UnsupportedTypeAndBadShapeAreErrors) {

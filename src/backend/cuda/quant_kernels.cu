@@ -30,6 +30,7 @@ namespace ds4::cuda {
 namespace {
 
 constexpr int kThreads = 128;  // 4 warps per block
+constexpr int kUnroll = 4;     // loop steps whose weight loads are issued together
 
 // ---- loads and conversions ---------------------------------------------------
 
@@ -91,8 +92,12 @@ struct TF32v {
   using Ctx = NoCtx;
   __device__ static Ctx init() { return {}; }
   __device__ static void lx(const float* xb, int, float* xv, float*) { load_x<8>(xb, xv); }
-  __device__ static float dot(Ctx, const uint8_t* blk, int, const float* xv, const float*) {
-    const uint4 a = ld_u128(blk), b = ld_u128(blk + 16);
+  struct Raw {
+    uint4 a, b;
+  };
+  __device__ static Raw load(const uint8_t* blk, int) { return {ld_u128(blk), ld_u128(blk + 16)}; }
+  __device__ static float dot(Ctx, const Raw& w, int, const float* xv, const float*) {
+    const uint4 a = w.a, b = w.b;
     float s = __uint_as_float(a.x) * xv[0];
     s = fmaf(__uint_as_float(a.y), xv[1], s);
     s = fmaf(__uint_as_float(a.z), xv[2], s);
@@ -126,9 +131,9 @@ struct TScalar {
   using Ctx = NoCtx;
   __device__ static Ctx init() { return {}; }
   __device__ static void lx(const float* xb, int, float* xv, float*) { xv[0] = __ldg(xb); }
-  __device__ static float dot(Ctx, const uint8_t* blk, int, const float* xv, const float*) {
-    return Conv::f(kBytes == 4 ? ld_u32(blk) : ld_u16(blk)) * xv[0];
-  }
+  using Raw = uint32_t;
+  __device__ static Raw load(const uint8_t* blk, int) { return kBytes == 4 ? ld_u32(blk) : ld_u16(blk); }
+  __device__ static float dot(Ctx, Raw w, int, const float* xv, const float*) { return Conv::f(w) * xv[0]; }
   __device__ static void deq(Ctx, const uint8_t* blk, int, float* yb) { yb[0] = Conv::f(kBytes == 4 ? ld_u32(blk) : ld_u16(blk)); }
 };
 using TF32s = TScalar<4, ConvF32>;
@@ -142,8 +147,9 @@ struct THalf8 {
   using Ctx = NoCtx;
   __device__ static Ctx init() { return {}; }
   __device__ static void lx(const float* xb, int, float* xv, float*) { load_x<8>(xb, xv); }
-  __device__ static float dot(Ctx, const uint8_t* blk, int, const float* xv, const float*) {
-    const uint4 a = ld_u128(blk);
+  using Raw = uint4;
+  __device__ static Raw load(const uint8_t* blk, int) { return ld_u128(blk); }
+  __device__ static float dot(Ctx, const Raw& a, int, const float* xv, const float*) {
     const uint32_t w[4] = {a.x, a.y, a.z, a.w};
     float s = 0.0f;
 #pragma unroll
@@ -166,13 +172,23 @@ struct TQ8_0 {
   using Ctx = NoCtx;
   __device__ static Ctx init() { return {}; }
   __device__ static void lx(const float* xb, int, float* xv, float*) { load_x<32>(xb, xv); }
-  __device__ static float dot(Ctx, const uint8_t* blk, int, const float* xv, const float*) {
-    const float d = f16f(ld_u16(blk));
+  struct Raw {
+    uint32_t d, q[8];
+  };
+  __device__ static Raw load(const uint8_t* blk, int) {
+    Raw r;
+    r.d = ld_u16(blk);
+#pragma unroll
+    for (int w = 0; w < 8; ++w) r.q[w] = ld_u32_a2(blk + 2 + 4 * w);
+    return r;
+  }
+  __device__ static float dot(Ctx, const Raw& raw, int, const float* xv, const float*) {
+    const float d = f16f(raw.d);
     float s0 = 0.0f, s1 = 0.0f;  // two chains: shorter FMA dependency
 #pragma unroll
     for (int w = 0; w < 8; w += 2) {
-      const uint32_t q0 = ld_u32_a2(blk + 2 + 4 * w) ^ 0x80808080u;
-      const uint32_t q1 = ld_u32_a2(blk + 6 + 4 * w) ^ 0x80808080u;
+      const uint32_t q0 = raw.q[w] ^ 0x80808080u;
+      const uint32_t q1 = raw.q[w + 1] ^ 0x80808080u;
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         s0 = fmaf(sbyte_f(q0, k), xv[4 * w + k], s0);
@@ -212,12 +228,18 @@ struct TQ2_K {
   __device__ static uint32_t scale(uint32_t lo, uint32_t hi, int j, int h) {
     return ((j < 2 ? lo : hi) >> (8 * (2 * (j & 1) + h))) & 0xffu;
   }
-  __device__ static float dot(Ctx, const uint8_t* blk, int p, const float* xv, const float* xs) {
-    const int n = p >> 2, h = (p & 3) >> 1;
-    const uint32_t dd = ld_u32(blk + 80);
-    const float d = f16f(dd & 0xffffu), dmin = f16f(dd >> 16);
-    const uint32_t lo = ld_u32(blk + 8 * n), hi = ld_u32(blk + 8 * n + 4);
-    const uint32_t q0 = ld_u32(blk + 16 + 32 * n + 8 * (p & 3)), q1 = ld_u32(blk + 20 + 32 * n + 8 * (p & 3));
+  struct Raw {
+    uint32_t dd, lo, hi, q0, q1;
+  };
+  __device__ static Raw load(const uint8_t* blk, int p) {
+    const int n = p >> 2;
+    return {ld_u32(blk + 80), ld_u32(blk + 8 * n), ld_u32(blk + 8 * n + 4), ld_u32(blk + 16 + 32 * n + 8 * (p & 3)),
+            ld_u32(blk + 20 + 32 * n + 8 * (p & 3))};
+  }
+  __device__ static float dot(Ctx, const Raw& w, int p, const float* xv, const float* xs) {
+    const int h = (p & 3) >> 1;
+    const float d = f16f(w.dd & 0xffffu), dmin = f16f(w.dd >> 16);
+    const uint32_t lo = w.lo, hi = w.hi, q0 = w.q0, q1 = w.q1;
     float r = 0.0f;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
@@ -268,22 +290,30 @@ struct TQ4_K {
   }
   // ggml's get_scale_min_k4 for pair j, from the three words of scales[].
   __device__ static void scale_min(const uint8_t* blk, int j, uint32_t& sc, uint32_t& m) {
+    scale_min(ld_u32(blk + 4), ld_u32(blk + 8), ld_u32(blk + 12), j, sc, m);
+  }
+  __device__ static void scale_min(uint32_t s0, uint32_t s1, uint32_t s2, int j, uint32_t& sc, uint32_t& m) {
     const int sh = 8 * (j & 3);
-    const uint32_t a = (ld_u32(blk + 4) >> sh) & 0xffu, b = (ld_u32(blk + 8) >> sh) & 0xffu;
+    const uint32_t a = (s0 >> sh) & 0xffu, b = (s1 >> sh) & 0xffu;
     if (j < 4) {
       sc = a & 63u;
       m = b & 63u;
     } else {
-      const uint32_t c = (ld_u32(blk + 12) >> sh) & 0xffu;
+      const uint32_t c = (s2 >> sh) & 0xffu;
       sc = (c & 15u) | ((a >> 6) << 4);
       m = (c >> 4) | ((b >> 6) << 4);
     }
   }
-  __device__ static float dot(Ctx, const uint8_t* blk, int p, const float* xv, const float* xs) {
-    const uint32_t dd = ld_u32(blk);
-    const float d = f16f(dd & 0xffffu), dmin = f16f(dd >> 16);
-    const uint4 q = ld_u128(blk + 16 + 16 * p);
-    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+  struct Raw {
+    uint32_t dd, s0, s1, s2;
+    uint4 q;
+  };
+  __device__ static Raw load(const uint8_t* blk, int p) {
+    return {ld_u32(blk), ld_u32(blk + 4), ld_u32(blk + 8), ld_u32(blk + 12), ld_u128(blk + 16 + 16 * p)};
+  }
+  __device__ static float dot(Ctx, const Raw& raw, int p, const float* xv, const float* xs) {
+    const float d = f16f(raw.dd & 0xffffu), dmin = f16f(raw.dd >> 16);
+    const uint32_t w[4] = {raw.q.x, raw.q.y, raw.q.z, raw.q.w};
     float s0 = 0.0f, s1 = 0.0f;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -295,8 +325,8 @@ struct TQ4_K {
       }
     }
     uint32_t sc0, m0, sc1, m1;
-    scale_min(blk, 2 * (p >> 1), sc0, m0);
-    scale_min(blk, 2 * (p >> 1) + 1, sc1, m1);
+    scale_min(raw.s0, raw.s1, raw.s2, 2 * (p >> 1), sc0, m0);
+    scale_min(raw.s0, raw.s1, raw.s2, 2 * (p >> 1) + 1, sc1, m1);
     float r = d * u_f(sc0) * s0;
     r = fmaf(d * u_f(sc1), s1, r);
     r = fmaf(-dmin * u_f(m0), xs[0], r);
@@ -344,22 +374,31 @@ struct TIQ2_XXS {
     const float d = f16f(ld_u16(blk));
     return __fmul_rn(__fmul_rn(d, __fadd_rn(0.5f, u_f(aux1 >> 28))), 0.25f);
   }
-  __device__ static float dot(Ctx c, const uint8_t* blk, int p, const float* xv, const float*) {
-    const uint32_t aux0 = ld_u32_a2(blk + 2 + 8 * p), aux1 = ld_u32_a2(blk + 6 + 8 * p);
-    float s = 0.0f;
+  struct Raw {
+    uint32_t d, aux0, aux1;
+  };
+  __device__ static Raw load(const uint8_t* blk, int p) {
+    return {ld_u16(blk), ld_u32_a2(blk + 2 + 8 * p), ld_u32_a2(blk + 6 + 8 * p)};
+  }
+  __device__ static float dot(Ctx c, const Raw& w, int, const float* xv, const float*) {
+    float s0 = 0.0f, s1 = 0.0f;
 #pragma unroll
     for (int l = 0; l < 4; ++l) {
-      const uint64_t g = c.grid[(aux0 >> (8 * l)) & 0xffu];
-      const uint32_t sg = signs((aux1 >> (7 * l)) & 127u);
+      const uint64_t g = c.grid[(w.aux0 >> (8 * l)) & 0xffu];
+      // Sign bit k of the code moved to bit 31, where it flips x's sign: exact,
+      // one shift + one LOP3 per value instead of a multiply by +-1.
+      const uint32_t sg = signs((w.aux1 >> (7 * l)) & 127u) << 24;
       const uint32_t glo = static_cast<uint32_t>(g), ghi = static_cast<uint32_t>(g >> 32);
 #pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        // The sign goes onto x's sign bit: exact, no multiply.
-        const float xs = __uint_as_float(__float_as_uint(xv[8 * l + k]) ^ (((sg >> k) & 1u) << 31));
-        s = fmaf(byte_f(k < 4 ? glo : ghi, k & 3), xs, s);
+      for (int k = 0; k < 4; ++k) {
+        const float x0 = __uint_as_float(__float_as_uint(xv[8 * l + k]) ^ ((sg << (7 - k)) & 0x80000000u));
+        const float x1 = __uint_as_float(__float_as_uint(xv[8 * l + 4 + k]) ^ ((sg << (3 - k)) & 0x80000000u));
+        s0 = fmaf(byte_f(glo, k), x0, s0);
+        s1 = fmaf(byte_f(ghi, k), x1, s1);
       }
     }
-    return db(blk, aux1) * s;
+    const float d = f16f(w.d);
+    return __fmul_rn(__fmul_rn(d, 0.5f + u_f(w.aux1 >> 28)), 0.25f) * (s0 + s1);
   }
   __device__ static void deq(Ctx c, const uint8_t* blk, int p, float* yb) {
     const uint32_t aux0 = ld_u32_a2(blk + 2 + 8 * p), aux1 = ld_u32_a2(blk + 6 + 8 * p);
@@ -399,13 +438,30 @@ __global__ void __launch_bounds__(kThreads) matvec_kernel(const uint8_t* __restr
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
   const int64_t nunits = nblocks * T::PARTS;
-  for (int64_t u = lane; u < nunits; u += 32) {
-    const int64_t b = u / T::PARTS;
-    const int p = static_cast<int>(u % T::PARTS);
-    float xv[T::EPU], xs[T::NG];
-    T::lx(x + b * T::QK, p, xv, xs);
+  // kUnroll steps per trip: all their weight loads are issued before any math,
+  // so each warp keeps kUnroll * R loads in flight instead of one.
+  for (int64_t u0 = lane; u0 < nunits; u0 += 32 * kUnroll) {
+    typename T::Raw raw[kUnroll][R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) acc[r] += T::dot(ctx, wr[r] + b * T::BYTES, p, xv, xs);
+    for (int k = 0; k < kUnroll; ++k) {
+      const int64_t u = u0 + 32 * k;
+      if (u < nunits) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) raw[k][r] = T::load(wr[r] + u / T::PARTS * T::BYTES, static_cast<int>(u % T::PARTS));
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kUnroll; ++k) {
+      const int64_t u = u0 + 32 * k;
+      if (u < nunits) {
+        const int64_t b = u / T::PARTS;
+        const int p = static_cast<int>(u % T::PARTS);
+        float xv[T::EPU], xs[T::NG];
+        T::lx(x + b * T::QK, p, xv, xs);
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r] += T::dot(ctx, raw[k][r], p, xv, xs);
+      }
+    }
   }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -476,9 +532,19 @@ void upload_iq2_tables() {
   if (dev < 64) done[dev] = true;
 }
 
-// Default rows per warp: 2 (x reuse halves the L1 traffic for x) unless there
-// are too few rows to give every SM enough warps.
-int default_rows_per_warp(int64_t rows) { return rows >= 2048 ? 2 : 1; }
+// Default rows per warp, from bench_cuda_matvec on an H100 (4096x2048,
+// 2048x4096, 4096x32768): rows per warp share x loads and integer work, which
+// the quantized types need (they are issue-bound, not memory-bound), but fewer
+// warps hide less latency, which the float types need more.
+int default_rows_per_warp(GgmlType t, int64_t rows, int64_t cols) {
+  switch (t) {
+    case GgmlType::F32: return 1;
+    case GgmlType::F16:
+    case GgmlType::BF16: return cols >= 8192 || rows < 2048 ? 1 : 2;
+    case GgmlType::Q8_0: return rows >= 1024 ? 4 : 2;
+    default: return rows >= 4096 ? 4 : 2;
+  }
+}
 
 }  // namespace
 
@@ -518,7 +584,7 @@ void matvec_rows_per_warp(int rpw, GgmlType t, const void* w, int64_t rows, int6
 }  // namespace detail
 
 void matvec(GgmlType t, const void* w, int64_t rows, int64_t cols, const float* x, float* y, cudaStream_t s) {
-  detail::matvec_rows_per_warp(default_rows_per_warp(rows), t, w, rows, cols, x, y, s);
+  detail::matvec_rows_per_warp(default_rows_per_warp(t, rows, cols), t, w, rows, cols, x, y, s);
 }
 
 void dequantize_device(GgmlType t, const void* src, float* dst, int64_t n, cudaStream_t s) {
