@@ -11,8 +11,7 @@ import pytest
 from gguf import GGUFReader
 from safetensors.numpy import load_file
 
-from conftest import run
-from test_forward_reference import FIXTURES, logits
+from test_forward_reference import FIXTURES, convert_cached, logits
 
 # (model, expert type) -> worst allowed figures over short/long/vlong. Measured
 # (exact numerics, quant::matmul with Q8_0/Q8_K activation quantization):
@@ -48,8 +47,7 @@ def expert_type(gguf_path):
 @pytest.mark.parametrize("model", ["tiny", "tiny-flash"])
 @pytest.mark.parametrize("recipe", ["q8_0", "ds4-q2", "ds4-q4"])
 def test_quant_recipe_figures(ds4_bin, tmp_path, model, recipe):
-    gguf = tmp_path / f"{model}-{recipe}.gguf"
-    run([ds4_bin, "convert", str(FIXTURES / model), "-o", str(gguf), "--recipe", recipe])
+    gguf = convert_cached(ds4_bin, model, recipe)
     et = expert_type(gguf)
     assert et == {"q8_0": "Q8_0", "ds4-q2": "IQ2_XXS", "ds4-q4": "Q4_K"}[recipe]
     assert (model, et) in BOUNDS, f"no bounds recorded for {model} with {et} experts: measure and add them"

@@ -5,7 +5,10 @@ with `ds4 logits --numerics exact` as a full prefill, token-by-token decode and
 chunked prefill; every position must match the reference to 1e-3 with the same
 argmax.
 """
+import atexit
 import pathlib
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -24,19 +27,25 @@ def reference(model):
     return load_file(str(FIXTURES / model / "reference.safetensors"))
 
 
+_CONVERTED = {}  # (model, recipe) -> path; shared by every test module that imports this one
+_TMP = []
+
+
+def convert_cached(ds4_bin, model, recipe):
+    key = (model, recipe)
+    if key not in _CONVERTED:
+        if not _TMP:
+            _TMP.append(pathlib.Path(tempfile.mkdtemp(prefix="ds4-gguf-")))
+            atexit.register(shutil.rmtree, _TMP[0], True)
+        out = _TMP[0] / f"{model}-{recipe}.gguf"
+        run([ds4_bin, "convert", str(FIXTURES / model), "-o", str(out), "--recipe", recipe])
+        _CONVERTED[key] = out
+    return _CONVERTED[key]
+
+
 @pytest.fixture(scope="session")
-def converted(ds4_bin, tmp_path_factory):
-    cache = {}
-
-    def get(model, recipe):
-        key = (model, recipe)
-        if key not in cache:
-            out = tmp_path_factory.mktemp("gguf") / f"{model}-{recipe}.gguf"
-            run([ds4_bin, "convert", str(FIXTURES / model), "-o", str(out), "--recipe", recipe])
-            cache[key] = out
-        return cache[key]
-
-    return get
+def converted(ds4_bin):
+    return lambda model, recipe: convert_cached(ds4_bin, model, recipe)
 
 
 def logits(ds4_bin, gguf, tokens, tmp_path, *extra):
