@@ -17,6 +17,9 @@
 namespace ds4::quant {
 namespace {
 
+// Scale fields via the F16C instruction (the portable f16_to_f32 branches).
+DS4_AVX2 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
 DS4_AVX2 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -98,7 +101,7 @@ DS4_AVX2 float dot_q8_0(int64_t n, const void* w, const void* a) {
   for (int64_t i = 0; i < n / QK; ++i) {
     const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
     const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    const __m256 d = _mm256_set1_ps(f16_to_f32(x[i].d) * f16_to_f32(y[i].d));
+    const __m256 d = _mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d));
     acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc);
   }
   return hsum(acc);
@@ -113,7 +116,7 @@ DS4_AVX2 float dot_mxfp4(int64_t n, const void* w, const void* a) {
   for (int64_t i = 0; i < n / QK; ++i) {
     const __m256i qx = _mm256_shuffle_epi8(table, unpack_nibbles(x[i].qs));
     const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    const __m256 d = _mm256_set1_ps(e8m0_to_f32_half(x[i].e) * f16_to_f32(y[i].d));
+    const __m256 d = _mm256_set1_ps(e8m0_to_f32_half(x[i].e) * h2f(y[i].d));
     acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc);
   }
   return hsum(acc);
@@ -123,32 +126,43 @@ DS4_AVX2 float dot_q2_k(int64_t n, const void* w, const void* a) {
   const auto* x = static_cast<const BlockQ2_K*>(w);
   const auto* y = static_cast<const BlockQ8_K*>(a);
   const __m256i m3 = _mm256_set1_epi8(3);
-  __m256 acc = _mm256_setzero_ps();
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  // For shift s, the 16 values 0..15 (low 128-bit lane of the int16 products)
+  // use the scale 2s of their half, values 16..31 (high lane) scale 2s + 1:
+  // byte-shuffle masks picking int16 element 2s / 2s + 1 of 8 broadcast scales.
+  __m256i pick[4];
+  for (int s = 0; s < 4; ++s) {
+    const char lo = static_cast<char>(4 * s), hi = static_cast<char>(4 * s + 2);
+    pick[s] = _mm256_setr_epi8(lo, static_cast<char>(lo + 1), lo, static_cast<char>(lo + 1), lo, static_cast<char>(lo + 1), lo,
+                               static_cast<char>(lo + 1), lo, static_cast<char>(lo + 1), lo, static_cast<char>(lo + 1), lo,
+                               static_cast<char>(lo + 1), lo, static_cast<char>(lo + 1), hi, static_cast<char>(hi + 1), hi,
+                               static_cast<char>(hi + 1), hi, static_cast<char>(hi + 1), hi, static_cast<char>(hi + 1), hi,
+                               static_cast<char>(hi + 1), hi, static_cast<char>(hi + 1), hi, static_cast<char>(hi + 1), hi,
+                               static_cast<char>(hi + 1));
+  }
+  __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
-    // Mins: sum over the 16 groups of bsum * min (int16 pairs -> int32).
     const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
-    const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0x0F)));
+    // Mins (high nibbles) times the activation's sums of 16, kept as a vector.
+    const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), m4));
     const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums));
-    const int summs = hsum_i32(_mm256_madd_epi16(mins, bs));
+    accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * h2f(x[i].dmin)), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), accm);
+    const __m128i scl = _mm_and_si128(sc8, m4);
+    const __m256i sc_h[2] = {_mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scl)),
+                             _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128(scl, 8)))};
     __m256i isum = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * h));
       for (int s = 0; s < 4; ++s) {
         const __m256i q2 = _mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3);
         const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 128 * h + 32 * s));
-        const __m256i p16 = _mm256_maddubs_epi16(q2, qy);
-        const int j = 8 * h + 2 * s;  // scale of values 0..15; j + 1 for 16..31
-        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(x[i].scales[j + 1] & 0xF)),
-                                             _mm_set1_epi16(static_cast<short>(x[i].scales[j] & 0xF)));
-        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p16, scv));
+        const __m256i scv = _mm256_shuffle_epi8(sc_h[h], pick[s]);
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(q2, qy), scv));
       }
     }
-    const float dall = y[i].d * f16_to_f32(x[i].d), dmin = y[i].d * f16_to_f32(x[i].dmin);
-    // acc lanes hold dall * isum parts; the min term goes in lane 0.
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(isum), acc);
-    acc = _mm256_sub_ps(acc, _mm256_setr_ps(dmin * static_cast<float>(summs), 0, 0, 0, 0, 0, 0, 0));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * h2f(x[i].d)), _mm256_cvtepi32_ps(isum), acc);
   }
-  return hsum(acc);
+  return hsum(_mm256_sub_ps(acc, accm));
 }
 
 DS4_AVX2 float dot_q4_k(int64_t n, const void* w, const void* a) {
@@ -174,8 +188,8 @@ DS4_AVX2 float dot_q4_k(int64_t n, const void* w, const void* a) {
       const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16(sc[2 * c + 1]));
       isum = _mm256_add_epi32(isum, _mm256_add_epi32(p0, p1));
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * f16_to_f32(x[i].d)), _mm256_cvtepi32_ps(isum), acc);
-    mins_acc += y[i].d * f16_to_f32(x[i].dmin) * static_cast<float>(summ);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * h2f(x[i].d)), _mm256_cvtepi32_ps(isum), acc);
+    mins_acc += y[i].d * h2f(x[i].dmin) * static_cast<float>(summ);
   }
   return hsum(acc) - mins_acc;
 }
@@ -222,7 +236,7 @@ DS4_AVX2 float dot_iq2_xxs(int64_t n, const void* w, const void* a) {
                                           _mm256_set1_epi16(static_cast<short>(2 * (aux1 >> 28) + 1)));
       isum = _mm256_add_epi32(isum, p);
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(x[i].d) * y[i].d * 0.125f), _mm256_cvtepi32_ps(isum), acc);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d * 0.125f), _mm256_cvtepi32_ps(isum), acc);
   }
   return hsum(acc);
 }

@@ -23,6 +23,9 @@
 namespace ds4::quant {
 namespace {
 
+// Scale fields via the F16C instruction (the portable f16_to_f32 branches).
+DS4_AVX512 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
 DS4_AVX512 inline __m512i load2x256(const void* lo, const void* hi) {
   const __m256i a = _mm256_loadu_si256(static_cast<const __m256i*>(lo));
   const __m256i b = _mm256_loadu_si256(static_cast<const __m256i*>(hi));
@@ -114,8 +117,8 @@ DS4_AVX512 float dot_bf16(int64_t n, const void* w, const void* a) {
                            : _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs))); \
     __m512i ux, sy;                                                                                \
     sign_split(qx, qy, ux, sy);                                                                    \
-    const float d0 = f16_to_f32(x[i].d) * f16_to_f32(y[i].d);                                      \
-    const float d1 = two ? f16_to_f32(x[i + 1].d) * f16_to_f32(y[i + 1].d) : 0.0f;                \
+    const float d0 = h2f(x[i].d) * h2f(y[i].d);                                      \
+    const float d1 = two ? h2f(x[i + 1].d) * h2f(y[i + 1].d) : 0.0f;                \
     acc = _mm512_fmadd_ps(halves_ps(d0, d1), _mm512_cvtepi32_ps(DOT(ux, sy)), acc);               \
   }                                                                                                \
   return _mm512_reduce_add_ps(acc);
@@ -136,8 +139,8 @@ DS4_AVX512VNNI float dot_q8_0_vnni(int64_t n, const void* w, const void* a) { DS
                            : _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs))); \
     __m512i ux, sy;                                                                                \
     sign_split(qx, two ? qy : _mm512_maskz_mov_epi8(0xFFFFFFFFull, qy), ux, sy);                   \
-    const float d0 = e8m0_to_f32_half(x[i].e) * f16_to_f32(y[i].d);                                \
-    const float d1 = two ? e8m0_to_f32_half(x[i + 1].e) * f16_to_f32(y[i + 1].d) : 0.0f;           \
+    const float d0 = e8m0_to_f32_half(x[i].e) * h2f(y[i].d);                                \
+    const float d1 = two ? e8m0_to_f32_half(x[i + 1].e) * h2f(y[i + 1].d) : 0.0f;           \
     acc = _mm512_fmadd_ps(halves_ps(d0, d1), _mm512_cvtepi32_ps(DOT(ux, sy)), acc);               \
   }                                                                                                \
   return _mm512_reduce_add_ps(acc);
@@ -157,12 +160,12 @@ DS4_AVX512 float dot_q2_k(int64_t n, const void* w, const void* a) {
     idx[s] = _mm512_load_si512(v);
   }
   __m512 acc = _mm512_setzero_ps();
-  float mins_acc = 0;
+  __m256 accm = _mm256_setzero_ps();  // mins x activation sums, reduced once at the end
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0x0F)));
     const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums));
-    const int summs = _mm512_reduce_add_epi32(_mm512_castsi256_si512(_mm256_madd_epi16(mins, bs)) );
+    accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * h2f(x[i].dmin)), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), accm);
     const __m512i scales = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(sc8, _mm_set1_epi8(0x0F))));
     const __m512i q = _mm512_loadu_si512(x[i].qs);
     __m512i isum = _mm512_setzero_si512();
@@ -172,10 +175,9 @@ DS4_AVX512 float dot_q2_k(int64_t n, const void* w, const void* a) {
       const __m512i scv = _mm512_permutexvar_epi16(idx[s], scales);
       isum = _mm512_add_epi32(isum, _mm512_madd_epi16(_mm512_maddubs_epi16(q2, qy), scv));
     }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * f16_to_f32(x[i].d)), _mm512_cvtepi32_ps(isum), acc);
-    mins_acc += y[i].d * f16_to_f32(x[i].dmin) * static_cast<float>(summs);
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * h2f(x[i].d)), _mm512_cvtepi32_ps(isum), acc);
   }
-  return _mm512_reduce_add_ps(acc) - mins_acc;
+  return _mm512_reduce_add_ps(_mm512_sub_ps(acc, _mm512_zextps256_ps512(accm)));
 }
 
 DS4_AVX512 float dot_q4_k(int64_t n, const void* w, const void* a) {
@@ -201,8 +203,8 @@ DS4_AVX512 float dot_q4_k(int64_t n, const void* w, const void* a) {
       const __m512i p1 = _mm512_madd_epi16(_mm512_maddubs_epi16(hi, yhi), halves_epi16(sc[4 * k + 1], sc[4 * k + 3]));
       isum = _mm512_add_epi32(isum, _mm512_add_epi32(p0, p1));
     }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * f16_to_f32(x[i].d)), _mm512_cvtepi32_ps(isum), acc);
-    mins_acc += y[i].d * f16_to_f32(x[i].dmin) * static_cast<float>(summ);
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * h2f(x[i].d)), _mm512_cvtepi32_ps(isum), acc);
+    mins_acc += y[i].d * h2f(x[i].dmin) * static_cast<float>(summ);
   }
   return _mm512_reduce_add_ps(acc) - mins_acc;
 }
@@ -236,7 +238,7 @@ DS4_AVX512 float dot_iq2_xxs(int64_t n, const void* w, const void* a) {
       const __m512i scv = halves_epi16(static_cast<int>(2 * (q[1] >> 28) + 1), static_cast<int>(2 * (q[3] >> 28) + 1));
       isum = _mm512_add_epi32(isum, _mm512_madd_epi16(_mm512_maddubs_epi16(g, ys), scv));
     }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(f16_to_f32(x[i].d) * y[i].d * 0.125f), _mm512_cvtepi32_ps(isum), acc);
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(h2f(x[i].d) * y[i].d * 0.125f), _mm512_cvtepi32_ps(isum), acc);
   }
   return _mm512_reduce_add_ps(acc);
 }

@@ -61,7 +61,7 @@ Isa isa_cap() {
     const std::string_view v = e ? e : "";
     if (v == "scalar") return Isa::Scalar;
     if (v == "avx2") return Isa::Avx2;
-    return Isa::Avx512;  // no cap
+    return Isa::Avx512;  // no cap (NEON is the only choice on ARM)
   }();
   return cap;
 }
@@ -80,16 +80,28 @@ Prepared prepare(GgmlType wtype, int64_t cols) {
 }
 
 // Quantizes n activation rows for kernel k into buf (or points at X for F32).
+// Blocks are independent, so long activations are split over the pool.
 const uint8_t* prepare_act(const DotKernel& k, const float* X, int64_t n, int64_t cols, size_t act_rb,
-                           std::vector<uint8_t>& buf) {
+                           std::vector<uint8_t>& buf, ThreadPool* pool) {
   if (k.act == GgmlType::F32) return reinterpret_cast<const uint8_t*>(X);
   buf.resize(act_rb * static_cast<size_t>(n));
-  for (int64_t j = 0; j < n; ++j) {
-    uint8_t* dst = buf.data() + act_rb * static_cast<size_t>(j);
-    if (k.act == GgmlType::Q8_0) quantize_row_q8_0(X + j * cols, dst, cols);
-    else quantize_row_q8_k(X + j * cols, dst, cols);
-  }
-  return buf.data();
+  const int64_t blk = k.act == GgmlType::Q8_0 ? 32 : 256;
+  const int64_t nbk = cols / blk;
+  const size_t bbytes = act_rb / static_cast<size_t>(nbk);
+  uint8_t* out = buf.data();
+  auto body = [&](int64_t b, int64_t e) {
+    for (int64_t idx = b; idx < e; ++idx) {
+      const int64_t j = idx / nbk, kb = idx % nbk;
+      uint8_t* dst = out + act_rb * static_cast<size_t>(j) + bbytes * static_cast<size_t>(kb);
+      const float* src = X + j * cols + kb * blk;
+      if (k.act == GgmlType::Q8_0) quantize_row_q8_0(src, dst, blk);
+      else quantize_row_q8_k(src, dst, blk);
+    }
+  };
+  const int64_t grain = 8192 / blk;  // below ~8k values one thread is quicker
+  if (pool) pool->parallel_for(n * nbk, body, grain);
+  else body(0, n * nbk);
+  return out;
 }
 
 }  // namespace
@@ -97,7 +109,8 @@ const uint8_t* prepare_act(const DotKernel& k, const float* X, int64_t n, int64_
 const DotKernel* best_kernel(GgmlType t) {
   const Isa order[] = {Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar};
   for (Isa isa : order) {
-    if (static_cast<int>(isa) > static_cast<int>(isa_cap()) && isa != Isa::Neon) continue;
+    if (isa_cap() == Isa::Scalar && isa != Isa::Scalar) continue;
+    if (isa == Isa::Avx512 && isa_cap() == Isa::Avx2) continue;
     if (const DotKernel* k = find_kernel(t, isa)) return k;
   }
   return nullptr;
@@ -112,7 +125,7 @@ void matmul(GgmlType wtype, const void* W, int64_t rows, int64_t cols, const flo
   if (rows <= 0 || n <= 0) return;
   const Prepared p = prepare(wtype, cols);
   thread_local std::vector<uint8_t> buf;
-  const uint8_t* act = prepare_act(*p.k, X, n, cols, p.act_row_bytes, buf);
+  const uint8_t* act = prepare_act(*p.k, X, n, cols, p.act_row_bytes, buf, pool);
   const auto* w = static_cast<const uint8_t*>(W);
   auto body = [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
