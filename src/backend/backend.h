@@ -8,6 +8,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "model/weights.h"
 
@@ -27,6 +28,11 @@ class SessionState {
   virtual ~SessionState() = default;
   virtual int64_t position() const = 0;
   virtual NumericsMode numerics() const = 0;
+  // The state in the canonical, backend-independent layout (session_state.h
+  // of the CPU backend documents it): load() into a fresh session of the same
+  // model continues exactly as this one would. Backends without it throw.
+  virtual std::vector<uint8_t> save() const;
+  virtual void load(std::span<const uint8_t> bytes);
 };
 
 class Backend {

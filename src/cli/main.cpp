@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <string_view>
 
 #include "cli/commands.h"
 #include "util/error.h"
@@ -19,6 +20,10 @@ int main(int argc, char** argv) {
   auto& reg = ds4::cli::command_registry();
   std::stable_sort(reg.begin(), reg.end(), [](const auto& a, const auto& b) { return a.order < b.order; });
   for (const auto& c : reg) c.setup(app);
+  // antirez/ds4 spells the system flag "-sys"; CLI11 allows only one-letter
+  // short options, so map that exact word to --system.
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]) == "-sys") argv[i] = const_cast<char*>("--system");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -26,6 +26,19 @@ class Session {
   // Appends without computing logits (prompt prefill).
   void prefill(std::span<const int32_t> toks);
 
+  // In-memory checkpoint: the backend state in canonical layout plus the token
+  // history. restore() continues exactly as if nothing happened in between.
+  struct Snapshot {
+    std::vector<uint8_t> state;
+    std::vector<int32_t> tokens;
+    size_t bytes() const { return state.size() + tokens.size() * sizeof(int32_t); }
+  };
+  Snapshot snapshot() const { return {state_->save(), tokens_}; }
+  void restore(const Snapshot& s) {
+    state_->load(s.state);
+    tokens_ = s.tokens;
+  }
+
  private:
   const backend::Backend& be_;
   std::unique_ptr<backend::SessionState> state_;

@@ -31,6 +31,12 @@ class CpuSession final : public SessionState {
   CpuSession(const model::ModelConfig& c, NumericsMode mode);
   int64_t position() const override { return pos; }
   NumericsMode numerics() const override { return mode; }
+  // Canonical layout, little-endian: "DS4S", u32 version 1, i64 position,
+  // u8 numerics (0 exact, 1 faithful), u32 layers; per layer the raw ring,
+  // then for the attention and the indexer compressor kv, score and rows,
+  // each array as u64 float count + f32 values.
+  std::vector<uint8_t> save() const override;
+  void load(std::span<const uint8_t> bytes) override;
 
   int64_t pos = 0;
   NumericsMode mode;
