@@ -107,11 +107,11 @@ struct Weights {
   int copies = 0;
 };
 
-Weights make_weights(GgmlType t, int64_t rows, int64_t cols) {
+Weights make_weights(GgmlType t, int64_t rows, int64_t cols, bool rotate = true) {
   Weights w;
   const size_t rb = ds4::quant::row_bytes(t, cols);
   w.matrix_bytes = rb * static_cast<size_t>(rows);
-  w.copies = static_cast<int>(std::max<size_t>(1, (kRotateBytes + w.matrix_bytes - 1) / w.matrix_bytes));
+  w.copies = rotate ? static_cast<int>(std::max<size_t>(1, (kRotateBytes + w.matrix_bytes - 1) / w.matrix_bytes)) : 1;
   w.data.resize(w.matrix_bytes * static_cast<size_t>(w.copies));
   const int distinct = 64;
   std::mt19937 rng(42);
@@ -161,6 +161,43 @@ void BM_Matvec(benchmark::State& state, GgmlType t) {
     }
 }
 
+// Kernel compute speed alone: one thread, 64 rows x 4096 columns kept in L2,
+// dotted over and over. GB/s of weight bytes; compare with mem_GB/s of one
+// thread to see whether a kernel can keep up with memory.
+void BM_Dot(benchmark::State& state, GgmlType t) {
+  const auto isa = static_cast<ds4::quant::Isa>(state.range(0));
+  const ds4::quant::DotKernel* k = ds4::quant::find_kernel(t, isa);
+  if (!k) {
+    state.SkipWithError("no kernel for this ISA on this CPU");
+    return;
+  }
+  const int64_t rows = 64, cols = 4096;
+  const Weights w = make_weights(t, rows, cols, false);
+  std::vector<float> x(static_cast<size_t>(cols));
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  std::vector<uint8_t> act(k->act == GgmlType::F32 ? static_cast<size_t>(cols) * 4 : ds4::quant::row_bytes(k->act, cols));
+  if (k->act == GgmlType::F32) std::memcpy(act.data(), x.data(), act.size());
+  else if (k->act == GgmlType::Q8_0) ds4::quant::quantize_row_q8_0(x.data(), act.data(), cols);
+  else ds4::quant::quantize_row_q8_k(x.data(), act.data(), cols);
+  const size_t rb = ds4::quant::row_bytes(t, cols);
+  float sink = 0;
+  for (auto _ : state) {
+    for (int64_t r = 0; r < rows; ++r) sink += k->dot(cols, w.data.data() + rb * static_cast<size_t>(r), act.data());
+    benchmark::DoNotOptimize(sink);
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(rb * rows) * static_cast<double>(state.iterations()) / 1e9,
+                                              benchmark::Counter::kIsRate);
+  state.counters["mem1_GB/s"] = mem_gbps(1);
+  state.SetLabel(ds4::quant::isa_name(isa));
+}
+
+void isas(benchmark::internal::Benchmark* b) {
+  for (int i : {0, 1, 2, 3}) b->Arg(i);
+  b->ArgName("isa")->Unit(benchmark::kMicrosecond);
+}
+
 void shapes(benchmark::internal::Benchmark* b) {
   const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::vector<int> ts = {1};
@@ -190,4 +227,11 @@ BENCHMARK_CAPTURE(BM_Matvec, MXFP4, GgmlType::MXFP4)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Matvec, Q8_0, GgmlType::Q8_0)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Matvec, F16, GgmlType::F16)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Matvec, BF16, GgmlType::BF16)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Dot, Q2_K, GgmlType::Q2_K)->Apply(isas);
+BENCHMARK_CAPTURE(BM_Dot, IQ2_XXS, GgmlType::IQ2_XXS)->Apply(isas);
+BENCHMARK_CAPTURE(BM_Dot, Q4_K, GgmlType::Q4_K)->Apply(isas);
+BENCHMARK_CAPTURE(BM_Dot, MXFP4, GgmlType::MXFP4)->Apply(isas);
+BENCHMARK_CAPTURE(BM_Dot, Q8_0, GgmlType::Q8_0)->Apply(isas);
+BENCHMARK_CAPTURE(BM_Dot, F16, GgmlType::F16)->Apply(isas);
+BENCHMARK_CAPTURE(BM_Dot, BF16, GgmlType::BF16)->Apply(isas);
 BENCHMARK_MAIN();

@@ -56,6 +56,16 @@ inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
   }
 }
 
+// IQ2_XXS sign bytes of 4 groups from 28 bits: 7 stored bits each, bit 7 the
+// parity that makes the count of minus signs even (what ksigns_iq2xs holds).
+inline uint32_t iq2_sign_bytes(uint32_t v) {
+  const uint32_t s = (v & 0x7Fu) | ((v << 1) & 0x7F00u) | ((v << 2) & 0x7F0000u) | ((v << 3) & 0x7F000000u);
+  uint32_t p = s ^ (s >> 4);  // bit 0 of each byte ends up as that byte's parity
+  p ^= p >> 2;
+  p ^= p >> 1;
+  return s | ((p & 0x01010101u) << 7);
+}
+
 // MXFP4 e8m0 exponent -> 2^(e-127) / 2 as float (the values table is doubled).
 inline float e8m0_to_f32_half(uint8_t e) {
   const uint32_t bits = e < 2 ? (0x00200000u << e) : (static_cast<uint32_t>(e - 1) << 23);

@@ -194,46 +194,34 @@ DS4_AVX2 float dot_q4_k(int64_t n, const void* w, const void* a) {
   return hsum(acc) - mins_acc;
 }
 
-// Sign table for IQ2_XXS: 7-bit sign index -> 8 bytes of +1/-1.
-struct SignBytes {
-  uint64_t v[128];
-  SignBytes() {
-    for (int i = 0; i < 128; ++i) {
-      uint64_t r = 0;
-      for (int j = 0; j < 8; ++j) r |= static_cast<uint64_t>((ksigns_iq2xs[i] >> j) & 1 ? 0xFF : 0x01) << (8 * j);
-      v[i] = r;
-    }
-  }
-};
-const SignBytes kSignBytes;
-
-inline uint64_t grid_u64(const uint8_t (*grid)[8], uint32_t i) {
-  uint64_t v;
-  std::memcpy(&v, grid[i], 8);
+inline long long grid_u64(uint32_t i) {
+  long long v;
+  std::memcpy(&v, iq2xxs_grid[i], 8);
   return v;
 }
 
 DS4_AVX2 float dot_iq2_xxs(int64_t n, const void* w, const void* a) {
   const auto* x = static_cast<const BlockIQ2_XXS*>(w);
   const auto* y = static_cast<const BlockQ8_K*>(a);
+  // Byte k of the 4 sign bytes goes to lanes 8k..8k+7; bit j of it -> lane 8k+j.
+  const __m256i repl = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
+                                        3, 3, 3);
+  const __m256i bits = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull));
+  const __m256i one = _mm256_set1_epi8(1);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     __m256i isum = _mm256_setzero_si256();
     for (int ib = 0; ib < 8; ++ib) {
-      uint32_t aux0, aux1;
-      std::memcpy(&aux0, x[i].qs + 4 * ib, 4);
-      std::memcpy(&aux1, x[i].qs + 4 * ib + 2, 4);
-      const __m256i g = _mm256_set_epi64x(static_cast<long long>(grid_u64(iq2xxs_grid, aux0 >> 24)),
-                                          static_cast<long long>(grid_u64(iq2xxs_grid, (aux0 >> 16) & 0xFF)),
-                                          static_cast<long long>(grid_u64(iq2xxs_grid, (aux0 >> 8) & 0xFF)),
-                                          static_cast<long long>(grid_u64(iq2xxs_grid, aux0 & 0xFF)));
-      const __m256i s = _mm256_set_epi64x(static_cast<long long>(kSignBytes.v[(aux1 >> 21) & 127]),
-                                          static_cast<long long>(kSignBytes.v[(aux1 >> 14) & 127]),
-                                          static_cast<long long>(kSignBytes.v[(aux1 >> 7) & 127]),
-                                          static_cast<long long>(kSignBytes.v[aux1 & 127]));
-      const __m256i qy = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 32 * ib)), s);
+      uint32_t aux[2];
+      std::memcpy(aux, x[i].qs + 4 * ib, 8);
+      const __m256i g = _mm256_set_epi64x(grid_u64(aux[0] >> 24), grid_u64((aux[0] >> 16) & 0xFF),
+                                          grid_u64((aux[0] >> 8) & 0xFF), grid_u64(aux[0] & 0xFF));
+      const __m256i sb = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(iq2_sign_bytes(aux[1]))), repl);
+      const __m256i neg = _mm256_cmpeq_epi8(_mm256_and_si256(sb, bits), bits);  // 0xFF where minus
+      const __m256i qy = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 32 * ib)),
+                                          _mm256_or_si256(neg, one));
       const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(g, qy),
-                                          _mm256_set1_epi16(static_cast<short>(2 * (aux1 >> 28) + 1)));
+                                          _mm256_set1_epi16(static_cast<short>(2 * (aux[1] >> 28) + 1)));
       isum = _mm256_add_epi32(isum, p);
     }
     acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d * 0.125f), _mm256_cvtepi32_ps(isum), acc);

@@ -228,11 +228,7 @@ DS4_AVX512 float dot_iq2_xxs(int64_t n, const void* w, const void* a) {
                                          grid_u64(q[2] & 0xFF), grid_u64(q[0] >> 24), grid_u64((q[0] >> 16) & 0xFF),
                                          grid_u64((q[0] >> 8) & 0xFF), grid_u64(q[0] & 0xFF));
       // The 8 sign bytes are the negate mask of the 64 values directly.
-      uint64_t mask = 0;
-      for (int k = 0; k < 4; ++k) {
-        mask |= static_cast<uint64_t>(ksigns_iq2xs[(q[1] >> (7 * k)) & 127]) << (8 * k);
-        mask |= static_cast<uint64_t>(ksigns_iq2xs[(q[3] >> (7 * k)) & 127]) << (8 * k + 32);
-      }
+      const uint64_t mask = iq2_sign_bytes(q[1]) | (static_cast<uint64_t>(iq2_sign_bytes(q[3])) << 32);
       const __m512i yv = _mm512_loadu_si512(y[i].qs + 32 * ib);
       const __m512i ys = _mm512_mask_sub_epi8(yv, mask, _mm512_setzero_si512(), yv);
       const __m512i scv = halves_epi16(static_cast<int>(2 * (q[1] >> 28) + 1), static_cast<int>(2 * (q[3] >> 28) + 1));

@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
+#include "quant/blocks.h"
+#include "quant/iq_tables.h"
 #include "quant/kernels.h"
 #include "quant/quant.h"
 #include "test_data.h"
@@ -83,10 +86,13 @@ TEST(Kernels, SimdEqualsScalar) {
 TEST(Matvec, EqualsDequantizedDot) {
   ThreadPool pool1(1), pool2(2), pool3(3), pool8(8);
   ThreadPool* pools[] = {nullptr, &pool1, &pool2, &pool3, &pool8};
+  // 9472 columns: rows long enough to be walked in 4096-column tiles, with a
+  // partial last tile.
+  for (const auto& [cols, rows] : {std::pair<int64_t, int64_t>{512, 37}, {9472, 5}})
   for (GgmlType t : kAllTypes) {
     const DotKernel* k = best_kernel(t);
     ASSERT_NE(k, nullptr);
-    const int64_t cols = 512, rows = 37, nact = 3;
+    const int64_t nact = 3;
     const auto w = test::random_rows(t, rows, cols, 7 + ggml_type_id(t));
     const auto X = test::random_floats(static_cast<size_t>(nact * cols), 5);
     std::vector<float> wf(static_cast<size_t>(rows * cols));
@@ -151,5 +157,19 @@ TEST(ActQuant, Q8KInvariants) {
   }
 }
 
+}  // namespace
+}  // namespace ds4::quant
+
+namespace ds4::quant {
+namespace {
+// The SIMD IQ2_XXS kernels compute the sign bytes instead of reading the
+// format's table: they must agree for every index in every position.
+TEST(Iq2Signs, ComputedEqualsTable) {
+  for (uint32_t k = 0; k < 128; ++k)
+    for (int pos = 0; pos < 4; ++pos) {
+      const uint32_t v = (k << (7 * pos)) | (0xAu << 28);  // scale bits must not leak in
+      EXPECT_EQ((iq2_sign_bytes(v) >> (8 * pos)) & 0xFF, ksigns_iq2xs[k]) << k << " at " << pos;
+    }
+}
 }  // namespace
 }  // namespace ds4::quant
