@@ -30,13 +30,16 @@ $(FUZZ)/build.ninja:
 	CXX=clang++ CC=clang cmake -S . -B $(FUZZ) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDS4_FUZZ=ON -DDS4_BENCH=OFF -DDS4_CUDA=OFF
 
 fuzz-build: deps $(FUZZ)/build.ninja
-	cmake --build $(FUZZ) -j $(JOBS)
+	cmake --build $(FUZZ) --target fuzzers -j $(JOBS)
 
 fuzz: fuzz-build
 	scripts/run-fuzz $(FUZZ) $(FUZZ_SECONDS)
 
-run: build
-	$(BUILD)/src/cli/ds4 run $(ARGS)
+# Builds only the ds4 binary; without -m in ARGS it runs the built-in demo model
+# (scripts/demo-model: random weights, real tokenizer, cached after the first run).
+run: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) --target ds4 -j $(JOBS)
+	scripts/demo-model $(BUILD)/src/cli/ds4 $(ARGS)
 
 test: build asan fuzz-build
 	scripts/run-tests $(BUILD) $(ASAN) $(FUZZ) $(FUZZ_SECONDS)

@@ -10,7 +10,22 @@
 #include "util/error.h"
 #include "util/thread_pool.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 namespace ds4::quant {
+
+#if defined(__x86_64__)
+namespace {
+// clang's __builtin_cpu_supports does not know "f16c"; ask CPUID directly
+// (leaf 1, ECX bit 29) so the dispatch compiles with gcc and clang alike.
+bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+}  // namespace
+#endif
 
 const char* isa_name(Isa isa) {
   switch (isa) {
@@ -26,7 +41,7 @@ bool cpu_has(Isa isa) {
   switch (isa) {
     case Isa::Scalar: return true;
 #if defined(__x86_64__)
-    case Isa::Avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case Isa::Avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     case Isa::Avx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 #else

@@ -1,0 +1,154 @@
+// `ds4 bench -m MODEL (--prompt-file F | --chat-prompt-file F) --ctx-start A
+//  --ctx-max B (--step-incr N | --step-mul X) --gen-tokens G [--csv FILE]`:
+// prefill and decode throughput at growing context frontiers
+// (reference-behavior §6.6). One fixed token sequence is fed incrementally; at
+// each frontier the live state is snapshotted, G greedy tokens (never EOS) are
+// generated, and the snapshot is restored before moving on.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "engine/generate.h"
+#include "engine/prompt.h"
+#include "util/error.h"
+
+namespace ds4::cli {
+namespace {
+
+struct BenchOpts {
+  std::string model, prompt_file, chat_prompt_file, system = "You are a helpful assistant.", csv, backend = "cpu",
+      numerics = "faithful";
+  int64_t ctx_start = 2048, ctx_max = 32768, ctx_alloc = 0, step_incr = 2048, gen_tokens = 128;
+  double step_mul = 1;
+  int threads = 0;
+};
+
+std::string slurp(const std::string& path, std::string_view flag) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail("{} {}: cannot open for reading", flag, path);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Weight bytes one decode step reads: every tensor once, except that only
+// n_expert_used of the routed experts run and the embedding is one row.
+double weight_bytes_per_token(const engine::Engine& e) {
+  const auto& c = e.model().config;
+  double total = 0;
+  for (const auto& t : e.model().file->tensors()) {
+    const double b = static_cast<double>(t.nbytes);
+    if (t.name.find("_exps") != std::string::npos)
+      total += b * c.n_expert_used / std::max(1u, c.n_expert);
+    else if (t.name == "token_embd.weight" || t.name.find("tid2eid") != std::string::npos)
+      total += b / static_cast<double>(t.ne.size() > 1 ? t.ne[1] : 1);
+    else
+      total += b;
+  }
+  return total;
+}
+
+void run(const BenchOpts& o) {
+  if (o.prompt_file.empty() == o.chat_prompt_file.empty()) fail("give exactly one of --prompt-file and --chat-prompt-file");
+  if (o.ctx_start <= 0) fail("invalid value for --ctx-start: {} (must be > 0)", o.ctx_start);
+  if (o.ctx_max < o.ctx_start) fail("invalid value for --ctx-max: {} (must be >= --ctx-start {})", o.ctx_max, o.ctx_start);
+  if (o.gen_tokens <= 0) fail("invalid value for --gen-tokens: {} (must be > 0)", o.gen_tokens);
+  if (o.step_incr <= 0) fail("invalid value for --step-incr: {} (must be > 0)", o.step_incr);
+  if (!std::isfinite(o.step_mul) || o.step_mul < 1) fail("invalid value for --step-mul: {} (must be >= 1)", o.step_mul);
+  const int64_t alloc = o.ctx_alloc > 0 ? o.ctx_alloc : o.ctx_max + o.gen_tokens + 1;
+  if (alloc <= o.ctx_max + o.gen_tokens)
+    fail("invalid value for --ctx-alloc: {} (must exceed ctx-max + gen-tokens = {})", alloc, o.ctx_max + o.gen_tokens);
+
+  engine::EngineOptions eo;
+  eo.model_path = o.model;
+  eo.backend = o.backend;
+  eo.threads = o.threads;
+  eo.numerics = backend::parse_numerics(o.numerics);
+  std::FILE* out = stdout;
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> csv_file(nullptr, &std::fclose);
+  if (!o.csv.empty()) {
+    csv_file.reset(std::fopen(o.csv.c_str(), "w"));
+    if (!csv_file) fail("--csv {}: cannot open for writing", o.csv);
+    out = csv_file.get();
+  }
+  const std::string text = slurp(o.prompt_file.empty() ? o.chat_prompt_file : o.prompt_file,
+                                 o.prompt_file.empty() ? "--chat-prompt-file" : "--prompt-file");
+  engine::Engine e(eo);
+  const std::vector<int32_t> toks = o.prompt_file.empty()
+                                        ? engine::single_prompt(e, o.system, text, engine::Thinking::none)
+                                        : e.tokenizer().encode(text);
+  if (static_cast<int64_t>(toks.size()) < o.ctx_max)
+    fail("the prompt has {} tokens; --ctx-max {} needs at least that many", toks.size(), o.ctx_max);
+  const double wbytes = weight_bytes_per_token(e);
+  std::fprintf(stderr, "ds4-bench: %s, %zu prompt tokens, %.1f MB of weights read per decoded token\n", o.model.c_str(),
+               toks.size(), wbytes / 1e6);
+
+  std::fprintf(out, "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes,weight_gbps\n");
+  std::fflush(out);
+  auto session = e.new_session();
+  engine::GenerateOptions g;
+  g.sampling.temperature = 0;
+  g.thinking_sampling.temperature = 0;
+  g.ban_eos = true;
+  g.max_tokens = o.gen_tokens;
+  g.ctx_size = alloc;
+  for (int64_t frontier = o.ctx_start; frontier <= o.ctx_max;) {
+    const int64_t from = session->position();
+    // Prefill up to the frontier; its last token is fed by generate() so the
+    // first generated token comes from its logits. Both parts are timed.
+    const auto t0 = std::chrono::steady_clock::now();
+    if (frontier - 1 > from) session->prefill(std::span<const int32_t>(toks.data() + from, static_cast<size_t>(frontier - 1 - from)));
+    const double pre_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // The snapshot is taken after the last prompt token, outside both timers.
+    const int32_t last = toks[static_cast<size_t>(frontier - 1)];
+    const engine::Session::Snapshot snap = session->snapshot();
+    const engine::GenerateResult r = engine::generate(e, *session, std::span<const int32_t>(&last, 1), g);
+    const double prefill_s = pre_s + r.prefill_seconds;
+    const auto n_gen = static_cast<int64_t>(r.tokens.size());
+    // The first token comes from the prefill's logits; each further one costs
+    // one decode forward pass, which is what gen_tps measures.
+    const double gen_tps = n_gen > 1 && r.gen_seconds > 0 ? static_cast<double>(n_gen - 1) / r.gen_seconds : 0;
+    const double prefill_tps = prefill_s > 0 ? static_cast<double>(frontier - from) / prefill_s : 0;
+    std::fprintf(out, "%lld,%lld,%.2f,%lld,%.2f,%zu,%.2f\n", static_cast<long long>(frontier),
+                 static_cast<long long>(frontier - from), prefill_tps, static_cast<long long>(n_gen), gen_tps,
+                 snap.bytes(), wbytes * gen_tps / 1e9);
+    std::fflush(out);
+    // Back to the state before the generation; the frontier's last token is
+    // fed again (untimed) so the next interval starts exactly at the frontier.
+    session->restore(snap);
+    session->prefill(std::span<const int32_t>(&last, 1));
+    if (frontier == o.ctx_max) break;
+    const int64_t next = o.step_mul > 1 ? static_cast<int64_t>(std::ceil(static_cast<double>(frontier) * o.step_mul))
+                                        : frontier + o.step_incr;
+    frontier = std::min(next, o.ctx_max);
+  }
+}
+
+Registration reg("bench", 80, [](CLI::App& app) {
+  auto o = std::make_shared<BenchOpts>();
+  CLI::App* sub = app.add_subcommand("bench", "Prefill/decode throughput at growing context sizes (CSV)");
+  sub->add_option("-m,--model", o->model, "Model .gguf")->required();
+  sub->add_option("--prompt-file", o->prompt_file, "Raw text, tokenized as is");
+  sub->add_option("--chat-prompt-file", o->chat_prompt_file, "Text rendered as one non-thinking chat message");
+  sub->add_option("--system", o->system, "System text for --chat-prompt-file");
+  sub->add_option("--ctx-start", o->ctx_start, "First frontier")->capture_default_str();
+  sub->add_option("--ctx-max", o->ctx_max, "Last frontier")->capture_default_str();
+  sub->add_option("--ctx-alloc", o->ctx_alloc, "Context size (default ctx-max + gen-tokens + 1)");
+  sub->add_option("--step-incr", o->step_incr, "Frontier step when --step-mul is 1")->capture_default_str();
+  sub->add_option("--step-mul", o->step_mul, "Frontier multiplier (>= 1)")->capture_default_str();
+  sub->add_option("--gen-tokens,-n", o->gen_tokens, "Tokens generated at each frontier")->capture_default_str();
+  sub->add_option("--csv", o->csv, "Write the CSV here instead of stdout");
+  sub->add_option("-t,--threads", o->threads, "CPU threads (0: all)");
+  sub->add_option("--backend", o->backend, "cpu");
+  sub->add_option("--numerics", o->numerics, "faithful (default) or exact");
+  sub->callback([o] { run(*o); });
+});
+
+}  // namespace
+}  // namespace ds4::cli

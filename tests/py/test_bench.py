@@ -1,0 +1,74 @@
+"""`ds4 bench`: one CSV row per context frontier with the §6.6 columns plus
+weight GB/s; the frontiers follow --step-incr / --step-mul."""
+import csv
+import io
+
+import pytest
+
+from conftest import REPO, run
+from test_run import make_model
+
+COLUMNS = ["ctx_tokens", "prefill_tokens", "prefill_tps", "gen_tokens", "gen_tps", "kvcache_bytes", "weight_gbps"]
+
+
+@pytest.fixture(scope="module")
+def model(ds4_bin, tmp_path_factory):
+    return make_model(ds4_bin, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    p = tmp_path_factory.mktemp("bench") / "prompt.txt"
+    p.write_text((REPO / "docs/ARCHITECTURE.md").read_text())
+    return str(p)
+
+
+def rows(out):
+    r = list(csv.DictReader(io.StringIO(out)))
+    assert r and list(r[0].keys()) == COLUMNS
+    return r
+
+
+def test_bench_step_incr(ds4_bin, model, text):
+    p = run([ds4_bin, "bench", "-m", model, "--prompt-file", text, "--ctx-start", "64", "--ctx-max", "160",
+             "--step-incr", "48", "--gen-tokens", "4", "-t", "2"])
+    r = rows(p.stdout)
+    assert [int(x["ctx_tokens"]) for x in r] == [64, 112, 160]
+    assert [int(x["prefill_tokens"]) for x in r] == [64, 48, 48]
+    assert all(int(x["gen_tokens"]) == 4 for x in r)  # EOS is never chosen
+    assert all(float(x["prefill_tps"]) > 0 and float(x["gen_tps"]) > 0 and float(x["weight_gbps"]) > 0 for x in r)
+    kv = [int(x["kvcache_bytes"]) for x in r]
+    assert kv[0] < kv[1] < kv[2]  # compressed rows and history grow with the context
+    print(p.stdout)
+
+
+def test_bench_step_mul_and_csv_file(ds4_bin, model, text, tmp_path):
+    out = tmp_path / "b.csv"
+    run([ds4_bin, "bench", "-m", model, "--prompt-file", text, "--ctx-start", "40", "--ctx-max", "100",
+         "--step-mul", "1.5", "--gen-tokens", "2", "--csv", str(out), "-t", "2"])
+    assert [int(x["ctx_tokens"]) for x in rows(out.read_text())] == [40, 60, 90, 100]
+
+
+def test_bench_restores_state_after_each_frontier(ds4_bin, model, text):
+    # Generating at frontier 30 and restoring leaves the same state at 50 as
+    # going straight to 50: same snapshot size and prefill count there.
+    direct = rows(run([ds4_bin, "bench", "-m", model, "--prompt-file", text, "--ctx-start", "50", "--ctx-max", "50",
+                       "--gen-tokens", "3", "-t", "2"]).stdout)
+    stepped = rows(run([ds4_bin, "bench", "-m", model, "--prompt-file", text, "--ctx-start", "30", "--ctx-max", "50",
+                        "--step-incr", "20", "--gen-tokens", "3", "-t", "2"]).stdout)
+    assert len(direct) == 1 and int(direct[0]["prefill_tokens"]) == 50
+    assert [int(x["prefill_tokens"]) for x in stepped] == [30, 20]
+    assert stepped[-1]["kvcache_bytes"] == direct[0]["kvcache_bytes"]
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--ctx-max", "100000"], "needs at least that many"),
+    (["--ctx-max", "60", "--ctx-start", "0"], "invalid value for --ctx-start"),
+    (["--ctx-max", "60", "--step-mul", "0.5"], "invalid value for --step-mul"),
+    (["--ctx-max", "60", "--ctx-alloc", "10"], "invalid value for --ctx-alloc"),
+])
+def test_bench_bad_flags(ds4_bin, model, text, args, msg):
+    if "--ctx-start" not in args:
+        args = ["--ctx-start", "40", *args]
+    p = run([ds4_bin, "bench", "-m", model, "--prompt-file", text, *args], check=False)
+    assert p.returncode == 1 and msg in p.stderr
