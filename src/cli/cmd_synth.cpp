@@ -17,6 +17,7 @@ Registration reg("synth", 40, [](CLI::App& app) {
   sub->add_option("--recipe", o->recipe, fmt::format("Tensor types: {}", fmt::join(model::recipe_names(), ", ")));
   sub->add_option("--tokenizer", o->tokenizer_json, "tokenizer.json to embed");
   sub->add_option("--seed", o->seed, "Random seed");
+  sub->add_option("-t,--threads", o->threads, "Generator threads (0: all cores); the file does not depend on it");
   sub->add_option("-o,--output", o->output, "Output .gguf")->required();
   sub->callback([o] { model::synth(*o); });
 });

@@ -143,7 +143,9 @@ File parse(std::span<const uint8_t> bytes, const std::string& name);
 //  - in memory: add_tensor(name, type, ne, bytes) for every tensor, then write(path);
 //  - streaming (for files larger than memory): declare every tensor with
 //    add_tensor_info(), call begin(path), then write_tensor_data() once per tensor
-//    in declaration order, then finish().
+//    in declaration order, then finish(). A tensor too large to hold in memory
+//    may instead be written as several write_tensor_chunk() calls whose sizes
+//    add up to the tensor's size.
 class Writer {
  public:
   explicit Writer(uint32_t alignment = 32);
@@ -159,6 +161,10 @@ class Writer {
   void write(const std::string& path);
   void begin(const std::string& path);
   void write_tensor_data(const std::string& name, std::span<const uint8_t> bytes);
+  // Appends the next bytes of tensor `name` (the current one in declaration
+  // order); the tensor is complete, and the next one current, once its size is
+  // reached. Throws when a chunk would overrun the tensor.
+  void write_tensor_chunk(const std::string& name, std::span<const uint8_t> bytes);
   void finish();
 
   // Serialized header (magic through padding before data) for the declared state.
@@ -179,6 +185,7 @@ class Writer {
   struct Sink;
   std::unique_ptr<Sink> sink_;
   size_t next_tensor_ = 0;
+  size_t chunk_written_ = 0;  // bytes of tensors_[next_tensor_] written so far
 };
 
 }  // namespace ds4::gguf

@@ -167,25 +167,42 @@ void Writer::begin(const std::string& path) {
   s->write(header.data(), header.size());
   sink_ = std::move(s);
   next_tensor_ = 0;
+  chunk_written_ = 0;
 }
 
 void Writer::write_tensor_data(const std::string& name, std::span<const uint8_t> bytes) {
   if (!sink_) fail("gguf writer: write_tensor_data('{}') before begin()", name);
+  if (next_tensor_ < tensors_.size() && chunk_written_ != 0)
+    fail("gguf writer: tensor '{}' is partly written in chunks ({} of {} bytes); finish it with write_tensor_chunk",
+         tensors_[next_tensor_].info.name, chunk_written_, tensors_[next_tensor_].info.nbytes);
+  if (next_tensor_ < tensors_.size() && tensors_[next_tensor_].info.name == name &&
+      bytes.size() != tensors_[next_tensor_].info.nbytes)
+    fail("gguf writer: tensor '{}' needs {} bytes, got {}", name, tensors_[next_tensor_].info.nbytes, bytes.size());
+  write_tensor_chunk(name, bytes);
+}
+
+void Writer::write_tensor_chunk(const std::string& name, std::span<const uint8_t> bytes) {
+  if (!sink_) fail("gguf writer: write_tensor_chunk('{}') before begin()", name);
   if (next_tensor_ >= tensors_.size()) fail("gguf writer: tensor '{}' was not declared", name);
   const TensorInfo& ti = tensors_[next_tensor_].info;
   if (ti.name != name) fail("gguf writer: expected data for tensor '{}', got '{}'", ti.name, name);
-  if (bytes.size() != ti.nbytes) fail("gguf writer: tensor '{}' needs {} bytes, got {}", name, ti.nbytes, bytes.size());
+  if (bytes.size() > ti.nbytes - chunk_written_)
+    fail("gguf writer: tensor '{}' needs {} bytes, got {} (chunk of {} after {})", name, ti.nbytes,
+         chunk_written_ + bytes.size(), bytes.size(), chunk_written_);
   sink_->write(bytes.data(), bytes.size());
+  chunk_written_ += bytes.size();
+  if (chunk_written_ < ti.nbytes) return;
+  const uint64_t data_start = sink_->written - ti.nbytes - ti.offset;
+  chunk_written_ = 0;
   ++next_tensor_;
-  uint64_t data_start = sink_->written - bytes.size() - ti.offset;
   sink_->pad_to(data_start + (next_tensor_ < tensors_.size() ? tensors_[next_tensor_].info.offset : data_size_));
 }
 
 void Writer::finish() {
   if (!sink_) fail("gguf writer: finish() before begin()");
   if (next_tensor_ != tensors_.size())
-    fail("{}: only {} of {} tensors were written (next: '{}')", sink_->path, next_tensor_, tensors_.size(),
-         tensors_[next_tensor_].info.name);
+    fail("{}: only {} of {} tensors were written (next: '{}', {} of {} bytes)", sink_->path, next_tensor_,
+         tensors_.size(), tensors_[next_tensor_].info.name, chunk_written_, tensors_[next_tensor_].info.nbytes);
   if (std::fflush(sink_->f) != 0 || std::ferror(sink_->f))
     fail("{}: write failed: {}", sink_->path, std::strerror(errno));
   int rc = std::fclose(sink_->f);

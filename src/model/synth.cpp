@@ -3,16 +3,20 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <future>
 #include <numeric>
 
 #include "gguf/gguf.h"
 #include "model/convert.h"
+#include "model/random_blocks.h"
 #include "model/tensor_specs.h"
 #include "quant/quant.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/thread_pool.h"
 
 #if __has_include("tokenizer/hf_import.h")
 #include "tokenizer/hf_import.h"
@@ -22,46 +26,68 @@
 namespace ds4::model {
 namespace {
 
-// splitmix64 + Box-Muller: the same file for a seed on every platform (std's
-// distributions are implementation-defined).
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : s_(seed) {}
-  uint64_t next() {
-    uint64_t z = (s_ += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53; }
-  float normal() {
-    const double u = uniform(), v = uniform();
-    return static_cast<float>(std::sqrt(-2 * std::log(u)) * std::cos(2 * M_PI * v));
-  }
+float normal(SplitMix& g) {
+  const double u = g.uniform(), v = g.uniform();
+  return static_cast<float>(std::sqrt(-2 * std::log(u)) * std::cos(2 * M_PI * v));
+}
 
- private:
-  uint64_t s_;
-};
-
-// Values chosen so activations stay O(1): matrices N(0, 1/fan_in), norms near 1,
-// HC scales in [0.5, 1.5], small biases.
-float draw(Rng& g, TensorRole role, int64_t fan_in) {
+// Small non-matrix tensors (norms near 1, HC scales in [0.5, 1.5], small
+// biases): drawn as floats and converted, their cost is negligible.
+float draw(SplitMix& g, TensorRole role) {
   switch (role) {
-    case TensorRole::matrix: return g.normal() / std::sqrt(static_cast<float>(fan_in));
-    case TensorRole::norm: return 1.0f + 0.2f * g.normal();
+    case TensorRole::matrix: return normal(g);
+    case TensorRole::norm: return 1.0f + 0.2f * normal(g);
     case TensorRole::hc_scale: return 0.5f + static_cast<float>(g.uniform());
     case TensorRole::hc_base:
     case TensorRole::sinks:
-    case TensorRole::ape: return 0.5f * g.normal();
-    case TensorRole::router_bias: return 0.1f * g.normal();
+    case TensorRole::ape: return 0.5f * normal(g);
+    case TensorRole::router_bias: return 0.1f * normal(g);
     case TensorRole::tid2eid: return 0;
   }
   return 0;
 }
 
+// Random bits are drawn in independent streams of a fixed number of blocks
+// (about 1 MiB), each seeded from (seed, tensor, stream): the bytes do not
+// depend on the thread count or on how streams are grouped into writes.
+constexpr size_t kStreamBytes = size_t{1} << 20;
+constexpr int64_t kStreamsPerWrite = 32;
+
+// Double-buffered output: the pool fills one buffer while the previous one is
+// written, so generation and disk writes overlap.
+class Output {
+ public:
+  explicit Output(gguf::Writer& w) : w_(w) {}
+  ~Output() {
+    if (pending_.valid()) pending_.wait();
+  }
+  std::vector<uint8_t>& buffer(size_t n) {
+    auto& b = bufs_[cur_];
+    b.resize(n);
+    return b;
+  }
+  // Writes buffer(n) as the next chunk of `name` in the background.
+  void submit(const std::string& name) {
+    wait();
+    auto& b = bufs_[cur_];
+    pending_ = std::async(std::launch::async, [this, name, &b] { w_.write_tensor_chunk(name, b); });
+    cur_ ^= 1;
+  }
+  void wait() {
+    if (pending_.valid()) pending_.get();  // rethrows a write error
+  }
+
+ private:
+  gguf::Writer& w_;
+  std::vector<uint8_t> bufs_[2];
+  int cur_ = 0;
+  std::future<void> pending_;
+};
+
 }  // namespace
 
 void synth(const SynthOptions& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
   ModelConfig c = opt.shape.size() > 5 && opt.shape.ends_with(".json") ? config_from_hf_json(opt.shape) : preset_config(opt.shape);
   if (opt.layers > 0) {
     if (static_cast<uint32_t>(opt.layers) > c.n_layer) fail("synth: --layers {} exceeds the shape's {} layers", opt.layers, c.n_layer);
@@ -78,7 +104,9 @@ void synth(const SynthOptions& opt) {
   w.set("general.name", gguf::Value::str(fmt::format("synth-{}-seed{}", opt.shape, opt.seed)));
   if (!opt.tokenizer_json.empty()) {
 #ifdef DS4_HAVE_TOKENIZER_IMPORT
-    for (auto& [k, v] : tokenizer::gguf_metadata_from_hf(opt.tokenizer_json)) w.set(k, std::move(v));
+    auto md = tokenizer::gguf_metadata_from_hf(opt.tokenizer_json);
+    check_tokenizer_vocab(md, c, opt.tokenizer_json);
+    for (auto& [k, v] : md) w.set(k, std::move(v));
 #else
     fail("synth: --tokenizer is not available in this build (tokenizer import not built yet)");
 #endif
@@ -87,17 +115,20 @@ void synth(const SynthOptions& opt) {
     types.push_back(s.role == TensorRole::tid2eid ? GgmlType::I32 : recipe_type(opt.recipe, s.name, s.ne));
     w.add_tensor_info(s.name, types.back(), s.ne);
   }
+  ThreadPool pool(opt.threads);
   w.begin(opt.output);
-  Rng g(opt.seed);
+  Output out(w);
+  uint64_t total = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
     const TensorSpec& s = specs[i];
     const int64_t cols = s.ne[0];
     int64_t rows = 1;
     for (size_t d = 1; d < s.ne.size(); ++d) rows *= s.ne[d];
-    std::vector<uint8_t> bytes;
+    const uint64_t tseed = mix_seed(opt.seed, i);
     if (s.role == TensorRole::tid2eid) {
       // each token: n_expert_used distinct experts (partial Fisher-Yates)
-      bytes.resize(static_cast<size_t>(cols * rows) * 4);
+      SplitMix g(tseed);
+      std::vector<uint8_t>& bytes = out.buffer(static_cast<size_t>(cols * rows) * 4);
       std::vector<int32_t> perm(c.n_expert);
       for (int64_t r = 0; r < rows; ++r) {
         std::iota(perm.begin(), perm.end(), 0);
@@ -107,20 +138,47 @@ void synth(const SynthOptions& opt) {
         }
         std::memcpy(bytes.data() + r * cols * 4, perm.data(), static_cast<size_t>(cols) * 4);
       }
-    } else {
+      out.submit(s.name);
+    } else if (s.role != TensorRole::matrix || !RandomBlocks::supports(types[i])) {
+      SplitMix g(tseed);
       const size_t rb = quant::row_bytes(types[i], cols);
-      bytes.resize(rb * static_cast<size_t>(rows));
+      std::vector<uint8_t>& bytes = out.buffer(rb * static_cast<size_t>(rows));
       std::vector<float> row(static_cast<size_t>(cols));
+      const float scale = s.role == TensorRole::matrix ? 1.0f / std::sqrt(static_cast<float>(cols)) : 1.0f;
       for (int64_t r = 0; r < rows; ++r) {
-        for (auto& x : row) x = draw(g, s.role, cols);
+        for (auto& x : row) x = draw(g, s.role) * scale;
         quant::quantize_row(types[i], row.data(), bytes.data() + static_cast<size_t>(r) * rb, cols);
       }
+      out.submit(s.name);
+    } else {
+      // Matrices: each output of x @ W has about unit variance when the rows'
+      // elements have rms 1/sqrt(fan_in) and x has unit rms.
+      const RandomBlocks gen(types[i], 1.0f / std::sqrt(static_cast<float>(cols)));
+      const int64_t n_blocks = cols * rows / gen.block_size();
+      const int64_t per_stream = std::max<int64_t>(1, static_cast<int64_t>(kStreamBytes / gen.block_bytes()));
+      const int64_t n_streams = (n_blocks + per_stream - 1) / per_stream;
+      for (int64_t s0 = 0; s0 < n_streams; s0 += kStreamsPerWrite) {
+        const int64_t s1 = std::min(n_streams, s0 + kStreamsPerWrite);
+        const int64_t b0 = s0 * per_stream, b1 = std::min(n_blocks, s1 * per_stream);
+        std::vector<uint8_t>& buf = out.buffer(static_cast<size_t>(b1 - b0) * gen.block_bytes());
+        pool.parallel_for(s1 - s0, [&](int64_t lo, int64_t hi) {
+          for (int64_t k = s0 + lo; k < s0 + hi; ++k) {
+            const int64_t kb0 = k * per_stream, kb1 = std::min(n_blocks, kb0 + per_stream);
+            gen.fill(mix_seed(tseed, static_cast<uint64_t>(k)), buf.data() + static_cast<size_t>(kb0 - b0) * gen.block_bytes(),
+                     kb1 - kb0);
+          }
+        });
+        out.submit(s.name);
+      }
     }
-    w.write_tensor_data(s.name, bytes);
+    total += quant::row_bytes(types[i], cols) * static_cast<size_t>(rows);
     log::info("[{}/{}] {} {} {}", i + 1, specs.size(), s.name, ggml_type_name(types[i]), fmt::format("[{}]", fmt::join(s.ne, ", ")));
   }
+  out.wait();
   w.finish();
-  log::info("synth: wrote {} ({} layers, recipe {}, seed {})", opt.output, c.n_layer, opt.recipe, opt.seed);
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log::info("synth: wrote {} ({} layers, recipe {}, seed {}): {:.2f} GB in {:.1f} s, {:.0f} MB/s", opt.output, c.n_layer,
+            opt.recipe, opt.seed, static_cast<double>(total) * 1e-9, sec, static_cast<double>(total) * 1e-6 / sec);
 }
 
 }  // namespace ds4::model

@@ -12,6 +12,7 @@ struct SynthOptions {
   std::string recipe = "f16";
   std::string tokenizer_json;
   uint64_t seed = 1;
+  int threads = 0;  // 0: all cores; the bytes do not depend on it
   std::string output;
 };
 
