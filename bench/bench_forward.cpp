@@ -1,36 +1,105 @@
-// CPU forward speed on the tiny fixtures: decode (one token per call after a
-// 64-token prompt) and prefill (64 tokens per call), reported as tokens/s.
+// CPU forward speed: decode (one token per call after a 64-token prompt) and
+// prefill (a whole prompt per call), in tokens/s, on the tiny fixtures and, when
+// DS4_BENCH_MODEL names a GGUF (e.g. `ds4 synth --shape flash --layers 2
+// --recipe ds4-q2`), on that model too.
+//
+// Decode is memory-bound, so next to tok/s it prints the weight bytes one
+// token reads (the active weights only: the k selected experts + shared expert
+// + attention + embedding row + output head), the GB/s of weights this gives
+// ("w_GB/s"), a multi-threaded memory-read bandwidth measured in the same run
+// ("mem_GB/s") and their ratio ("of_mem").
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <thread>
 
 #include "backend/backend.h"
 #include "model/convert.h"
 #include "util/log.h"
+#include "util/thread_pool.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using ds4::backend::NumericsMode;
 
-std::shared_ptr<ds4::model::Model> tiny_model(const std::string& fixture) {
+std::shared_ptr<ds4::model::Model> load(const std::string& name) {
   static std::map<std::string, std::shared_ptr<ds4::model::Model>> cache;
-  auto& m = cache[fixture];
-  if (!m) {
-    const char* env = std::getenv("DS4_SOURCE_DIR");
-    const fs::path src = env ? fs::path(env) : fs::path(__FILE__).parent_path().parent_path();
-    const fs::path out = fs::temp_directory_path() / ("ds4_bench_" + fixture + ".gguf");
-    ds4::log::set_level(ds4::log::Level::warn);
-    ds4::model::ConvertOptions o;
-    o.hf_dir = (src / "tests" / "fixtures" / "hf" / fixture).string();
-    o.output = out.string();
-    o.recipe = "f32";
-    ds4::model::convert(o);
-    m = ds4::model::Model::load(out.string());
+  auto& m = cache[name];
+  if (m) return m;
+  ds4::log::set_level(ds4::log::Level::warn);
+  if (name.ends_with(".gguf")) return m = ds4::model::Model::load(name);
+  const char* env = std::getenv("DS4_SOURCE_DIR");
+  const fs::path src = env ? fs::path(env) : fs::path(__FILE__).parent_path().parent_path();
+  const fs::path out = fs::temp_directory_path() / ("ds4_bench_" + name + ".gguf");
+  ds4::model::ConvertOptions o;
+  o.hf_dir = (src / "tests" / "fixtures" / "hf" / name).string();
+  o.output = out.string();
+  o.recipe = "f32";
+  ds4::model::convert(o);
+  return m = ds4::model::Model::load(out.string());
+}
+
+size_t bytes_of(const ds4::model::Weight& w) {
+  return w.present() ? static_cast<size_t>(w.rows()) * w.row_bytes() * static_cast<size_t>(w.ne.size() > 2 ? w.ne[2] : 1)
+                     : 0;
+}
+
+// Weight bytes one decoded token reads: every tensor except the embedding
+// table (one row of it) and the routed experts (k of E of them).
+double active_bytes_per_token(const ds4::model::Model& m) {
+  const auto& c = m.config;
+  double total = 0;
+  for (const auto& t : m.file->tensors()) total += static_cast<double>(t.nbytes);
+  const auto& W = m.weights;
+  total -= static_cast<double>(bytes_of(W.token_embd));
+  total += static_cast<double>(W.token_embd.row_bytes());
+  for (const auto& L : W.layers) {
+    const double experts = static_cast<double>(bytes_of(L.gate_exps) + bytes_of(L.up_exps) + bytes_of(L.down_exps));
+    total -= experts * (1.0 - static_cast<double>(c.n_expert_used) / c.n_expert);
+    // tid2eid is a lookup table: one row per token.
+    if (L.tid2eid.present()) total -= static_cast<double>(bytes_of(L.tid2eid)) - c.n_expert_used * 4.0;
   }
-  return m;
+  return total;
+}
+
+// Multi-threaded sequential read of 512 MiB (past any cache), best of 5.
+double mem_read_gbps(int threads) {
+  static std::map<int, double> cache;
+  if (cache.count(threads)) return cache[threads];
+  constexpr size_t kWords = (size_t{512} << 20) / 8, kChunk = 1 << 16;
+  std::vector<uint64_t> buf(kWords);
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = i * 0x9E3779B97F4A7C15ull;
+  ds4::ThreadPool pool(threads);
+  const auto n = static_cast<int64_t>(kWords / kChunk);
+  std::vector<uint64_t> sink(static_cast<size_t>(n));
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.parallel_for(n, [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        const uint64_t* p = buf.data() + static_cast<size_t>(k) * kChunk;
+        uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (size_t i = 0; i < kChunk; i += 4) {
+          a0 += p[i];
+          a1 += p[i + 1];
+          a2 += p[i + 2];
+          a3 += p[i + 3];
+        }
+        sink[static_cast<size_t>(k)] = a0 + a1 + a2 + a3;
+      }
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    benchmark::DoNotOptimize(sink.data());
+    best = std::max(best, static_cast<double>(kWords * 8) / s / 1e9);
+  }
+  return cache[threads] = best;
 }
 
 std::vector<int32_t> tokens(size_t n, uint32_t vocab) {
@@ -39,43 +108,85 @@ std::vector<int32_t> tokens(size_t n, uint32_t vocab) {
   return t;
 }
 
-void BM_Decode(benchmark::State& st, const char* fixture, ds4::backend::NumericsMode mode) {
-  auto m = tiny_model(fixture);
-  auto be = ds4::backend::make_backend("cpu", m);
+int bench_threads() {
+  const char* env = std::getenv("DS4_THREADS");
+  const int t = env ? std::atoi(env) : 0;
+  return t > 0 ? t : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+std::unique_ptr<ds4::backend::Backend> backend(std::shared_ptr<ds4::model::Model> m) {
+  ds4::backend::BackendOptions bo;
+  bo.threads = bench_threads();
+  return ds4::backend::make_backend("cpu", std::move(m), bo);
+}
+
+void BM_Decode(benchmark::State& st, const std::string& model, NumericsMode mode) {
+  auto m = load(model);
+  auto be = backend(m);
   const uint32_t V = m->config.n_vocab;
   std::vector<float> logits(V);
   auto s = be->new_session(mode);
   be->forward(*s, tokens(64, V), {});
   int32_t tok = 5;
+  double secs = 0;
   for (auto _ : st) {
+    const auto t0 = std::chrono::steady_clock::now();
     be->forward(*s, std::span<const int32_t>(&tok, 1), logits);
+    secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     tok = static_cast<int32_t>((tok * 31 + 7) % V);
     benchmark::DoNotOptimize(logits.data());
   }
-  st.counters["tok/s"] = benchmark::Counter(static_cast<double>(st.iterations()), benchmark::Counter::kIsRate);
+  const double tps = static_cast<double>(st.iterations()) / secs;
+  const double bytes = active_bytes_per_token(*m), mem = mem_read_gbps(bench_threads());
+  st.counters["tok/s"] = tps;
+  st.counters["w_MB/tok"] = bytes / 1e6;
+  st.counters["w_GB/s"] = bytes * tps / 1e9;
+  st.counters["mem_GB/s"] = mem;
+  st.counters["of_mem"] = bytes * tps / 1e9 / mem;
+  st.counters["threads"] = bench_threads();
 }
 
-void BM_Prefill64(benchmark::State& st, const char* fixture, ds4::backend::NumericsMode mode) {
-  auto m = tiny_model(fixture);
-  auto be = ds4::backend::make_backend("cpu", m);
+void BM_Prefill(benchmark::State& st, const std::string& model, NumericsMode mode, int n) {
+  auto m = load(model);
+  auto be = backend(m);
   const uint32_t V = m->config.n_vocab;
-  const auto toks = tokens(64, V);
-  std::vector<float> logits(64 * size_t{V});
+  const auto toks = tokens(static_cast<size_t>(n), V);
+  std::vector<float> logits(static_cast<size_t>(n) * V);
   for (auto _ : st) {
     auto s = be->new_session(mode);
     be->forward(*s, toks, logits);
     benchmark::DoNotOptimize(logits.data());
   }
-  st.counters["tok/s"] = benchmark::Counter(64.0 * static_cast<double>(st.iterations()), benchmark::Counter::kIsRate);
+  st.counters["tok/s"] = benchmark::Counter(n * static_cast<double>(st.iterations()), benchmark::Counter::kIsRate);
+  st.counters["threads"] = bench_threads();
 }
-
-using ds4::backend::NumericsMode;
-BENCHMARK_CAPTURE(BM_Decode, tiny_exact, "tiny", NumericsMode::exact);
-BENCHMARK_CAPTURE(BM_Decode, tiny_faithful, "tiny", NumericsMode::faithful);
-BENCHMARK_CAPTURE(BM_Decode, tiny_flash_exact, "tiny-flash", NumericsMode::exact);
-BENCHMARK_CAPTURE(BM_Prefill64, tiny_exact, "tiny", NumericsMode::exact);
-BENCHMARK_CAPTURE(BM_Prefill64, tiny_flash_exact, "tiny-flash", NumericsMode::exact);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  auto reg = [](const std::string& name, auto fn) {
+    return benchmark::RegisterBenchmark(name.c_str(), fn)->UseRealTime()->Unit(benchmark::kMillisecond);
+  };
+  for (const char* fx : {"tiny", "tiny-flash"}) {
+    const std::string f = fx;
+    reg("decode/" + f + "/exact", [f](benchmark::State& st) { BM_Decode(st, f, NumericsMode::exact); });
+    reg("decode/" + f + "/faithful", [f](benchmark::State& st) { BM_Decode(st, f, NumericsMode::faithful); });
+    reg("prefill64/" + f + "/exact", [f](benchmark::State& st) { BM_Prefill(st, f, NumericsMode::exact, 64); });
+  }
+  // A large model: few iterations, each is seconds of work.
+  if (const char* env = std::getenv("DS4_BENCH_MODEL")) {
+    const std::string f = env;
+    const std::string label = fs::path(f).stem().string();
+    reg("decode/" + label + "/faithful", [f](benchmark::State& st) { BM_Decode(st, f, NumericsMode::faithful); })
+        ->MinTime(5.0);
+    reg("prefill32/" + label + "/faithful",
+        [f](benchmark::State& st) { BM_Prefill(st, f, NumericsMode::faithful, 32); })
+        ->Iterations(2);
+  } else {
+    std::fprintf(stderr, "bench_forward: set DS4_BENCH_MODEL=model.gguf to also measure a large model\n");
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

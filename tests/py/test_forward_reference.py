@@ -82,6 +82,12 @@ def test_chunkings_agree_bitwise(ds4_bin, converted, tmp_path, model):
         for chunk in [1, 3, 64]:
             part = logits(ds4_bin, gguf, toks, tmp_path, "--numerics", mode, "--chunk", str(chunk))
             assert np.array_equal(full, part), f"{model} {mode}: chunk {chunk} differs by {np.abs(full - part).max()}"
+        # Work is spread over heads, rows, tokens and experts: the thread count must not change a bit either.
+        for threads, chunk in [(1, 0), (3, 0), (1, 5), (4, 1)]:
+            extra = ["--threads", str(threads)] + (["--chunk", str(chunk)] if chunk else [])
+            part = logits(ds4_bin, gguf, toks, tmp_path, "--numerics", mode, *extra)
+            assert np.array_equal(full, part), \
+                f"{model} {mode}: {threads} threads, chunk {chunk} differs by {np.abs(full - part).max()}"
 
 
 @pytest.mark.parametrize("model", MODELS)

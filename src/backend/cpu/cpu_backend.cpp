@@ -104,22 +104,24 @@ class CpuBackend final : public Backend {
 
   HcMix hc_pre(const Weight& fn, const Vec& scale, const Vec& base, int64_t n, const Vec& X) const {
     const int64_t D = c_.n_embd, hc = c_.hc_count, hcD = hc * D, mix = c_.hc_mix_rows();
-    Vec u(X.size()), m(sz(n * mix)), pre(sz(hc));
-    for (int64_t t = 0; t < n; ++t) rms_norm(X.data() + t * hcD, nullptr, hcD, c_.rms_eps, u.data() + t * hcD);
+    Vec u(X.size()), m(sz(n * mix));
+    per_token(n, [&](int64_t t) { rms_norm(X.data() + t * hcD, nullptr, hcD, c_.rms_eps, u.data() + t * hcD); });
     mm(fn, u.data(), hcD, n, m.data(), mix);
     HcMix r{Vec(sz(n * D)), Vec(sz(n * hc)), Vec(sz(n * hc * hc))};
-    for (int64_t t = 0; t < n; ++t) {
+    per_token(n, [&](int64_t t) {
+      Vec pre(sz(hc));
       hc_split_sinkhorn(m.data() + t * mix, scale.data(), base.data(), c_, pre.data(), r.post.data() + t * hc,
                         r.comb.data() + t * hc * hc);
       hc_collapse(X.data() + t * hcD, pre.data(), hc, D, r.y.data() + t * D);
-    }
+    });
     return r;
   }
 
   void hc_post(const HcMix& h, const Vec& out, int64_t n, Vec& X) const {
     const int64_t D = c_.n_embd, hc = c_.hc_count;
-    for (int64_t t = 0; t < n; ++t)
+    per_token(n, [&](int64_t t) {
       hc_expand(X.data() + t * hc * D, out.data() + t * D, h.post.data() + t * hc, h.comb.data() + t * hc * hc, hc, D);
+    });
   }
 
   void attention_block(uint32_t l, CpuSession& S, int64_t n, Vec& X) const {
@@ -134,7 +136,7 @@ class CpuBackend final : public Backend {
 
     HcMix h = hc_pre(W.hc_attn_fn, F.hc_attn_scale, F.hc_attn_base, n, X);
     Vec a(sz(n * D));
-    for (int64_t t = 0; t < n; ++t) rms_norm(h.y.data() + t * D, F.attn_norm.data(), D, c_.rms_eps, a.data() + t * D);
+    per_token(n, [&](int64_t t) { rms_norm(h.y.data() + t * D, F.attn_norm.data(), D, c_.rms_eps, a.data() + t * D); });
 
     Vec qlat(sz(n * qr));
     mm(W.q_a, a.data(), D, n, qlat.data(), qr);
@@ -143,13 +145,16 @@ class CpuBackend final : public Backend {
     mm(W.q_b, qlat.data(), qr, n, q.data(), H * hd);
     Vec kv(sz(n * hd));
     mm(W.kv, a.data(), D, n, kv.data(), hd);
+    // Per (token, head): independent, so spread over the pool.
+    pool_->parallel_for(n * H, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        float* qh = q.data() + i * hd;
+        rms_norm(qh, nullptr, hd, c_.rms_eps, qh);
+        rope.apply(qh + nope, S.pos + i / H);
+      }
+    }, 4);
     for (int64_t t = 0; t < n; ++t) {
       const int64_t p = S.pos + t;
-      for (int64_t hh = 0; hh < H; ++hh) {
-        float* qh = q.data() + (t * H + hh) * hd;
-        rms_norm(qh, nullptr, hd, c_.rms_eps, qh);
-        rope.apply(qh + nope, p);
-      }
       float* k = kv.data() + t * hd;
       rms_norm(k, F.kv_norm.data(), hd, c_.rms_eps, k);
       rope.apply(k + nope, p);
@@ -179,14 +184,14 @@ class CpuBackend final : public Backend {
       mm(W.indexer_q_b, qlat.data(), qr, n, iq.data(), ih * id);
       mm(W.indexer_proj, a.data(), D, n, iwt.data(), ih);
       const float wscale = 1.0f / std::sqrt(static_cast<float>(id * ih));
-      for (int64_t t = 0; t < n; ++t) {
-        for (int64_t hh = 0; hh < ih; ++hh) {
-          float* qh = iq.data() + (t * ih + hh) * id;
-          rope_comp_.apply(qh + id - rd, S.pos + t);
+      pool_->parallel_for(n * ih, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          float* qh = iq.data() + i * id;
+          rope_comp_.apply(qh + id - rd, S.pos + i / ih);
           if (faithful) indexer_qat(std::span<float>(qh, sz(id)));
+          iwt[sz(i)] *= wscale;
         }
-        for (int64_t hh = 0; hh < ih; ++hh) iwt[sz(t * ih + hh)] *= wscale;
-      }
+      }, 4);
     }
 
     CompressorParams cp{F.comp_ape.data(), F.comp_norm.data(), c_.rms_eps, nope, rd, &rope_comp_, RowKind::attention, S.mode};
@@ -201,15 +206,18 @@ class CpuBackend final : public Backend {
       if (ratio) compressor_step(L.attn, cp, p, ckv.data() + t * cw, cg.data() + t * cw);
       if (ratio == 4) {
         compressor_step(L.indexer, ip, p, ikv.data() + t * iw, ig.data() + t * iw);
-        for (int64_t row : indexer_select(L.indexer, iq.data() + t * ih * id, iwt.data() + t * ih, ih, c_.indexer_top_k))
+        for (int64_t row :
+             indexer_select(L.indexer, iq.data() + t * ih * id, iwt.data() + t * ih, ih, c_.indexer_top_k, pool_.get()))
           keys.push_back(L.attn.rows.data() + row * hd);
       } else if (ratio) {
         for (int64_t row = 0; row < L.attn.n_rows(); ++row) keys.push_back(L.attn.rows.data() + row * hd);
       }
       float* ot = o.data() + t * H * hd;
-      attend(q.data() + t * H * hd, H, hd, keys, F.sinks.data(), ot);
-      for (int64_t hh = 0; hh < H; ++hh) rope.apply(ot + hh * hd + nope, p, /*inverse=*/true);
+      attend(q.data() + t * H * hd, H, hd, keys, F.sinks.data(), ot, pool_.get());
     }
+    pool_->parallel_for(n * H, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) rope.apply(o.data() + i * hd + nope, S.pos + i / H, /*inverse=*/true);
+    }, 4);
 
     // Grouped output projection: group g maps its heads' outputs through its own rows of W_oa.
     const int64_t G = c_.o_groups, ro = c_.o_lora_rank, hpg = c_.heads_per_group();
@@ -229,7 +237,7 @@ class CpuBackend final : public Backend {
 
     HcMix h = hc_pre(W.hc_ffn_fn, F.hc_ffn_scale, F.hc_ffn_base, n, X);
     Vec f(sz(n * D));
-    for (int64_t t = 0; t < n; ++t) rms_norm(h.y.data() + t * D, F.ffn_norm.data(), D, c_.rms_eps, f.data() + t * D);
+    per_token(n, [&](int64_t t) { rms_norm(h.y.data() + t * D, F.ffn_norm.data(), D, c_.rms_eps, f.data() + t * D); });
     Vec logit(sz(n * E));
     mm(W.gate_inp, f.data(), D, n, logit.data(), E);
 
@@ -268,12 +276,13 @@ class CpuBackend final : public Backend {
       y.resize(sz(m * D));
       mm(wg, xe.data(), D, m, g.data(), ff);
       mm(wu, xe.data(), D, m, u.data(), ff);
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t j = 0; j < ff; ++j) {
-          const float gv = std::min(g[sz(i * ff + j)], clamp);
-          const float uv = std::clamp(u[sz(i * ff + j)], -clamp, clamp);
-          g[sz(i * ff + j)] = gv * sigmoid(gv) * uv * (weights ? weights[i] : 1.0f);
+      pool_->parallel_for(m * ff, [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; ++k) {
+          const float gv = std::min(g[sz(k)], clamp);
+          const float uv = std::clamp(u[sz(k)], -clamp, clamp);
+          g[sz(k)] = gv * sigmoid(gv) * uv * (weights ? weights[k / ff] : 1.0f);
         }
+      }, 512);
       mm(wd, g.data(), ff, m, y.data(), D);
     };
     Vec wts;
@@ -312,6 +321,16 @@ class CpuBackend final : public Backend {
       rms_norm(y.data() + t * D, out_norm_.data(), D, c_.rms_eps, y.data() + t * D);
     }
     mm(W.output, y.data(), D, n, logits, V);
+  }
+
+  // fn(t) for every token, spread over the pool (each token's work is done by
+  // one thread, so results do not depend on the thread count).
+  template <class F>
+  void per_token(int64_t n, F&& fn) const {
+    if (n == 1) return fn(int64_t{0});
+    pool_->parallel_for(n, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) fn(t);
+    });
   }
 
   void mm(const Weight& w, const float* x, int64_t xs, int64_t n, float* y, int64_t ys) const {

@@ -8,6 +8,10 @@
 #include "backend/cpu/rope.h"
 #include "backend/cpu/session.h"
 
+namespace ds4 {
+class ThreadPool;
+}
+
 namespace ds4::backend::cpu {
 
 enum class RowKind { attention, indexer };
@@ -31,12 +35,16 @@ void compressor_step(CompressorState& s, const CompressorParams& prm, int64_t p,
 // Indices of the compressed rows token p attends to in a CSA layer: all n rows
 // when n <= top_k, else the top_k by indexer score (lowest index wins ties),
 // in ascending order. q: heads x head_dim (already roped/QAT'd); w: per-head
-// weights (already scaled).
+// weights (already scaled). Rows are scored on `pool` when given; each row's
+// score is summed by one thread in head order, so any thread count gives the
+// same selection.
 std::vector<int64_t> indexer_select(const CompressorState& idx, const float* q, const float* w, int64_t heads,
-                                    int64_t top_k);
+                                    int64_t top_k, ThreadPool* pool = nullptr);
 
-// Sink attention of every head of q (heads x dim) over `keys` (K = V).
+// Sink attention of every head of q (heads x dim) over `keys` (K = V). Heads
+// are spread over `pool` when given; each head is computed by one thread in
+// the same order, so results do not depend on the thread count.
 void attend(const float* q, int64_t heads, int64_t dim, std::span<const float* const> keys, const float* sinks,
-            float* out);
+            float* out, ThreadPool* pool = nullptr);
 
 }  // namespace ds4::backend::cpu
