@@ -194,29 +194,40 @@ std::vector<uint8_t> int_table_bytes(const safetensors::Checkpoint& ck, const Pl
   return out;
 }
 
-std::vector<uint8_t> tensor_bytes(const safetensors::Checkpoint& ck, const PlanTensor& p) {
-  if (p.int_table) return int_table_bytes(ck, p);
+// The GGUF bytes of source s of p: the whole tensor, or one expert's slice of
+// a stacked expert tensor (so experts stream out one at a time and the whole
+// stacked tensor, gigabytes at Flash size, is never held in memory).
+std::vector<uint8_t> source_bytes(const safetensors::Checkpoint& ck, const PlanTensor& p, size_t s) {
   const int64_t cols = p.ne[0];
-  const int64_t rows_per_source = p.ne.size() >= 2 ? p.ne[1] : 1;
   const size_t rb = quant::row_bytes(p.type, cols);
-  std::vector<uint8_t> out(rb * static_cast<size_t>(rows_per_source) * p.sources.size());
-  for (size_t s = 0; s < p.sources.size(); ++s) {
-    std::vector<int64_t> shape;
-    std::vector<float> v = load_source_f32(ck, p.sources[s], &shape);
-    // torch shape is the reverse of the GGUF shape (per expert for stacked ones).
-    std::vector<int64_t> want(p.ne.begin(), p.ne.begin() + (p.sources.size() > 1 ? 2 : static_cast<long>(p.ne.size())));
-    std::reverse(want.begin(), want.end());
-    if (shape != want)
-      fail("convert: tensor '{}' (for '{}') has shape [{}], expected [{}]", p.sources[s], p.gguf_name, fmt::join(shape, ", "),
-           fmt::join(want, ", "));
-    for (int64_t r = 0; r < rows_per_source; ++r)
-      quant::quantize_row(p.type, v.data() + r * cols,
-                          out.data() + (s * static_cast<size_t>(rows_per_source) + static_cast<size_t>(r)) * rb, cols);
-  }
+  std::vector<int64_t> shape;
+  std::vector<float> v = load_source_f32(ck, p.sources[s], &shape);
+  // torch shape is the reverse of the GGUF shape (per expert for stacked ones).
+  std::vector<int64_t> want(p.ne.begin(), p.ne.begin() + (p.sources.size() > 1 ? 2 : static_cast<long>(p.ne.size())));
+  std::reverse(want.begin(), want.end());
+  if (shape != want)
+    fail("convert: tensor '{}' (for '{}') has shape [{}], expected [{}]", p.sources[s], p.gguf_name, fmt::join(shape, ", "),
+         fmt::join(want, ", "));
+  const int64_t rows = static_cast<int64_t>(v.size()) / cols;
+  std::vector<uint8_t> out(rb * static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r)
+    quant::quantize_row(p.type, v.data() + r * cols, out.data() + static_cast<size_t>(r) * rb, cols);
   return out;
 }
 
 }  // namespace
+
+void check_tokenizer_vocab(const std::vector<std::pair<std::string, gguf::Value>>& md, const ModelConfig& c,
+                           const std::string& source) {
+  for (const auto& [k, v] : md) {
+    if (k != "tokenizer.ggml.tokens") continue;
+    const size_t n = v.items.size();
+    if (n > c.n_vocab)
+      fail("tokenizer {} has {} tokens but the model's vocabulary (vocab_size) is {}: token ids {}..{} would have no "
+           "embedding row", source, n, c.n_vocab, c.n_vocab, n - 1);
+    if (n < c.n_vocab) log::info("tokenizer {} has {} tokens for a vocabulary of {} (padded rows unused)", source, n, c.n_vocab);
+  }
+}
 
 const std::vector<std::string>& recipe_names() {
   static const std::vector<std::string> r = {"f32", "f16", "bf16", "q8_0", "ds4-q2", "ds4-q4"};
@@ -269,7 +280,9 @@ void convert(const ConvertOptions& opt) {
   w.set("general.file_type_recipe", gguf::Value::str(opt.recipe));
   if (!opt.tokenizer_json.empty()) {
 #ifdef DS4_HAVE_TOKENIZER_IMPORT
-    for (auto& [k, v] : tokenizer::gguf_metadata_from_hf(opt.tokenizer_json)) w.set(k, std::move(v));
+    auto md = tokenizer::gguf_metadata_from_hf(opt.tokenizer_json);
+    check_tokenizer_vocab(md, c, opt.tokenizer_json);
+    for (auto& [k, v] : md) w.set(k, std::move(v));
 #else
     fail("convert: --tokenizer is not available in this build (tokenizer import not built yet)");
 #endif
@@ -278,8 +291,10 @@ void convert(const ConvertOptions& opt) {
   w.begin(opt.output);
   size_t done = 0;
   for (const auto& p : plan) {
-    std::vector<uint8_t> bytes = tensor_bytes(ck, p);
-    w.write_tensor_data(p.gguf_name, bytes);
+    if (p.int_table)
+      w.write_tensor_data(p.gguf_name, int_table_bytes(ck, p));
+    else
+      for (size_t s = 0; s < p.sources.size(); ++s) w.write_tensor_chunk(p.gguf_name, source_bytes(ck, p, s));
     ++done;
     log::info("[{}/{}] {} {} {}", done, plan.size(), p.gguf_name, ggml_type_name(p.type), fmt::format("[{}]", fmt::join(p.ne, ", ")));
   }

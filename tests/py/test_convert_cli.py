@@ -1,6 +1,7 @@
 """ds4 convert: tokenizer embedding, recipes' tensor types (checked with gguf-py)
 and clear errors for bad checkpoints."""
 import json
+import struct
 import shutil
 
 import pytest
@@ -10,13 +11,58 @@ from conftest import REPO, run
 from test_forward_reference import FIXTURES, convert_cached
 
 
-def test_embeds_tokenizer(ds4_bin, tmp_path):
+def pad_rows(path, rows):
+    """Rewrites a safetensors file with its vocabulary-sized tensors (embedding, head, tid2eid) zero-padded to `rows` rows (raw bytes, so
+    BF16 needs no numpy type)."""
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    data = raw[8 + n:]
+    out, meta, at = [], {}, 0
+    for k, v in sorted(((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"]):
+        b = data[v["data_offsets"][0]:v["data_offsets"][1]]
+        if len(v["shape"]) == 2 and v["shape"][0] == 512:  # embedding, head, tid2eid
+            b += bytes(len(b) // 512 * (rows - 512))
+            v = dict(v, shape=[rows, v["shape"][1]])
+        meta[k] = dict(v, data_offsets=[at, at + len(b)])
+        out.append(b)
+        at += len(b)
+    if "__metadata__" in header:
+        meta["__metadata__"] = header["__metadata__"]
+    h = json.dumps(meta).encode()
+    h += b" " * (-len(h) % 8)
+    path.write_bytes(struct.pack("<Q", len(h)) + h + b"".join(out))
+
+
+def test_tokenizer_larger_than_vocab_is_an_error(ds4_bin, tmp_path):
+    """The V4 tokenizer (129280 tokens) cannot go into the tiny model (vocab 512): ids past 511 have no embedding."""
     out = tmp_path / "t.gguf"
     tok = REPO / "data" / "tokenizer" / "deepseek-v4" / "tokenizer.json"
-    run([ds4_bin, "convert", str(FIXTURES / "tiny"), "-o", str(out), "--recipe", "f16", "--tokenizer", str(tok)])
+    p = run([ds4_bin, "convert", str(FIXTURES / "tiny"), "-o", str(out), "--recipe", "f16", "--tokenizer", str(tok)],
+            check=False)
+    assert p.returncode != 0
+    assert "has 129280 tokens but the model's vocabulary (vocab_size) is 512" in p.stderr, p.stderr
+    assert not out.exists()
+
+
+def test_embeds_tokenizer(ds4_bin, tmp_path):
+    """A checkpoint whose vocabulary holds the V4 tokenizer: the tiny fixture with its embedding and head padded
+    to 129280 rows."""
+    src = tmp_path / "hf"
+    shutil.copytree(FIXTURES / "tiny", src)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["vocab_size"] = 129280
+    (src / "config.json").write_text(json.dumps(cfg))
+    (src / "reference.safetensors").unlink()
+    for f in src.glob("model*.safetensors"):
+        pad_rows(f, 129280)
+    out = tmp_path / "t.gguf"
+    tok = REPO / "data" / "tokenizer" / "deepseek-v4" / "tokenizer.json"
+    run([ds4_bin, "convert", str(src), "-o", str(out), "--recipe", "f16", "--tokenizer", str(tok)])
     r = GGUFReader(str(out))
     assert "tokenizer.ggml.tokens" in r.fields and "tokenizer.ggml.merges" in r.fields
-    assert len(r.fields["tokenizer.ggml.tokens"].data) > 100000
+    assert len(r.fields["tokenizer.ggml.tokens"].data) == 129280
+    assert r.fields["deepseek4.vocab_size"].parts[-1][0] == 129280
 
 
 @pytest.mark.parametrize("recipe,types", [
