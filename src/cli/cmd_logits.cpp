@@ -1,5 +1,5 @@
 // `ds4 logits -m MODEL.gguf --tokens 1,2,3 [--numerics exact|faithful] [--chunk N]
-//  [--backend cpu] -o OUT.f32`: float32 logits of every position, [S, vocab] row-major.
+//  [--backend cpu|cuda] -o OUT.f32`: float32 logits of every position, [S, vocab] row-major.
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -69,7 +69,7 @@ Registration reg("logits", 50, [](CLI::App& app) {
   sub->add_option("-o,--output", o->output, "Output file (float32, row-major [S, vocab])")->required();
   sub->add_option("--numerics", o->numerics, "exact (float reference) or faithful (FP8/FP4 QAT simulation)");
   sub->add_option("--chunk", o->chunk, "Feed the sequence in chunks of N tokens (1 = token-by-token decode)");
-  sub->add_option("--backend", o->backend, "cpu");
+  sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");
   sub->add_option("-t,--threads", o->threads, "CPU threads (0: all)");
   sub->callback([o] { run(*o); });
 });

@@ -25,6 +25,11 @@ bool quant_supported(GgmlType t);
 // to 16 bytes.
 void matvec(GgmlType t, const void* dW, int64_t rows, int64_t cols, const float* dx, float* dy, cudaStream_t stream = nullptr);
 
+// matvec of matrix number *d_index (read on the device) of `base`, matrices
+// `stride_bytes` apart: an expert chosen by routing that ran on the GPU.
+void matvec_indexed(GgmlType t, const void* base, int64_t stride_bytes, const int32_t* d_index, int64_t rows, int64_t cols,
+                    const float* x, float* y, cudaStream_t stream = nullptr);
+
 // n elements (a multiple of the block size) from src to f32 dst.
 void dequantize_device(GgmlType t, const void* dsrc, float* ddst, int64_t n, cudaStream_t stream = nullptr);
 

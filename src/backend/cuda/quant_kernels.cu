@@ -425,8 +425,12 @@ __device__ __forceinline__ float warp_sum(float v) {
 template <class T, int R>
 __global__ void __launch_bounds__(kThreads) matvec_kernel(const uint8_t* __restrict__ w, int64_t row_bytes, int64_t rows,
                                                           int64_t nblocks, const float* __restrict__ x,
-                                                          float* __restrict__ y) {
+                                                          float* __restrict__ y, const int32_t* __restrict__ index,
+                                                          int64_t index_stride) {
   const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+  // Indexed form (MoE experts): the matrix is chosen by a value in device
+  // memory, so routing never goes back to the host.
+  if (index) w += static_cast<int64_t>(__ldg(index)) * index_stride;
   const int lane = threadIdx.x & 31;
   const int64_t row0 = ((static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) >> 5) * R;
   if (row0 >= rows) return;
@@ -491,17 +495,19 @@ unsigned grid_for(int64_t threads) {
 bool aligned(const void* p, int a) { return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(a) == 0; }
 
 template <class T>
-void mv(int rpw, GgmlType t, const void* w, int64_t rows, int64_t cols, const float* x, float* y, cudaStream_t s) {
+void mv(int rpw, GgmlType t, const void* w, int64_t rows, int64_t cols, const float* x, float* y, cudaStream_t s,
+        const int32_t* index = nullptr, int64_t index_stride = 0) {
   if (cols % T::QK) fail_shape("matvec", t, cols, T::QK);
   if (!aligned(w, T::ALIGN)) fail_align("matvec weights", t, w, T::ALIGN);
   if (!aligned(x, 16)) fail_align("matvec input", t, x, 16);
+  if (index && index_stride % T::ALIGN) fail_align("matvec matrix stride", t, reinterpret_cast<const void*>(index_stride), T::ALIGN);
   if (rows <= 0 || cols <= 0) return;
   const auto* wb = static_cast<const uint8_t*>(w);
   const int64_t rb = cols / T::QK * T::BYTES, nb = cols / T::QK;
   switch (rpw) {
-    case 1: matvec_kernel<T, 1><<<grid_for(rows * 32), kThreads, 0, s>>>(wb, rb, rows, nb, x, y); break;
-    case 2: matvec_kernel<T, 2><<<grid_for((rows + 1) / 2 * 32), kThreads, 0, s>>>(wb, rb, rows, nb, x, y); break;
-    case 4: matvec_kernel<T, 4><<<grid_for((rows + 3) / 4 * 32), kThreads, 0, s>>>(wb, rb, rows, nb, x, y); break;
+    case 1: matvec_kernel<T, 1><<<grid_for(rows * 32), kThreads, 0, s>>>(wb, rb, rows, nb, x, y, index, index_stride); break;
+    case 2: matvec_kernel<T, 2><<<grid_for((rows + 1) / 2 * 32), kThreads, 0, s>>>(wb, rb, rows, nb, x, y, index, index_stride); break;
+    case 4: matvec_kernel<T, 4><<<grid_for((rows + 3) / 4 * 32), kThreads, 0, s>>>(wb, rb, rows, nb, x, y, index, index_stride); break;
     default: fail_rows_per_warp(rpw);
   }
   DS4_CUDA_CHECK_LAUNCH("matvec_kernel");
@@ -561,27 +567,40 @@ bool quant_supported(GgmlType t) {
   }
 }
 
-namespace detail {
-void matvec_rows_per_warp(int rpw, GgmlType t, const void* w, int64_t rows, int64_t cols, const float* x, float* y,
-                          cudaStream_t s) {
+static void mv_any(int rpw, GgmlType t, const void* w, int64_t rows, int64_t cols, const float* x, float* y, cudaStream_t s,
+            const int32_t* ix, int64_t ixs) {
+  // The 16-byte vector forms need every matrix aligned, so an indexed call
+  // also needs its stride to be a multiple of 16.
+  const bool v16 = cols % 8 == 0 && aligned(w, 16) && ixs % 16 == 0;
   switch (t) {
     case GgmlType::F32:
-      if (cols % 8 == 0 && aligned(w, 16)) return mv<TF32v>(rpw, t, w, rows, cols, x, y, s);
-      return mv<TF32s>(rpw, t, w, rows, cols, x, y, s);
+      if (v16) return mv<TF32v>(rpw, t, w, rows, cols, x, y, s, ix, ixs);
+      return mv<TF32s>(rpw, t, w, rows, cols, x, y, s, ix, ixs);
     case GgmlType::F16:
-      if (cols % 8 == 0 && aligned(w, 16)) return mv<TF16v>(rpw, t, w, rows, cols, x, y, s);
-      return mv<TF16s>(rpw, t, w, rows, cols, x, y, s);
+      if (v16) return mv<TF16v>(rpw, t, w, rows, cols, x, y, s, ix, ixs);
+      return mv<TF16s>(rpw, t, w, rows, cols, x, y, s, ix, ixs);
     case GgmlType::BF16:
-      if (cols % 8 == 0 && aligned(w, 16)) return mv<TBF16v>(rpw, t, w, rows, cols, x, y, s);
-      return mv<TBF16s>(rpw, t, w, rows, cols, x, y, s);
-    case GgmlType::Q8_0: return mv<TQ8_0>(rpw, t, w, rows, cols, x, y, s);
-    case GgmlType::Q2_K: return mv<TQ2_K>(rpw, t, w, rows, cols, x, y, s);
-    case GgmlType::Q4_K: return mv<TQ4_K>(rpw, t, w, rows, cols, x, y, s);
-    case GgmlType::IQ2_XXS: upload_iq2_tables(); return mv<TIQ2_XXS>(rpw, t, w, rows, cols, x, y, s);
+      if (v16) return mv<TBF16v>(rpw, t, w, rows, cols, x, y, s, ix, ixs);
+      return mv<TBF16s>(rpw, t, w, rows, cols, x, y, s, ix, ixs);
+    case GgmlType::Q8_0: return mv<TQ8_0>(rpw, t, w, rows, cols, x, y, s, ix, ixs);
+    case GgmlType::Q2_K: return mv<TQ2_K>(rpw, t, w, rows, cols, x, y, s, ix, ixs);
+    case GgmlType::Q4_K: return mv<TQ4_K>(rpw, t, w, rows, cols, x, y, s, ix, ixs);
+    case GgmlType::IQ2_XXS: upload_iq2_tables(); return mv<TIQ2_XXS>(rpw, t, w, rows, cols, x, y, s, ix, ixs);
     default: fail_unsupported("matvec", t);
   }
 }
+
+namespace detail {
+void matvec_rows_per_warp(int rpw, GgmlType t, const void* w, int64_t rows, int64_t cols, const float* x, float* y,
+                          cudaStream_t s) {
+  mv_any(rpw, t, w, rows, cols, x, y, s, nullptr, 0);
+}
 }  // namespace detail
+
+void matvec_indexed(GgmlType t, const void* base, int64_t stride_bytes, const int32_t* d_index, int64_t rows, int64_t cols,
+                    const float* x, float* y, cudaStream_t s) {
+  mv_any(default_rows_per_warp(t, rows, cols), t, base, rows, cols, x, y, s, d_index, stride_bytes);
+}
 
 void matvec(GgmlType t, const void* w, int64_t rows, int64_t cols, const float* x, float* y, cudaStream_t s) {
   detail::matvec_rows_per_warp(default_rows_per_warp(t, rows, cols), t, w, rows, cols, x, y, s);

@@ -1,0 +1,591 @@
+// CUDA backend: the forward of model-spec §5-§8 on the GPU, one token at a
+// time through all layers (prefill is a host loop over tokens in this first
+// version). Within a token nothing comes back to the host: routing, indexer
+// top-k and compressor pooling all run on the device and the expert matvecs
+// read the chosen expert's index from device memory. The host only tracks
+// what follows from the position alone (ring slots, when a window closes, how
+// many compressed rows exist). Each step mirrors the CPU reference
+// (cpu_backend.cpp), the oracle this backend is tested against.
+#include "backend/cuda/cuda_backend.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "backend/cpu/rope.h"
+#include "backend/cpu/session.h"
+#include "backend/cuda/cuda_buffer.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_quant.h"
+#include "backend/cuda/fwd_kernels.h"
+#include "util/error.h"
+#include "util/log.h"
+
+namespace ds4::backend::cuda {
+namespace {
+
+using ds4::cuda::DeviceBuffer;
+using model::ModelConfig;
+using model::Weight;
+namespace fwd = ds4::cuda::fwd;
+
+size_t sz(int64_t n) { return static_cast<size_t>(n); }
+constexpr double kMiB = 1024.0 * 1024.0;
+
+// A weight in device memory. Types the GPU kernels lack were converted to F32.
+struct DevWeight {
+  GgmlType type = GgmlType::F32;
+  int64_t rows = 0, cols = 0;
+  size_t row_bytes = 0;
+  size_t mat_bytes = 0;  // rows * row_bytes: the stride between experts of a 3-D tensor
+  const uint8_t* p = nullptr;
+  bool present() const { return p != nullptr; }
+};
+
+int64_t n_mats(const Weight& w) { return w.ne.size() > 2 ? w.ne[2] : 1; }
+
+bool gpu_type(GgmlType t) { return ds4::cuda::quant_supported(t); }
+
+size_t device_bytes(const Weight& w) {
+  if (!w.present()) return 0;
+  const size_t mats = sz(n_mats(w)) * sz(w.rows());
+  return gpu_type(w.type) ? mats * w.row_bytes() : mats * sz(w.cols()) * sizeof(float);
+}
+
+class Uploader {
+ public:
+  std::vector<DeviceBuffer> bufs;
+  size_t converted = 0;
+
+  DevWeight weight(const Weight& w) {
+    DevWeight d;
+    if (!w.present()) return d;
+    d.rows = w.rows();
+    d.cols = w.cols();
+    const size_t mats = sz(n_mats(w));
+    if (gpu_type(w.type)) {
+      d.type = w.type;
+      d.row_bytes = w.row_bytes();
+      d.mat_bytes = d.row_bytes * sz(d.rows);
+      d.p = put(w.data, d.mat_bytes * mats);
+    } else {
+      // No GPU kernel for this type: F32 keeps every value the CPU dequantizes.
+      log::info("cuda: {} ({}): no GPU kernel for this type, converted to F32 at load", w.name, ggml_type_name(w.type));
+      const std::vector<float> f = w.to_f32();
+      d.type = GgmlType::F32;
+      d.row_bytes = sz(d.cols) * sizeof(float);
+      d.mat_bytes = d.row_bytes * sz(d.rows);
+      d.p = put(f.data(), f.size() * sizeof(float));
+      ++converted;
+    }
+    return d;
+  }
+  const float* floats(const Weight& w) {
+    if (!w.present()) return nullptr;
+    const std::vector<float> f = w.to_f32();
+    return reinterpret_cast<const float*>(put(f.data(), f.size() * sizeof(float)));
+  }
+  const float* floats(const std::vector<float>& f) {
+    return reinterpret_cast<const float*>(put(f.data(), f.size() * sizeof(float)));
+  }
+  const int32_t* ints(const Weight& w) {
+    if (!w.present()) return nullptr;
+    int64_t n = 1;
+    for (int64_t e : w.ne) n *= e;
+    return reinterpret_cast<const int32_t*>(put(w.data, sz(n) * sizeof(int32_t)));
+  }
+
+ private:
+  const uint8_t* put(const void* src, size_t bytes) {
+    bufs.emplace_back(bytes);
+    bufs.back().upload(src, bytes);
+    return bufs.back().as<const uint8_t>();
+  }
+};
+
+struct DevCompressor {
+  DevWeight kv, gate;
+  const float* ape = nullptr;
+  const float* norm = nullptr;
+};
+
+struct DevLayer {
+  DevWeight hc_attn_fn, q_a, q_b, kv, out_a, out_b, indexer_q_b, indexer_proj;
+  DevWeight hc_ffn_fn, gate_inp, gate_exps, up_exps, down_exps, gate_shexp, up_shexp, down_shexp;
+  DevCompressor comp, icomp;
+  const float *hc_attn_scale = nullptr, *hc_attn_base = nullptr, *attn_norm = nullptr, *q_a_norm = nullptr,
+              *kv_norm = nullptr, *sinks = nullptr, *hc_ffn_scale = nullptr, *hc_ffn_base = nullptr,
+              *ffn_norm = nullptr, *exp_probs_b = nullptr;
+  const int32_t* tid2eid = nullptr;
+};
+
+// ---- session ---------------------------------------------------------------------
+
+struct DevCompState {
+  int64_t ratio = 0, dim = 0;
+  bool overlap = false;
+  DeviceBuffer kv, score, rows;
+  int64_t n_rows = 0, cap = 0;  // rows emitted / allocated
+  int64_t width() const { return (overlap ? 2 : 1) * dim; }
+  int64_t frontier_floats() const { return (overlap ? 2 : 1) * ratio * width(); }
+};
+
+struct DevLayerState {
+  DeviceBuffer raw;
+  DevCompState attn, indexer;
+  DeviceBuffer idx_score, idx_flags;  // indexer top-k scratch, sized to indexer.cap
+};
+
+std::vector<float> fbuf_host(const DeviceBuffer& b, int64_t n) {
+  std::vector<float> v(sz(n));
+  if (n) b.download(v.data(), sz(n) * sizeof(float));
+  return v;
+}
+
+void init_comp(DevCompState& s, int64_t ratio, int64_t dim, bool overlap) {
+  s.ratio = ratio;
+  s.dim = dim;
+  s.overlap = overlap;
+  const int64_t n = s.frontier_floats();
+  s.kv = DeviceBuffer(sz(n) * sizeof(float));
+  s.score = DeviceBuffer(sz(n) * sizeof(float));
+  // As the CPU: kv 0 and -inf scores, so a window -1 candidate has weight 0.
+  const std::vector<float> zero(sz(n), 0.0f), ninf(sz(n), -INFINITY);
+  s.kv.upload(zero.data(), zero.size() * sizeof(float));
+  s.score.upload(ninf.data(), ninf.size() * sizeof(float));
+}
+
+// Scratch of one token's forward; a session is used by one thread at a time.
+struct Scratch {
+  DeviceBuffer X, u, mix, pre, post, comb, y, a, qlat, q, kv, ckv, cg, ikv, ig, iq, iwt, o, z, out, f, logit, sel, wts, g,
+      up, ye, acc, v, topk, e, logits;
+  int64_t logits_cap = 0;
+};
+
+DeviceBuffer fb(int64_t n) { return DeviceBuffer(sz(std::max<int64_t>(n, 4)) * sizeof(float)); }
+
+class CudaSession final : public SessionState {
+ public:
+  CudaSession(const ModelConfig& c, NumericsMode m) : c_(c), mode(m) {
+    layers.resize(c.n_layer);
+    for (uint32_t l = 0; l < c.n_layer; ++l) {
+      DevLayerState& L = layers[l];
+      L.raw = fb(int64_t{c.sliding_window} * c.head_dim);
+      DS4_CUDA_CHECK(cudaMemset(L.raw.get(), 0, L.raw.size()));
+      const uint32_t r = c.compress_ratios[l];
+      if (r != 0) init_comp(L.attn, r, c.head_dim, r == 4);
+      if (r == 4) init_comp(L.indexer, r, c.indexer_head_dim, true);
+    }
+    const int64_t D = c.n_embd, hc = c.hc_count, hd = c.head_dim, H = c.n_head;
+    const int64_t ffmax = std::max<int64_t>(c.expert_ff, c.shared_ff());
+    Scratch& s = sc;
+    s.X = fb(hc * D);
+    s.u = fb(hc * D);
+    s.mix = fb(c.hc_mix_rows());
+    s.pre = fb(hc);
+    s.post = fb(hc);
+    s.comb = fb(hc * hc);
+    s.y = fb(D);
+    s.a = fb(D);
+    s.qlat = fb(c.q_lora_rank);
+    s.q = fb(H * hd);
+    s.kv = fb(hd);
+    s.ckv = fb(2 * hd);
+    s.cg = fb(2 * hd);
+    s.ikv = fb(2 * int64_t{c.indexer_head_dim});
+    s.ig = fb(2 * int64_t{c.indexer_head_dim});
+    s.iq = fb(int64_t{c.indexer_heads} * c.indexer_head_dim);
+    s.iwt = fb(c.indexer_heads);
+    s.o = fb(H * hd);
+    s.z = fb(int64_t{c.o_groups} * c.o_lora_rank);
+    s.out = fb(D);
+    s.f = fb(D);
+    s.logit = fb(c.n_expert);
+    s.sel = fb(c.n_expert_used);
+    s.wts = fb(c.n_expert_used);
+    s.g = fb(ffmax);
+    s.up = fb(ffmax);
+    s.ye = fb(D);
+    s.acc = fb(D);
+    s.v = fb(std::max<int64_t>(hd, c.indexer_head_dim));
+    s.topk = fb(std::max<uint32_t>(c.indexer_top_k, 1));
+    s.e = fb(D);
+  }
+  int64_t position() const override { return pos; }
+  NumericsMode numerics() const override { return mode; }
+
+  // Snapshots go through the CPU session's canonical layout, so a state saved
+  // on one backend loads on the other.
+  std::vector<uint8_t> save() const override {
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());
+    cpu::CpuSession h(c_, mode);
+    h.pos = pos;
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const DevLayerState& L = layers[l];
+      cpu::LayerState& H = h.layers[l];
+      H.raw = fbuf_host(L.raw, static_cast<int64_t>(H.raw.size()));
+      for (auto [d, c] : {std::pair{&L.attn, &H.attn}, std::pair{&L.indexer, &H.indexer}}) {
+        if (!d->dim) continue;
+        c->kv = fbuf_host(d->kv, d->frontier_floats());
+        c->score = fbuf_host(d->score, d->frontier_floats());
+        c->rows = fbuf_host(d->rows, d->n_rows * d->dim);
+      }
+    }
+    return h.save();
+  }
+  void load(std::span<const uint8_t> bytes) override {
+    cpu::CpuSession h(c_, mode);
+    h.load(bytes);  // validates everything before this session changes
+    for (size_t l = 0; l < layers.size(); ++l) {
+      DevLayerState& L = layers[l];
+      const cpu::LayerState& H = h.layers[l];
+      L.raw.upload(H.raw.data(), H.raw.size() * sizeof(float));
+      for (auto [d, c] : {std::pair{&L.attn, &H.attn}, std::pair{&L.indexer, &H.indexer}}) {
+        if (!d->dim) continue;
+        d->kv.upload(c->kv.data(), c->kv.size() * sizeof(float));
+        d->score.upload(c->score.data(), c->score.size() * sizeof(float));
+        d->n_rows = 0;
+        reserve_rows(L, *d, c->n_rows(), d == &L.indexer);
+        if (!c->rows.empty()) d->rows.upload(c->rows.data(), c->rows.size() * sizeof(float));
+        d->n_rows = c->n_rows();
+      }
+    }
+    pos = h.pos;
+  }
+
+  // Room for `need` rows (capacity doubles; old rows are kept).
+  static void reserve_rows(DevLayerState& L, DevCompState& s, int64_t need, bool is_indexer) {
+    if (need <= s.cap) return;
+    const int64_t cap = std::max<int64_t>({need, 2 * s.cap, 64});
+    DeviceBuffer nb(sz(cap * s.dim) * sizeof(float));
+    if (s.n_rows)
+      DS4_CUDA_CHECK(cudaMemcpyAsync(nb.get(), s.rows.get(), sz(s.n_rows * s.dim) * sizeof(float), cudaMemcpyDeviceToDevice));
+    s.rows = std::move(nb);
+    s.cap = cap;
+    if (is_indexer) {
+      L.idx_score = fb(cap);
+      L.idx_flags = fb(cap);
+    }
+  }
+
+  const ModelConfig& c_;
+  int64_t pos = 0;
+  NumericsMode mode;
+  std::vector<DevLayerState> layers;
+  Scratch sc;
+};
+
+// ---- backend -----------------------------------------------------------------------
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(std::shared_ptr<const model::Model> m) : m_(std::move(m)), c_(m_->config) {
+    if (ds4::cuda::device_count() == 0) fail("cuda backend: no CUDA device (built with CUDA, but no GPU or driver here)");
+    const auto& W = m_->weights;
+    check_fits(W);
+    Uploader& U = up_;
+    token_embd_ = U.weight(W.token_embd);
+    output_hc_fn_ = U.weight(W.output_hc_fn);
+    output_ = U.weight(W.output);
+    output_hc_base_ = U.floats(W.output_hc_base);
+    output_hc_scale_ = U.floats(W.output_hc_scale);
+    output_norm_ = U.floats(W.output_norm);
+    for (const auto& L : W.layers) {
+      DevLayer d;
+      d.hc_attn_fn = U.weight(L.hc_attn_fn);
+      d.q_a = U.weight(L.q_a);
+      d.q_b = U.weight(L.q_b);
+      d.kv = U.weight(L.kv);
+      d.out_a = U.weight(L.out_a);
+      d.out_b = U.weight(L.out_b);
+      d.indexer_q_b = U.weight(L.indexer_q_b);
+      d.indexer_proj = U.weight(L.indexer_proj);
+      d.hc_ffn_fn = U.weight(L.hc_ffn_fn);
+      d.gate_inp = U.weight(L.gate_inp);
+      d.gate_exps = U.weight(L.gate_exps);
+      d.up_exps = U.weight(L.up_exps);
+      d.down_exps = U.weight(L.down_exps);
+      d.gate_shexp = U.weight(L.gate_shexp);
+      d.up_shexp = U.weight(L.up_shexp);
+      d.down_shexp = U.weight(L.down_shexp);
+      for (auto [dc, wc] : {std::pair{&d.comp, &L.compressor}, std::pair{&d.icomp, &L.indexer_compressor}}) {
+        dc->kv = U.weight(wc->kv);
+        dc->gate = U.weight(wc->gate);
+        dc->ape = U.floats(wc->ape);
+        dc->norm = U.floats(wc->norm);
+      }
+      d.hc_attn_scale = U.floats(L.hc_attn_scale);
+      d.hc_attn_base = U.floats(L.hc_attn_base);
+      d.attn_norm = U.floats(L.attn_norm);
+      d.q_a_norm = U.floats(L.q_a_norm);
+      d.kv_norm = U.floats(L.kv_norm);
+      d.sinks = U.floats(L.sinks);
+      d.hc_ffn_scale = U.floats(L.hc_ffn_scale);
+      d.hc_ffn_base = U.floats(L.hc_ffn_base);
+      d.ffn_norm = U.floats(L.ffn_norm);
+      d.exp_probs_b = U.floats(L.exp_probs_b);
+      d.tid2eid = U.ints(L.tid2eid);
+      layers_.push_back(d);
+    }
+    rope_plain_ = U.floats(cpu::Rope(c_, false).inv_freq());
+    rope_comp_ = U.floats(cpu::Rope(c_, true).inv_freq());
+    if (up_.converted) log::info("cuda: {} tensors converted to F32 at load", up_.converted);
+  }
+
+  std::string_view name() const override { return "cuda"; }
+  const model::Model& model() const override { return *m_; }
+  std::unique_ptr<SessionState> new_session(NumericsMode mode) const override {
+    return std::make_unique<CudaSession>(c_, mode);
+  }
+
+  void forward(SessionState& state, std::span<const int32_t> tokens, std::span<float> logits) const override {
+    auto* S = dynamic_cast<CudaSession*>(&state);
+    if (!S) fail("cuda backend: session was not created by the cuda backend");
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    if (n == 0) return;
+    const int64_t V = c_.n_vocab;
+    if (!logits.empty() && logits.size() != sz(n) * sz(V))
+      fail("cuda backend: logits buffer holds {} floats, need {} ({} tokens x vocab {})", logits.size(), sz(n) * sz(V),
+           n, V);
+    for (int64_t t = 0; t < n; ++t)
+      if (tokens[sz(t)] < 0 || static_cast<uint32_t>(tokens[sz(t)]) >= c_.n_vocab)
+        fail("token id {} at index {} is outside the vocabulary (size {})", tokens[sz(t)], t, c_.n_vocab);
+    Scratch& s = S->sc;
+    if (!logits.empty() && s.logits_cap < n) {
+      s.logits = fb(n * V);
+      s.logits_cap = n;
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      token(*S, tokens[sz(t)], S->pos, logits.empty() ? nullptr : s.logits.as<float>() + t * V);
+      ++S->pos;
+    }
+    if (!logits.empty()) s.logits.download(logits.data(), logits.size() * sizeof(float));
+    else DS4_CUDA_CHECK(cudaDeviceSynchronize());  // surface any fault of this call here
+  }
+
+ private:
+  void check_fits(const model::ModelWeights& W) const {
+    size_t need = 0;
+    auto add = [&](const Weight& w) { need += device_bytes(w); };
+    for (const Weight* w : {&W.token_embd, &W.output_hc_fn, &W.output_hc_base, &W.output_hc_scale, &W.output_norm,
+                            &W.output})
+      add(*w);
+    for (const auto& L : W.layers)
+      for (const Weight* w :
+           {&L.hc_attn_fn, &L.hc_attn_scale, &L.hc_attn_base, &L.attn_norm, &L.q_a, &L.q_a_norm, &L.q_b, &L.kv,
+            &L.kv_norm, &L.sinks, &L.out_a, &L.out_b, &L.compressor.ape, &L.compressor.kv, &L.compressor.gate,
+            &L.compressor.norm, &L.indexer_q_b, &L.indexer_proj, &L.indexer_compressor.ape, &L.indexer_compressor.kv,
+            &L.indexer_compressor.gate, &L.indexer_compressor.norm, &L.hc_ffn_fn, &L.hc_ffn_scale, &L.hc_ffn_base,
+            &L.ffn_norm, &L.gate_inp, &L.exp_probs_b, &L.tid2eid, &L.gate_exps, &L.up_exps, &L.down_exps,
+            &L.gate_shexp, &L.up_shexp, &L.down_shexp})
+        add(*w);
+    size_t free_b = 0, total_b = 0;
+    DS4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    // Headroom for sessions, scratch and the CUDA context's own allocations.
+    const size_t headroom = 256ull << 20;
+    if (need + headroom > free_b)
+      fail("cuda backend: the model needs {:.1f} MiB of device memory for weights (+{:.0f} MiB working room), only "
+           "{:.1f} MiB of {:.1f} MiB are free",
+           static_cast<double>(need) / kMiB, static_cast<double>(headroom) / kMiB, static_cast<double>(free_b) / kMiB,
+           static_cast<double>(total_b) / kMiB);
+    log::info("cuda: uploading {:.1f} MiB of weights ({:.1f} MiB free)", static_cast<double>(need) / kMiB,
+              static_cast<double>(free_b) / kMiB);
+  }
+
+  static void mv(const DevWeight& w, const float* x, float* y, int64_t row0 = 0, int64_t rows = -1) {
+    ds4::cuda::matvec(w.type, w.p + sz(row0) * w.row_bytes, rows < 0 ? w.rows : rows, w.cols, x, y);
+  }
+
+  // HC pre-mix: rms_norm of the HC stream, mixer, Sinkhorn split, collapse into sc.y.
+  void hc_pre(Scratch& s, const DevWeight& fn, const float* scale, const float* base) const {
+    const int64_t D = c_.n_embd, hc = c_.hc_count;
+    fwd::rms_norm_rows(s.X.as<float>(), nullptr, 1, hc * D, c_.rms_eps, s.u.as<float>(), nullptr);
+    mv(fn, s.u.as<float>(), s.mix.as<float>());
+    fwd::hc_split(s.mix.as<float>(), scale, base, static_cast<int>(hc), c_.hc_eps, static_cast<int>(c_.sinkhorn_iters),
+                  s.pre.as<float>(), s.post.as<float>(), s.comb.as<float>(), nullptr);
+    fwd::hc_collapse(s.X.as<float>(), s.pre.as<float>(), static_cast<int>(hc), D, s.y.as<float>(), nullptr);
+  }
+
+  void hc_post(Scratch& s) const {
+    fwd::hc_expand(s.X.as<float>(), s.out.as<float>(), s.post.as<float>(), s.comb.as<float>(),
+                   static_cast<int>(c_.hc_count), c_.n_embd, nullptr);
+  }
+
+  // cpu::compressor_step on the device.
+  void comp_step(DevLayerState& L, DevCompState& st, const DevCompressor& w, bool indexer, bool faithful, int64_t p,
+                 const float* kv, const float* gate, Scratch& s) const {
+    const int64_t r = st.ratio, d = st.dim, cw = st.width(), rd = c_.rope_dim;
+    const int64_t slot = p % r, row = (st.overlap ? r : 0) + slot;
+    fwd::comp_store(st.kv.as<float>() + row * cw, st.score.as<float>() + row * cw, kv, gate, w.ape + slot * cw, cw,
+                    nullptr);
+    if ((p + 1) % r != 0) return;
+    const int64_t window = (p + 1) / r - 1;
+    CudaSession::reserve_rows(L, st, st.n_rows + 1, indexer);
+    fwd::comp_pool(st.kv.as<float>(), st.score.as<float>(), r, d, st.overlap, s.v.as<float>(), nullptr);
+    float* dst = st.rows.as<float>() + st.n_rows * d;
+    fwd::rms_norm_rows(s.v.as<float>(), w.norm, 1, d, c_.rms_eps, dst, nullptr);
+    fwd::rope(dst + d - rd, 0, 1, rope_comp_, static_cast<int>(rd / 2), window * r, false, nullptr);
+    if (faithful) {
+      if (indexer) fwd::indexer_qat(dst, 1, d, nullptr);
+      else fwd::kv_round(dst, c_.nope_dim(), d, nullptr);
+    }
+    ++st.n_rows;
+    if (st.overlap) {
+      // The window just closed becomes the "previous" window of the next one.
+      const size_t half = sz(r * cw) * sizeof(float);
+      DS4_CUDA_CHECK(cudaMemcpyAsync(st.kv.get(), st.kv.as<float>() + r * cw, half, cudaMemcpyDeviceToDevice));
+      DS4_CUDA_CHECK(cudaMemcpyAsync(st.score.get(), st.score.as<float>() + r * cw, half, cudaMemcpyDeviceToDevice));
+    }
+  }
+
+  void attention(uint32_t l, CudaSession& S, int64_t p) const {
+    const DevLayer& W = layers_[l];
+    DevLayerState& L = S.layers[l];
+    Scratch& s = S.sc;
+    const bool faithful = S.mode == NumericsMode::faithful;
+    const int64_t D = c_.n_embd, H = c_.n_head, hd = c_.head_dim, qr = c_.q_lora_rank, rd = c_.rope_dim,
+                  nope = c_.nope_dim(), win = c_.sliding_window;
+    const int pairs = static_cast<int>(rd / 2);
+    const uint32_t ratio = c_.compress_ratios[l];
+    const float* rope = ratio ? rope_comp_ : rope_plain_;
+    const float eps = c_.rms_eps;
+
+    hc_pre(s, W.hc_attn_fn, W.hc_attn_scale, W.hc_attn_base);
+    float* a = s.a.as<float>();
+    fwd::rms_norm_rows(s.y.as<float>(), W.attn_norm, 1, D, eps, a, nullptr);
+    float* qlat = s.qlat.as<float>();
+    mv(W.q_a, a, qlat);
+    fwd::rms_norm_rows(qlat, W.q_a_norm, 1, qr, eps, qlat, nullptr);
+    float* q = s.q.as<float>();
+    mv(W.q_b, qlat, q);
+    fwd::rms_norm_rows(q, nullptr, H, hd, eps, q, nullptr);
+    fwd::rope(q + nope, hd, static_cast<int>(H), rope, pairs, p, false, nullptr);
+    // The new raw KV row goes straight into its ring slot.
+    float* k = L.raw.as<float>() + (p % win) * hd;
+    mv(W.kv, a, k);
+    fwd::rms_norm_rows(k, W.kv_norm, 1, hd, eps, k, nullptr);
+    fwd::rope(k + nope, 0, 1, rope, pairs, p, false, nullptr);
+    if (faithful) fwd::kv_round(k, nope, hd, nullptr);
+
+    const int32_t* sel = nullptr;
+    int64_t n_comp = 0;
+    if (ratio) {
+      mv(W.comp.kv, a, s.ckv.as<float>());
+      mv(W.comp.gate, a, s.cg.as<float>());
+      comp_step(L, L.attn, W.comp, false, faithful, p, s.ckv.as<float>(), s.cg.as<float>(), s);
+      n_comp = L.attn.n_rows;
+    }
+    if (ratio == 4) {
+      const int64_t ih = c_.indexer_heads, id = c_.indexer_head_dim;
+      mv(W.icomp.kv, a, s.ikv.as<float>());
+      mv(W.icomp.gate, a, s.ig.as<float>());
+      comp_step(L, L.indexer, W.icomp, true, faithful, p, s.ikv.as<float>(), s.ig.as<float>(), s);
+      const int64_t nrows = L.indexer.n_rows, top_k = c_.indexer_top_k;
+      if (nrows > top_k) {
+        float* iq = s.iq.as<float>();
+        mv(W.indexer_q_b, qlat, iq);
+        fwd::rope(iq + id - rd, id, static_cast<int>(ih), rope_comp_, pairs, p, false, nullptr);
+        if (faithful) fwd::indexer_qat(iq, ih, id, nullptr);
+        float* iwt = s.iwt.as<float>();
+        mv(W.indexer_proj, a, iwt);
+        fwd::scale(iwt, ih, 1.0f / std::sqrt(static_cast<float>(id * ih)), nullptr);
+        fwd::indexer_scores(L.indexer.rows.as<float>(), nrows, id, iq, iwt, static_cast<int>(ih),
+                            L.idx_score.as<float>(), nullptr);
+        fwd::topk_select(L.idx_score.as<float>(), nrows, top_k, L.idx_flags.as<int>(), s.topk.as<int32_t>(), nullptr);
+        sel = s.topk.as<int32_t>();
+        n_comp = top_k;
+      } else {
+        n_comp = nrows;  // all rows, in order, as indexer_select returns them
+      }
+    }
+    const int64_t n_raw = std::min<int64_t>(p + 1, win);
+    float* o = s.o.as<float>();
+    fwd::attend(q, static_cast<int>(H), hd, L.raw.as<float>(), win, p, n_raw, ratio ? L.attn.rows.as<float>() : nullptr,
+                n_comp, sel, W.sinks, o, nullptr);
+    fwd::rope(o + nope, hd, static_cast<int>(H), rope, pairs, p, true, nullptr);
+
+    // Grouped output projection: group g maps its heads through its rows of W_oa.
+    const int64_t G = c_.o_groups, ro = c_.o_lora_rank, hpg = c_.heads_per_group();
+    for (int64_t g = 0; g < G; ++g) mv(W.out_a, o + g * hpg * hd, s.z.as<float>() + g * ro, g * ro, ro);
+    mv(W.out_b, s.z.as<float>(), s.out.as<float>());
+    hc_post(s);
+  }
+
+  void ffn(uint32_t l, CudaSession& S, int32_t tok) const {
+    const DevLayer& W = layers_[l];
+    Scratch& s = S.sc;
+    const int64_t D = c_.n_embd, K = c_.n_expert_used, FF = c_.expert_ff;
+    const float clamp = c_.swiglu_clamp[l];
+    hc_pre(s, W.hc_ffn_fn, W.hc_ffn_scale, W.hc_ffn_base);
+    float* f = s.f.as<float>();
+    fwd::rms_norm_rows(s.y.as<float>(), W.ffn_norm, 1, D, c_.rms_eps, f, nullptr);
+    mv(W.gate_inp, f, s.logit.as<float>());
+    const int32_t* hash = c_.is_hash_layer(l) ? W.tid2eid + int64_t{tok} * K : nullptr;
+    int32_t* sel = s.sel.as<int32_t>();
+    float* wts = s.wts.as<float>();
+    fwd::route(s.logit.as<float>(), static_cast<int>(c_.n_expert), static_cast<int>(K), hash, W.exp_probs_b,
+               c_.expert_weights_norm, c_.expert_weights_scale, sel, wts, nullptr);
+    float* out = s.out.as<float>();
+    DS4_CUDA_CHECK(cudaMemsetAsync(out, 0, sz(D) * sizeof(float)));
+    float *g = s.g.as<float>(), *u = s.up.as<float>(), *ye = s.ye.as<float>();
+    for (int64_t k = 0; k < K; ++k) {
+      using ds4::cuda::matvec_indexed;
+      matvec_indexed(W.gate_exps.type, W.gate_exps.p, static_cast<int64_t>(W.gate_exps.mat_bytes), sel + k, FF, D, f, g);
+      matvec_indexed(W.up_exps.type, W.up_exps.p, static_cast<int64_t>(W.up_exps.mat_bytes), sel + k, FF, D, f, u);
+      fwd::swiglu(g, u, FF, clamp, wts + k, nullptr);
+      matvec_indexed(W.down_exps.type, W.down_exps.p, static_cast<int64_t>(W.down_exps.mat_bytes), sel + k, D, FF, g, ye);
+      fwd::add(out, ye, D, nullptr);
+    }
+    if (c_.n_expert_shared > 0) {
+      const int64_t SF = c_.shared_ff();
+      mv(W.gate_shexp, f, g);
+      mv(W.up_shexp, f, u);
+      fwd::swiglu(g, u, SF, clamp, nullptr, nullptr);
+      mv(W.down_shexp, g, ye);
+      fwd::add(out, ye, D, nullptr);
+    }
+    hc_post(s);
+  }
+
+  void head(Scratch& s, float* logits) const {
+    const int64_t D = c_.n_embd, hc = c_.hc_count;
+    fwd::rms_norm_rows(s.X.as<float>(), nullptr, 1, hc * D, c_.rms_eps, s.u.as<float>(), nullptr);
+    mv(output_hc_fn_, s.u.as<float>(), s.mix.as<float>());
+    fwd::hc_head_pre(s.mix.as<float>(), output_hc_scale_, output_hc_base_, static_cast<int>(hc), c_.hc_eps,
+                     s.pre.as<float>(), nullptr);
+    fwd::hc_collapse(s.X.as<float>(), s.pre.as<float>(), static_cast<int>(hc), D, s.y.as<float>(), nullptr);
+    fwd::rms_norm_rows(s.y.as<float>(), output_norm_, 1, D, c_.rms_eps, s.y.as<float>(), nullptr);
+    mv(output_, s.y.as<float>(), logits);
+  }
+
+  void token(CudaSession& S, int32_t tok, int64_t p, float* logits) const {
+    Scratch& s = S.sc;
+    const int64_t D = c_.n_embd;
+    ds4::cuda::dequantize_device(token_embd_.type, token_embd_.p + sz(tok) * token_embd_.row_bytes, s.e.as<float>(), D);
+    fwd::hc_fill(s.e.as<float>(), static_cast<int>(c_.hc_count), D, s.X.as<float>(), nullptr);
+    for (uint32_t l = 0; l < c_.n_layer; ++l) {
+      attention(l, S, p);
+      ffn(l, S, tok);
+    }
+    if (logits) head(s, logits);
+  }
+
+  std::shared_ptr<const model::Model> m_;
+  const ModelConfig& c_;
+  Uploader up_;
+  DevWeight token_embd_, output_hc_fn_, output_;
+  const float *output_hc_base_ = nullptr, *output_hc_scale_ = nullptr, *output_norm_ = nullptr;
+  const float *rope_plain_ = nullptr, *rope_comp_ = nullptr;
+  std::vector<DevLayer> layers_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const model::Model> model, const BackendOptions&) {
+  return std::make_unique<CudaBackend>(std::move(model));
+}
+
+}  // namespace ds4::backend::cuda
