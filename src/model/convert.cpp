@@ -13,6 +13,7 @@
 #include <set>
 
 #include "gguf/gguf.h"
+#include "model/tensor_specs.h"
 #include "quant/quant.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -45,7 +46,7 @@ class SourceIndex {
     for (const auto& n : ck.names()) by_stripped_[n.rfind("model.", 0) == 0 ? n.substr(6) : n] = n;
   }
   // First candidate present, or "" when none is.
-  std::string find(std::initializer_list<std::string> candidates) {
+  std::string find(const std::vector<std::string>& candidates) {
     for (const auto& c : candidates) {
       auto it = by_stripped_.find(c);
       if (it != by_stripped_.end()) {
@@ -78,86 +79,29 @@ bool is_f16_tensor(const std::string& n) {
          n.find("indexer") != std::string::npos || ends_with(n, "ffn_gate_inp.weight");
 }
 
+// The plan is the loader's tensor table (tensor_specs) with each tensor's
+// source found in the checkpoint.
 std::vector<PlanTensor> make_plan(const ModelConfig& c, SourceIndex& src) {
   std::vector<PlanTensor> plan;
-  auto need = [&](const std::string& gguf_name, std::vector<int64_t> ne, std::initializer_list<std::string> cands,
-                  bool required = true) {
-    std::string s = src.find(cands);
-    if (s.empty()) {
-      if (!required) return;
-      fail("convert: checkpoint has no tensor for '{}' (looked for: {})", gguf_name, fmt::join(cands, ", "));
-    }
-    plan.push_back({gguf_name, std::move(ne), {s}, false, GgmlType::F32});
-  };
-  const int64_t D = c.n_embd, V = c.n_vocab, H = c.n_head, hd = c.head_dim, hc = c.hc_count, mix = c.hc_mix_rows();
-  need("token_embd.weight", {D, V}, {"embed.weight", "embed_tokens.weight"});
-  for (uint32_t l = 0; l < c.n_layer; ++l) {
-    const std::string g = fmt::format("blk.{}.", l), o = fmt::format("layers.{}.", l);
-    need(g + "hc_attn_fn.weight", {hc * D, mix}, {o + "hc_attn_fn"});
-    need(g + "hc_attn_scale.weight", {3}, {o + "hc_attn_scale"});
-    need(g + "hc_attn_base.weight", {mix}, {o + "hc_attn_base"});
-    need(g + "attn_norm.weight", {D}, {o + "attn_norm.weight"});
-    need(g + "attn_q_a.weight", {D, c.q_lora_rank}, {o + "attn.wq_a.weight"});
-    need(g + "attn_q_a_norm.weight", {c.q_lora_rank}, {o + "attn.q_norm.weight"});
-    need(g + "attn_q_b.weight", {c.q_lora_rank, H * hd}, {o + "attn.wq_b.weight"});
-    need(g + "attn_kv.weight", {D, hd}, {o + "attn.wkv.weight"});
-    need(g + "attn_kv_a_norm.weight", {hd}, {o + "attn.kv_norm.weight", o + "attn.norm.weight"});
-    need(g + "attn_sinks.weight", {H}, {o + "attn.attn_sink"});
-    need(g + "attn_output_a.weight", {c.heads_per_group() * hd, int64_t{c.o_groups} * c.o_lora_rank}, {o + "attn.wo_a.weight"});
-    need(g + "attn_output_b.weight", {int64_t{c.o_groups} * c.o_lora_rank, D}, {o + "attn.wo_b.weight"});
-    const uint32_t r = c.compress_ratios[l];
-    if (r != 0) {
-      const int64_t w = (r == 4 ? 2 : 1) * hd;
-      need(g + "attn_compressor_ape.weight", {w, r}, {o + "attn.compressor.ape"});
-      need(g + "attn_compressor_kv.weight", {D, w}, {o + "attn.compressor.wkv.weight"});
-      need(g + "attn_compressor_gate.weight", {D, w}, {o + "attn.compressor.wgate.weight"});
-      need(g + "attn_compressor_norm.weight", {hd}, {o + "attn.compressor.norm.weight", o + "attn.compressor.kv_norm.weight"});
-    }
-    if (r == 4) {
-      const int64_t id = c.indexer_head_dim;
-      need(g + "indexer.attn_q_b.weight", {c.q_lora_rank, int64_t{c.indexer_heads} * id}, {o + "attn.indexer.wq_b.weight"});
-      need(g + "indexer.proj.weight", {D, c.indexer_heads}, {o + "attn.indexer.weights_proj.weight"});
-      need(g + "indexer_compressor_ape.weight", {2 * id, 4}, {o + "attn.indexer.compressor.ape"});
-      need(g + "indexer_compressor_kv.weight", {D, 2 * id}, {o + "attn.indexer.compressor.wkv.weight"});
-      need(g + "indexer_compressor_gate.weight", {D, 2 * id}, {o + "attn.indexer.compressor.wgate.weight"});
-      need(g + "indexer_compressor_norm.weight", {id}, {o + "attn.indexer.compressor.norm.weight"});
-    }
-    need(g + "hc_ffn_fn.weight", {hc * D, mix}, {o + "hc_ffn_fn"});
-    need(g + "hc_ffn_scale.weight", {3}, {o + "hc_ffn_scale"});
-    need(g + "hc_ffn_base.weight", {mix}, {o + "hc_ffn_base"});
-    need(g + "ffn_norm.weight", {D}, {o + "ffn_norm.weight"});
-    need(g + "ffn_gate_inp.weight", {D, c.n_expert}, {o + "ffn.gate.weight"});
-    need(g + "exp_probs_b.bias", {c.n_expert}, {o + "ffn.gate.bias", o + "ffn.gate.e_score_correction_bias"},
-         !c.is_hash_layer(l));
-    if (c.is_hash_layer(l)) {
-      need(g + "ffn_gate_tid2eid.weight", {c.n_expert_used, V}, {o + "ffn.gate.tid2eid"});
-      plan.back().int_table = true;
-    }
-    const int64_t F = c.expert_ff, E = c.n_expert;
-    const char* ws[3] = {"w1", "w3", "w2"};
-    const char* gn[3] = {"ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"};
-    for (int k = 0; k < 3; ++k) {
-      PlanTensor p{g + gn[k], k < 2 ? std::vector<int64_t>{D, F, E} : std::vector<int64_t>{F, D, E}, {}, false, GgmlType::F32};
-      for (int64_t e = 0; e < E; ++e) {
-        const std::string cand = fmt::format("{}ffn.experts.{}.{}.weight", o, e, ws[k]);
+  for (const TensorSpec& t : tensor_specs(c)) {
+    PlanTensor p{t.name, t.ne, {}, t.role == TensorRole::tid2eid, GgmlType::F32};
+    if (t.per_expert) {
+      for (int64_t e = 0; e < t.ne[2]; ++e) {
+        const std::string cand = fmt::format(fmt::runtime(t.sources[0]), e);
         std::string s = src.find({cand});
-        if (s.empty()) fail("convert: checkpoint has no tensor '{}' for '{}'", cand, p.gguf_name);
+        if (s.empty()) fail("convert: checkpoint has no tensor '{}' for '{}'", cand, t.name);
         p.sources.push_back(s);
       }
-      plan.push_back(std::move(p));
+    } else {
+      std::string s = src.find(t.sources);
+      if (s.empty()) {
+        if (!t.required) continue;
+        fail("convert: checkpoint has no tensor for '{}' (looked for: {})", t.name, fmt::join(t.sources, ", "));
+      }
+      p.sources.push_back(s);
     }
-    if (c.n_expert_shared > 0) {
-      const int64_t S = c.shared_ff();
-      need(g + "ffn_gate_shexp.weight", {D, S}, {o + "ffn.shared_experts.w1.weight"});
-      need(g + "ffn_up_shexp.weight", {D, S}, {o + "ffn.shared_experts.w3.weight"});
-      need(g + "ffn_down_shexp.weight", {S, D}, {o + "ffn.shared_experts.w2.weight"});
-    }
+    plan.push_back(std::move(p));
   }
-  need("output_hc_fn.weight", {hc * D, hc}, {"hc_head_fn", "hc_head.hc_fn"});
-  need("output_hc_base.weight", {hc}, {"hc_head_base", "hc_head.hc_base"});
-  need("output_hc_scale.weight", {1}, {"hc_head_scale", "hc_head.hc_scale"});
-  need("output_norm.weight", {D}, {"norm.weight"});
-  need("output.weight", {D, V}, {"head.weight", "lm_head.weight"});
   return plan;
 }
 

@@ -97,7 +97,9 @@ void synth(const SynthOptions& opt) {
     c.n_hash_layers = std::min(c.n_hash_layers, c.n_layer);
     c.validate();
   }
-  const std::vector<TensorSpec> specs = tensor_specs(c);
+  // Optional tensors (a bias hash layers do not use) are left out.
+  std::vector<TensorSpec> specs = tensor_specs(c);
+  std::erase_if(specs, [](const TensorSpec& s) { return !s.required; });
   std::vector<GgmlType> types;
   gguf::Writer w;
   for (auto& [k, v] : c.to_metadata()) w.set(k, std::move(v));

@@ -6,68 +6,106 @@
 
 namespace ds4::model {
 
+#define DS4_GSLOT(field) [](ModelWeights& mw, uint32_t) -> Weight& { return mw.field; }
+#define DS4_LSLOT(field) [](ModelWeights& mw, uint32_t li) -> Weight& { return mw.layers[li].field; }
+
 std::vector<TensorSpec> tensor_specs(const ModelConfig& c) {
   std::vector<TensorSpec> v;
   using R = TensorRole;
+  using Slot = Weight& (*)(ModelWeights&, uint32_t);
   const int64_t D = c.n_embd, V = c.n_vocab, H = c.n_head, hd = c.head_dim, hc = c.hc_count, mix = c.hc_mix_rows();
-  v.push_back({"token_embd.weight", {D, V}, R::matrix});
+  uint32_t layer = 0;
+  auto add = [&](std::string name, std::vector<int64_t> ne, R role, std::vector<std::string> sources, Slot slot,
+                 bool required = true) {
+    TensorSpec t;
+    t.name = std::move(name);
+    t.ne = std::move(ne);
+    t.role = role;
+    t.sources = std::move(sources);
+    t.required = required;
+    t.layer = layer;
+    t.slot = slot;
+    v.push_back(std::move(t));
+  };
+  add("token_embd.weight", {D, V}, R::matrix, {"embed.weight", "embed_tokens.weight"}, DS4_GSLOT(token_embd));
   for (uint32_t l = 0; l < c.n_layer; ++l) {
-    const std::string p = fmt::format("blk.{}.", l);
-    for (const char* sub : {"attn", "ffn"}) {
-      v.push_back({p + "hc_" + sub + "_fn.weight", {hc * D, mix}, R::matrix});
-      v.push_back({p + "hc_" + sub + "_scale.weight", {3}, R::hc_scale});
-      v.push_back({p + "hc_" + sub + "_base.weight", {mix}, R::hc_base});
-    }
-    v.push_back({p + "attn_norm.weight", {D}, R::norm});
-    v.push_back({p + "attn_q_a.weight", {D, c.q_lora_rank}, R::matrix});
-    v.push_back({p + "attn_q_a_norm.weight", {c.q_lora_rank}, R::norm});
-    v.push_back({p + "attn_q_b.weight", {c.q_lora_rank, H * hd}, R::matrix});
-    v.push_back({p + "attn_kv.weight", {D, hd}, R::matrix});
-    v.push_back({p + "attn_kv_a_norm.weight", {hd}, R::norm});
-    v.push_back({p + "attn_sinks.weight", {H}, R::sinks});
-    v.push_back({p + "attn_output_a.weight", {c.heads_per_group() * hd, int64_t{c.o_groups} * c.o_lora_rank}, R::matrix});
-    v.push_back({p + "attn_output_b.weight", {int64_t{c.o_groups} * c.o_lora_rank, D}, R::matrix});
+    layer = l;
+    const std::string p = fmt::format("blk.{}.", l), o = fmt::format("layers.{}.", l);
+    add(p + "hc_attn_fn.weight", {hc * D, mix}, R::matrix, {o + "hc_attn_fn"}, DS4_LSLOT(hc_attn_fn));
+    add(p + "hc_attn_scale.weight", {3}, R::hc_scale, {o + "hc_attn_scale"}, DS4_LSLOT(hc_attn_scale));
+    add(p + "hc_attn_base.weight", {mix}, R::hc_base, {o + "hc_attn_base"}, DS4_LSLOT(hc_attn_base));
+    add(p + "attn_norm.weight", {D}, R::norm, {o + "attn_norm.weight"}, DS4_LSLOT(attn_norm));
+    add(p + "attn_q_a.weight", {D, c.q_lora_rank}, R::matrix, {o + "attn.wq_a.weight"}, DS4_LSLOT(q_a));
+    add(p + "attn_q_a_norm.weight", {c.q_lora_rank}, R::norm, {o + "attn.q_norm.weight"}, DS4_LSLOT(q_a_norm));
+    add(p + "attn_q_b.weight", {c.q_lora_rank, H * hd}, R::matrix, {o + "attn.wq_b.weight"}, DS4_LSLOT(q_b));
+    add(p + "attn_kv.weight", {D, hd}, R::matrix, {o + "attn.wkv.weight"}, DS4_LSLOT(kv));
+    add(p + "attn_kv_a_norm.weight", {hd}, R::norm, {o + "attn.kv_norm.weight", o + "attn.norm.weight"},
+        DS4_LSLOT(kv_norm));
+    add(p + "attn_sinks.weight", {H}, R::sinks, {o + "attn.attn_sink"}, DS4_LSLOT(sinks));
+    add(p + "attn_output_a.weight", {c.heads_per_group() * hd, int64_t{c.o_groups} * c.o_lora_rank}, R::matrix,
+        {o + "attn.wo_a.weight"}, DS4_LSLOT(out_a));
+    add(p + "attn_output_b.weight", {int64_t{c.o_groups} * c.o_lora_rank, D}, R::matrix, {o + "attn.wo_b.weight"},
+        DS4_LSLOT(out_b));
     const uint32_t r = c.compress_ratios[l];
     if (r != 0) {
       const int64_t w = (r == 4 ? 2 : 1) * hd;
-      v.push_back({p + "attn_compressor_ape.weight", {w, r}, R::ape});
-      v.push_back({p + "attn_compressor_kv.weight", {D, w}, R::matrix});
-      v.push_back({p + "attn_compressor_gate.weight", {D, w}, R::matrix});
-      v.push_back({p + "attn_compressor_norm.weight", {hd}, R::norm});
+      add(p + "attn_compressor_ape.weight", {w, r}, R::ape, {o + "attn.compressor.ape"}, DS4_LSLOT(compressor.ape));
+      add(p + "attn_compressor_kv.weight", {D, w}, R::matrix, {o + "attn.compressor.wkv.weight"}, DS4_LSLOT(compressor.kv));
+      add(p + "attn_compressor_gate.weight", {D, w}, R::matrix, {o + "attn.compressor.wgate.weight"},
+          DS4_LSLOT(compressor.gate));
+      add(p + "attn_compressor_norm.weight", {hd}, R::norm,
+          {o + "attn.compressor.norm.weight", o + "attn.compressor.kv_norm.weight"}, DS4_LSLOT(compressor.norm));
     }
     if (r == 4) {
       const int64_t id = c.indexer_head_dim;
-      v.push_back({p + "indexer.attn_q_b.weight", {c.q_lora_rank, int64_t{c.indexer_heads} * id}, R::matrix});
-      v.push_back({p + "indexer.proj.weight", {D, c.indexer_heads}, R::matrix});
-      v.push_back({p + "indexer_compressor_ape.weight", {2 * id, 4}, R::ape});
-      v.push_back({p + "indexer_compressor_kv.weight", {D, 2 * id}, R::matrix});
-      v.push_back({p + "indexer_compressor_gate.weight", {D, 2 * id}, R::matrix});
-      v.push_back({p + "indexer_compressor_norm.weight", {id}, R::norm});
+      add(p + "indexer.attn_q_b.weight", {c.q_lora_rank, int64_t{c.indexer_heads} * id}, R::matrix,
+          {o + "attn.indexer.wq_b.weight"}, DS4_LSLOT(indexer_q_b));
+      add(p + "indexer.proj.weight", {D, c.indexer_heads}, R::matrix, {o + "attn.indexer.weights_proj.weight"},
+          DS4_LSLOT(indexer_proj));
+      add(p + "indexer_compressor_ape.weight", {2 * id, 4}, R::ape, {o + "attn.indexer.compressor.ape"},
+          DS4_LSLOT(indexer_compressor.ape));
+      add(p + "indexer_compressor_kv.weight", {D, 2 * id}, R::matrix, {o + "attn.indexer.compressor.wkv.weight"},
+          DS4_LSLOT(indexer_compressor.kv));
+      add(p + "indexer_compressor_gate.weight", {D, 2 * id}, R::matrix, {o + "attn.indexer.compressor.wgate.weight"},
+          DS4_LSLOT(indexer_compressor.gate));
+      add(p + "indexer_compressor_norm.weight", {id}, R::norm, {o + "attn.indexer.compressor.norm.weight"},
+          DS4_LSLOT(indexer_compressor.norm));
     }
-    v.push_back({p + "ffn_norm.weight", {D}, R::norm});
-    v.push_back({p + "ffn_gate_inp.weight", {D, c.n_expert}, R::matrix});
-    if (c.is_hash_layer(l))
-      v.push_back({p + "ffn_gate_tid2eid.weight", {c.n_expert_used, V}, R::tid2eid});
-    else
-      v.push_back({p + "exp_probs_b.bias", {c.n_expert}, R::router_bias});
+    add(p + "hc_ffn_fn.weight", {hc * D, mix}, R::matrix, {o + "hc_ffn_fn"}, DS4_LSLOT(hc_ffn_fn));
+    add(p + "hc_ffn_scale.weight", {3}, R::hc_scale, {o + "hc_ffn_scale"}, DS4_LSLOT(hc_ffn_scale));
+    add(p + "hc_ffn_base.weight", {mix}, R::hc_base, {o + "hc_ffn_base"}, DS4_LSLOT(hc_ffn_base));
+    add(p + "ffn_norm.weight", {D}, R::norm, {o + "ffn_norm.weight"}, DS4_LSLOT(ffn_norm));
+    add(p + "ffn_gate_inp.weight", {D, c.n_expert}, R::matrix, {o + "ffn.gate.weight"}, DS4_LSLOT(gate_inp));
+    // Hash layers select experts by token id and need no selection bias; a
+    // checkpoint may still carry one (it is then converted, and unused).
+    const bool hash = c.is_hash_layer(l);
+    add(p + "exp_probs_b.bias", {c.n_expert}, R::router_bias, {o + "ffn.gate.bias", o + "ffn.gate.e_score_correction_bias"},
+        DS4_LSLOT(exp_probs_b), !hash);
+    if (hash)
+      add(p + "ffn_gate_tid2eid.weight", {c.n_expert_used, V}, R::tid2eid, {o + "ffn.gate.tid2eid"}, DS4_LSLOT(tid2eid));
     const int64_t F = c.expert_ff, E = c.n_expert;
-    v.push_back({p + "ffn_gate_exps.weight", {D, F, E}, R::matrix});
-    v.push_back({p + "ffn_up_exps.weight", {D, F, E}, R::matrix});
-    v.push_back({p + "ffn_down_exps.weight", {F, D, E}, R::matrix});
+    add(p + "ffn_gate_exps.weight", {D, F, E}, R::matrix, {o + "ffn.experts.{}.w1.weight"}, DS4_LSLOT(gate_exps));
+    add(p + "ffn_up_exps.weight", {D, F, E}, R::matrix, {o + "ffn.experts.{}.w3.weight"}, DS4_LSLOT(up_exps));
+    add(p + "ffn_down_exps.weight", {F, D, E}, R::matrix, {o + "ffn.experts.{}.w2.weight"}, DS4_LSLOT(down_exps));
+    for (size_t k = v.size() - 3; k < v.size(); ++k) v[k].per_expert = true;
     if (c.n_expert_shared > 0) {
       const int64_t S = c.shared_ff();
-      v.push_back({p + "ffn_gate_shexp.weight", {D, S}, R::matrix});
-      v.push_back({p + "ffn_up_shexp.weight", {D, S}, R::matrix});
-      v.push_back({p + "ffn_down_shexp.weight", {S, D}, R::matrix});
+      add(p + "ffn_gate_shexp.weight", {D, S}, R::matrix, {o + "ffn.shared_experts.w1.weight"}, DS4_LSLOT(gate_shexp));
+      add(p + "ffn_up_shexp.weight", {D, S}, R::matrix, {o + "ffn.shared_experts.w3.weight"}, DS4_LSLOT(up_shexp));
+      add(p + "ffn_down_shexp.weight", {S, D}, R::matrix, {o + "ffn.shared_experts.w2.weight"}, DS4_LSLOT(down_shexp));
     }
   }
-  v.push_back({"output_hc_fn.weight", {hc * D, hc}, R::matrix});
-  v.push_back({"output_hc_base.weight", {hc}, R::hc_base});
-  v.push_back({"output_hc_scale.weight", {1}, R::hc_scale});
-  v.push_back({"output_norm.weight", {D}, R::norm});
-  v.push_back({"output.weight", {D, V}, R::matrix});
+  layer = 0;
+  add("output_hc_fn.weight", {hc * D, hc}, R::matrix, {"hc_head_fn", "hc_head.hc_fn"}, DS4_GSLOT(output_hc_fn));
+  add("output_hc_base.weight", {hc}, R::hc_base, {"hc_head_base", "hc_head.hc_base"}, DS4_GSLOT(output_hc_base));
+  add("output_hc_scale.weight", {1}, R::hc_scale, {"hc_head_scale", "hc_head.hc_scale"}, DS4_GSLOT(output_hc_scale));
+  add("output_norm.weight", {D}, R::norm, {"norm.weight"}, DS4_GSLOT(output_norm));
+  add("output.weight", {D, V}, R::matrix, {"head.weight", "lm_head.weight"}, DS4_GSLOT(output));
   return v;
 }
+
+#undef DS4_GSLOT
+#undef DS4_LSLOT
 
 ModelConfig preset_config(const std::string& name) {
   ModelConfig c;
