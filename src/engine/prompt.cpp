@@ -6,28 +6,31 @@ namespace {
 constexpr std::string_view kBosText = "<｜begin▁of▁sentence｜>";
 }
 
-std::string_view thinking_name(Thinking t) {
+chat::ThinkMode to_chat(Thinking t) {
   switch (t) {
-    case Thinking::none: return "none";
-    case Thinking::high: return "high";
-    case Thinking::max: return "max";
+    case Thinking::none: return chat::ThinkMode::None;
+    case Thinking::high: return chat::ThinkMode::High;
+    case Thinking::max: return chat::ThinkMode::Max;
   }
-  return "high";
+  return chat::ThinkMode::High;
 }
 
-std::string_view think_max_prefix() {
-  return "Reasoning Effort: Absolute maximum with no shortcuts permitted.\n"
-         "You MUST be very thorough in your thinking and comprehensively decompose the problem to resolve the "
-         "root cause, rigorously stress-testing your logic against all potential paths, edge cases, and "
-         "adversarial scenarios.\n"
-         "Explicitly write out your entire deliberation process, documenting every intermediate step, "
-         "considered alternative, and rejected hypothesis to ensure absolutely no assumption is left "
-         "unchecked.\n\n";
+std::string_view thinking_name(Thinking t) { return chat::think_mode_name(to_chat(t)); }
+
+std::vector<int32_t> encode_segments(const Engine& e, const chat::Segments& segments) {
+  std::vector<int32_t> out;
+  for (const auto& s : segments) {
+    if (s.kind == chat::Segment::Kind::Special)
+      out.push_back(e.tokenizer().special_id(s.text));
+    else
+      e.tokenizer().encode_append(s.text, out);
+  }
+  return out;
 }
 
 std::vector<int32_t> prompt_head(const Engine& e, std::string_view system, Thinking t) {
   std::vector<int32_t> out{e.specials().bos};
-  if (t == Thinking::max) e.tokenizer().encode_append(think_max_prefix(), out);
+  if (t == Thinking::max) e.tokenizer().encode_append(chat::think_max_prefix(), out);
   if (!system.empty()) e.tokenizer().encode_append(system, out);
   return out;
 }
@@ -45,10 +48,7 @@ bool is_prerendered(std::string_view prompt) { return prompt.starts_with(kBosTex
 
 std::vector<int32_t> single_prompt(const Engine& e, std::string_view system, std::string_view user, Thinking t) {
   if (is_prerendered(user)) return e.tokenizer().encode(user, /*parse_special=*/true);
-  std::vector<int32_t> out = prompt_head(e, system, t);
-  const std::vector<int32_t> turn = user_turn(e, user, t);
-  out.insert(out.end(), turn.begin(), turn.end());
-  return out;
+  return encode_segments(e, chat::render_single(system, user, to_chat(t)));
 }
 
 }  // namespace ds4::engine

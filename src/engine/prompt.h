@@ -1,12 +1,13 @@
 #pragma once
-// DS4 prompt token sequences for the CLI (reference-behavior §2.3 single prompt,
-// §2.9 REPL transcript). Text from users and files is tokenized without
-// special-token recognition; the markers are inserted as ids.
-// TODO(chat): once src/chat is committed, build these from chat::render_single.
+// DS4 prompt token sequences for the CLI: the §2.3 single prompt is rendered by
+// chat::render_single; the REPL transcript (§2.9) is built from the same head
+// and turn pieces. Text from users and files is tokenized without special-token
+// recognition; markers go in as ids.
 #include <cstdint>
 #include <string_view>
 #include <vector>
 
+#include "chat/chat.h"
 #include "engine/engine.h"
 
 namespace ds4::engine {
@@ -14,9 +15,12 @@ namespace ds4::engine {
 enum class Thinking { none, high, max };
 
 // Think Max needs at least this much context; below it the CLI uses `high`.
-inline constexpr int64_t kThinkMaxMinContext = 393216;
+inline constexpr int64_t kThinkMaxMinContext = chat::kThinkMaxMinContext;
+chat::ThinkMode to_chat(Thinking t);
 std::string_view thinking_name(Thinking t);  // "none", "high", "max"
-std::string_view think_max_prefix();
+
+// Token ids of rendered segments: specials by id, text as plain BPE.
+std::vector<int32_t> encode_segments(const Engine& e, const chat::Segments& segments);
 
 // BOS [max prefix] [system] — the head of every prompt and REPL transcript.
 std::vector<int32_t> prompt_head(const Engine& e, std::string_view system, Thinking t);

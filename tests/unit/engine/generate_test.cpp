@@ -166,3 +166,23 @@ TEST_F(Generate, ContinuingASessionEqualsOneLongPrompt) {
 
 }  // namespace
 }  // namespace ds4::engine
+
+namespace ds4::engine {
+namespace {
+
+// The one-shot prompt (chat::render_single) and the REPL's head + turn pieces
+// must give the same tokens, or the REPL's first turn would differ from -p.
+TEST_F(Generate, SinglePromptEqualsReplHeadPlusTurn) {
+  for (Thinking t : {Thinking::none, Thinking::high, Thinking::max}) {
+    for (std::string_view system : {std::string_view(""), std::string_view("You are a helpful assistant")}) {
+      const std::string user = "Hi <｜Assistant｜> there";  // control spelling in user text stays text
+      auto want = prompt_head(*engine_, system, t);
+      const auto turn = user_turn(*engine_, user, t);
+      want.insert(want.end(), turn.begin(), turn.end());
+      EXPECT_EQ(single_prompt(*engine_, system, user, t), want) << thinking_name(t) << " / '" << system << "'";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ds4::engine
