@@ -18,10 +18,7 @@
 #include "util/error.h"
 #include "util/log.h"
 
-#if __has_include("tokenizer/hf_import.h")
 #include "tokenizer/hf_import.h"
-#define DS4_HAVE_TOKENIZER_IMPORT 1
-#endif
 
 namespace ds4::model {
 namespace {
@@ -161,8 +158,8 @@ std::vector<uint8_t> source_bytes(const safetensors::Checkpoint& ck, const PlanT
 
 }  // namespace
 
-void check_tokenizer_vocab(const std::vector<std::pair<std::string, gguf::Value>>& md, const ModelConfig& c,
-                           const std::string& source) {
+void embed_tokenizer(gguf::Writer& w, const ModelConfig& c, const std::string& source) {
+  auto md = tokenizer::gguf_metadata_from_hf(source);
   for (const auto& [k, v] : md) {
     if (k != "tokenizer.ggml.tokens") continue;
     const size_t n = v.items.size();
@@ -171,6 +168,7 @@ void check_tokenizer_vocab(const std::vector<std::pair<std::string, gguf::Value>
            "embedding row", source, n, c.n_vocab, c.n_vocab, n - 1);
     if (n < c.n_vocab) log::info("tokenizer {} has {} tokens for a vocabulary of {} (padded rows unused)", source, n, c.n_vocab);
   }
+  for (auto& [k, v] : md) w.set(k, std::move(v));
 }
 
 const std::vector<std::string>& recipe_names() {
@@ -222,15 +220,7 @@ void convert(const ConvertOptions& opt) {
   for (auto& [k, v] : c.to_metadata()) w.set(k, std::move(v));
   w.set("general.name", gguf::Value::str(fs::path(opt.hf_dir).filename().string()));
   w.set("general.file_type_recipe", gguf::Value::str(opt.recipe));
-  if (!opt.tokenizer_json.empty()) {
-#ifdef DS4_HAVE_TOKENIZER_IMPORT
-    auto md = tokenizer::gguf_metadata_from_hf(opt.tokenizer_json);
-    check_tokenizer_vocab(md, c, opt.tokenizer_json);
-    for (auto& [k, v] : md) w.set(k, std::move(v));
-#else
-    fail("convert: --tokenizer is not available in this build (tokenizer import not built yet)");
-#endif
-  }
+  if (!opt.tokenizer_json.empty()) embed_tokenizer(w, c, opt.tokenizer_json);
   for (const auto& p : plan) w.add_tensor_info(p.gguf_name, p.type, p.ne);
   w.begin(opt.output);
   size_t done = 0;

@@ -23,12 +23,12 @@ void convert(const ConvertOptions& opt);
 // config.json of the official release or of transformers' DeepseekV4Config.
 ModelConfig config_from_hf_json(const std::string& config_json_path);
 
-// Throws when tokenizer metadata (tokenizer.ggml.tokens in `md`, from `source`)
-// has more tokens than the model's vocabulary: those ids would index past the
-// embedding and output head. Fewer tokens is fine (a padded vocabulary, as in
-// DeepSeek V3's 128815 tokens for 129280 rows).
-void check_tokenizer_vocab(const std::vector<std::pair<std::string, gguf::Value>>& md, const ModelConfig& c,
-                           const std::string& source);
+// Adds the tokenizer.ggml.* metadata of a Hugging Face tokenizer.json to `w`
+// (used by convert and synth). Throws when the tokenizer has more tokens than
+// the model's vocabulary: those ids would index past the embedding and output
+// head. Fewer tokens is fine (a padded vocabulary, as in DeepSeek V3's 128815
+// tokens for 129280 rows).
+void embed_tokenizer(gguf::Writer& w, const ModelConfig& c, const std::string& tokenizer_json);
 
 // The recipes `ds4 convert --recipe` knows, for --help and error messages.
 const std::vector<std::string>& recipe_names();

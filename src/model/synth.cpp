@@ -18,10 +18,6 @@
 #include "util/log.h"
 #include "util/thread_pool.h"
 
-#if __has_include("tokenizer/hf_import.h")
-#include "tokenizer/hf_import.h"
-#define DS4_HAVE_TOKENIZER_IMPORT 1
-#endif
 
 namespace ds4::model {
 namespace {
@@ -104,15 +100,7 @@ void synth(const SynthOptions& opt) {
   gguf::Writer w;
   for (auto& [k, v] : c.to_metadata()) w.set(k, std::move(v));
   w.set("general.name", gguf::Value::str(fmt::format("synth-{}-seed{}", opt.shape, opt.seed)));
-  if (!opt.tokenizer_json.empty()) {
-#ifdef DS4_HAVE_TOKENIZER_IMPORT
-    auto md = tokenizer::gguf_metadata_from_hf(opt.tokenizer_json);
-    check_tokenizer_vocab(md, c, opt.tokenizer_json);
-    for (auto& [k, v] : md) w.set(k, std::move(v));
-#else
-    fail("synth: --tokenizer is not available in this build (tokenizer import not built yet)");
-#endif
-  }
+  if (!opt.tokenizer_json.empty()) embed_tokenizer(w, c, opt.tokenizer_json);
   for (const auto& s : specs) {
     types.push_back(s.role == TensorRole::tid2eid ? GgmlType::I32 : recipe_type(opt.recipe, s.name, s.ne));
     w.add_tensor_info(s.name, types.back(), s.ne);
