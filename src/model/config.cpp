@@ -32,22 +32,6 @@ const gguf::Value* lookup(const Finder& find, const Keys& k, std::string* used) 
   return nullptr;
 }
 
-uint32_t get_u32(const Finder& find, const Keys& k, bool required = true, uint32_t def = 0) {
-  std::string key;
-  const gguf::Value* v = lookup(find, k, &key);
-  if (!v) {
-    if (required) fail("model metadata: missing required key '{}'", key);
-    return def;
-  }
-  if (!v->is_integer()) fail("model metadata: key '{}' must be an integer, got {}", key, gguf::value_type_name(v->type));
-  const int64_t x = v->type == gguf::ValueType::UINT64 || v->type == gguf::ValueType::UINT32 ||
-                            v->type == gguf::ValueType::UINT16 || v->type == gguf::ValueType::UINT8
-                        ? static_cast<int64_t>(v->u)
-                        : v->i;
-  if (x < 0 || x > 0xffffffffLL) fail("model metadata: key '{}' = {} is out of range", key, x);
-  return static_cast<uint32_t>(x);
-}
-
 uint64_t get_u64(const Finder& find, const Keys& k, bool required, uint64_t def) {
   std::string key;
   const gguf::Value* v = lookup(find, k, &key);
@@ -57,6 +41,17 @@ uint64_t get_u64(const Finder& find, const Keys& k, bool required, uint64_t def)
   }
   if (!v->is_integer()) fail("model metadata: key '{}' must be an integer, got {}", key, gguf::value_type_name(v->type));
   return v->as_u64(key);
+}
+
+uint32_t get_u32(const Finder& find, const Keys& k, bool required = true, uint32_t def = 0) {
+  // Same reading as get_u64 (any integer type, negatives rejected), then the u32 range.
+  const uint64_t x = get_u64(find, k, required, def);
+  if (x > 0xffffffffULL) {
+    std::string key;
+    lookup(find, k, &key);
+    fail("model metadata: key '{}' = {} is out of range", key, x);
+  }
+  return static_cast<uint32_t>(x);
 }
 
 float get_f32(const Finder& find, const Keys& k, bool required = true, float def = 0) {
