@@ -27,6 +27,10 @@ const DotKernel* find_kernel(GgmlType t, Isa isa);
 // DS4_QUANT_ISA=scalar|avx2|avx512 in the environment caps the choice.
 const DotKernel* best_kernel(GgmlType t);
 bool cpu_has(Isa isa);
+// Caps best_kernel's choice from now on, as DS4_QUANT_ISA does at start-up
+// (Avx512: no cap). For tests that compare the kernels of two ISAs in one
+// process; not meant to change while matmuls run on other threads.
+void set_isa_cap(Isa cap);
 
 // Activation quantizers (n % block == 0).
 void quantize_row_q8_0(const float* x, void* dst, int64_t n);

@@ -1,5 +1,6 @@
 // matvec/matmul: activation quantization, kernel dispatch and row splitting.
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
@@ -70,16 +71,21 @@ const DotKernel* find_kernel(GgmlType t, Isa isa) {
 
 namespace {
 
-Isa isa_cap() {
-  static const Isa cap = [] {
-    const char* e = std::getenv("DS4_QUANT_ISA");
-    const std::string_view v = e ? e : "";
-    if (v == "scalar") return Isa::Scalar;
-    if (v == "avx2") return Isa::Avx2;
-    return Isa::Avx512;  // no cap (NEON is the only choice on ARM)
-  }();
+Isa env_isa_cap() {
+  const char* e = std::getenv("DS4_QUANT_ISA");
+  const std::string_view v = e ? e : "";
+  if (v == "scalar") return Isa::Scalar;
+  if (v == "avx2") return Isa::Avx2;
+  return Isa::Avx512;  // no cap (NEON is the only choice on ARM)
+}
+
+// The cap: from the environment, until set_isa_cap changes it.
+std::atomic<int>& cap_slot() {
+  static std::atomic<int> cap{static_cast<int>(env_isa_cap())};
   return cap;
 }
+
+Isa isa_cap() { return static_cast<Isa>(cap_slot().load(std::memory_order_relaxed)); }
 
 struct Prepared {
   const DotKernel* k;
@@ -120,6 +126,8 @@ const uint8_t* prepare_act(const DotKernel& k, const float* X, int64_t n, int64_
 }
 
 }  // namespace
+
+void set_isa_cap(Isa cap) { cap_slot().store(static_cast<int>(cap), std::memory_order_relaxed); }
 
 const DotKernel* best_kernel(GgmlType t) {
   const Isa order[] = {Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar};
