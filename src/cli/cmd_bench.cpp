@@ -145,7 +145,7 @@ Registration reg("bench", 80, [](CLI::App& app) {
   sub->add_option("--gen-tokens,-n", o->gen_tokens, "Tokens generated at each frontier")->capture_default_str();
   sub->add_option("--csv", o->csv, "Write the CSV here instead of stdout");
   sub->add_option("-t,--threads", o->threads, "CPU threads (0: all)");
-  sub->add_option("--backend", o->backend, "cpu");
+  sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");
   sub->add_option("--numerics", o->numerics, "faithful (default) or exact");
   sub->callback([o] { run(*o); });
 });

@@ -212,7 +212,7 @@ Registration reg("run", 10, [](CLI::App& app) {
   sub->add_option("--logprobs-top-k", o->logprobs_top_k, "Candidates per step in --dump-logprobs")->capture_default_str();
   sub->add_option("--trace", o->trace, "Write prompt tokens, sampled tokens and the stop reason to a file");
   sub->add_option("-t,--threads", o->threads, "CPU threads (0: all)");
-  sub->add_option("--backend", o->backend, "cpu");
+  sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");
   sub->add_option("--numerics", o->numerics, "faithful (default) or exact");
   sub->callback([o, sub] { run(*o, *sub); });
 });

@@ -1,13 +1,15 @@
 // Whole-model CUDA forward vs the CPU reference backend (the oracle), on the
 // tiny fixtures converted with every recipe (scripts/gpu-check converts them
 // into $DS4_GPU_MODELS as <model>-<recipe>.gguf). For each model, recipe and
-// numerics mode: max abs / RMS logit difference and argmax disagreements under
-// the recipe's bounds (none allowed for f32), and CUDA prefill == decode ==
+// numerics mode: logits compared one step at a time from the same state
+// (teacher-forced, against the CPU and beside the CPU's own scalar-vs-SIMD
+// spread), free-running logits for f32 exact, and CUDA prefill == decode ==
 // chunked prefill bit for bit.
 // Plus snapshots: CUDA save/load continues exactly; a CUDA snapshot continues on
 // the CPU. Every case prints its measured figures.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +20,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "model/weights.h"
+#include "quant/kernels.h"
 
 namespace {
 
@@ -30,32 +33,46 @@ std::string model_dir() {
 
 struct Case {
   std::string model, recipe;
-  float max_abs;      // bound on max |cuda - cpu| over all logits of the sequence
-  double rms;         // bound on the RMS of cuda - cpu
-  int max_mismatch;   // positions (of 80) whose argmax may differ
 };
 
-// f32: the GPU and the CPU compute the same values up to f32 summation order
-// (measured on the H100: max abs 4.8e-6 tiny, 5.4e-6 tiny-flash exact; 3.7e-4
-// tiny faithful), so argmax must agree everywhere, in both numerics modes.
-// KNOWN FAILURE: tiny-flash f32 faithful measures max abs 1.53, 5/80 argmax
-// differences (see the report; FP8/FP4 rounding and indexer top-k are
-// discontinuous, but this is not yet shown to be the cause).
-// Quantized recipes: the CPU's integer kernels quantize activations to Q8_0/
-// Q8_K, the GPU multiplies by f32 activations, and on these random tiny models
-// that difference is as large as the weight quantization itself (compare
-// tests/py/test_forward_quant.py: Q8_0 vs the f32 reference has top-1 0.77).
-// Measured worst over both models and modes: q8_0 max abs 2.52 rms 0.297
-// mismatches 27; ds4-q4 2.55 / 0.265 / 28; ds4-q2 2.26 / 0.238 / 20. The bounds
-// are those plus ~25% (regression bounds, not the argmax-everywhere goal).
+// Two comparisons per model, recipe and numerics mode:
+//
+// Teacher-forced (asserted): at every position the GPU session is loaded with
+// the CPU session's state (the snapshot, the CPU's canonical layout) and both
+// run the same next token; so each position compares one step from identical
+// state, and a difference cannot snowball through the KV history. The same is
+// done for the CPU with its kernels capped to scalar: the spread the CPU shows
+// against itself when only the summation order changes.
+//
+// Free-running (printed, asserted only for f32 exact): both backends prefill
+// all 80 tokens on their own. On these random tiny models that comparison is
+// chaotic wherever the forward has a discontinuity: FP8/FP4 rounding in
+// faithful mode, Q8 rounding of activations in the integer kernels, and above
+// all the indexer's top-4 and the router's top-k picking between near-equal
+// scores. A last-bit difference in one sum flips such a choice and the
+// sequence diverges from there. The CPU does the same against itself: over
+// these 80 tokens, DS4_QUANT_ISA=scalar vs AVX2 gave tiny-flash f32 faithful
+// max abs 1.52 with 5/80 argmax changes (0.011 and none once indexer top_k
+// covers every row), and q8_0 / ds4-q2 / ds4-q4 max abs 0.39-2.33 with 1-13/80
+// argmax changes.
+//
+// Teacher-forced figures on the H100 (against the CPU's AVX-512 kernels on its
+// Xeon): per-position max |diff| has a median of 3e-7..3e-6 in every case, the
+// GPU and the scalar CPU alike. A few positions jump (> 0.05) where a top-k
+// choice sits on a near-tie, and there the GPU and the scalar CPU usually show
+// the very same difference (e.g. max 1.46 for both on tiny-flash ds4-q4): the
+// SIMD CPU is the one on the other side. Counts of jumps, GPU vs scalar CPU:
+// up to 10 vs 6 of 80; argmax changes up to 2 vs 1.
+//
+// Bounds: median position <= 1e-5 (a systematic error in any kernel moves
+// every position); jumps <= max(8, 2x the scalar CPU's); argmax changes <=
+// max(2, 2x the scalar CPU's). f32 weights: max <= 1e-2 and no argmax change
+// teacher-forced (measured 4.4e-6 exact, 2.7e-4 faithful), and in exact mode
+// also free-running: max abs <= 1e-3, no argmax change (measured 5.4e-6).
 std::vector<Case> cases() {
   std::vector<Case> out;
-  for (const char* m : {"tiny", "tiny-flash"}) {
-    out.push_back({m, "f32", 1e-3f, 1e-4, 0});
-    out.push_back({m, "q8_0", 3.2f, 0.37, 34});
-    out.push_back({m, "ds4-q4", 3.2f, 0.33, 35});
-    out.push_back({m, "ds4-q2", 2.9f, 0.30, 25});
-  }
+  for (const char* m : {"tiny", "tiny-flash"})
+    for (const char* r : {"f32", "q8_0", "ds4-q4", "ds4-q2"}) out.push_back({m, r});
   return out;
 }
 
@@ -113,6 +130,54 @@ Diff compare(const std::vector<float>& a, const std::vector<float>& b, size_t V)
 
 class GpuForward : public ::testing::TestWithParam<Case> {};
 
+// Per position t, from the CPU session's state after tokens [0, t): the CPU's
+// logits of token t, the GPU's (after loading that state), and the CPU's again
+// with its kernels capped to scalar (same state, other summation order: the
+// spread the CPU shows against itself).
+struct Forced {
+  std::vector<float> cpu, gpu, cpu_scalar;
+};
+
+Forced teacher_forced(const ds4::backend::Backend& cpu, const ds4::backend::Backend& gpu, NumericsMode mode,
+                      const std::vector<int32_t>& toks) {
+  const size_t V = cpu.model().config.n_vocab, n = toks.size();
+  Forced f{std::vector<float>(n * V), std::vector<float>(n * V), std::vector<float>(n * V)};
+  auto cs = cpu.new_session(mode);
+  auto gs = gpu.new_session(mode);
+  auto alt = cpu.new_session(mode);
+  for (size_t t = 0; t < n; ++t) {
+    const std::vector<uint8_t> state = cs->save();
+    gs->load(state);
+    alt->load(state);
+    const std::span<const int32_t> tok(toks.data() + t, 1);
+    gpu.forward(*gs, tok, std::span<float>(f.gpu.data() + t * V, V));
+    ds4::quant::set_isa_cap(ds4::quant::Isa::Scalar);
+    cpu.forward(*alt, tok, std::span<float>(f.cpu_scalar.data() + t * V, V));
+    ds4::quant::set_isa_cap(ds4::quant::Isa::Avx512);  // no cap
+    cpu.forward(*cs, tok, std::span<float>(f.cpu.data() + t * V, V));
+  }
+  return f;
+}
+
+// Per-position max |a - b|, sorted: [n/2] is the median position, [9n/10] the
+// 90th percentile.
+std::vector<float> position_errors(const std::vector<float>& a, const std::vector<float>& b, size_t V) {
+  std::vector<float> e(a.size() / V, 0.0f);
+  for (size_t t = 0; t < e.size(); ++t)
+    for (size_t v = 0; v < V; ++v) e[t] = std::max(e[t], std::fabs(a[t * V + v] - b[t * V + v]));
+  std::sort(e.begin(), e.end());
+  return e;
+}
+
+std::string summary(const std::vector<float>& e, const Diff& d, float jump) {
+  const size_t n = e.size();
+  const auto jumps = std::count_if(e.begin(), e.end(), [&](float x) { return x > jump; });
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "median %.2g p90 %.2g max %.3g, >%.2g at %ld/%zu, argmax %d/%zu", e[n / 2],
+                e[9 * n / 10], e[n - 1], jump, static_cast<long>(jumps), n, d.argmax_mismatch, n);
+  return buf;
+}
+
 TEST_P(GpuForward, MatchesCpuAndChunkingsAgree) {
   ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
   ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS (scripts/gpu-check does)";
@@ -124,6 +189,10 @@ TEST_P(GpuForward, MatchesCpuAndChunkingsAgree) {
   const size_t V = model->config.n_vocab;
   const auto toks = test_tokens(model->config.n_vocab, 80);
   for (NumericsMode mode : {NumericsMode::exact, NumericsMode::faithful}) {
+    const std::string what = c.model + "/" + c.recipe + " " + std::string(ds4::backend::numerics_name(mode));
+    const Forced tf = teacher_forced(*cpu, *gpu, mode, toks);
+    const Diff f = compare(tf.gpu, tf.cpu, V), fs = compare(tf.cpu_scalar, tf.cpu, V);
+    const auto ef = position_errors(tf.gpu, tf.cpu, V), es = position_errors(tf.cpu_scalar, tf.cpu, V);
     const auto want = run(*cpu, mode, toks, 0);
     const auto got = run(*gpu, mode, toks, 0);
     const auto dec = run(*gpu, mode, toks, 1);
@@ -131,14 +200,26 @@ TEST_P(GpuForward, MatchesCpuAndChunkingsAgree) {
     const Diff d = compare(got, want, V);
     const bool same_dec = std::memcmp(got.data(), dec.data(), got.size() * sizeof(float)) == 0;
     const bool same_chk = std::memcmp(got.data(), chk.data(), got.size() * sizeof(float)) == 0;
-    std::printf("gpu-forward: %-10s %-7s %-8s max_abs %.3g rms %.3g argmax_mismatch %d/80 prefill==decode %s "
-                "prefill==chunk7 %s\n",
-                c.model.c_str(), c.recipe.c_str(), std::string(ds4::backend::numerics_name(mode)).c_str(), d.max_abs,
-                d.rms, d.argmax_mismatch, same_dec ? "yes" : "NO", same_chk ? "yes" : "NO");
-    const std::string what = c.model + "/" + c.recipe + " " + std::string(ds4::backend::numerics_name(mode));
-    EXPECT_LE(d.max_abs, c.max_abs) << what;
-    EXPECT_LE(d.rms, c.rms) << what;
-    EXPECT_LE(d.argmax_mismatch, c.max_mismatch) << what << ": first at position " << d.first_bad;
+    std::printf("gpu-forward: %-10s %-7s %-8s forced cuda-cpu: %s | forced cpu_scalar-cpu: %s | free cuda-cpu: max_abs "
+                "%.3g argmax %d/80 | prefill==decode %s prefill==chunk7 %s\n",
+                c.model.c_str(), c.recipe.c_str(), std::string(ds4::backend::numerics_name(mode)).c_str(),
+                summary(ef, f, 0.05f).c_str(), summary(es, fs, 0.05f).c_str(), d.max_abs, d.argmax_mismatch,
+                same_dec ? "yes" : "NO", same_chk ? "yes" : "NO");
+    const auto jumps = [](const std::vector<float>& e) {
+      return static_cast<int>(std::count_if(e.begin(), e.end(), [](float x) { return x > 0.05f; }));
+    };
+    EXPECT_LE(ef[ef.size() / 2], 1e-5f) << what << " (teacher-forced): median position error";
+    EXPECT_LE(jumps(ef), std::max(8, 2 * jumps(es))) << what << " (teacher-forced): positions off by > 0.05";
+    EXPECT_LE(f.argmax_mismatch, std::max(2, 2 * fs.argmax_mismatch))
+        << what << " (teacher-forced): first at position " << f.first_bad;
+    if (c.recipe == "f32") {
+      EXPECT_LE(f.max_abs, 1e-2f) << what << " (teacher-forced)";
+      EXPECT_EQ(f.argmax_mismatch, 0) << what << " (teacher-forced): first at position " << f.first_bad;
+    }
+    if (c.recipe == "f32" && mode == NumericsMode::exact) {
+      EXPECT_LE(d.max_abs, 1e-3f) << what << " (free-running)";
+      EXPECT_EQ(d.argmax_mismatch, 0) << what << " (free-running): first at position " << d.first_bad;
+    }
     EXPECT_TRUE(same_dec) << "CUDA prefill and token-by-token decode differ";
     EXPECT_TRUE(same_chk) << "CUDA prefill and chunked (7) prefill differ";
   }
@@ -152,8 +233,8 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GpuForward, ::testing::ValuesIn(cases()), [](
 });
 
 // A CUDA session saved after 37 tokens and loaded into a fresh CUDA session
-// continues bit for bit; loaded into a CPU session it continues within the f32
-// bound (the snapshot is the CPU's canonical layout).
+// continues bit for bit; loaded into a CPU session it continues as the CPU
+// would (the snapshot is the CPU's canonical layout).
 TEST(GpuForwardSnapshot, SaveLoadContinues) {
   ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
   ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";
@@ -177,10 +258,15 @@ TEST(GpuForwardSnapshot, SaveLoadContinues) {
     auto c = cpu->new_session(mode);
     c->load(snap);
     cpu->forward(*c, std::span<const int32_t>(toks.data() + 37, toks.size() - 37), rest_cpu);
+    // Exact numerics: the whole continuation. Faithful: its first step only;
+    // beyond it the two run free and may part at a near-tie (see above).
+    const size_t steps = mode == NumericsMode::exact ? toks.size() - 37 : 1;
+    rest.resize(steps * V);
+    rest_cpu.resize(steps * V);
     const Diff d = compare(rest, rest_cpu, V);
-    std::printf("gpu-forward: snapshot %s: cuda->cuda exact continuation, cuda->cpu max_abs %.3g\n",
-                std::string(ds4::backend::numerics_name(mode)).c_str(), d.max_abs);
-    EXPECT_LE(d.max_abs, 2e-4f);
+    std::printf("gpu-forward: snapshot %s: cuda->cuda exact continuation, cuda->cpu max_abs %.3g over %zu steps\n",
+                std::string(ds4::backend::numerics_name(mode)).c_str(), d.max_abs, steps);
+    EXPECT_LE(d.max_abs, mode == NumericsMode::exact ? 2e-4f : 1e-2f);
     EXPECT_EQ(d.argmax_mismatch, 0);
   }
 }

@@ -28,6 +28,8 @@
 #include "backend/cuda/cuda_buffer.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_quant.h"
+#include "quant/blocks.h"
+#include "quant/kernels.h"
 #include "quant/quant.h"
 #include "util/error.h"
 #include "util/float16.h"
@@ -291,6 +293,236 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, GpuMatvec, ::testing::ValuesIn(mv_cases()), [
   return type_str(c.type) + "_" + std::to_string(c.rows) + "x" + std::to_string(c.cols) +
          (c.rows_per_warp ? "_rpw" + std::to_string(c.rows_per_warp) : "");
 });
+
+// ---- integer path: activation quantization (bit-exact) and matvec_q8 ------------
+// quantize_activation must give the CPU's integers and scales exactly (they are
+// part of what the model computes); matvec_q8's integer sums are exact, so it
+// may differ from the double-precision dot of the dequantized weight and the
+// quantized activation by float rounding only: per row |y - ref| <= k u S with
+// S = sum_i (|a_i| + |b_i|) |xq_i| (weight parts as above, xq the quantized
+// activation's values) and k = cols/32 + 32, the same budget as the f32 path.
+// The CPU's own scalar kernel is held to the same bound, as a check of it.
+
+struct ActCase {
+  GgmlType act;
+  int64_t cols;
+};
+
+// Random activations with the hard cases mixed in: an all-zero block, blocks
+// whose x * (1/d) lands exactly on .5 (Q8_0 rounds half away from zero, Q8_K
+// to even), tiny and huge magnitudes.
+std::vector<float> random_activation(int64_t cols, int block, std::mt19937_64& rng) {
+  std::vector<float> x(static_cast<size_t>(cols));
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  for (auto& v : x) v = uni(rng);
+  const int64_t nb = cols / block;
+  for (int64_t b = 0; b < nb; ++b) {
+    float* xb = x.data() + b * block;
+    switch (b % 6) {
+      case 1: std::fill(xb, xb + block, 0.0f); break;
+      case 2:  // amax 127: d = 1 (Q8_0) / iscale = 1 (Q8_K), so k + 0.5 is a tie
+        for (int i = 0; i < block; ++i) xb[i] = static_cast<float>(static_cast<int>(rng() % 200) - 100) + 0.5f;
+        xb[0] = 127.0f;
+        break;
+      case 3:
+        for (int i = 0; i < block; ++i) xb[i] *= 1e-30f;
+        break;
+      case 4:
+        for (int i = 0; i < block; ++i) xb[i] *= 1e4f;
+        break;
+      default: break;
+    }
+  }
+  return x;
+}
+
+// The CPU quantizer's output, split into q / d / bsums like the GPU layout.
+struct CpuAct {
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<int32_t> bsums;
+  std::vector<uint8_t> raw;  // the CPU blocks themselves (for the CPU kernels)
+};
+
+CpuAct cpu_quantize(GgmlType act, const std::vector<float>& x) {
+  const auto cols = static_cast<int64_t>(x.size());
+  CpuAct c;
+  c.q.resize(x.size());
+  if (act == GgmlType::Q8_0) {
+    c.raw.resize(static_cast<size_t>(cols / 32) * 34);
+    quant::quantize_row_q8_0(x.data(), c.raw.data(), cols);
+    for (int64_t b = 0; b < cols / 32; ++b) {
+      uint16_t h;
+      std::memcpy(&h, c.raw.data() + b * 34, 2);
+      c.d.push_back(f16_to_f32(h));
+      std::memcpy(c.q.data() + b * 32, c.raw.data() + b * 34 + 2, 32);
+    }
+  } else {
+    c.raw.resize(static_cast<size_t>(cols / 256) * sizeof(quant::BlockQ8_K));
+    quant::quantize_row_q8_k(x.data(), c.raw.data(), cols);
+    const auto* blk = reinterpret_cast<const quant::BlockQ8_K*>(c.raw.data());
+    for (int64_t b = 0; b < cols / 256; ++b) {
+      c.d.push_back(blk[b].d);
+      std::memcpy(c.q.data() + b * 256, blk[b].qs, 256);
+      for (int j = 0; j < 16; ++j) c.bsums.push_back(blk[b].bsums[j]);
+    }
+  }
+  return c;
+}
+
+class GpuActivation : public ::testing::TestWithParam<ActCase> {};
+
+TEST_P(GpuActivation, BitExactVsCpuQuantizer) {
+  REQUIRE_DEVICE();
+  const ActCase c = GetParam();
+  const int block = c.act == GgmlType::Q8_0 ? 32 : 256;
+  std::mt19937_64 rng(0xac7000u + static_cast<uint64_t>(c.cols) + ggml_type_id(c.act));
+  const auto x = random_activation(c.cols, block, rng);
+  const CpuAct want = cpu_quantize(c.act, x);
+
+  const size_t bytes = cuda::activation_bytes(c.act, c.cols);
+  DeviceBuffer dx(x.size() * 4), da(bytes);
+  dx.upload(x.data(), x.size() * 4);
+  DS4_CUDA_CHECK(cudaMemset(da.get(), 0x55, bytes));
+  cuda::quantize_activation(c.act, dx.as<float>(), c.cols, da.get());
+  sync();
+  std::vector<uint8_t> got(bytes);
+  da.download(got.data(), bytes);
+
+  const size_t qb = (x.size() + 15) / 16 * 16, nb = static_cast<size_t>(c.cols / block);
+  int64_t bad_q = 0, bad_d = 0, bad_s = 0;
+  for (size_t i = 0; i < x.size(); ++i) bad_q += static_cast<int8_t>(got[i]) != want.q[i];
+  for (size_t b = 0; b < nb; ++b) {
+    float d;
+    std::memcpy(&d, got.data() + qb + 4 * b, 4);
+    bad_d += std::bit_cast<uint32_t>(d) != std::bit_cast<uint32_t>(want.d[b]);
+  }
+  if (c.act == GgmlType::Q8_K) {
+    const size_t sb = qb + (4 * nb + 15) / 16 * 16;
+    for (size_t j = 0; j < want.bsums.size(); ++j) {
+      int32_t v;
+      std::memcpy(&v, got.data() + sb + 4 * j, 4);
+      bad_s += v != want.bsums[j];
+    }
+  }
+  EXPECT_EQ(bad_q, 0) << type_str(c.act) << ": " << bad_q << " of " << x.size() << " quants differ";
+  EXPECT_EQ(bad_d, 0) << type_str(c.act) << ": " << bad_d << " of " << nb << " scales differ";
+  EXPECT_EQ(bad_s, 0) << type_str(c.act) << ": " << bad_s << " block sums differ";
+}
+
+INSTANTIATE_TEST_SUITE_P(Both, GpuActivation,
+                         ::testing::Values(ActCase{GgmlType::Q8_0, 32}, ActCase{GgmlType::Q8_0, 32 * 1031},
+                                           ActCase{GgmlType::Q8_K, 256}, ActCase{GgmlType::Q8_K, 256 * 67}),
+                         [](const auto& p) { return type_str(p.param.act) + "_" + std::to_string(p.param.cols); });
+
+constexpr GgmlType kIntTypes[] = {GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::IQ2_XXS};
+
+class GpuMatvecQ8 : public ::testing::TestWithParam<MvCase> {};
+
+TEST_P(GpuMatvecQ8, WithinRoundingBoundOfDoubleDot) {
+  REQUIRE_DEVICE();
+  const MvCase c = GetParam();
+  const GgmlType act = cuda::activation_type(c.type);
+  ASSERT_TRUE(act == GgmlType::Q8_0 || act == GgmlType::Q8_K) << type_str(c.type) << " has no integer activation";
+  const quant::DotKernel* cpu = quant::scalar_kernel(c.type);
+  ASSERT_NE(cpu, nullptr);
+  ASSERT_EQ(cpu->act, act) << "GPU and CPU disagree on the activation type of " << type_str(c.type);
+  std::mt19937_64 rng(0x1d8000u + ggml_type_id(c.type) * 131 + static_cast<uint64_t>(c.rows * 7 + c.cols));
+  const auto w = random_data(c.type, c.rows * c.cols, false, rng);
+  std::vector<float> x(static_cast<size_t>(c.cols));
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  for (auto& v : x) v = uni(rng);
+  const CpuAct qa = cpu_quantize(act, x);
+  const int block = act == GgmlType::Q8_0 ? 32 : 256;
+
+  DeviceBuffer dw(w.size()), dx(x.size() * 4), da(cuda::activation_bytes(act, c.cols)), dy(static_cast<size_t>(c.rows) * 4);
+  dw.upload(w.data(), w.size());
+  dx.upload(x.data(), x.size() * 4);
+  DS4_CUDA_CHECK(cudaMemset(dy.get(), 0xff, dy.size()));
+  cuda::quantize_activation(act, dx.as<float>(), c.cols, da.get());
+  cuda::matvec_q8(c.type, dw.get(), c.rows, c.cols, da.get(), dy.as<float>());
+  sync();
+  std::vector<float> y(static_cast<size_t>(c.rows));
+  dy.download(y.data(), y.size() * 4);
+
+  const size_t rb = quant::row_bytes(c.type, c.cols);
+  const double u = std::ldexp(1.0, -24), k = static_cast<double>(c.cols / 32 + 32);
+  std::vector<float> wr(static_cast<size_t>(c.cols)), pa, pb;
+  double worst = 0, worst_cpu = 0;
+  int64_t bad = 0, bad_cpu = 0;
+  for (int64_t r = 0; r < c.rows; ++r) {
+    const uint8_t* row = w.data() + static_cast<size_t>(r) * rb;
+    quant::dequantize_row(c.type, row, wr.data(), c.cols);
+    weight_parts(c.type, row, c.cols, pa, pb);
+    double ref = 0, s = 0;
+    for (int64_t i = 0; i < c.cols; ++i) {
+      const double xq = static_cast<double>(qa.q[static_cast<size_t>(i)]) * qa.d[static_cast<size_t>(i / block)];
+      ref += static_cast<double>(wr[i]) * xq;
+      s += (std::fabs(static_cast<double>(pa[i])) + std::fabs(static_cast<double>(pb[i]))) * std::fabs(xq);
+    }
+    const double err = std::fabs(static_cast<double>(y[r]) - ref);
+    if (!(err <= k * u * s)) {  // also catches NaN (an unwritten row)
+      if (bad++ < 5)
+        ADD_FAILURE() << type_str(c.type) << " " << c.rows << "x" << c.cols << " row " << r << ": gpu " << y[r] << " ref "
+                      << ref << " err " << err << " > bound " << k * u * s;
+    }
+    const double ycpu = cpu->dot(c.cols, row, qa.raw.data());
+    const double err_cpu = std::fabs(ycpu - ref);
+    if (!(err_cpu <= k * u * s)) ++bad_cpu;
+    if (s > 0) {
+      worst = std::max(worst, err / (u * s));
+      worst_cpu = std::max(worst_cpu, err_cpu / (u * s));
+    }
+  }
+  EXPECT_EQ(bad, 0) << bad << " rows outside the bound";
+  EXPECT_EQ(bad_cpu, 0) << bad_cpu << " rows of the CPU scalar kernel outside the bound (the oracle itself)";
+  std::printf("  %-8s %6lldx%-6lld q8: max err gpu %.2f, cpu %.2f u*S (bound %.0f u*S)\n", type_str(c.type).c_str(),
+              static_cast<long long>(c.rows), static_cast<long long>(c.cols), worst, worst_cpu, k);
+}
+
+std::vector<MvCase> mvq_cases() {
+  std::vector<MvCase> v;
+  for (GgmlType t : kIntTypes) {
+    const int64_t qk = geometry(t).qk;
+    constexpr int64_t kSmall[][2] = {{1, 1}, {3, 3}, {17, 9}, {65, 16}, {1023, 8}, {1025, 2}};  // rows, blocks
+    for (const auto& rb : kSmall) v.push_back({t, rb[0], rb[1] * qk, 0});
+    constexpr int64_t kFlash[][2] = {{4096, 2048}, {2048, 4096}, {4096, 32768}};
+    for (const auto& rc : kFlash) v.push_back({t, rc[0], rc[1], 0});
+  }
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(IntTypes, GpuMatvecQ8, ::testing::ValuesIn(mvq_cases()), [](const auto& p) {
+  return type_str(p.param.type) + "_" + std::to_string(p.param.rows) + "x" + std::to_string(p.param.cols);
+});
+
+TEST(GpuMatvecQ8Indexed, PicksTheMatrixNamedOnTheDevice) {
+  REQUIRE_DEVICE();
+  // Three 2-row IQ2_XXS matrices; index 2 selected on the device must give the
+  // same result as matvec_q8 on the third matrix directly.
+  const GgmlType t = GgmlType::IQ2_XXS;
+  const int64_t rows = 5, cols = 512;
+  std::mt19937_64 rng(77);
+  const auto w = random_data(t, 3 * rows * cols, false, rng);
+  std::vector<float> x(static_cast<size_t>(cols));
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  for (auto& v : x) v = uni(rng);
+  const int64_t stride = static_cast<int64_t>(quant::row_bytes(t, cols)) * rows;
+  const int32_t idx = 2;
+  DeviceBuffer dw(w.size()), dx(x.size() * 4), da(cuda::activation_bytes(GgmlType::Q8_K, cols)), di(4), y1(rows * 4),
+      y2(rows * 4);
+  dw.upload(w.data(), w.size());
+  dx.upload(x.data(), x.size() * 4);
+  di.upload(&idx, 4);
+  cuda::quantize_activation(GgmlType::Q8_K, dx.as<float>(), cols, da.get());
+  cuda::matvec_q8_indexed(t, dw.get(), stride, di.as<int32_t>(), rows, cols, da.get(), y1.as<float>());
+  cuda::matvec_q8(t, dw.as<uint8_t>() + 2 * stride, rows, cols, da.get(), y2.as<float>());
+  sync();
+  std::vector<float> a(rows), b(rows);
+  y1.download(a.data(), rows * 4);
+  y2.download(b.data(), rows * 4);
+  for (int64_t r = 0; r < rows; ++r) EXPECT_EQ(std::bit_cast<uint32_t>(a[r]), std::bit_cast<uint32_t>(b[r])) << r;
+}
 
 // ---- errors ----------------------------------------------------------------------
 

@@ -158,8 +158,45 @@ void init_comp(DevCompState& s, int64_t ratio, int64_t dim, bool overlap) {
   s.score.upload(ninf.data(), ninf.size() * sizeof(float));
 }
 
+// An activation vector as the weights it meets need it: as is for float
+// weights, quantized to Q8_0 or Q8_K (as the CPU kernels quantize it) for the
+// integer ones. Each form is made at most once per bind(), on first use, so
+// several weights reading the same vector share one quantization.
+struct QAct {
+  DeviceBuffer q80, q8k;
+  const float* x = nullptr;
+  int64_t cols = 0;
+  bool has80 = false, has8k = false;
+
+  void alloc(int64_t max_cols) {
+    q80 = DeviceBuffer(ds4::cuda::activation_bytes(GgmlType::Q8_0, max_cols));
+    q8k = DeviceBuffer(ds4::cuda::activation_bytes(GgmlType::Q8_K, max_cols));
+  }
+  QAct& bind(const float* v, int64_t n) {
+    x = v;
+    cols = n;
+    has80 = has8k = false;
+    return *this;
+  }
+  // The activation in the form weight type t takes (F32: x itself).
+  const void* as(GgmlType act) {
+    if (act == GgmlType::Q8_0) {
+      if (!has80) ds4::cuda::quantize_activation(act, x, cols, q80.get());
+      has80 = true;
+      return q80.get();
+    }
+    if (act == GgmlType::Q8_K) {
+      if (!has8k) ds4::cuda::quantize_activation(act, x, cols, q8k.get());
+      has8k = true;
+      return q8k.get();
+    }
+    return x;
+  }
+};
+
 // Scratch of one token's forward; a session is used by one thread at a time.
 struct Scratch {
+  QAct in_a, in_b;  // two live inputs at a time (e.g. the normed hidden state and q's latent)
   DeviceBuffer X, u, mix, pre, post, comb, y, a, qlat, q, kv, ckv, cg, ikv, ig, iq, iwt, o, z, out, f, logit, sel, wts, g,
       up, ye, acc, v, topk, e, logits;
   int64_t logits_cap = 0;
@@ -213,6 +250,10 @@ class CudaSession final : public SessionState {
     s.v = fb(std::max<int64_t>(hd, c.indexer_head_dim));
     s.topk = fb(std::max<uint32_t>(c.indexer_top_k, 1));
     s.e = fb(D);
+    const int64_t max_cols = std::max<int64_t>(
+        {hc * D, H * hd, int64_t{c.o_groups} * c.o_lora_rank, ffmax, c.q_lora_rank, D, c.heads_per_group() * hd});
+    s.in_a.alloc(max_cols);
+    s.in_b.alloc(max_cols);
   }
   int64_t position() const override { return pos; }
   NumericsMode numerics() const override { return mode; }
@@ -395,15 +436,29 @@ class CudaBackend final : public Backend {
               static_cast<double>(free_b) / kMiB);
   }
 
-  static void mv(const DevWeight& w, const float* x, float* y, int64_t row0 = 0, int64_t rows = -1) {
-    ds4::cuda::matvec(w.type, w.p + sz(row0) * w.row_bytes, rows < 0 ? w.rows : rows, w.cols, x, y);
+  // y = rows [row0, row0 + rows) of w times the input. Integer weight types
+  // take the input quantized as the CPU's kernels take it (QAct).
+  static void mv(const DevWeight& w, QAct& in, float* y, int64_t row0 = 0, int64_t rows = -1) {
+    if (in.cols != w.cols) fail("cuda backend: input of {} values for a weight of {} columns", in.cols, w.cols);
+    const uint8_t* p = w.p + sz(row0) * w.row_bytes;
+    const int64_t n = rows < 0 ? w.rows : rows;
+    const GgmlType act = ds4::cuda::activation_type(w.type);
+    if (act == GgmlType::F32) ds4::cuda::matvec(w.type, p, n, w.cols, in.x, y);
+    else ds4::cuda::matvec_q8(w.type, p, n, w.cols, in.as(act), y);
+  }
+  // Matrix *sel of a stack of experts times the input.
+  static void mv_expert(const DevWeight& w, const int32_t* sel, QAct& in, float* y) {
+    const GgmlType act = ds4::cuda::activation_type(w.type);
+    const auto stride = static_cast<int64_t>(w.mat_bytes);
+    if (act == GgmlType::F32) ds4::cuda::matvec_indexed(w.type, w.p, stride, sel, w.rows, w.cols, in.x, y);
+    else ds4::cuda::matvec_q8_indexed(w.type, w.p, stride, sel, w.rows, w.cols, in.as(act), y);
   }
 
   // HC pre-mix: rms_norm of the HC stream, mixer, Sinkhorn split, collapse into sc.y.
   void hc_pre(Scratch& s, const DevWeight& fn, const float* scale, const float* base) const {
     const int64_t D = c_.n_embd, hc = c_.hc_count;
     fwd::rms_norm_rows(s.X.as<float>(), nullptr, 1, hc * D, c_.rms_eps, s.u.as<float>(), nullptr);
-    mv(fn, s.u.as<float>(), s.mix.as<float>());
+    mv(fn, s.in_b.bind(s.u.as<float>(), hc * D), s.mix.as<float>());
     fwd::hc_split(s.mix.as<float>(), scale, base, static_cast<int>(hc), c_.hc_eps, static_cast<int>(c_.sinkhorn_iters),
                   s.pre.as<float>(), s.post.as<float>(), s.comb.as<float>(), nullptr);
     fwd::hc_collapse(s.X.as<float>(), s.pre.as<float>(), static_cast<int>(hc), D, s.y.as<float>(), nullptr);
@@ -456,16 +511,18 @@ class CudaBackend final : public Backend {
     hc_pre(s, W.hc_attn_fn, W.hc_attn_scale, W.hc_attn_base);
     float* a = s.a.as<float>();
     fwd::rms_norm_rows(s.y.as<float>(), W.attn_norm, 1, D, eps, a, nullptr);
+    QAct& in_a = s.in_a.bind(a, D);
     float* qlat = s.qlat.as<float>();
-    mv(W.q_a, a, qlat);
+    mv(W.q_a, in_a, qlat);
     fwd::rms_norm_rows(qlat, W.q_a_norm, 1, qr, eps, qlat, nullptr);
+    QAct& in_q = s.in_b.bind(qlat, qr);
     float* q = s.q.as<float>();
-    mv(W.q_b, qlat, q);
+    mv(W.q_b, in_q, q);
     fwd::rms_norm_rows(q, nullptr, H, hd, eps, q, nullptr);
     fwd::rope(q + nope, hd, static_cast<int>(H), rope, pairs, p, false, nullptr);
     // The new raw KV row goes straight into its ring slot.
     float* k = L.raw.as<float>() + (p % win) * hd;
-    mv(W.kv, a, k);
+    mv(W.kv, in_a, k);
     fwd::rms_norm_rows(k, W.kv_norm, 1, hd, eps, k, nullptr);
     fwd::rope(k + nope, 0, 1, rope, pairs, p, false, nullptr);
     if (faithful) fwd::kv_round(k, nope, hd, nullptr);
@@ -473,24 +530,24 @@ class CudaBackend final : public Backend {
     const int32_t* sel = nullptr;
     int64_t n_comp = 0;
     if (ratio) {
-      mv(W.comp.kv, a, s.ckv.as<float>());
-      mv(W.comp.gate, a, s.cg.as<float>());
+      mv(W.comp.kv, in_a, s.ckv.as<float>());
+      mv(W.comp.gate, in_a, s.cg.as<float>());
       comp_step(L, L.attn, W.comp, false, faithful, p, s.ckv.as<float>(), s.cg.as<float>(), s);
       n_comp = L.attn.n_rows;
     }
     if (ratio == 4) {
       const int64_t ih = c_.indexer_heads, id = c_.indexer_head_dim;
-      mv(W.icomp.kv, a, s.ikv.as<float>());
-      mv(W.icomp.gate, a, s.ig.as<float>());
+      mv(W.icomp.kv, in_a, s.ikv.as<float>());
+      mv(W.icomp.gate, in_a, s.ig.as<float>());
       comp_step(L, L.indexer, W.icomp, true, faithful, p, s.ikv.as<float>(), s.ig.as<float>(), s);
       const int64_t nrows = L.indexer.n_rows, top_k = c_.indexer_top_k;
       if (nrows > top_k) {
         float* iq = s.iq.as<float>();
-        mv(W.indexer_q_b, qlat, iq);
+        mv(W.indexer_q_b, in_q, iq);
         fwd::rope(iq + id - rd, id, static_cast<int>(ih), rope_comp_, pairs, p, false, nullptr);
         if (faithful) fwd::indexer_qat(iq, ih, id, nullptr);
         float* iwt = s.iwt.as<float>();
-        mv(W.indexer_proj, a, iwt);
+        mv(W.indexer_proj, in_a, iwt);
         fwd::scale(iwt, ih, 1.0f / std::sqrt(static_cast<float>(id * ih)), nullptr);
         fwd::indexer_scores(L.indexer.rows.as<float>(), nrows, id, iq, iwt, static_cast<int>(ih),
                             L.idx_score.as<float>(), nullptr);
@@ -509,8 +566,9 @@ class CudaBackend final : public Backend {
 
     // Grouped output projection: group g maps its heads through its rows of W_oa.
     const int64_t G = c_.o_groups, ro = c_.o_lora_rank, hpg = c_.heads_per_group();
-    for (int64_t g = 0; g < G; ++g) mv(W.out_a, o + g * hpg * hd, s.z.as<float>() + g * ro, g * ro, ro);
-    mv(W.out_b, s.z.as<float>(), s.out.as<float>());
+    for (int64_t g = 0; g < G; ++g)
+      mv(W.out_a, s.in_b.bind(o + g * hpg * hd, hpg * hd), s.z.as<float>() + g * ro, g * ro, ro);
+    mv(W.out_b, s.in_b.bind(s.z.as<float>(), G * ro), s.out.as<float>());
     hc_post(s);
   }
 
@@ -522,7 +580,8 @@ class CudaBackend final : public Backend {
     hc_pre(s, W.hc_ffn_fn, W.hc_ffn_scale, W.hc_ffn_base);
     float* f = s.f.as<float>();
     fwd::rms_norm_rows(s.y.as<float>(), W.ffn_norm, 1, D, c_.rms_eps, f, nullptr);
-    mv(W.gate_inp, f, s.logit.as<float>());
+    QAct& in_f = s.in_a.bind(f, D);
+    mv(W.gate_inp, in_f, s.logit.as<float>());
     const int32_t* hash = c_.is_hash_layer(l) ? W.tid2eid + int64_t{tok} * K : nullptr;
     int32_t* sel = s.sel.as<int32_t>();
     float* wts = s.wts.as<float>();
@@ -532,19 +591,18 @@ class CudaBackend final : public Backend {
     DS4_CUDA_CHECK(cudaMemsetAsync(out, 0, sz(D) * sizeof(float)));
     float *g = s.g.as<float>(), *u = s.up.as<float>(), *ye = s.ye.as<float>();
     for (int64_t k = 0; k < K; ++k) {
-      using ds4::cuda::matvec_indexed;
-      matvec_indexed(W.gate_exps.type, W.gate_exps.p, static_cast<int64_t>(W.gate_exps.mat_bytes), sel + k, FF, D, f, g);
-      matvec_indexed(W.up_exps.type, W.up_exps.p, static_cast<int64_t>(W.up_exps.mat_bytes), sel + k, FF, D, f, u);
+      mv_expert(W.gate_exps, sel + k, in_f, g);
+      mv_expert(W.up_exps, sel + k, in_f, u);
       fwd::swiglu(g, u, FF, clamp, wts + k, nullptr);
-      matvec_indexed(W.down_exps.type, W.down_exps.p, static_cast<int64_t>(W.down_exps.mat_bytes), sel + k, D, FF, g, ye);
+      mv_expert(W.down_exps, sel + k, s.in_b.bind(g, FF), ye);
       fwd::add(out, ye, D, nullptr);
     }
     if (c_.n_expert_shared > 0) {
       const int64_t SF = c_.shared_ff();
-      mv(W.gate_shexp, f, g);
-      mv(W.up_shexp, f, u);
+      mv(W.gate_shexp, in_f, g);
+      mv(W.up_shexp, in_f, u);
       fwd::swiglu(g, u, SF, clamp, nullptr, nullptr);
-      mv(W.down_shexp, g, ye);
+      mv(W.down_shexp, s.in_b.bind(g, SF), ye);
       fwd::add(out, ye, D, nullptr);
     }
     hc_post(s);
@@ -553,12 +611,12 @@ class CudaBackend final : public Backend {
   void head(Scratch& s, float* logits) const {
     const int64_t D = c_.n_embd, hc = c_.hc_count;
     fwd::rms_norm_rows(s.X.as<float>(), nullptr, 1, hc * D, c_.rms_eps, s.u.as<float>(), nullptr);
-    mv(output_hc_fn_, s.u.as<float>(), s.mix.as<float>());
+    mv(output_hc_fn_, s.in_b.bind(s.u.as<float>(), hc * D), s.mix.as<float>());
     fwd::hc_head_pre(s.mix.as<float>(), output_hc_scale_, output_hc_base_, static_cast<int>(hc), c_.hc_eps,
                      s.pre.as<float>(), nullptr);
     fwd::hc_collapse(s.X.as<float>(), s.pre.as<float>(), static_cast<int>(hc), D, s.y.as<float>(), nullptr);
     fwd::rms_norm_rows(s.y.as<float>(), output_norm_, 1, D, c_.rms_eps, s.y.as<float>(), nullptr);
-    mv(output_, s.y.as<float>(), logits);
+    mv(output_, s.in_b.bind(s.y.as<float>(), D), logits);
   }
 
   void token(CudaSession& S, int32_t tok, int64_t p, float* logits) const {

@@ -10,6 +10,7 @@
 // from the exact dot by rounding only (bounds in tests/gpu/test_gpu_quant.cpp).
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
 #include "util/ggml_type.h"
@@ -32,6 +33,24 @@ void matvec_indexed(GgmlType t, const void* base, int64_t stride_bytes, const in
 
 // n elements (a multiple of the block size) from src to f32 dst.
 void dequantize_device(GgmlType t, const void* dsrc, float* ddst, int64_t n, cudaStream_t stream = nullptr);
+
+// ---- integer path: activations quantized as the CPU quantizes them ----------
+// The CPU's kernels (quant::matmul) multiply Q8_0 weights by Q8_0-quantized
+// activations and K/IQ weights by Q8_K-quantized ones; the GPU does the same
+// so both compute the same model. activation_type(w) is that choice (F32 for
+// float weights); quantize_activation writes quant::quantize_row_q8_0/q8_k's
+// integers and scales, bit for bit, in a GPU layout (int8 q[cols], float d per
+// block, int32 sums per 16 for Q8_K) of activation_bytes(act, cols) bytes;
+// matvec_q8 takes such an activation (dst 16-byte aligned). Integer sums are
+// exact; only the order of the per-block float terms differs from the CPU.
+GgmlType activation_type(GgmlType weight);
+size_t activation_bytes(GgmlType act, int64_t cols);
+void quantize_activation(GgmlType act, const float* x, int64_t cols, void* dst, cudaStream_t stream = nullptr);
+// Weight types: Q8_0 (with a Q8_0 activation), Q2_K, Q4_K, IQ2_XXS (Q8_K).
+void matvec_q8(GgmlType t, const void* dW, int64_t rows, int64_t cols, const void* act, float* dy,
+               cudaStream_t stream = nullptr);
+void matvec_q8_indexed(GgmlType t, const void* base, int64_t stride_bytes, const int32_t* d_index, int64_t rows,
+                       int64_t cols, const void* act, float* dy, cudaStream_t stream = nullptr);
 
 namespace detail {
 // matvec with an explicit number of rows per warp (1, 2 or 4), for the benchmark

@@ -1,0 +1,482 @@
+// Integer matvec for the quantized weight types, with the activation quantized
+// first, the way the CPU kernels do it (quant::quantize_row_q8_0 / q8_k).
+//
+// Why: the CPU reference (quant::matmul) rounds every activation vector to
+// 8-bit integers before it meets a Q8_0 / K-quant / IQ weight. That rounding is
+// part of what the model computes on the CPU, and it is larger than any
+// summation-order difference, so a GPU that multiplied by f32 activations
+// would disagree with the CPU by the activation rounding itself. Here the GPU
+// quantizes to the same integers and scales (bit for bit), takes the same
+// integer dot per block with __dp4a, and differs from the CPU only in the
+// order in which the per-block float terms are added.
+//
+// Activation layout on the device (ActLayout): int8 q[cols], then float d per
+// block (Q8_0: the f16-rounded scale the CPU stores, as float), then, for Q8_K,
+// int32 sums of each 16 values (the CPU's bsums).
+//
+// Matvec layout: one warp per R rows; a row is split into "units" (a whole
+// Q8_0 block, a quarter of a Q2_K block, an eighth of a Q4_K / IQ2_XXS block);
+// lane l takes units l, l+32, ..., so a warp reads one contiguous stretch of
+// the row per step. Each unit's integer sums are exact; the unit's float term
+// is formed as the CPU forms a block's (scale products first, no FMA), and the
+// lane adds its terms in order, then the warp reduces.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <mutex>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_fail.h"
+#include "backend/cuda/cuda_quant.h"
+#include "quant/iq_tables.h"
+#include "quant/kernels.h"
+
+namespace ds4::cuda {
+
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kUnroll = 2;
+
+__device__ __forceinline__ uint32_t ld_u16(const uint8_t* p) { return __ldg(reinterpret_cast<const unsigned short*>(p)); }
+__device__ __forceinline__ uint32_t ld_u32(const uint8_t* p) { return __ldg(reinterpret_cast<const unsigned int*>(p)); }
+__device__ __forceinline__ uint4 ld_u128(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+__device__ __forceinline__ float f16f(uint32_t h) { return __half2float(__ushort_as_half(static_cast<unsigned short>(h))); }
+
+size_t align16(size_t n) { return (n + 15) / 16 * 16; }
+
+// Where the parts of a quantized activation live inside its buffer.
+struct Act {
+  const int8_t* q;
+  const float* d;
+  const int32_t* bsums;
+};
+
+Act act_view(const void* buf, int64_t cols, int block) {
+  const auto* b = static_cast<const uint8_t*>(buf);
+  const size_t nb = static_cast<size_t>(cols / block);
+  return {reinterpret_cast<const int8_t*>(b), reinterpret_cast<const float*>(b + align16(static_cast<size_t>(cols))),
+          reinterpret_cast<const int32_t*>(b + align16(static_cast<size_t>(cols)) + align16(4 * nb))};
+}
+
+// ---- activation quantizers ------------------------------------------------------
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// quant::quantize_row_q8_0: d = amax / 127 (stored as f16), q = round-half-away(x / d)
+// computed as x * (1 / d) with the unrounded d. One warp per block of 32.
+__global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t nblocks, int8_t* __restrict__ q,
+                                     float* __restrict__ d) {
+  const int64_t b = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  if (b >= nblocks) return;
+  const int lane = threadIdx.x & 31;
+  const float v = x[b * 32 + lane];
+  const float amax = warp_max(fabsf(v));
+  const float dd = __fdiv_rn(amax, 127.0f);
+  const float id = dd != 0.0f ? __fdiv_rn(1.0f, dd) : 0.0f;
+  q[b * 32 + lane] = static_cast<int8_t>(static_cast<int>(roundf(__fmul_rn(v, id))));
+  if (lane == 0) d[b] = __half2float(__float2half_rn(dd));
+}
+
+// quant::quantize_row_q8_k: iscale = 127 / amax, q = clamp(round-half-even(iscale * x),
+// -127, 127), d = 1 / iscale, bsums of each 16. One thread block of 256 per block.
+__global__ void __launch_bounds__(256) quantize_q8_k_kernel(const float* __restrict__ x, int8_t* __restrict__ q,
+                                                            float* __restrict__ d, int32_t* __restrict__ bsums) {
+  __shared__ float wmax[8];
+  const int64_t b = blockIdx.x;
+  const int t = threadIdx.x, lane = t & 31;
+  const float v = x[b * 256 + t];
+  float m = warp_max(fabsf(v));
+  if (lane == 0) wmax[t >> 5] = m;
+  __syncthreads();
+  m = wmax[0];
+#pragma unroll
+  for (int i = 1; i < 8; ++i) m = fmaxf(m, wmax[i]);
+  int qi = 0;
+  float iscale = 0.0f;
+  if (m != 0.0f) {
+    iscale = __fdiv_rn(127.0f, m);
+    qi = min(127, max(-127, __float2int_rn(__fmul_rn(iscale, v))));
+  }
+  q[b * 256 + t] = static_cast<int8_t>(qi);
+  int s = qi;
+#pragma unroll
+  for (int o = 8; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);  // within each 16 lanes
+  if ((t & 15) == 0) bsums[b * 16 + (t >> 4)] = s;
+  if (t == 0) d[b] = m != 0.0f ? __fdiv_rn(1.0f, iscale) : 0.0f;
+}
+
+// ---- weight types ---------------------------------------------------------------
+// Each: QK values and BYTES bytes per block, PARTS units per block, AQK the
+// activation's block (32 or 256), ALIGN the weight pointer alignment assumed.
+//   Raw load(blk, p): the unit's weight bytes
+//   float dot(ctx, raw, p, act, b): the unit's term (b = weight block index)
+
+struct NoCtx {};
+
+// Q8_0 (34 bytes / 32 values): blocks are only 2-byte aligned, so the unit reads
+// the 9 aligned words that cover it and shifts the quants into place.
+struct QQ8_0 {
+  static constexpr int QK = 32, BYTES = 34, PARTS = 1, AQK = 32, ALIGN = 2;
+  using Ctx = NoCtx;
+  __device__ static Ctx init() { return {}; }
+  struct Raw {
+    uint32_t d, q[8];
+  };
+  __device__ static Raw load(const uint8_t* blk, int) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(blk);
+    const auto* w = reinterpret_cast<const uint8_t*>(a & ~uintptr_t{3});
+    const bool odd = (a & 3) != 0;  // block starts at byte 2 of a word
+    uint32_t v[9];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = ld_u32(w + 4 * k);
+    // The last word only as far as the block goes: never past a buffer's end.
+    v[8] = ld_u16(w + 32) | (odd ? ld_u16(w + 34) << 16 : 0u);
+    Raw r;
+    r.d = odd ? v[0] >> 16 : v[0] & 0xffffu;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) r.q[k] = odd ? v[k + 1] : __funnelshift_r(v[k], v[k + 1], 16);
+    return r;
+  }
+  __device__ static float dot(Ctx, const Raw& w, int, const Act& a, int64_t b) {
+    const uint4 x0 = ld_u128(a.q + b * 32), x1 = ld_u128(a.q + b * 32 + 16);
+    int s = __dp4a(static_cast<int>(w.q[0]), static_cast<int>(x0.x), 0);
+    s = __dp4a(static_cast<int>(w.q[1]), static_cast<int>(x0.y), s);
+    s = __dp4a(static_cast<int>(w.q[2]), static_cast<int>(x0.z), s);
+    s = __dp4a(static_cast<int>(w.q[3]), static_cast<int>(x0.w), s);
+    s = __dp4a(static_cast<int>(w.q[4]), static_cast<int>(x1.x), s);
+    s = __dp4a(static_cast<int>(w.q[5]), static_cast<int>(x1.y), s);
+    s = __dp4a(static_cast<int>(w.q[6]), static_cast<int>(x1.z), s);
+    s = __dp4a(static_cast<int>(w.q[7]), static_cast<int>(x1.w), s);
+    // CPU: f16(w.d) * f16(a.d) * float(sum), left to right.
+    return __fmul_rn(__fmul_rn(f16f(w.d), __ldg(a.d + b)), static_cast<float>(s));
+  }
+};
+
+// Q2_K (84 bytes / 256): unit p = 64 values, half h = p%2 of each 32-byte qs
+// group n = p/2: bytes qs[32n + 16h .. +16], all four 2-bit planes j, i.e. the
+// four 16-value scale groups 8n + 2j + h, whose sums bsums gives directly.
+struct QQ2_K {
+  static constexpr int QK = 256, BYTES = 84, PARTS = 4, AQK = 256, ALIGN = 4;
+  using Ctx = NoCtx;
+  __device__ static Ctx init() { return {}; }
+  struct Raw {
+    uint32_t q[4], sc_lo, sc_hi, dd;
+  };
+  __device__ static Raw load(const uint8_t* blk, int p) {
+    const int n = p >> 1, h = p & 1;
+    const uint8_t* qs = blk + 16 + 32 * n + 16 * h;
+    return {{ld_u32(qs), ld_u32(qs + 4), ld_u32(qs + 8), ld_u32(qs + 12)}, ld_u32(blk + 8 * n), ld_u32(blk + 8 * n + 4),
+            ld_u32(blk + 80)};
+  }
+  __device__ static float dot(Ctx, const Raw& w, int p, const Act& a, int64_t b) {
+    const int n = p >> 1, h = p & 1;
+    const int8_t* aq = a.q + b * 256 + 128 * n + 16 * h;
+    const int32_t* bs = a.bsums + b * 16 + 8 * n + h;
+    int isum = 0, summs = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint4 x = ld_u128(aq + 32 * j);
+      const int sh = 2 * j;
+      int s = __dp4a(static_cast<int>((w.q[0] >> sh) & 0x03030303u), static_cast<int>(x.x), 0);
+      s = __dp4a(static_cast<int>((w.q[1] >> sh) & 0x03030303u), static_cast<int>(x.y), s);
+      s = __dp4a(static_cast<int>((w.q[2] >> sh) & 0x03030303u), static_cast<int>(x.z), s);
+      s = __dp4a(static_cast<int>((w.q[3] >> sh) & 0x03030303u), static_cast<int>(x.w), s);
+      // Scale byte 8n + 2j + h: word sc_lo holds j = 0, 1; sc_hi j = 2, 3.
+      const uint32_t sc = (((j < 2) ? w.sc_lo : w.sc_hi) >> (8 * (2 * (j & 1) + h))) & 0xffu;
+      isum += static_cast<int>(sc & 15u) * s;
+      summs += static_cast<int>(sc >> 4) * __ldg(bs + 2 * j);
+    }
+    const float ad = __ldg(a.d + b);
+    // CPU: y.d * f16(d) * isum - y.d * f16(dmin) * summs.
+    return __fsub_rn(__fmul_rn(__fmul_rn(ad, f16f(w.dd & 0xffffu)), static_cast<float>(isum)),
+                     __fmul_rn(__fmul_rn(ad, f16f(w.dd >> 16)), static_cast<float>(summs)));
+  }
+};
+
+// Q4_K (144 bytes / 256): unit p = qs[16p .. 16p+16] (one 16-byte load): low
+// nibbles are values 64g + 16hf + i with scale pair 2g, high nibbles 32 further
+// on with pair 2g+1 (g = p/2, hf = p%2).
+struct QQ4_K {
+  static constexpr int QK = 256, BYTES = 144, PARTS = 8, AQK = 256, ALIGN = 16;
+  using Ctx = NoCtx;
+  __device__ static Ctx init() { return {}; }
+  struct Raw {
+    uint32_t dd, s0, s1, s2;
+    uint4 q;
+  };
+  __device__ static Raw load(const uint8_t* blk, int p) {
+    const uint4 head = ld_u128(blk);
+    return {head.x, head.y, head.z, head.w, ld_u128(blk + 16 + 16 * p)};
+  }
+  // ggml's get_scale_min_k4 for pair j.
+  __device__ static void scale_min(const Raw& r, int j, int& sc, int& m) {
+    const int sh = 8 * (j & 3);
+    const uint32_t a = (r.s0 >> sh) & 0xffu, b = (r.s1 >> sh) & 0xffu;
+    if (j < 4) {
+      sc = static_cast<int>(a & 63u);
+      m = static_cast<int>(b & 63u);
+    } else {
+      const uint32_t c = (r.s2 >> sh) & 0xffu;
+      sc = static_cast<int>((c & 15u) | ((a >> 6) << 4));
+      m = static_cast<int>((c >> 4) | ((b >> 6) << 4));
+    }
+  }
+  __device__ static float dot(Ctx, const Raw& w, int p, const Act& a, int64_t b) {
+    const int g = p >> 1, hf = p & 1;
+    const int8_t* aq = a.q + b * 256 + 64 * g + 16 * hf;
+    const uint4 xl = ld_u128(aq), xh = ld_u128(aq + 32);
+    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
+    const int xlo[4] = {static_cast<int>(xl.x), static_cast<int>(xl.y), static_cast<int>(xl.z), static_cast<int>(xl.w)};
+    const int xhi[4] = {static_cast<int>(xh.x), static_cast<int>(xh.y), static_cast<int>(xh.z), static_cast<int>(xh.w)};
+    int slo = 0, shi = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      slo = __dp4a(static_cast<int>(q[i] & 0x0f0f0f0fu), xlo[i], slo);
+      shi = __dp4a(static_cast<int>((q[i] >> 4) & 0x0f0f0f0fu), xhi[i], shi);
+    }
+    int sc0, m0, sc1, m1;
+    scale_min(w, 2 * g, sc0, m0);
+    scale_min(w, 2 * g + 1, sc1, m1);
+    const int32_t* bs = a.bsums + b * 16 + 4 * g + hf;
+    const int isum = sc0 * slo + sc1 * shi;
+    const int summ = m0 * __ldg(bs) + m1 * __ldg(bs + 2);
+    const float ad = __ldg(a.d + b);
+    return __fsub_rn(__fmul_rn(__fmul_rn(ad, f16f(w.dd & 0xffffu)), static_cast<float>(isum)),
+                     __fmul_rn(__fmul_rn(ad, f16f(w.dd >> 16)), static_cast<float>(summ)));
+  }
+};
+
+// IQ2_XXS (66 bytes / 256): unit p = values 32p..32p+32: four grid indices
+// (aux0) and four 7-bit sign codes plus a 4-bit scale (aux1). Grid entries and
+// sign masks (0xff per negative byte) come from shared memory; a masked grid
+// byte g becomes -g as (g ^ 0xff) + 1, which never carries across bytes since
+// grid bytes are at most 0x2b.
+__device__ uint64_t g_iq2xxs_grid_q[256];
+__device__ uint64_t g_iq2_signmask[128];
+
+struct QIQ2_XXS {
+  static constexpr int QK = 256, BYTES = 66, PARTS = 8, AQK = 256, ALIGN = 2;
+  struct Ctx {
+    const uint64_t* grid;
+    const uint64_t* sign;
+  };
+  __device__ static Ctx init() {
+    __shared__ uint64_t grid[256];
+    __shared__ uint64_t sign[128];
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) grid[i] = g_iq2xxs_grid_q[i];
+    for (int i = threadIdx.x; i < 128; i += blockDim.x) sign[i] = g_iq2_signmask[i];
+    __syncthreads();
+    return {grid, sign};
+  }
+  struct Raw {
+    uint32_t d, aux0, aux1;
+  };
+  __device__ static Raw load(const uint8_t* blk, int p) {
+    const uint8_t* q = blk + 2 + 8 * p;
+    return {ld_u16(blk), ld_u16(q) | (ld_u16(q + 2) << 16), ld_u16(q + 4) | (ld_u16(q + 6) << 16)};
+  }
+  __device__ static int signed_word(uint32_t g, uint32_t m) { return static_cast<int>((g ^ m) + (m & 0x01010101u)); }
+  __device__ static float dot(Ctx c, const Raw& w, int p, const Act& a, int64_t b) {
+    const int8_t* aq = a.q + b * 256 + 32 * p;
+    const uint4 x0 = ld_u128(aq), x1 = ld_u128(aq + 16);
+    const int xv[8] = {static_cast<int>(x0.x), static_cast<int>(x0.y), static_cast<int>(x0.z), static_cast<int>(x0.w),
+                       static_cast<int>(x1.x), static_cast<int>(x1.y), static_cast<int>(x1.z), static_cast<int>(x1.w)};
+    int s = 0;
+#pragma unroll
+    for (int l = 0; l < 4; ++l) {
+      const uint64_t g = c.grid[(w.aux0 >> (8 * l)) & 0xffu];
+      const uint64_t m = c.sign[(w.aux1 >> (7 * l)) & 127u];
+      s = __dp4a(signed_word(static_cast<uint32_t>(g), static_cast<uint32_t>(m)), xv[2 * l], s);
+      s = __dp4a(signed_word(static_cast<uint32_t>(g >> 32), static_cast<uint32_t>(m >> 32)), xv[2 * l + 1], s);
+    }
+    const int bsum = s * static_cast<int>(2 * (w.aux1 >> 28) + 1);
+    // CPU: f16(d) * y.d * 0.125 * float(bsum), left to right.
+    return __fmul_rn(__fmul_rn(__fmul_rn(f16f(w.d), __ldg(a.d + b)), 0.125f), static_cast<float>(bsum));
+  }
+};
+
+// ---- kernel ---------------------------------------------------------------------
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <class T, int R>
+__global__ void __launch_bounds__(kThreads) mvq_kernel(const uint8_t* __restrict__ w, int64_t row_bytes, int64_t rows,
+                                                       int64_t nblocks, Act act, float* __restrict__ y,
+                                                       const int32_t* __restrict__ index, int64_t index_stride) {
+  const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+  if (index) w += static_cast<int64_t>(__ldg(index)) * index_stride;
+  const int lane = threadIdx.x & 31;
+  const int64_t row0 = ((static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) >> 5) * R;
+  if (row0 >= rows) return;
+  const uint8_t* wr[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) wr[r] = w + (row0 + r < rows ? row0 + r : rows - 1) * row_bytes;
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  const int64_t nunits = nblocks * T::PARTS;
+  for (int64_t u0 = lane; u0 < nunits; u0 += 32 * kUnroll) {
+    typename T::Raw raw[kUnroll][R];
+#pragma unroll
+    for (int k = 0; k < kUnroll; ++k) {
+      const int64_t u = u0 + 32 * k;
+      if (u < nunits) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) raw[k][r] = T::load(wr[r] + u / T::PARTS * T::BYTES, static_cast<int>(u % T::PARTS));
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kUnroll; ++k) {
+      const int64_t u = u0 + 32 * k;
+      if (u < nunits) {
+        const int64_t b = u / T::PARTS;
+        const int p = static_cast<int>(u % T::PARTS);
+        // Q8_0 weights meet Q8_0 activations block for block; K/IQ weights
+        // meet Q8_K blocks of the same 256 values.
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r] = __fadd_rn(acc[r], T::dot(ctx, raw[k][r], p, act, b));
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const float v = warp_sum(acc[r]);
+    if (lane == 0 && row0 + r < rows) y[row0 + r] = v;
+  }
+}
+
+unsigned grid_for(int64_t threads) {
+  const int64_t blocks = (threads + kThreads - 1) / kThreads;
+  if (blocks > 0x7fffffff) fail_shape("launch (too many blocks)", GgmlType::F32, threads, kThreads);
+  return static_cast<unsigned>(blocks);
+}
+
+bool aligned(const void* p, int a) { return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(a) == 0; }
+
+void upload_tables() {
+  static std::mutex mu;
+  static bool done[64] = {};
+  int dev = 0;
+  DS4_CUDA_CHECK(cudaGetDevice(&dev));
+  const std::lock_guard<std::mutex> lock(mu);
+  if (dev < 64 && done[dev]) return;
+  static_assert(sizeof(quant::iq2xxs_grid) == 256 * sizeof(uint64_t));
+  DS4_CUDA_CHECK(cudaMemcpyToSymbol(g_iq2xxs_grid_q, quant::iq2xxs_grid, sizeof(quant::iq2xxs_grid)));
+  uint64_t masks[128];
+  for (int i = 0; i < 128; ++i) {
+    uint64_t m = 0;
+    for (int k = 0; k < 8; ++k)
+      if ((quant::ksigns_iq2xs[i] >> k) & 1) m |= uint64_t{0xff} << (8 * k);
+    masks[i] = m;
+  }
+  DS4_CUDA_CHECK(cudaMemcpyToSymbol(g_iq2_signmask, masks, sizeof(masks)));
+  if (dev < 64) done[dev] = true;
+}
+
+template <class T>
+void mvq(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act, float* y, cudaStream_t s,
+         const int32_t* index, int64_t index_stride) {
+  if (cols % T::QK || cols % T::AQK) fail_shape("matvec_q8", t, cols, T::AQK > T::QK ? T::AQK : T::QK);
+  if (!aligned(w, T::ALIGN)) fail_align("matvec_q8 weights", t, w, T::ALIGN);
+  if (!aligned(act, 16)) fail_align("matvec_q8 activation", t, act, 16);
+  if (index && index_stride % T::ALIGN)
+    fail_align("matvec_q8 matrix stride", t, reinterpret_cast<const void*>(index_stride), T::ALIGN);
+  if (rows <= 0 || cols <= 0) return;
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const int64_t rb = cols / T::QK * T::BYTES, nb = cols / T::QK;
+  const Act a = act_view(act, cols, T::AQK);
+  if (rows >= 1024) {
+    mvq_kernel<T, 2><<<grid_for((rows + 1) / 2 * 32), kThreads, 0, s>>>(wb, rb, rows, nb, a, y, index, index_stride);
+  } else {
+    mvq_kernel<T, 1><<<grid_for(rows * 32), kThreads, 0, s>>>(wb, rb, rows, nb, a, y, index, index_stride);
+  }
+  DS4_CUDA_CHECK_LAUNCH("mvq_kernel");
+}
+
+void mvq_any(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act, float* y, cudaStream_t s,
+             const int32_t* index, int64_t index_stride) {
+  switch (t) {
+    case GgmlType::Q8_0: return mvq<QQ8_0>(t, w, rows, cols, act, y, s, index, index_stride);
+    case GgmlType::Q2_K: return mvq<QQ2_K>(t, w, rows, cols, act, y, s, index, index_stride);
+    case GgmlType::Q4_K: return mvq<QQ4_K>(t, w, rows, cols, act, y, s, index, index_stride);
+    case GgmlType::IQ2_XXS:
+      upload_tables();
+      return mvq<QIQ2_XXS>(t, w, rows, cols, act, y, s, index, index_stride);
+    default: fail_unsupported("matvec_q8", t);
+  }
+}
+
+}  // namespace
+
+GgmlType activation_type(GgmlType weight) {
+  switch (weight) {
+    case GgmlType::Q8_0:
+    case GgmlType::Q2_K:
+    case GgmlType::Q4_K:
+    case GgmlType::IQ2_XXS: {
+      // The CPU kernel table decides; every ISA's kernel for a type takes the
+      // same activation type, so the scalar table answers for all of them.
+      const quant::DotKernel* k = quant::scalar_kernel(weight);
+      return k ? k->act : GgmlType::F32;
+    }
+    default: return GgmlType::F32;
+  }
+}
+
+size_t activation_bytes(GgmlType act, int64_t cols) {
+  const auto n = static_cast<size_t>(cols);
+  switch (act) {
+    case GgmlType::Q8_0: return align16(n) + align16(4 * (n / 32));
+    case GgmlType::Q8_K: return align16(n) + align16(4 * (n / 256)) + align16(4 * (n / 16));
+    default: return 4 * n;
+  }
+}
+
+void quantize_activation(GgmlType act, const float* x, int64_t cols, void* dst, cudaStream_t s) {
+  if (!aligned(dst, 16)) fail_align("quantize_activation output", act, dst, 16);
+  if (cols <= 0) return;
+  auto* b = static_cast<uint8_t*>(dst);
+  const size_t qbytes = align16(static_cast<size_t>(cols));
+  switch (act) {
+    case GgmlType::Q8_0: {
+      if (cols % 32) fail_shape("quantize_activation", act, cols, 32);
+      const int64_t nb = cols / 32;
+      quantize_q8_0_kernel<<<grid_for(nb * 32), kThreads, 0, s>>>(x, nb, reinterpret_cast<int8_t*>(b),
+                                                                    reinterpret_cast<float*>(b + qbytes));
+      DS4_CUDA_CHECK_LAUNCH("quantize_q8_0_kernel");
+      return;
+    }
+    case GgmlType::Q8_K: {
+      if (cols % 256) fail_shape("quantize_activation", act, cols, 256);
+      const int64_t nb = cols / 256;
+      if (nb > 0x7fffffff) fail_shape("quantize_activation (too many blocks)", act, cols, 256);
+      quantize_q8_k_kernel<<<static_cast<unsigned>(nb), 256, 0, s>>>(
+          x, reinterpret_cast<int8_t*>(b), reinterpret_cast<float*>(b + qbytes),
+          reinterpret_cast<int32_t*>(b + qbytes + align16(4 * static_cast<size_t>(nb))));
+      DS4_CUDA_CHECK_LAUNCH("quantize_q8_k_kernel");
+      return;
+    }
+    default: fail_unsupported("quantize_activation", act);
+  }
+}
+
+void matvec_q8(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act, float* y, cudaStream_t s) {
+  mvq_any(t, w, rows, cols, act, y, s, nullptr, 0);
+}
+
+void matvec_q8_indexed(GgmlType t, const void* base, int64_t stride_bytes, const int32_t* d_index, int64_t rows,
+                       int64_t cols, const void* act, float* y, cudaStream_t s) {
+  mvq_any(t, base, rows, cols, act, y, s, d_index, stride_bytes);
+}
+
+}  // namespace ds4::cuda
