@@ -7,6 +7,7 @@
 // chunked prefill bit for bit.
 // Plus snapshots: CUDA save/load continues exactly; a CUDA snapshot continues on
 // the CPU. Every case prints its measured figures.
+#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -66,13 +67,14 @@ struct Case {
 //
 // Bounds: median position <= 1e-5 (a systematic error in any kernel moves
 // every position); jumps <= max(8, 2x the scalar CPU's); argmax changes <=
-// max(2, 2x the scalar CPU's). f32 weights: max <= 1e-2 and no argmax change
-// teacher-forced (measured 4.4e-6 exact, 2.7e-4 faithful), and in exact mode
-// also free-running: max abs <= 1e-3, no argmax change (measured 5.4e-6).
+// max(2, 2x the scalar CPU's). Float weights (f32, f16, bf16: f32 activations
+// on both sides): max <= 1e-2 and no argmax change teacher-forced (f32
+// measured 4.4e-6 exact, 2.7e-4 faithful), and in exact mode also
+// free-running: max abs <= 1e-3, no argmax change (f32 measured 5.4e-6).
 std::vector<Case> cases() {
   std::vector<Case> out;
   for (const char* m : {"tiny", "tiny-flash"})
-    for (const char* r : {"f32", "q8_0", "ds4-q4", "ds4-q2"}) out.push_back({m, r});
+    for (const char* r : {"f32", "f16", "bf16", "q8_0", "ds4-q4", "ds4-q2"}) out.push_back({m, r});
   return out;
 }
 
@@ -212,11 +214,13 @@ TEST_P(GpuForward, MatchesCpuAndChunkingsAgree) {
     EXPECT_LE(jumps(ef), std::max(8, 2 * jumps(es))) << what << " (teacher-forced): positions off by > 0.05";
     EXPECT_LE(f.argmax_mismatch, std::max(2, 2 * fs.argmax_mismatch))
         << what << " (teacher-forced): first at position " << f.first_bad;
-    if (c.recipe == "f32") {
+    // Float weights (f32/f16/bf16) meet f32 activations on both backends.
+    const bool float_weights = c.recipe == "f32" || c.recipe == "f16" || c.recipe == "bf16";
+    if (float_weights) {
       EXPECT_LE(f.max_abs, 1e-2f) << what << " (teacher-forced)";
       EXPECT_EQ(f.argmax_mismatch, 0) << what << " (teacher-forced): first at position " << f.first_bad;
     }
-    if (c.recipe == "f32" && mode == NumericsMode::exact) {
+    if (float_weights && mode == NumericsMode::exact) {
       EXPECT_LE(d.max_abs, 1e-3f) << what << " (free-running)";
       EXPECT_EQ(d.argmax_mismatch, 0) << what << " (free-running): first at position " << d.first_bad;
     }
@@ -269,6 +273,36 @@ TEST(GpuForwardSnapshot, SaveLoadContinues) {
     EXPECT_LE(d.max_abs, mode == NumericsMode::exact ? 2e-4f : 1e-2f);
     EXPECT_EQ(d.argmax_mismatch, 0);
   }
+}
+
+// A model that does not fit in the free device memory fails at load, naming
+// what it needs and what is free, and leaves the device usable.
+TEST(GpuForwardFit, ModelThatDoesNotFitFailsAtLoadWithSizes) {
+  ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
+  ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";
+  auto model = ds4::model::Model::load(model_dir() + "/tiny-flash-f32.gguf");
+  size_t free_b = 0, total_b = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
+  // Leave 64 MiB: less than the model's weights plus the backend's working room.
+  void* hog = nullptr;
+  ASSERT_EQ(cudaMalloc(&hog, free_b - (size_t{64} << 20)), cudaSuccess);
+  std::string msg;
+  try {
+    auto gpu = ds4::backend::make_backend("cuda", model);
+  } catch (const std::exception& e) {
+    msg = e.what();
+  }
+  ASSERT_EQ(cudaFree(hog), cudaSuccess);
+  EXPECT_NE(msg.find("needs"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("MiB"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("free"), std::string::npos) << msg;
+  std::printf("gpu-forward: fit check: %s\n", msg.c_str());
+  // The device still works: a backend loads and runs once the memory is back.
+  auto gpu = ds4::backend::make_backend("cuda", model);
+  auto s = gpu->new_session(NumericsMode::exact);
+  std::vector<float> lg(model->config.n_vocab);
+  gpu->forward(*s, std::vector<int32_t>{1}, lg);
+  EXPECT_TRUE(std::isfinite(lg[0]));
 }
 
 }  // namespace
