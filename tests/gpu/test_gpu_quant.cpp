@@ -524,6 +524,46 @@ TEST(GpuMatvecQ8Indexed, PicksTheMatrixNamedOnTheDevice) {
   for (int64_t r = 0; r < rows; ++r) EXPECT_EQ(std::bit_cast<uint32_t>(a[r]), std::bit_cast<uint32_t>(b[r])) << r;
 }
 
+TEST(GpuMatvecQ8Batched, EqualsOneLaunchPerMatrix) {
+  REQUIRE_DEVICE();
+  // Four products in one launch (expert ids 2, 0, 2, 1 of three Q2_K and
+  // IQ2_XXS matrices, each with its own activation row, quantized in one
+  // batch) must equal quantizing and multiplying one at a time, bit for bit.
+  for (GgmlType t : {GgmlType::Q2_K, GgmlType::IQ2_XXS, GgmlType::Q8_0}) {
+    const GgmlType act = cuda::activation_type(t);
+    const int64_t rows = 1030, cols = 1024;  // rows >= 1024: the two-rows-per-warp kernel
+    const int n = 4;
+    std::mt19937_64 rng(1234 + ggml_type_id(t));
+    const auto w = random_data(t, 3 * rows * cols, false, rng);
+    std::vector<float> x(static_cast<size_t>(n * cols));
+    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+    for (auto& v : x) v = uni(rng);
+    const int32_t ids[n] = {2, 0, 2, 1};
+    const int64_t stride = static_cast<int64_t>(quant::row_bytes(t, cols)) * rows;
+    const size_t ab = cuda::activation_bytes(act, cols);
+    DeviceBuffer dw(w.size()), dx(x.size() * 4), di(sizeof ids), da(ab * n), da1(ab), y(rows * n * 4), y1(rows * 4);
+    dw.upload(w.data(), w.size());
+    dx.upload(x.data(), x.size() * 4);
+    di.upload(ids, sizeof ids);
+    cuda::quantize_activation_rows(act, dx.as<float>(), cols, n, da.get());
+    cuda::matvec_q8_batched(t, dw.get(), stride, di.as<int32_t>(), n, rows, cols, da.get(), ab, y.as<float>(), rows);
+    std::vector<float> got(static_cast<size_t>(rows * n)), one(static_cast<size_t>(rows));
+    std::vector<uint8_t> qa_all(ab * n), qa_one(ab);
+    sync();
+    y.download(got.data(), got.size() * 4);
+    da.download(qa_all.data(), qa_all.size());
+    for (int i = 0; i < n; ++i) {
+      cuda::quantize_activation(act, dx.as<float>() + i * cols, cols, da1.get());
+      cuda::matvec_q8(t, dw.as<uint8_t>() + ids[i] * stride, rows, cols, da1.get(), y1.as<float>());
+      sync();
+      y1.download(one.data(), one.size() * 4);
+      da1.download(qa_one.data(), ab);
+      EXPECT_EQ(std::memcmp(qa_one.data(), qa_all.data() + i * ab, ab), 0) << type_str(t) << " activation row " << i;
+      EXPECT_EQ(std::memcmp(one.data(), got.data() + i * rows, one.size() * 4), 0) << type_str(t) << " product " << i;
+    }
+  }
+}
+
 // ---- errors ----------------------------------------------------------------------
 
 TEST(GpuErrors, CudaFailureNamesCallFileLineAndCause) {

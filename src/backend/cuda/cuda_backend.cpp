@@ -197,6 +197,7 @@ struct QAct {
 // Scratch of one token's forward; a session is used by one thread at a time.
 struct Scratch {
   QAct in_a, in_b;  // two live inputs at a time (e.g. the normed hidden state and q's latent)
+  DeviceBuffer gq;  // the routed experts' down-projection inputs, quantized (one row per expert)
   DeviceBuffer X, u, mix, pre, post, comb, y, a, qlat, q, kv, ckv, cg, ikv, ig, iq, iwt, o, z, out, f, logit, sel, wts, g,
       up, ye, acc, v, topk, e, logits;
   int64_t logits_cap = 0;
@@ -243,9 +244,12 @@ class CudaSession final : public SessionState {
     s.logit = fb(c.n_expert);
     s.sel = fb(c.n_expert_used);
     s.wts = fb(c.n_expert_used);
-    s.g = fb(ffmax);
-    s.up = fb(ffmax);
-    s.ye = fb(D);
+    const int64_t K = c.n_expert_used;
+    s.g = fb(std::max<int64_t>(K * c.expert_ff, c.shared_ff()));
+    s.up = fb(std::max<int64_t>(K * c.expert_ff, c.shared_ff()));
+    s.ye = fb(K * D);
+    s.gq = DeviceBuffer(sz(K) * std::max(ds4::cuda::activation_bytes(GgmlType::Q8_0, c.expert_ff),
+                                         ds4::cuda::activation_bytes(GgmlType::Q8_K, c.expert_ff)));
     s.acc = fb(D);
     s.v = fb(std::max<int64_t>(hd, c.indexer_head_dim));
     s.topk = fb(std::max<uint32_t>(c.indexer_top_k, 1));
@@ -590,12 +594,32 @@ class CudaBackend final : public Backend {
     float* out = s.out.as<float>();
     DS4_CUDA_CHECK(cudaMemsetAsync(out, 0, sz(D) * sizeof(float)));
     float *g = s.g.as<float>(), *u = s.up.as<float>(), *ye = s.ye.as<float>();
-    for (int64_t k = 0; k < K; ++k) {
-      mv_expert(W.gate_exps, sel + k, in_f, g);
-      mv_expert(W.up_exps, sel + k, in_f, u);
-      fwd::swiglu(g, u, FF, clamp, wts + k, nullptr);
-      mv_expert(W.down_exps, sel + k, s.in_b.bind(g, FF), ye);
-      fwd::add(out, ye, D, nullptr);
+    using ds4::cuda::activation_type;
+    const GgmlType ga = activation_type(W.gate_exps.type), ua = activation_type(W.up_exps.type),
+                   da = activation_type(W.down_exps.type);
+    if (ga != GgmlType::F32 && ua != GgmlType::F32 && da != GgmlType::F32) {
+      // All K routed experts in one launch per projection: the expert ids
+      // stay on the device (sel), and the matrices are big enough together
+      // to keep the memory system busy where one expert's is not.
+      using ds4::cuda::matvec_q8_batched;
+      const auto kk = static_cast<int>(K);
+      matvec_q8_batched(W.gate_exps.type, W.gate_exps.p, static_cast<int64_t>(W.gate_exps.mat_bytes), sel, kk, FF, D,
+                        in_f.as(ga), 0, g, FF);
+      matvec_q8_batched(W.up_exps.type, W.up_exps.p, static_cast<int64_t>(W.up_exps.mat_bytes), sel, kk, FF, D,
+                        in_f.as(ua), 0, u, FF);
+      fwd::swiglu_rows(g, u, FF, K, clamp, wts, nullptr);
+      ds4::cuda::quantize_activation_rows(da, g, FF, K, s.gq.get());
+      matvec_q8_batched(W.down_exps.type, W.down_exps.p, static_cast<int64_t>(W.down_exps.mat_bytes), sel, kk, D, FF,
+                        s.gq.get(), ds4::cuda::activation_bytes(da, FF), ye, D);
+      fwd::add_rows(out, ye, D, kk, nullptr);
+    } else {
+      for (int64_t k = 0; k < K; ++k) {
+        mv_expert(W.gate_exps, sel + k, in_f, g);
+        mv_expert(W.up_exps, sel + k, in_f, u);
+        fwd::swiglu(g, u, FF, clamp, wts + k, nullptr);
+        mv_expert(W.down_exps, sel + k, s.in_b.bind(g, FF), ye);
+        fwd::add(out, ye, D, nullptr);
+      }
     }
     if (c_.n_expert_shared > 0) {
       const int64_t SF = c_.shared_ff();

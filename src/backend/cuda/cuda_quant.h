@@ -51,6 +51,17 @@ void matvec_q8(GgmlType t, const void* dW, int64_t rows, int64_t cols, const voi
                cudaStream_t stream = nullptr);
 void matvec_q8_indexed(GgmlType t, const void* base, int64_t stride_bytes, const int32_t* d_index, int64_t rows,
                        int64_t cols, const void* act, float* dy, cudaStream_t stream = nullptr);
+// nrows activations at once: row i is x + i * cols, written to
+// dst + i * activation_bytes(act, cols).
+void quantize_activation_rows(GgmlType act, const float* x, int64_t cols, int64_t nrows, void* dst,
+                              cudaStream_t stream = nullptr);
+// nmat products in one launch (MoE experts): product i takes matrix
+// d_index[i] of base (matrices stride_bytes apart), the activation at
+// act + i * act_stride bytes (act_stride 0: the same one for all, else a
+// multiple of 16) and writes dy + i * y_stride.
+void matvec_q8_batched(GgmlType t, const void* base, int64_t stride_bytes, const int32_t* d_index, int nmat,
+                       int64_t rows, int64_t cols, const void* act, size_t act_stride, float* dy, int64_t y_stride,
+                       cudaStream_t stream = nullptr);
 
 namespace detail {
 // matvec with an explicit number of rows per warp (1, 2 or 4), for the benchmark

@@ -345,6 +345,24 @@ __global__ void k_swiglu(float* g, const float* u, int64_t n, float clamp, const
   g[i] = gv * sigmoidf(gv) * uv * (wk ? *wk : 1.0f);
 }
 
+// Row r (of ff values) scaled by wts[r] (null: 1).
+__global__ void k_swiglu_rows(float* g, const float* u, int64_t ff, int64_t n, float clamp, const float* wts) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float gv = fminf(g[i], clamp);
+  const float uv = fminf(fmaxf(u[i], -clamp), clamp);
+  g[i] = gv * sigmoidf(gv) * uv * (wts ? wts[i / ff] : 1.0f);
+}
+
+// y[i] += x[i] + x[n + i] + ... in row order (the order of separate adds).
+__global__ void k_add_rows(float* y, const float* x, int64_t n, int rows) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  float v = y[i];
+  for (int r = 0; r < rows; ++r) v += x[r * n + i];
+  y[i] = v;
+}
+
 }  // namespace
 
 #define LAUNCH_CHECK(name) DS4_CUDA_CHECK_LAUNCH(name)
@@ -457,6 +475,17 @@ void route(const float* logits, int E, int K, const int32_t* hash_ids, const flo
 void swiglu(float* g, const float* u, int64_t n, float clamp, const float* wk, cudaStream_t s) {
   k_swiglu<<<blocks_for(n), kBlock, 0, s>>>(g, u, n, clamp, wk);
   LAUNCH_CHECK("k_swiglu");
+}
+
+void swiglu_rows(float* g, const float* u, int64_t ff, int64_t rows, float clamp, const float* wts, cudaStream_t s) {
+  const int64_t n = ff * rows;
+  k_swiglu_rows<<<blocks_for(n), kBlock, 0, s>>>(g, u, ff, n, clamp, wts);
+  LAUNCH_CHECK("k_swiglu_rows");
+}
+
+void add_rows(float* y, const float* x, int64_t n, int rows, cudaStream_t s) {
+  k_add_rows<<<blocks_for(n), kBlock, 0, s>>>(y, x, n, rows);
+  LAUNCH_CHECK("k_add_rows");
 }
 
 }  // namespace ds4::cuda::fwd

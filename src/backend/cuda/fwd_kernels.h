@@ -64,5 +64,9 @@ void route(const float* logits, int E, int K, const int32_t* hash_ids, const flo
            int32_t* sel, float* w, cudaStream_t s);
 // g = silu(min(g, c)) * clamp(u, -c, c) * (wk ? *wk : 1), n values.
 void swiglu(float* g, const float* u, int64_t n, float clamp, const float* wk, cudaStream_t s);
+// swiglu over `rows` rows of ff values, row r weighted by wts[r] (null: 1).
+void swiglu_rows(float* g, const float* u, int64_t ff, int64_t rows, float clamp, const float* wts, cudaStream_t s);
+// y += x_0 + x_1 + ... + x_{rows-1} (x_r = x + r * n), added in row order.
+void add_rows(float* y, const float* x, int64_t n, int rows, cudaStream_t s);
 
 }  // namespace ds4::cuda::fwd

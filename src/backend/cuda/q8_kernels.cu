@@ -70,8 +70,13 @@ __device__ __forceinline__ float warp_max(float v) {
 
 // quant::quantize_row_q8_0: d = amax / 127 (stored as f16), q = round-half-away(x / d)
 // computed as x * (1 / d) with the unrounded d. One warp per block of 32.
-__global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t nblocks, int8_t* __restrict__ q,
-                                     float* __restrict__ d) {
+// Row blockIdx.y of a batch: x + row * cols, output at dst + row * dst_stride.
+__global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t cols, uint8_t* __restrict__ dst,
+                                     size_t dst_stride, size_t d_offset) {
+  const int64_t nblocks = cols / 32;
+  x += blockIdx.y * cols;
+  auto* q = reinterpret_cast<int8_t*>(dst + blockIdx.y * dst_stride);
+  auto* d = reinterpret_cast<float*>(dst + blockIdx.y * dst_stride + d_offset);
   const int64_t b = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   if (b >= nblocks) return;
   const int lane = threadIdx.x & 31;
@@ -85,9 +90,14 @@ __global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t nblock
 
 // quant::quantize_row_q8_k: iscale = 127 / amax, q = clamp(round-half-even(iscale * x),
 // -127, 127), d = 1 / iscale, bsums of each 16. One thread block of 256 per block.
-__global__ void __launch_bounds__(256) quantize_q8_k_kernel(const float* __restrict__ x, int8_t* __restrict__ q,
-                                                            float* __restrict__ d, int32_t* __restrict__ bsums) {
+__global__ void __launch_bounds__(256) quantize_q8_k_kernel(const float* __restrict__ x, int64_t cols,
+                                                            uint8_t* __restrict__ dst, size_t dst_stride,
+                                                            size_t d_offset, size_t s_offset) {
   __shared__ float wmax[8];
+  x += blockIdx.y * cols;
+  auto* q = reinterpret_cast<int8_t*>(dst + blockIdx.y * dst_stride);
+  auto* d = reinterpret_cast<float*>(dst + blockIdx.y * dst_stride + d_offset);
+  auto* bsums = reinterpret_cast<int32_t*>(dst + blockIdx.y * dst_stride + s_offset);
   const int64_t b = blockIdx.x;
   const int t = threadIdx.x, lane = t & 31;
   const float v = x[b * 256 + t];
@@ -311,10 +321,20 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 template <class T, int R>
 __global__ void __launch_bounds__(kThreads) mvq_kernel(const uint8_t* __restrict__ w, int64_t row_bytes, int64_t rows,
-                                                       int64_t nblocks, Act act, float* __restrict__ y,
+                                                       int64_t nblocks, Act act, size_t act_stride,
+                                                       float* __restrict__ y, int64_t y_stride,
                                                        const int32_t* __restrict__ index, int64_t index_stride) {
   const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
-  if (index) w += static_cast<int64_t>(__ldg(index)) * index_stride;
+  // Batch entry blockIdx.y: its matrix (chosen on the device, e.g. an expert
+  // picked by routing), its activation and its output.
+  if (index) w += static_cast<int64_t>(__ldg(index + blockIdx.y)) * index_stride;
+  if (act_stride) {
+    const size_t off = blockIdx.y * act_stride;
+    act.q = reinterpret_cast<const int8_t*>(reinterpret_cast<const uint8_t*>(act.q) + off);
+    act.d = reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(act.d) + off);
+    act.bsums = reinterpret_cast<const int32_t*>(reinterpret_cast<const uint8_t*>(act.bsums) + off);
+  }
+  y += blockIdx.y * y_stride;
   const int lane = threadIdx.x & 31;
   const int64_t row0 = ((static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) >> 5) * R;
   if (row0 >= rows) return;
@@ -383,9 +403,15 @@ void upload_tables() {
   if (dev < 64) done[dev] = true;
 }
 
+struct Batch {
+  int n = 1;              // matrices (gridDim.y)
+  size_t act_stride = 0;  // bytes between activations (0: one for all)
+  int64_t y_stride = 0;   // floats between outputs
+};
+
 template <class T>
 void mvq(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act, float* y, cudaStream_t s,
-         const int32_t* index, int64_t index_stride) {
+         const int32_t* index, int64_t index_stride, Batch bt) {
   if (cols % T::QK || cols % T::AQK) fail_shape("matvec_q8", t, cols, T::AQK > T::QK ? T::AQK : T::QK);
   if (!aligned(w, T::ALIGN)) fail_align("matvec_q8 weights", t, w, T::ALIGN);
   if (!aligned(act, 16)) fail_align("matvec_q8 activation", t, act, 16);
@@ -394,24 +420,29 @@ void mvq(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act,
   if (rows <= 0 || cols <= 0) return;
   const auto* wb = static_cast<const uint8_t*>(w);
   const int64_t rb = cols / T::QK * T::BYTES, nb = cols / T::QK;
+  if (bt.n < 1 || bt.n > 65535) fail_shape("matvec_q8 batch", t, bt.n, 1);
+  if (bt.act_stride % 16) fail_align("matvec_q8 activation stride", t, reinterpret_cast<const void*>(bt.act_stride), 16);
   const Act a = act_view(act, cols, T::AQK);
+  const auto n = static_cast<unsigned>(bt.n);
   if (rows >= 1024) {
-    mvq_kernel<T, 2><<<grid_for((rows + 1) / 2 * 32), kThreads, 0, s>>>(wb, rb, rows, nb, a, y, index, index_stride);
+    mvq_kernel<T, 2><<<dim3(grid_for((rows + 1) / 2 * 32), n), kThreads, 0, s>>>(wb, rb, rows, nb, a, bt.act_stride, y,
+                                                                                bt.y_stride, index, index_stride);
   } else {
-    mvq_kernel<T, 1><<<grid_for(rows * 32), kThreads, 0, s>>>(wb, rb, rows, nb, a, y, index, index_stride);
+    mvq_kernel<T, 1><<<dim3(grid_for(rows * 32), n), kThreads, 0, s>>>(wb, rb, rows, nb, a, bt.act_stride, y,
+                                                                      bt.y_stride, index, index_stride);
   }
   DS4_CUDA_CHECK_LAUNCH("mvq_kernel");
 }
 
 void mvq_any(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act, float* y, cudaStream_t s,
-             const int32_t* index, int64_t index_stride) {
+             const int32_t* index, int64_t index_stride, Batch bt = {}) {
   switch (t) {
-    case GgmlType::Q8_0: return mvq<QQ8_0>(t, w, rows, cols, act, y, s, index, index_stride);
-    case GgmlType::Q2_K: return mvq<QQ2_K>(t, w, rows, cols, act, y, s, index, index_stride);
-    case GgmlType::Q4_K: return mvq<QQ4_K>(t, w, rows, cols, act, y, s, index, index_stride);
+    case GgmlType::Q8_0: return mvq<QQ8_0>(t, w, rows, cols, act, y, s, index, index_stride, bt);
+    case GgmlType::Q2_K: return mvq<QQ2_K>(t, w, rows, cols, act, y, s, index, index_stride, bt);
+    case GgmlType::Q4_K: return mvq<QQ4_K>(t, w, rows, cols, act, y, s, index, index_stride, bt);
     case GgmlType::IQ2_XXS:
       upload_tables();
-      return mvq<QIQ2_XXS>(t, w, rows, cols, act, y, s, index, index_stride);
+      return mvq<QIQ2_XXS>(t, w, rows, cols, act, y, s, index, index_stride, bt);
     default: fail_unsupported("matvec_q8", t);
   }
 }
@@ -443,16 +474,21 @@ size_t activation_bytes(GgmlType act, int64_t cols) {
 }
 
 void quantize_activation(GgmlType act, const float* x, int64_t cols, void* dst, cudaStream_t s) {
+  quantize_activation_rows(act, x, cols, 1, dst, s);
+}
+
+void quantize_activation_rows(GgmlType act, const float* x, int64_t cols, int64_t nrows, void* dst, cudaStream_t s) {
   if (!aligned(dst, 16)) fail_align("quantize_activation output", act, dst, 16);
-  if (cols <= 0) return;
+  if (cols <= 0 || nrows <= 0) return;
+  if (nrows > 65535) fail_shape("quantize_activation rows", act, nrows, 1);
   auto* b = static_cast<uint8_t*>(dst);
-  const size_t qbytes = align16(static_cast<size_t>(cols));
+  const size_t stride = activation_bytes(act, cols);
+  const size_t d_off = align16(static_cast<size_t>(cols));
+  const auto rows = static_cast<unsigned>(nrows);
   switch (act) {
     case GgmlType::Q8_0: {
       if (cols % 32) fail_shape("quantize_activation", act, cols, 32);
-      const int64_t nb = cols / 32;
-      quantize_q8_0_kernel<<<grid_for(nb * 32), kThreads, 0, s>>>(x, nb, reinterpret_cast<int8_t*>(b),
-                                                                    reinterpret_cast<float*>(b + qbytes));
+      quantize_q8_0_kernel<<<dim3(grid_for(cols), rows), kThreads, 0, s>>>(x, cols, b, stride, d_off);
       DS4_CUDA_CHECK_LAUNCH("quantize_q8_0_kernel");
       return;
     }
@@ -460,9 +496,8 @@ void quantize_activation(GgmlType act, const float* x, int64_t cols, void* dst, 
       if (cols % 256) fail_shape("quantize_activation", act, cols, 256);
       const int64_t nb = cols / 256;
       if (nb > 0x7fffffff) fail_shape("quantize_activation (too many blocks)", act, cols, 256);
-      quantize_q8_k_kernel<<<static_cast<unsigned>(nb), 256, 0, s>>>(
-          x, reinterpret_cast<int8_t*>(b), reinterpret_cast<float*>(b + qbytes),
-          reinterpret_cast<int32_t*>(b + qbytes + align16(4 * static_cast<size_t>(nb))));
+      const size_t s_off = d_off + align16(4 * static_cast<size_t>(nb));
+      quantize_q8_k_kernel<<<dim3(static_cast<unsigned>(nb), rows), 256, 0, s>>>(x, cols, b, stride, d_off, s_off);
       DS4_CUDA_CHECK_LAUNCH("quantize_q8_k_kernel");
       return;
     }
@@ -477,6 +512,12 @@ void matvec_q8(GgmlType t, const void* w, int64_t rows, int64_t cols, const void
 void matvec_q8_indexed(GgmlType t, const void* base, int64_t stride_bytes, const int32_t* d_index, int64_t rows,
                        int64_t cols, const void* act, float* y, cudaStream_t s) {
   mvq_any(t, base, rows, cols, act, y, s, d_index, stride_bytes);
+}
+
+void matvec_q8_batched(GgmlType t, const void* base, int64_t stride_bytes, const int32_t* d_index, int nmat,
+                       int64_t rows, int64_t cols, const void* act, size_t act_stride, float* y, int64_t y_stride,
+                       cudaStream_t s) {
+  mvq_any(t, base, rows, cols, act, y, s, d_index, stride_bytes, Batch{nmat, act_stride, y_stride});
 }
 
 }  // namespace ds4::cuda
