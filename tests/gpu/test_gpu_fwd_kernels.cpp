@@ -4,6 +4,7 @@
 // exactly; the others within a few f32 ulps of the values' scale.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -66,6 +67,66 @@ TEST_F(GpuFwdKernels, RmsNormRows) {
   EXPECT_LE(max_abs_diff(host(dy, x.size()), want), 1e-5f);
 }
 
+TEST_F(GpuFwdKernels, RmsNormSingleWideRow) {
+  // One HC-stream row of a Flash-sized model (4 x 4096): the wide-block path.
+  const int64_t n = 16384 + 37;
+  const Vec x = randv(n, 2.0f, 11);
+  Vec want(x.size());
+  ds4::backend::cpu::rms_norm(x.data(), nullptr, n, 1e-6f, want.data());
+  auto dx = dev(x);
+  DeviceBuffer dy(x.size() * sizeof(float));
+  fwd::rms_norm_rows(dx.as<float>(), nullptr, 1, n, 1e-6f, dy.as<float>(), nullptr);
+  EXPECT_LE(max_abs_diff(host(dy, x.size()), want), 1e-5f);
+}
+
+// Routing as the CPU backend does it (cpu_backend.cpp ffn_block): sqrt(softplus)
+// scores, top-K of score + bias with the lowest index winning ties, weights
+// normalized over the chosen and scaled; hash layers take the given ids.
+TEST_F(GpuFwdKernels, RouteTopKWithTiesAndHash) {
+  for (int E : {8, 256, 384}) {
+    const int K = 6;
+    Vec logits = randv(static_cast<size_t>(E), 1.5f, static_cast<uint32_t>(E));
+    for (int e = 1; e < E; e += 7) logits[static_cast<size_t>(e)] = logits[0];  // exact ties
+    logits[2] = 30.0f;                                                         // above softplus' threshold
+    const Vec bias = randv(static_cast<size_t>(E), 0.01f, 99);
+    for (bool use_bias : {false, true}) {
+      std::vector<float> sc(static_cast<size_t>(E));
+      for (int e = 0; e < E; ++e) sc[static_cast<size_t>(e)] = std::sqrt(ds4::backend::cpu::softplus(logits[static_cast<size_t>(e)]));
+      std::vector<int> order(static_cast<size_t>(E));
+      for (int e = 0; e < E; ++e) order[static_cast<size_t>(e)] = e;
+      auto biased = [&](int e) { return sc[static_cast<size_t>(e)] + (use_bias ? bias[static_cast<size_t>(e)] : 0.0f); };
+      std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int a, int b) {
+        return biased(a) > biased(b) || (biased(a) == biased(b) && a < b);
+      });
+      auto dl = dev(logits), db = dev(bias);
+      DeviceBuffer dsel(K * 4), dw(K * 4);
+      fwd::route(dl.as<float>(), E, K, nullptr, use_bias ? db.as<float>() : nullptr, true, 1.5f, dsel.as<int32_t>(),
+                 dw.as<float>(), nullptr);
+      std::vector<int32_t> sel(K);
+      DS4_CUDA_CHECK(cudaDeviceSynchronize());
+      dsel.download(sel.data(), K * 4);
+      const Vec w = host(dw, K);
+      float sum = 0;
+      for (int k = 0; k < K; ++k) sum += sc[static_cast<size_t>(order[static_cast<size_t>(k)])];
+      for (int k = 0; k < K; ++k) {
+        EXPECT_EQ(sel[static_cast<size_t>(k)], order[static_cast<size_t>(k)]) << "E " << E << " k " << k;
+        const float want = sc[static_cast<size_t>(order[static_cast<size_t>(k)])] / (sum + 1e-20f) * 1.5f;
+        EXPECT_NEAR(w[static_cast<size_t>(k)], want, 1e-6f * std::fabs(want) + 1e-7f);
+      }
+    }
+    // Hash layer: the ids as given, weights from their scores.
+    const std::vector<int32_t> ids = {E - 1, 0, 3, E / 2, 1, 2};
+    DeviceBuffer dids(K * 4), dsel(K * 4), dw(K * 4);
+    dids.upload(ids.data(), K * 4);
+    auto dl = dev(logits);
+    fwd::route(dl.as<float>(), E, K, dids.as<int32_t>(), nullptr, true, 1.0f, dsel.as<int32_t>(), dw.as<float>(), nullptr);
+    std::vector<int32_t> sel(K);
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());
+    dsel.download(sel.data(), K * 4);
+    EXPECT_EQ(sel, ids);
+  }
+}
+
 TEST_F(GpuFwdKernels, HcSplitCollapseExpand) {
   ds4::model::ModelConfig c;
   c.hc_count = 4;
@@ -94,6 +155,28 @@ TEST_F(GpuFwdKernels, HcSplitCollapseExpand) {
   EXPECT_LE(max_abs_diff(host(dy, D), y), 1e-5f);
   fwd::hc_expand(dX.as<float>(), dout.as<float>(), dpost2.as<float>(), dcomb2.as<float>(), hc, D, nullptr);
   EXPECT_LE(max_abs_diff(host(dX, X.size()), X2), 1e-5f);
+}
+
+TEST_F(GpuFwdKernels, HcSplitOtherStreamCounts) {
+  // hc = 4 has its own register kernel; the general one serves any other count.
+  for (int hc : {2, 3, 6}) {
+    ds4::model::ModelConfig c;
+    c.hc_count = static_cast<uint32_t>(hc);
+    c.hc_eps = 1e-6f;
+    c.sinkhorn_iters = 20;
+    const size_t mix = static_cast<size_t>(2 * hc + hc * hc);
+    const Vec m = randv(mix, 1.0f, 30 + static_cast<uint32_t>(hc)), scale = {0.7f, 1.3f, 0.9f},
+              base = randv(mix, 0.5f, 40 + static_cast<uint32_t>(hc));
+    Vec pre(static_cast<size_t>(hc)), post(static_cast<size_t>(hc)), comb(static_cast<size_t>(hc * hc));
+    ds4::backend::cpu::hc_split_sinkhorn(m.data(), scale.data(), base.data(), c, pre.data(), post.data(), comb.data());
+    auto dm = dev(m), ds = dev(scale), db = dev(base);
+    DeviceBuffer dpre(pre.size() * 4), dpost(post.size() * 4), dcomb(comb.size() * 4);
+    fwd::hc_split(dm.as<float>(), ds.as<float>(), db.as<float>(), hc, c.hc_eps, 20, dpre.as<float>(), dpost.as<float>(),
+                  dcomb.as<float>(), nullptr);
+    EXPECT_LE(max_abs_diff(host(dpre, pre.size()), pre), 1e-6f) << hc;
+    EXPECT_LE(max_abs_diff(host(dpost, post.size()), post), 1e-6f) << hc;
+    EXPECT_LE(max_abs_diff(host(dcomb, comb.size()), comb), 1e-5f) << hc;
+  }
 }
 
 TEST_F(GpuFwdKernels, RopeForwardAndInverse) {

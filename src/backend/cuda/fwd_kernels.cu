@@ -4,6 +4,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "backend/cuda/cuda_check.h"
@@ -38,7 +39,18 @@ __global__ void k_rms_norm(const float* x, const float* w, int64_t n, float eps,
   const float* xr = x + blockIdx.x * n;
   float* yr = y + blockIdx.x * n;
   double ss = 0;
-  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) ss += static_cast<double>(xr[k]) * xr[k];
+  const int step = static_cast<int>(blockDim.x);
+  int64_t k = threadIdx.x;
+  // Four loads in flight per thread: a single row (decode) runs on one block,
+  // where a dependent load per iteration would leave it latency-bound.
+  for (; k + 3 * step < n; k += 4 * step) {
+    const float a = xr[k], b = xr[k + step], c = xr[k + 2 * step], d = xr[k + 3 * step];
+    ss += static_cast<double>(a) * a;
+    ss += static_cast<double>(b) * b;
+    ss += static_cast<double>(c) * c;
+    ss += static_cast<double>(d) * d;
+  }
+  for (; k < n; k += step) ss += static_cast<double>(xr[k]) * xr[k];
   ss = block_sum(ss);
   const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(n) + eps));
   for (int64_t k = threadIdx.x; k < n; k += blockDim.x) yr[k] = w ? xr[k] * inv * w[k] : xr[k] * inv;
@@ -50,36 +62,78 @@ __global__ void k_hc_fill(const float* e, int hc, int64_t D, float* X) {
 }
 
 // One thread: hc is 4 and the 20 Sinkhorn iterations are sequential anyway.
-__global__ void k_hc_split(const float* m, const float* scale, const float* base, int hc, float eps, int iters,
-                           float* pre, float* post, float* comb) {
+// HC > 0: the matrix lives in registers (hc known at compile time); HC == 0:
+// any hc up to kMaxHcSplit, in local memory. Same operations in the same order
+// either way, as cpu::hc_split_sinkhorn.
+constexpr int kMaxHcSplit = 16;
+
+template <int HC>
+__global__ void k_hc_split(const float* m, const float* scale, const float* base, int hc_rt, float eps, int iters,
+                           float* pre, float* post, float* comb_out) {
+  const int hc = HC > 0 ? HC : hc_rt;
+  float comb[(HC > 0 ? HC : kMaxHcSplit) * (HC > 0 ? HC : kMaxHcSplit)];
   for (int i = 0; i < hc; ++i) {
     pre[i] = sigmoidf(scale[0] * m[i] + base[i]) + eps;
     post[i] = 2.0f * sigmoidf(scale[1] * m[hc + i] + base[hc + i]);
   }
-  for (int i = 0; i < hc; ++i) {
+#pragma unroll
+  for (int i = 0; i < (HC > 0 ? HC : kMaxHcSplit); ++i) {
+    if (i >= hc) break;
     float* row = comb + i * hc;
     float mx = -INFINITY;
-    for (int j = 0; j < hc; ++j) {
+#pragma unroll
+    for (int j = 0; j < (HC > 0 ? HC : kMaxHcSplit); ++j) {
+      if (j >= hc) break;
       row[j] = scale[2] * m[2 * hc + i * hc + j] + base[2 * hc + i * hc + j];
       mx = fmaxf(mx, row[j]);
     }
-    float s = 0;
-    for (int j = 0; j < hc; ++j) s += (row[j] = expf(row[j] - mx));
-    for (int j = 0; j < hc; ++j) row[j] = row[j] / s + eps;
-  }
-  for (int it = 0; it < iters; ++it) {
-    if (it > 0)
-      for (int i = 0; i < hc; ++i) {
-        float s = 0;
-        for (int j = 0; j < hc; ++j) s += comb[i * hc + j];
-        for (int j = 0; j < hc; ++j) comb[i * hc + j] /= s + eps;
-      }
-    for (int j = 0; j < hc; ++j) {
-      float s = 0;
-      for (int i = 0; i < hc; ++i) s += comb[i * hc + j];
-      for (int i = 0; i < hc; ++i) comb[i * hc + j] /= s + eps;
+    float sum = 0;
+#pragma unroll
+    for (int j = 0; j < (HC > 0 ? HC : kMaxHcSplit); ++j) {
+      if (j >= hc) break;
+      sum += (row[j] = expf(row[j] - mx));
+    }
+#pragma unroll
+    for (int j = 0; j < (HC > 0 ? HC : kMaxHcSplit); ++j) {
+      if (j >= hc) break;
+      row[j] = row[j] / sum + eps;
     }
   }
+  for (int it = 0; it < iters; ++it) {
+    if (it > 0) {
+#pragma unroll
+      for (int i = 0; i < (HC > 0 ? HC : kMaxHcSplit); ++i) {
+        if (i >= hc) break;
+        float sum = 0;
+#pragma unroll
+        for (int j = 0; j < (HC > 0 ? HC : kMaxHcSplit); ++j) {
+          if (j >= hc) break;
+          sum += comb[i * hc + j];
+        }
+#pragma unroll
+        for (int j = 0; j < (HC > 0 ? HC : kMaxHcSplit); ++j) {
+          if (j >= hc) break;
+          comb[i * hc + j] /= sum + eps;
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < (HC > 0 ? HC : kMaxHcSplit); ++j) {
+      if (j >= hc) break;
+      float sum = 0;
+#pragma unroll
+      for (int i = 0; i < (HC > 0 ? HC : kMaxHcSplit); ++i) {
+        if (i >= hc) break;
+        sum += comb[i * hc + j];
+      }
+#pragma unroll
+      for (int i = 0; i < (HC > 0 ? HC : kMaxHcSplit); ++i) {
+        if (i >= hc) break;
+        comb[i * hc + j] /= sum + eps;
+      }
+    }
+  }
+  for (int i = 0; i < hc * hc; ++i) comb_out[i] = comb[i];
 }
 
 __global__ void k_hc_head_pre(const float* m, const float* scale, const float* base, int hc, float eps, float* pre) {
@@ -300,40 +354,76 @@ __global__ void __launch_bounds__(kAttnThreads) k_attend(const float* q, int64_t
 
 constexpr int kMaxExperts = 1024;
 
+// One block: scores in parallel, then K rounds of a block-wide argmax (the
+// highest biased score, the lowest index among equals, as the CPU's
+// partial_sort orders them); the weights from thread 0 in selection order.
 __global__ void k_route(const float* logits, int E, int K, const int32_t* hash_ids, const float* bias, bool norm,
                         float wscale, int32_t* sel, float* w) {
-  // One thread: E is at most a few hundred and K a handful.
-  float s[kMaxExperts];
-  bool taken[kMaxExperts];
-  for (int e = 0; e < E; ++e) {
+  __shared__ float s[kMaxExperts], v[kMaxExperts];
+  __shared__ bool taken[kMaxExperts];
+  __shared__ float wv[32];
+  __shared__ int wi[32];
+  __shared__ int chosen[kMaxExperts];
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5, nwarps = static_cast<int>(blockDim.x >> 5);
+  for (int e = t; e < E; e += blockDim.x) {
     const float z = logits[e];
     s[e] = sqrtf(z > 20.0f ? z : log1pf(expf(z)));
+    v[e] = s[e] + (bias ? bias[e] : 0.0f);
     taken[e] = false;
   }
+  __syncthreads();
   for (int k = 0; k < K; ++k) {
     if (hash_ids) {
-      sel[k] = hash_ids[k];
+      if (t == 0) chosen[k] = hash_ids[k];
       continue;
     }
-    int best = -1;
-    float bv = 0;
-    for (int e = 0; e < E; ++e) {
-      if (taken[e]) continue;
-      const float v = s[e] + (bias ? bias[e] : 0.0f);
-      if (best < 0 || v > bv) {  // strict: the lowest index wins ties
-        best = e;
-        bv = v;
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int e = t; e < E; e += blockDim.x)
+      if (!taken[e] && (v[e] > bv || (v[e] == bv && e < bi))) {
+        bv = v[e];
+        bi = e;
+      }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (ov > bv || (ov == bv && oi < bi)) {
+        bv = ov;
+        bi = oi;
       }
     }
-    taken[best] = true;
-    sel[k] = best;
+    if (lane == 0) {
+      wv[warp] = bv;
+      wi[warp] = bi;
+    }
+    __syncthreads();
+    if (t == 0) {
+      for (int i = 1; i < nwarps; ++i)
+        if (wv[i] > bv || (wv[i] == bv && wi[i] < bi)) {
+          bv = wv[i];
+          bi = wi[i];
+        }
+      if (bi == 0x7fffffff)  // every score left is NaN: the lowest index not taken
+        for (int e = 0; e < E; ++e)
+          if (!taken[e]) {
+            bi = e;
+            break;
+          }
+      taken[bi] = true;
+      chosen[k] = bi;
+    }
+    __syncthreads();
   }
-  float sum = 0;
-  for (int k = 0; k < K; ++k) sum += s[sel[k]];
-  for (int k = 0; k < K; ++k) {
-    float v = s[sel[k]];
-    if (norm) v /= sum + 1e-20f;
-    w[k] = v * wscale;
+  if (t == 0) {
+    float sum = 0;
+    for (int k = 0; k < K; ++k) sum += s[chosen[k]];
+    for (int k = 0; k < K; ++k) {
+      sel[k] = chosen[k];
+      float x = s[chosen[k]];
+      if (norm) x /= sum + 1e-20f;
+      w[k] = x * wscale;
+    }
   }
 }
 
@@ -369,7 +459,9 @@ __global__ void k_add_rows(float* y, const float* x, int64_t n, int rows) {
 
 void rms_norm_rows(const float* x, const float* w, int64_t rows, int64_t n, float eps, float* y, cudaStream_t s) {
   if (rows <= 0) return;
-  k_rms_norm<<<static_cast<unsigned>(rows), kBlock, 0, s>>>(x, w, n, eps, y);
+  // Few rows (decode): wide blocks, so one row's read is spread over more threads.
+  const int threads = rows < 64 && n >= 4096 ? 1024 : kBlock;
+  k_rms_norm<<<static_cast<unsigned>(rows), threads, 0, s>>>(x, w, n, eps, y);
   LAUNCH_CHECK("k_rms_norm");
 }
 
@@ -380,7 +472,10 @@ void hc_fill(const float* e, int hc, int64_t D, float* X, cudaStream_t s) {
 
 void hc_split(const float* m, const float* scale, const float* base, int hc, float eps, int iters, float* pre,
               float* post, float* comb, cudaStream_t s) {
-  k_hc_split<<<1, 1, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb);
+  if (hc > kMaxHcSplit)
+    throw_cuda_error(cudaErrorInvalidValue, "hc_split: more than 16 HC streams", __FILE__, __LINE__);
+  if (hc == 4) k_hc_split<4><<<1, 1, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb);
+  else k_hc_split<0><<<1, 1, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb);
   LAUNCH_CHECK("k_hc_split");
 }
 
@@ -468,7 +563,8 @@ void route(const float* logits, int E, int K, const int32_t* hash_ids, const flo
            int32_t* sel, float* w, cudaStream_t s) {
   if (E > kMaxExperts || K > E)
     throw_cuda_error(cudaErrorInvalidValue, "route: more than 1024 experts or K > E", __FILE__, __LINE__);
-  k_route<<<1, 1, 0, s>>>(logits, E, K, hash_ids, bias, norm, wscale, sel, w);
+  const int threads = std::min(1024, (E + 31) / 32 * 32);
+  k_route<<<1, threads, 0, s>>>(logits, E, K, hash_ids, bias, norm, wscale, sel, w);
   LAUNCH_CHECK("k_route");
 }
 
