@@ -281,6 +281,10 @@ std::vector<MvCase> mv_cases() {
     constexpr int64_t kSmall[][2] = {{1, 1}, {3, 3}, {17, 9}, {65, 16}, {1023, 8}};  // rows, blocks
     for (const auto& rb : kSmall) v.push_back({t, rb[0], rb[1] * qk, 0});
     for (int rpw : {1, 2, 4}) v.push_back({t, 67, 2048, rpw});
+    // Few long rows (the HC mixer: 24 x 4*4096): a block per row, by default
+    // and asked for explicitly.
+    v.push_back({t, 24, 16384, 0});
+    v.push_back({t, 5, 4096, cuda::detail::kBlockPerRow});
     // Flash-sized: rows x cols.
     constexpr int64_t kFlash[][2] = {{4096, 2048}, {2048, 4096}, {4096, 32768}};
     for (const auto& rc : kFlash) v.push_back({t, rc[0], rc[1], 0});
@@ -291,7 +295,9 @@ std::vector<MvCase> mv_cases() {
 INSTANTIATE_TEST_SUITE_P(AllTypes, GpuMatvec, ::testing::ValuesIn(mv_cases()), [](const auto& p) {
   const MvCase& c = p.param;
   return type_str(c.type) + "_" + std::to_string(c.rows) + "x" + std::to_string(c.cols) +
-         (c.rows_per_warp ? "_rpw" + std::to_string(c.rows_per_warp) : "");
+         (c.rows_per_warp > 0   ? "_rpw" + std::to_string(c.rows_per_warp)
+          : c.rows_per_warp < 0 ? std::string("_block_per_row")
+                                : std::string());
 });
 
 // ---- integer path: activation quantization (bit-exact) and matvec_q8 ------------

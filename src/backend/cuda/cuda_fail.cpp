@@ -14,6 +14,6 @@ void fail_align(const char* what, GgmlType t, const void* p, int align) {
   fail("CUDA {} ({}): pointer {} is not {}-byte aligned", what, ggml_type_name(t), p, align);
 }
 
-void fail_rows_per_warp(int r) { fail("CUDA matvec: {} rows per warp (1, 2 or 4)", r); }
+void fail_rows_per_warp(int r) { fail("CUDA matvec: {} rows per warp (1, 2, 4, or -1 for a block per row)", r); }
 
 }  // namespace ds4::cuda

@@ -64,8 +64,9 @@ void matvec_q8_batched(GgmlType t, const void* base, int64_t stride_bytes, const
                        cudaStream_t stream = nullptr);
 
 namespace detail {
-// matvec with an explicit number of rows per warp (1, 2 or 4), for the benchmark
-// that chooses matvec's default.
+inline constexpr int kBlockPerRow = -1;
+// matvec with an explicit number of rows per warp (1, 2 or 4, or kBlockPerRow:
+// a thread block per row), for the benchmark that chooses matvec's default.
 void matvec_rows_per_warp(int rows_per_warp, GgmlType t, const void* dW, int64_t rows, int64_t cols, const float* dx,
                           float* dy, cudaStream_t stream);
 }  // namespace detail
