@@ -63,11 +63,13 @@ struct Case {
 // choice sits on a near-tie, and there the GPU and the scalar CPU usually show
 // the very same difference (e.g. max 1.46 for both on tiny-flash ds4-q4): the
 // SIMD CPU is the one on the other side. Counts of jumps, GPU vs scalar CPU:
-// up to 10 vs 6 of 80; argmax changes up to 2 vs 1.
+// up to 10 vs 7 of 80; argmax changes up to 2 vs 2 (and 2 vs 0 once).
 //
 // Bounds: median position <= 1e-5 (a systematic error in any kernel moves
-// every position); jumps <= max(8, 2x the scalar CPU's); argmax changes <=
-// max(2, 2x the scalar CPU's). Float weights (f32, f16, bf16: f32 activations
+// every position; this is the check that catches a wrong kernel). The counts
+// are statistical, so their bounds leave room over what was measured: jumps
+// <= max(10, 2x the scalar CPU's + 2); argmax changes <= max(3, 2x the scalar
+// CPU's + 1). Float weights (f32, f16, bf16: f32 activations
 // on both sides): max <= 1e-2 and no argmax change teacher-forced (f32
 // measured 4.4e-6 exact, 2.7e-4 faithful), and in exact mode also
 // free-running: max abs <= 1e-3, no argmax change (f32 measured 5.4e-6).
@@ -211,8 +213,8 @@ TEST_P(GpuForward, MatchesCpuAndChunkingsAgree) {
       return static_cast<int>(std::count_if(e.begin(), e.end(), [](float x) { return x > 0.05f; }));
     };
     EXPECT_LE(ef[ef.size() / 2], 1e-5f) << what << " (teacher-forced): median position error";
-    EXPECT_LE(jumps(ef), std::max(8, 2 * jumps(es))) << what << " (teacher-forced): positions off by > 0.05";
-    EXPECT_LE(f.argmax_mismatch, std::max(2, 2 * fs.argmax_mismatch))
+    EXPECT_LE(jumps(ef), std::max(10, 2 * jumps(es) + 2)) << what << " (teacher-forced): positions off by > 0.05";
+    EXPECT_LE(f.argmax_mismatch, std::max(3, 2 * fs.argmax_mismatch + 1))
         << what << " (teacher-forced): first at position " << f.first_bad;
     // Float weights (f32/f16/bf16) meet f32 activations on both backends.
     const bool float_weights = c.recipe == "f32" || c.recipe == "f16" || c.recipe == "bf16";
