@@ -20,11 +20,22 @@ inline void cpu_relax() {
 // matvecs of one layer, much shorter than the gap between tokens).
 constexpr int kSpinRounds = 4000;
 
+constexpr uint64_t kUnitMask = 0xFFFFFFFFu;
+// Units per job stay below 2^31 so that a unit index fits the low half of a
+// tagged counter with room to overshoot.
+constexpr int64_t kMaxUnits = int64_t{1} << 31;
+
+// Chunks per participant's share: small enough that others can take over the
+// share of a thread that stalls, large enough that claiming stays rare.
+constexpr int64_t kChunksPerShare = 8;
+
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
   if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+  claims_ = std::make_unique<Slot[]>(static_cast<size_t>(n_threads));
+  dones_ = std::make_unique<Slot[]>(static_cast<size_t>(n_threads));
+  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -36,50 +47,77 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::work_chunks() {
+// Takes the next chunk of `owner`'s share into [b, e) (in elements).
+bool ThreadPool::claim(const Job& j, int owner, int64_t& b, int64_t& e) {
+  const int64_t end = (owner + 1) * j.units / j.parts;
+  std::atomic<uint64_t>& next = claims_[static_cast<size_t>(owner)].v;
+  uint64_t cur = next.load(std::memory_order_relaxed);
   for (;;) {
-    const int64_t b = next_.fetch_add(chunk_, std::memory_order_relaxed);
-    if (b >= n_) return;
-    const int64_t e = std::min(n_, b + chunk_);
-    if (!failed_.load(std::memory_order_relaxed)) {
-      try {
-        t_in_pool_task = true;
-        call_(ctx_, b, e);
-        t_in_pool_task = false;
-      } catch (...) {
-        t_in_pool_task = false;
-        std::lock_guard lk(err_m_);
-        if (!error_) error_ = std::current_exception();
-        failed_.store(true, std::memory_order_relaxed);
-      }
+    if ((cur >> 32) != j.tag) return false;  // a later job: this one is over
+    const int64_t u = static_cast<int64_t>(cur & kUnitMask);
+    if (u >= end) return false;
+    const int64_t u1 = std::min(end, u + j.chunk);
+    if (next.compare_exchange_weak(cur, (j.tag << 32) | static_cast<uint64_t>(u1), std::memory_order_relaxed)) {
+      b = u * j.unit;
+      e = std::min(j.n, u1 * j.unit);
+      return true;
     }
-    done_.fetch_add(e - b, std::memory_order_acq_rel);
   }
 }
 
-void ThreadPool::worker_loop() {
+void ThreadPool::work(const Job& j, int self) {
+  uint64_t count = 0;
+  auto run_chunks = [&](int owner) {
+    int64_t b = 0, e = 0;
+    while (claim(j, owner, b, e)) {
+      if (!failed_.load(std::memory_order_relaxed)) {
+        try {
+          t_in_pool_task = true;
+          j.call(j.ctx, b, e);
+          t_in_pool_task = false;
+        } catch (...) {
+          t_in_pool_task = false;
+          std::lock_guard lk(err_m_);
+          if (!error_) error_ = std::current_exception();
+          failed_.store(true, std::memory_order_relaxed);
+        }
+      }
+      // Whole units, including the short last one: the caller counts units.
+      count += static_cast<uint64_t>((e - b + j.unit - 1) / j.unit);
+      dones_[static_cast<size_t>(self)].v.store((j.tag << 32) | count, std::memory_order_release);
+    }
+  };
+  run_chunks(self);
+  for (int k = 1; k < j.parts; ++k) run_chunks((self + k) % j.parts);
+}
+
+void ThreadPool::worker_loop(int self) {
   uint64_t seen = 0;
   for (;;) {
-    uint64_t g = generation_.load();
+    uint64_t g = generation_.load(std::memory_order_acquire);
     for (int i = 0; (g == seen || (g & 1)) && i < kSpinRounds; ++i) {
       cpu_relax();
-      g = generation_.load();
+      g = generation_.load(std::memory_order_acquire);
     }
     if (g == seen || (g & 1)) {
       std::unique_lock lk(m_);
       wake_.wait(lk, [&] {
-        const uint64_t now = generation_.load();
+        const uint64_t now = generation_.load(std::memory_order_acquire);
         return stop_ || (now != seen && !(now & 1));
       });
       if (stop_) return;
-      g = generation_.load();
+      g = generation_.load(std::memory_order_acquire);
     }
     seen = g;
-    // Enter the job only if it is still the open one: the caller may already
-    // have finished it and started rewriting the fields for the next.
-    busy_.fetch_add(1);
-    if (generation_.load() == g) work_chunks();
-    busy_.fetch_sub(1);
+    const Job j{call_.load(std::memory_order_relaxed), ctx_.load(std::memory_order_relaxed), n_.load(std::memory_order_relaxed),
+                unit_.load(std::memory_order_relaxed),  units_.load(std::memory_order_relaxed),
+                chunk_.load(std::memory_order_relaxed), parts_.load(std::memory_order_relaxed),
+                tag_.load(std::memory_order_relaxed)};
+    // The caller may have started rewriting the fields for the next job (this
+    // one being finished): then the copy is not one job's and is dropped.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (generation_.load(std::memory_order_relaxed) != g) continue;
+    if (self < j.parts) work(j, self);
   }
 }
 
@@ -93,33 +131,45 @@ void ThreadPool::run(int64_t n, int64_t grain, Call call, void* ctx) {
     return;
   }
   std::lock_guard submit(submit_);
-  // Close the previous job (odd generation) and wait for stragglers to leave
-  // it before rewriting its fields.
-  const uint64_t g = generation_.load();
-  generation_.store(g + 1);
-  for (int i = 0; busy_.load() != 0; ++i) {
-    if (i < kSpinRounds) cpu_relax();
-    else std::this_thread::yield();
-  }
-  call_ = call;
-  ctx_ = ctx;
-  n_ = n;
-  // About 4 chunks per thread balances uneven progress without much contention.
-  const int64_t per = (n + 4 * size() - 1) / (4 * size());
-  chunk_ = std::max(grain, per);
-  next_.store(0, std::memory_order_relaxed);
-  done_.store(0, std::memory_order_relaxed);
+  const int64_t unit = std::max(grain, (n + kMaxUnits - 1) / kMaxUnits);
+  const int64_t units = (n + unit - 1) / unit;
+  const int parts = static_cast<int>(std::min<int64_t>(size(), units));
+  const int64_t chunk = std::max<int64_t>(1, units / parts / kChunksPerShare);
+  const uint64_t tag = ++jobs_ & kUnitMask;
+
+  // Seqlock write: odd generation, fields, even generation.
+  const uint64_t g = generation_.load(std::memory_order_relaxed);
+  generation_.store(g + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  call_.store(call, std::memory_order_relaxed);
+  ctx_.store(ctx, std::memory_order_relaxed);
+  n_.store(n, std::memory_order_relaxed);
+  unit_.store(unit, std::memory_order_relaxed);
+  units_.store(units, std::memory_order_relaxed);
+  chunk_.store(chunk, std::memory_order_relaxed);
+  parts_.store(parts, std::memory_order_relaxed);
+  tag_.store(tag, std::memory_order_relaxed);
+  for (int i = 0; i < parts; ++i)
+    claims_[static_cast<size_t>(i)].v.store((tag << 32) | static_cast<uint64_t>(i * units / parts), std::memory_order_relaxed);
   failed_.store(false, std::memory_order_relaxed);
   error_ = nullptr;
   {
     std::lock_guard lk(m_);
-    generation_.store(g + 2);
+    generation_.store(g + 2, std::memory_order_release);
   }
   wake_.notify_all();
-  work_chunks();
-  // Wait for the chunks, not for the workers: a worker that wakes late finds
+
+  const Job j{call, ctx, n, unit, units, chunk, parts, tag};
+  work(j, 0);
+  // Wait for the units, not for the workers: a worker that wakes late finds
   // nothing left and leaves.
-  for (int i = 0; done_.load(std::memory_order_acquire) != n; ++i) {
+  for (int i = 0;; ++i) {
+    int64_t finished = 0;
+    for (int p = 0; p < parts; ++p) {
+      const uint64_t d = dones_[static_cast<size_t>(p)].v.load(std::memory_order_acquire);
+      if ((d >> 32) == tag) finished += static_cast<int64_t>(d & kUnitMask);
+    }
+    if (finished == units) break;
     if (i < kSpinRounds) cpu_relax();
     else std::this_thread::yield();  // a worker may be waiting for a core
   }

@@ -26,6 +26,41 @@ TEST(ThreadPool, CoversEveryIndexOnce) {
   }
 }
 
+// Ranges start at multiples of the grain and are whole grains long, except
+// the one that ends at n (matmul relies on it for no more than efficiency, but
+// callers may use grain to keep blocks together).
+TEST(ThreadPool, RangesFollowTheGrain) {
+  for (int threads : {2, 5, 16}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {1, 9, 100, 4096, 100003}) {
+      for (int64_t grain : {1, 7, 64}) {
+        std::atomic<int64_t> covered{0};
+        std::atomic<int> bad{0};
+        pool.parallel_for(n, [&](int64_t b, int64_t e) {
+          if (b % grain != 0 || (e != n && (e - b) % grain != 0)) ++bad;
+          covered += e - b;
+        }, grain);
+        EXPECT_EQ(bad.load(), 0) << threads << " " << n << " " << grain;
+        EXPECT_EQ(covered.load(), n);
+      }
+    }
+  }
+}
+
+// Many calls of changing size on more threads than cores: late workers and
+// stolen chunks must never run a range twice or miss one.
+TEST(ThreadPool, ManyCallsOfChangingSize) {
+  ThreadPool pool(8);
+  std::vector<std::atomic<int>> hits(2000);
+  for (int it = 0; it < 3000; ++it) {
+    const int64_t n = 1 + (it * 7919) % 2000;
+    pool.parallel_for(n, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+    }, 1 + it % 5);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].exchange(0), 1) << it << " " << i;
+  }
+}
+
 TEST(ThreadPool, ManySmallCalls) {
   ThreadPool pool(4);
   std::atomic<int64_t> sum{0};
