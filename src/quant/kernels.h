@@ -32,14 +32,27 @@ bool cpu_has(Isa isa);
 // process; not meant to change while matmuls run on other threads.
 void set_isa_cap(Isa cap);
 
-// Activation quantizers (n % block == 0).
+// Activation quantizers (n % block == 0), portable reference versions.
 void quantize_row_q8_0(const float* x, void* dst, int64_t n);
 void quantize_row_q8_k(const float* x, void* dst, int64_t n);
+
+// SIMD activation quantizers: byte for byte the references above (the CUDA
+// backend reproduces those bytes too). matvec quantizes the activation once per
+// call; for a Flash expert (2048-4096 columns) the scalar versions cost several
+// microseconds, a sizable share of a ~25 us matvec.
+using ActQuantFn = void (*)(const float* x, void* dst, int64_t n);
+// The quantizer for activation type act (Q8_0 or Q8_K) of `isa`, or null.
+ActQuantFn find_act_quant(GgmlType act, Isa isa);
+// The fastest one this CPU runs (the reference where none is written),
+// capped by DS4_QUANT_ISA like best_kernel.
+ActQuantFn best_act_quant(GgmlType act);
 
 // Per-ISA tables, filled by the kernel files (null entries = not written).
 const DotKernel* scalar_kernel(GgmlType t);
 const DotKernel* avx2_kernel(GgmlType t);
 const DotKernel* avx512_kernel(GgmlType t);
 const DotKernel* neon_kernel(GgmlType t);
+ActQuantFn avx2_act_quant(GgmlType act);
+ActQuantFn avx512_act_quant(GgmlType act);
 
 }  // namespace ds4::quant

@@ -5,6 +5,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include <cstdint>
 #include <cstring>
 
 #include "quant/blocks.h"
@@ -229,6 +230,85 @@ DS4_AVX2 float dot_iq2_xxs(int64_t n, const void* w, const void* a) {
   return hsum(acc);
 }
 
+// --- activation quantizers: the reference's operations lane by lane ---
+
+DS4_AVX2 inline __m256i nearest_int8(__m256 v) {  // nearest_int's float trick
+  const __m256i bits = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(12582912.0f)));
+  return _mm256_sub_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x00400000));
+}
+// std::max(amax, fabs(x)) leaves amax unchanged for a NaN x; vmaxps returns
+// its second operand when either is NaN.
+DS4_AVX2 inline __m256 max_abs(__m256 m, __m256 x) {
+  return _mm256_max_ps(_mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))), m);
+}
+DS4_AVX2 inline float hmax(__m256 v) {  // v holds no NaN
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+// Low bytes of 4 x 8 int32 in order (truncation, like a cast to int8_t): the
+// unsigned packs cannot saturate once each lane is masked to 0..255.
+DS4_AVX2 inline __m256i low_bytes(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i m = _mm256_set1_epi32(0xFF);
+  const __m256i ab = _mm256_packus_epi32(_mm256_and_si256(a, m), _mm256_and_si256(b, m));
+  const __m256i cd = _mm256_packus_epi32(_mm256_and_si256(c, m), _mm256_and_si256(d, m));
+  // In-lane packs leave dwords as a0-3 b0-3 c0-3 d0-3 a4-7 b4-7 c4-7 d4-7.
+  return _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+DS4_AVX2 void quant_q8_k(const float* x, void* dst, int64_t n) {
+  auto* b = static_cast<BlockQ8_K*>(dst);
+  const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+  for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
+    __m256 m = _mm256_setzero_ps();
+    for (int j = 0; j < 32; ++j) m = max_abs(m, _mm256_loadu_ps(x + 8 * j));
+    const float amax = hmax(m);
+    if (amax == 0) {
+      std::memset(&b[i], 0, sizeof(BlockQ8_K));
+      continue;
+    }
+    const float iscale = 127.0f / amax;
+    const __m256 vs = _mm256_set1_ps(iscale);
+    for (int j = 0; j < 8; ++j) {  // 32 values = two sums of 16
+      __m256i q[4];
+      for (int k = 0; k < 4; ++k) {
+        const __m256i v = nearest_int8(_mm256_mul_ps(vs, _mm256_loadu_ps(x + 32 * j + 8 * k)));
+        q[k] = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(b[i].qs + 32 * j), low_bytes(q[0], q[1], q[2], q[3]));
+      b[i].bsums[2 * j] = static_cast<int16_t>(hsum_i32(_mm256_add_epi32(q[0], q[1])));
+      b[i].bsums[2 * j + 1] = static_cast<int16_t>(hsum_i32(_mm256_add_epi32(q[2], q[3])));
+    }
+    b[i].d = 1 / iscale;
+  }
+}
+
+// std::round (half away from zero) exactly: truncate, then step away from zero
+// where the dropped fraction is at least one half (v - trunc(v) is exact).
+DS4_AVX2 inline __m256 round_away(__m256 v) {
+  const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m256 frac = _mm256_and_ps(_mm256_sub_ps(v, t), _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+  const __m256 one = _mm256_or_ps(_mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(INT32_MIN))), _mm256_set1_ps(1.0f));
+  return _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), one));
+}
+
+DS4_AVX2 void quant_q8_0(const float* x, void* dst, int64_t n) {
+  auto* d8 = static_cast<uint8_t*>(dst);
+  for (int64_t b = 0; b < n / QK; ++b, d8 += sizeof(BlockQ8_0), x += QK) {
+    __m256 xv[4], m = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) m = max_abs(m, xv[k] = _mm256_loadu_ps(x + 8 * k));
+    const float d = hmax(m) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const uint16_t h = f32_to_f16(d);
+    std::memcpy(d8, &h, 2);
+    const __m256 vid = _mm256_set1_ps(id);
+    __m256i q[4];  // (int8_t) of the float: the truncating conversion's low byte
+    for (int k = 0; k < 4; ++k) q[k] = _mm256_cvttps_epi32(round_away(_mm256_mul_ps(xv[k], vid)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d8 + 2), low_bytes(q[0], q[1], q[2], q[3]));
+  }
+}
+
 struct Entry {
   GgmlType t;
   DotKernel k;
@@ -249,6 +329,12 @@ const Entry kAvx2[] = {
 const DotKernel* avx2_kernel(GgmlType t) {
   for (const auto& e : kAvx2)
     if (e.t == t) return &e.k;
+  return nullptr;
+}
+
+ActQuantFn avx2_act_quant(GgmlType act) {
+  if (act == GgmlType::Q8_K) return quant_q8_k;
+  if (act == GgmlType::Q8_0) return quant_q8_0;
   return nullptr;
 }
 

@@ -1,6 +1,7 @@
-// AVX-512 (F, BW, VL, DQ) dot kernels; Q8_0 and MXFP4 also have VNNI
-// (vpdpbusd) variants picked where the CPU has AVX512_VNNI. Same contracts as
-// the scalar references; integer parts exact, float summation order differs.
+// AVX-512 (F, BW, VL, DQ) dot kernels at three levels, picked by what the CPU
+// has: base, + VNNI (Cascade Lake: Q8_0, MXFP4, Q4_K) and + VBMI/VNNI/GFNI
+// (Ice Lake, Sapphire Rapids, Zen 4: Q2_K, IQ2_XXS). Same contracts as the
+// scalar references; integer parts exact, float summation order differs.
 #if defined(__x86_64__)
 // GCC 12's AVX-512 headers implement _mm512_undefined_* (used by casts,
 // reductions, inserts) with a deliberately uninitialized variable, which
@@ -9,6 +10,8 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <array>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -19,12 +22,27 @@
 
 #define DS4_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
 #define DS4_AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
+// Ice Lake and later (and Zen 4): byte permutes (VBMI: vpermb, vpermt2b,
+// vpmultishiftqb), VNNI and GFNI. The Q2_K and IQ2_XXS kernels of this level
+// replace scalar table lookups and per-16 scale shuffles with those.
+#define DS4_AVX512ICL \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,gfni,fma,f16c")))
 
 namespace ds4::quant {
 namespace {
 
 // Scale fields via the F16C instruction (the portable f16_to_f32 branches).
 DS4_AVX512 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+// Software prefetch of the weight stream 4 KiB ahead into L2, once per block
+// (or per 64 bytes) in the kernels matvec streams from DRAM. On the Sapphire
+// Rapids test VM one thread reads DRAM at ~10 GB/s, and a Q2_K matvec left to
+// the hardware prefetchers reached 0.6 of that (compute and memory stalls did
+// not overlap); 4 KiB ahead in L2 gave 0.95-1.06. On 16 threads every distance
+// tried (2-8 KiB, L1 or L2) beat none, by 0.64-0.79 -> 0.71-0.89 of the read
+// bandwidth, with no clear winner inside the run-to-run noise.
+constexpr int kPrefetchBytes = 4096;
+inline void prefetch_weights(const void* p) { _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T1); }
 
 DS4_AVX512 inline __m512i load2x256(const void* lo, const void* hi) {
   const __m256i a = _mm256_loadu_si256(static_cast<const __m256i*>(lo));
@@ -76,6 +94,7 @@ DS4_AVX512 float dot_f16(int64_t n, const void* w, const void* a) {
   __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
+    prefetch_weights(x + i);
     s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i))), _mm512_loadu_ps(y + i), s0);
     s1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i + 16))),
                          _mm512_loadu_ps(y + i + 16), s1);
@@ -94,6 +113,7 @@ DS4_AVX512 float dot_bf16(int64_t n, const void* w, const void* a) {
   __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
+    prefetch_weights(x + i);
     s0 = _mm512_fmadd_ps(load_bf16(x + i), _mm512_loadu_ps(y + i), s0);
     s1 = _mm512_fmadd_ps(load_bf16(x + i + 16), _mm512_loadu_ps(y + i + 16), s1);
   }
@@ -124,7 +144,6 @@ DS4_AVX512 float dot_bf16(int64_t n, const void* w, const void* a) {
   return _mm512_reduce_add_ps(acc);
 
 DS4_AVX512 float dot_q8_0(int64_t n, const void* w, const void* a) { DS4_Q8_0_BODY(dot_u8i8) }
-DS4_AVX512VNNI float dot_q8_0_vnni(int64_t n, const void* w, const void* a) { DS4_Q8_0_BODY(dot_u8i8_vnni) }
 
 #define DS4_MXFP4_BODY(DOT)                                                                        \
   const auto* x = static_cast<const BlockMXFP4*>(w);                                               \
@@ -239,29 +258,355 @@ DS4_AVX512 float dot_iq2_xxs(int64_t n, const void* w, const void* a) {
   return _mm512_reduce_add_ps(acc);
 }
 
+// --- Ice Lake level (VBMI + VNNI + GFNI) ---
+
+// 64 constant bytes from f(i), for vector constants built at compile time.
+template <class F>
+constexpr std::array<uint8_t, 64> bytes64(F f) {
+  std::array<uint8_t, 64> a{};
+  for (int i = 0; i < 64; ++i) a[static_cast<size_t>(i)] = static_cast<uint8_t>(f(i));
+  return a;
+}
+DS4_AVX512ICL inline __m512i load64(const std::array<uint8_t, 64>& a) { return _mm512_loadu_si512(a.data()); }
+
+// Keeps values that were just stored to `p` in memory: without it the compiler
+// forwards them from registers and turns each later use (a mask, a broadcast)
+// into lane extracts and moves that all queue on port 5, the port the byte
+// permutes need. Reloaded, they are plain loads and broadcast loads.
+#define DS4_SPILL(p) __asm__ __volatile__("" : : "r"(p) : "memory")
+
+// Q2_K. Chunk t (values 64t..64t+63) is bits 2s of qs[32h + l] with h = t / 2,
+// s = 2 (t % 2) in its low half and s + 1 in its high half: one 32-byte load
+// broadcast to both halves and shifted per half. Each 16-byte lane of a chunk
+// is one scale group (4t + lane), so an in-lane byte shuffle can multiply the
+// 2-bit value by its 4-bit scale (<= 45, a valid unsigned vpdpbusd operand):
+// the shuffle's table holds, in lane k, dword m, the products j * scale(4m + k)
+// for j = 0..3, and the index is the value | t << 2.
+// Lane k, byte 4m + j of the table takes scale byte 4m + k ...
+alignas(64) constexpr auto kQ2ScalePlace = bytes64([](int b) { return 4 * ((b % 16) / 4) + b / 16; });
+// ... with j in bits 4-5 next to the scale's low nibble, ...
+alignas(64) constexpr auto kQ2J = bytes64([](int b) { return (b % 4) << 4; });
+// ... indexing 64 products j * scale.
+alignas(64) constexpr auto kQ2Mul = bytes64([](int i) { return (i >> 4) * (i & 15); });
+
+DS4_AVX512ICL float dot_q2_k_icl(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ2_K*>(w);
+  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const __m512i place = load64(kQ2ScalePlace), jbits = load64(kQ2J), mul = load64(kQ2Mul);
+  const __m512i m3 = _mm512_set1_epi8(3), m15 = _mm512_set1_epi8(0x0F);
+  const __m512i shift[2] = {halves_epi16(0, 2), halves_epi16(4, 6)};
+  const __m512i tbits[4] = {_mm512_set1_epi8(0), _mm512_set1_epi8(4), _mm512_set1_epi8(8), _mm512_set1_epi8(12)};
+  alignas(16) float f[4];  // d * y.d, dmin * y.d of the block, read back as broadcasts
+  __m512 acc = _mm512_setzero_ps();
+  __m256 accm = _mm256_setzero_ps();  // mins x activation sums, reduced once at the end
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    prefetch_weights(&x[i]);
+    // d and dmin are adjacent: one 4-byte load, one conversion.
+    _mm_store_ps(f, _mm_mul_ps(_mm_cvtph_ps(_mm_loadu_si32(&x[i].d)), _mm_set1_ps(y[i].d)));
+    DS4_SPILL(f);
+    const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
+    const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0x0F)));
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums));
+    accm = _mm256_fmadd_ps(_mm256_set1_ps(f[1]), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), accm);
+    // (A & B) | C is ternary-logic immediate 0xEA.
+    const __m512i tidx = _mm512_ternarylogic_epi32(_mm512_permutexvar_epi8(place, _mm512_zextsi128_si512(sc8)), m15, jbits, 0xEA);
+    const __m512i table = _mm512_permutexvar_epi8(tidx, mul);
+    __m512i isum = _mm512_setzero_si512();
+    for (int t = 0; t < 4; ++t) {
+      const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * (t / 2))));
+      const __m512i idx = _mm512_ternarylogic_epi32(_mm512_srlv_epi16(q, shift[t % 2]), m3, tbits[t], 0xEA);
+      isum = _mm512_dpbusd_epi32(isum, _mm512_shuffle_epi8(table, idx), _mm512_loadu_si512(y[i].qs + 64 * t));
+    }
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(f[0]), _mm512_cvtepi32_ps(isum), acc);
+  }
+  return _mm512_reduce_add_ps(_mm512_sub_ps(acc, _mm512_zextps256_ps512(accm)));
+}
+
+// Q4_K. Chunk c (values 64c..64c+63: sub-blocks 2c and 2c + 1) is the low
+// and high nibbles of qs[32c..32c+31]: one 32-byte load broadcast to both
+// halves, the high half shifted by 4. The 6-bit scales and mins are unpacked
+// with 32-bit integer operations and widened once per block to int16 pairs
+// (s | s << 16), read back as broadcasts for vpdpwssd and, for the mins, as
+// the multipliers of the activation's pairs of sums of 16.
+DS4_AVX512VNNI float dot_q4_k_vnni(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ4_K*>(w);
+  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const __m512i shift = halves_epi16(0, 4), m4 = _mm512_set1_epi8(0x0F);
+  struct alignas(64) Spill {
+    uint32_t sm[16];  // scales 0-7 then mins 0-7, each as an int16 pair
+    uint32_t packed[4];
+    float f[4];
+  } sp;
+  __m512 acc = _mm512_setzero_ps();
+  __m256 accm = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    prefetch_weights(&x[i]);
+    prefetch_weights(reinterpret_cast<const uint8_t*>(&x[i]) + 64);
+    prefetch_weights(reinterpret_cast<const uint8_t*>(&x[i]) + 128);
+    uint32_t q[3];
+    std::memcpy(q, x[i].scales, 12);
+    // get_scale_min_k4 for all 8 sub-blocks, 4 bytes at a time.
+    sp.packed[0] = q[0] & 0x3F3F3F3Fu;                                         // scales 0-3
+    sp.packed[1] = (q[2] & 0x0F0F0F0Fu) | ((q[0] >> 2) & 0x30303030u);         // scales 4-7
+    sp.packed[2] = q[1] & 0x3F3F3F3Fu;                                         // mins 0-3
+    sp.packed[3] = ((q[2] >> 4) & 0x0F0F0F0Fu) | ((q[1] >> 2) & 0x30303030u);  // mins 4-7
+    _mm_store_ps(sp.f, _mm_mul_ps(_mm_cvtph_ps(_mm_loadu_si32(&x[i].d)), _mm_set1_ps(y[i].d)));
+    DS4_SPILL(&sp);
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sp.packed)));
+    _mm512_store_si512(sp.sm, _mm512_or_si512(v, _mm512_slli_epi32(v, 16)));
+    DS4_SPILL(&sp);
+    const __m256i mins = _mm256_load_si256(reinterpret_cast<const __m256i*>(sp.sm + 8));
+    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums));
+    accm = _mm256_fmadd_ps(_mm256_set1_ps(sp.f[1]), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), accm);
+    __m512i isum = _mm512_setzero_si512();
+    for (int c = 0; c < 4; ++c) {
+      const __m512i qv = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * c)));
+      const __m512i nib = _mm512_and_si512(_mm512_srlv_epi16(qv, shift), m4);
+      const __m512i sc = _mm512_mask_broadcastd_epi32(_mm512_broadcastd_epi32(_mm_loadu_si32(&sp.sm[2 * c])), 0xFF00,
+                                                      _mm_loadu_si32(&sp.sm[2 * c + 1]));
+      isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(nib, _mm512_loadu_si512(y[i].qs + 64 * c)), sc);
+    }
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(sp.f[0]), _mm512_cvtepi32_ps(isum), acc);
+  }
+  return _mm512_reduce_add_ps(_mm512_sub_ps(acc, _mm512_zextps256_ps512(accm)));
+}
+
+// Q8_0 with VNNI on 256-bit registers, one block each: the 34-byte blocks
+// need no cross-lane inserts this way, and ymm operations have three ports.
+DS4_AVX512VNNI inline __m256 q8_0_block(const BlockQ8_0& x, const BlockQ8_0& y, __m256 acc) {
+  prefetch_weights(&x);
+  const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs));
+  const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs));
+  const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
+  const __m128 d = _mm_mul_ss(_mm_cvtph_ps(_mm_loadu_si32(&x.d)), _mm_cvtph_ps(_mm_loadu_si32(&y.d)));
+  return _mm256_fmadd_ps(_mm256_broadcastss_ps(d), _mm256_cvtepi32_ps(p), acc);
+}
+DS4_AVX512VNNI float dot_q8_0_vnni256(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ8_0*>(w);
+  const auto* y = static_cast<const BlockQ8_0*>(a);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  const int64_t nb = n / QK;
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    acc0 = q8_0_block(x[i], y[i], acc0);
+    acc1 = q8_0_block(x[i + 1], y[i + 1], acc1);
+  }
+  if (i < nb) acc0 = q8_0_block(x[i], y[i], acc0);
+  const __m256 s = _mm256_add_ps(acc0, acc1);
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  return _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
+}
+
+// IQ2_XXS without per-group loads: every grid entry is 8 values from the three
+// levels 8, 25, 43, so entry e is a 16-bit code (2 bits per value), split into
+// a low and a high byte table of 256 entries, 4 registers each, looked up for
+// all 32 groups of a block with vpermt2b. vpmultishiftqb then spreads a code
+// over the 8 bytes of its group and vpermb maps the 2-bit fields to levels.
+// Sign fields (7 bits at 32 + 7k of each sub-block's 64 bits) are cut out with
+// vpmultishiftqb as well and get their parity bit from one GF(2) affine map.
+// On Sapphire Rapids this runs 3-4 GB/s per core in L2, 2-3x the kernel above
+// but still short of what a core's share of DRAM bandwidth needs (~6 GB/s).
+// Slower there, and dropped: the grid read with vpgatherqq (3.6), single-source
+// vpermb lookups only (2.2: twice the port-5 permutes), and a two-pass form that
+// computes masks and scales for 16 blocks ahead of the dots (3.0 vs 3.8).
+struct Iq2Codes {
+  alignas(64) uint8_t lo[256];
+  alignas(64) uint8_t hi[256];
+};
+const Iq2Codes& iq2_codes() {
+  static const Iq2Codes t = [] {
+    Iq2Codes c{};
+    for (int e = 0; e < 256; ++e) {
+      uint32_t code = 0;
+      for (int j = 0; j < 8; ++j) {
+        const uint8_t v = iq2xxs_grid[e][j];  // 8, 25 or 43 (a test checks the table)
+        code |= static_cast<uint32_t>(v == 8 ? 0 : v == 25 ? 1 : 2) << (2 * j);
+      }
+      c.lo[e] = static_cast<uint8_t>(code & 0xFF);
+      c.hi[e] = static_cast<uint8_t>(code >> 8);
+    }
+    return c;
+  }();
+  return t;
+}
+// Group G = 4 ib + k of a block: its grid index is qs byte 8 ib + k.
+alignas(64) constexpr auto kIq2Idx = bytes64([](int b) { return 8 * ((b % 32) / 4) + b % 4; });
+// Per sub-block (64 bits): the 4 sign fields at bits 32 + 7k, into bytes 0-3.
+alignas(64) constexpr auto kIq2SignCut = bytes64([](int b) { return 32 + 7 * (b % 4); });
+// Sign bytes of chunk c (sub-blocks 2c, 2c + 1) into bytes 8c..8c+7.
+alignas(64) constexpr auto kIq2SignPack = bytes64([](int b) { return 16 * ((b % 32) / 8) + 8 * ((b % 8) / 4) + b % 4; });
+// Chunk c, group g: low code byte into byte 8g, high into 8g + 1 (vpermt2b:
+// index bit 6 picks the second table).
+constexpr std::array<uint8_t, 64> iq2_place(int c) {
+  return bytes64([c](int b) { return (b % 2 ? 64 : 0) + 8 * c + b / 8; });
+}
+alignas(64) constexpr std::array<uint8_t, 64> kIq2Place[4] = {iq2_place(0), iq2_place(1), iq2_place(2), iq2_place(3)};
+// Byte j of a group: bits 2j.. of its code (vpmultishiftqb offsets).
+alignas(64) constexpr auto kIq2Spread = bytes64([](int b) { return 2 * (b % 8); });
+// 2-bit code (vpermb reads the low 6 bits) -> level.
+alignas(64) constexpr auto kIq2Levels = bytes64([](int b) { return b % 4 == 0 ? 8 : b % 4 == 1 ? 25 : b % 4 == 2 ? 43 : 0; });
+// GF(2) affine map of a byte: bits 0-6 kept, bit 7 = parity of bits 0-6 (so
+// that the count of minus signs is even). Byte 7 - i of the matrix selects the
+// input bits whose parity is output bit i.
+constexpr long long kIq2ParityMatrix = 0x010204081020407FLL;
+
+DS4_AVX512ICL float dot_iq2_xxs_icl(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockIQ2_XXS*>(w);
+  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const Iq2Codes& codes = iq2_codes();
+  const __m512i lo0 = _mm512_load_si512(codes.lo), lo1 = _mm512_load_si512(codes.lo + 64);
+  const __m512i lo2 = _mm512_load_si512(codes.lo + 128), lo3 = _mm512_load_si512(codes.lo + 192);
+  const __m512i hi0 = _mm512_load_si512(codes.hi), hi1 = _mm512_load_si512(codes.hi + 64);
+  const __m512i hi2 = _mm512_load_si512(codes.hi + 128), hi3 = _mm512_load_si512(codes.hi + 192);
+  const __m512i gidx = load64(kIq2Idx), scut = load64(kIq2SignCut), spack = load64(kIq2SignPack);
+  const __m512i spread = load64(kIq2Spread), levels = load64(kIq2Levels);
+  const __m512i parity = _mm512_set1_epi64(kIq2ParityMatrix);
+  const __m512i zero = _mm512_setzero_si512();
+  // Per block, stored and read back (DS4_SPILL): the negate masks of the 4
+  // chunks, the 8 sub-block scales and the block's float factor.
+  struct alignas(64) Spill {
+    __mmask64 neg[8];
+    uint32_t scale[16];
+    float f;
+  } sp;
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    prefetch_weights(&x[i]);
+    const __m512i q = _mm512_loadu_si512(x[i].qs);
+    // Codes of the 32 groups (bytes 0-31; 32-63 repeat them).
+    const __m512i idx = _mm512_permutexvar_epi8(gidx, q);
+    const __mmask64 upper = _mm512_movepi8_mask(idx);  // index >= 128
+    const __m512i lo = _mm512_mask_blend_epi8(upper, _mm512_permutex2var_epi8(lo0, idx, lo1), _mm512_permutex2var_epi8(lo2, idx, lo3));
+    const __m512i hi = _mm512_mask_blend_epi8(upper, _mm512_permutex2var_epi8(hi0, idx, hi1), _mm512_permutex2var_epi8(hi2, idx, hi3));
+    // Sign bytes, 8 per chunk of 64 values: the negate masks of the activations.
+    const __m512i signs = _mm512_gf2p8affine_epi64_epi8(_mm512_multishift_epi64_epi8(scut, q), parity, 0);
+    _mm512_store_si512(sp.neg, _mm512_permutexvar_epi8(spack, signs));
+    // Sub-block scales 2l + 1 (l = top 4 bits; bit 59 below them is a sign
+    // bit, overwritten by the | 1), twice per dword for vpdpwssd's int16 pairs.
+    const __m512i s1 = _mm512_or_si512(_mm512_srli_epi64(q, 59), _mm512_set1_epi64(1));
+    _mm512_store_si512(sp.scale, _mm512_or_si512(s1, _mm512_slli_epi64(s1, 16)));
+    // d and the first two qs bytes: a 4-byte load needs no insert (port 5).
+    _mm_store_ss(&sp.f, _mm_mul_ss(_mm_mul_ss(_mm_cvtph_ps(_mm_loadu_si32(&x[i].d)), _mm_load_ss(&y[i].d)), _mm_set_ss(0.125f)));
+    DS4_SPILL(&sp);
+    __m512i isum = _mm512_setzero_si512();
+    for (int c = 0; c < 4; ++c) {
+      const __m512i code = _mm512_permutex2var_epi8(lo, _mm512_load_si512(kIq2Place[c].data()), hi);
+      const __m512i g = _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(spread, code), levels);
+      const __m512i yv = _mm512_loadu_si512(y[i].qs + 64 * c);
+      const __m512i ys = _mm512_mask_sub_epi8(yv, _load_mask64(&sp.neg[c]), zero, yv);
+      // Low half (sub-block 2c) and high half (2c + 1) scales, as int16 pairs.
+      const __m512i sc = _mm512_mask_broadcastd_epi32(_mm512_broadcastd_epi32(_mm_loadu_si32(&sp.scale[4 * c])), 0xFF00,
+                                                      _mm_loadu_si32(&sp.scale[4 * c + 2]));
+      isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(g, ys), sc);
+    }
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(sp.f), _mm512_cvtepi32_ps(isum), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+// --- activation quantizers: the reference's operations lane by lane ---
+
+// nearest_int's float trick on 16 lanes (the same operations, so every input,
+// NaN included, gives the same integer as the scalar code).
+DS4_AVX512 inline __m512i nearest_int16(__m512 v) {
+  const __m512i bits = _mm512_castps_si512(_mm512_add_ps(v, _mm512_set1_ps(12582912.0f)));
+  return _mm512_sub_epi32(_mm512_and_si512(bits, _mm512_set1_epi32(0x007fffff)), _mm512_set1_epi32(0x00400000));
+}
+// Running max of |x| as std::max(amax, fabs(x)) computes it: a NaN x leaves
+// amax unchanged. vmaxps returns its second operand when either is NaN.
+DS4_AVX512 inline __m512 max_abs(__m512 m, __m512 x) {
+  return _mm512_max_ps(_mm512_and_ps(x, _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff))), m);
+}
+
+DS4_AVX512 void quant_q8_k(const float* x, void* dst, int64_t n) {
+  auto* b = static_cast<BlockQ8_K*>(dst);
+  for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
+    __m512 m = _mm512_setzero_ps();
+    for (int j = 0; j < 16; ++j) m = max_abs(m, _mm512_loadu_ps(x + 16 * j));
+    const float amax = _mm512_reduce_max_ps(m);  // m holds no NaN
+    if (amax == 0) {
+      std::memset(&b[i], 0, sizeof(BlockQ8_K));
+      continue;
+    }
+    const float iscale = 127.0f / amax;
+    const __m512 vs = _mm512_set1_ps(iscale);
+    for (int j = 0; j < 16; ++j) {  // 16 values = one sum of 16
+      __m512i q = nearest_int16(_mm512_mul_ps(vs, _mm512_loadu_ps(x + 16 * j)));
+      q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(b[i].qs + 16 * j), _mm512_cvtepi32_epi8(q));
+      b[i].bsums[j] = static_cast<int16_t>(_mm512_reduce_add_epi32(q));
+    }
+    b[i].d = 1 / iscale;
+  }
+}
+
+// std::round (half away from zero) exactly: truncate, then step away from zero
+// where the dropped fraction is at least one half (v - trunc(v) is exact).
+DS4_AVX512 inline __m512 round_away(__m512 v) {
+  const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m512 frac = _mm512_and_ps(_mm512_sub_ps(v, t), _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)));
+  const __m512 one = _mm512_or_ps(_mm512_and_ps(v, _mm512_castsi512_ps(_mm512_set1_epi32(INT32_MIN))), _mm512_set1_ps(1.0f));
+  return _mm512_mask_add_ps(t, _mm512_cmp_ps_mask(frac, _mm512_set1_ps(0.5f), _CMP_GE_OQ), t, one);
+}
+
+DS4_AVX512 void quant_q8_0(const float* x, void* dst, int64_t n) {
+  auto* d8 = static_cast<uint8_t*>(dst);
+  for (int64_t b = 0; b < n / QK; ++b, d8 += sizeof(BlockQ8_0), x += QK) {
+    const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+    const float amax = _mm512_reduce_max_ps(max_abs(max_abs(_mm512_setzero_ps(), x0), x1));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const uint16_t h = f32_to_f16(d);
+    std::memcpy(d8, &h, 2);
+    // (int8_t) of the float: the truncating conversion's low byte, as the
+    // scalar cast compiles (cvttss2si).
+    const __m512 vid = _mm512_set1_ps(id);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d8 + 2), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(round_away(_mm512_mul_ps(x0, vid)))));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d8 + 18), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(round_away(_mm512_mul_ps(x1, vid)))));
+  }
+}
+
+// Per type: the kernel of each AVX-512 level (base, + VNNI, + VBMI/VNNI/GFNI).
 struct Entry {
   GgmlType t;
-  DotKernel k, vnni;
+  DotKernel k, vnni, icl;
 };
 const Entry kAvx512[] = {
-    {GgmlType::F32, {GgmlType::F32, dot_f32}, {GgmlType::F32, dot_f32}},
-    {GgmlType::F16, {GgmlType::F32, dot_f16}, {GgmlType::F32, dot_f16}},
-    {GgmlType::BF16, {GgmlType::F32, dot_bf16}, {GgmlType::F32, dot_bf16}},
-    {GgmlType::Q8_0, {GgmlType::Q8_0, dot_q8_0}, {GgmlType::Q8_0, dot_q8_0_vnni}},
-    {GgmlType::MXFP4, {GgmlType::Q8_0, dot_mxfp4}, {GgmlType::Q8_0, dot_mxfp4_vnni}},
-    {GgmlType::Q2_K, {GgmlType::Q8_K, dot_q2_k}, {GgmlType::Q8_K, dot_q2_k}},
-    {GgmlType::Q4_K, {GgmlType::Q8_K, dot_q4_k}, {GgmlType::Q8_K, dot_q4_k}},
-    {GgmlType::IQ2_XXS, {GgmlType::Q8_K, dot_iq2_xxs}, {GgmlType::Q8_K, dot_iq2_xxs}},
+    {GgmlType::F32, {GgmlType::F32, dot_f32}, {GgmlType::F32, dot_f32}, {GgmlType::F32, dot_f32}},
+    {GgmlType::F16, {GgmlType::F32, dot_f16}, {GgmlType::F32, dot_f16}, {GgmlType::F32, dot_f16}},
+    {GgmlType::BF16, {GgmlType::F32, dot_bf16}, {GgmlType::F32, dot_bf16}, {GgmlType::F32, dot_bf16}},
+    {GgmlType::Q8_0, {GgmlType::Q8_0, dot_q8_0}, {GgmlType::Q8_0, dot_q8_0_vnni256}, {GgmlType::Q8_0, dot_q8_0_vnni256}},
+    {GgmlType::MXFP4, {GgmlType::Q8_0, dot_mxfp4}, {GgmlType::Q8_0, dot_mxfp4_vnni}, {GgmlType::Q8_0, dot_mxfp4_vnni}},
+    {GgmlType::Q2_K, {GgmlType::Q8_K, dot_q2_k}, {GgmlType::Q8_K, dot_q2_k}, {GgmlType::Q8_K, dot_q2_k_icl}},
+    {GgmlType::Q4_K, {GgmlType::Q8_K, dot_q4_k}, {GgmlType::Q8_K, dot_q4_k_vnni}, {GgmlType::Q8_K, dot_q4_k_vnni}},
+    {GgmlType::IQ2_XXS, {GgmlType::Q8_K, dot_iq2_xxs}, {GgmlType::Q8_K, dot_iq2_xxs}, {GgmlType::Q8_K, dot_iq2_xxs_icl}},
 };
+
+// 0 = base, 1 = VNNI, 2 = Ice Lake level. DS4_QUANT_NO_VNNI=1 forces the base
+// kernels and DS4_QUANT_NO_VBMI=1 stops at VNNI, so that tests can cover each
+// level on a CPU that has them all.
+int avx512_level() {
+  static const int level = [] {
+    const bool vnni = __builtin_cpu_supports("avx512vnni") && !std::getenv("DS4_QUANT_NO_VNNI");
+    const bool icl = vnni && __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("gfni") &&
+                     !std::getenv("DS4_QUANT_NO_VBMI");
+    return icl ? 2 : vnni ? 1 : 0;
+  }();
+  return level;
+}
 
 }  // namespace
 
-bool cpu_has_avx512_vnni() { return __builtin_cpu_supports("avx512vnni"); }
-
 const DotKernel* avx512_kernel(GgmlType t) {
-  static const bool vnni = cpu_has_avx512_vnni() && !std::getenv("DS4_QUANT_NO_VNNI");
   for (const auto& e : kAvx512)
-    if (e.t == t) return vnni ? &e.vnni : &e.k;
+    if (e.t == t) return avx512_level() == 2 ? &e.icl : avx512_level() == 1 ? &e.vnni : &e.k;
+  return nullptr;
+}
+
+ActQuantFn avx512_act_quant(GgmlType act) {
+  if (act == GgmlType::Q8_K) return quant_q8_k;
+  if (act == GgmlType::Q8_0) return quant_q8_0;
   return nullptr;
 }
 

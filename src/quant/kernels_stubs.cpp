@@ -5,6 +5,8 @@ namespace ds4::quant {
 #if !defined(__x86_64__)
 const DotKernel* avx2_kernel(GgmlType) { return nullptr; }
 const DotKernel* avx512_kernel(GgmlType) { return nullptr; }
+ActQuantFn avx2_act_quant(GgmlType) { return nullptr; }
+ActQuantFn avx512_act_quant(GgmlType) { return nullptr; }
 #endif
 #if !defined(__aarch64__)
 const DotKernel* neon_kernel(GgmlType) { return nullptr; }

@@ -38,7 +38,8 @@ const char* isa_name(Isa isa) {
   return "?";
 }
 
-bool cpu_has(Isa isa) {
+namespace {
+bool probe_cpu(Isa isa) {
   switch (isa) {
     case Isa::Scalar: return true;
 #if defined(__x86_64__)
@@ -56,6 +57,14 @@ bool cpu_has(Isa isa) {
 #endif
   }
   return false;
+}
+}  // namespace
+
+// Probed once: CPUID traps to the hypervisor in a VM (microseconds), and every
+// matvec asks.
+bool cpu_has(Isa isa) {
+  static const bool has[4] = {probe_cpu(Isa::Scalar), probe_cpu(Isa::Avx2), probe_cpu(Isa::Avx512), probe_cpu(Isa::Neon)};
+  return has[static_cast<int>(isa)];
 }
 
 const DotKernel* find_kernel(GgmlType t, Isa isa) {
@@ -110,16 +119,16 @@ const uint8_t* prepare_act(const DotKernel& k, const float* X, int64_t n, int64_
   const int64_t nbk = cols / blk;
   const size_t bbytes = act_rb / static_cast<size_t>(nbk);
   uint8_t* out = buf.data();
+  const ActQuantFn q = best_act_quant(k.act);
   auto body = [&](int64_t b, int64_t e) {
     for (int64_t idx = b; idx < e; ++idx) {
       const int64_t j = idx / nbk, kb = idx % nbk;
-      uint8_t* dst = out + act_rb * static_cast<size_t>(j) + bbytes * static_cast<size_t>(kb);
-      const float* src = X + j * cols + kb * blk;
-      if (k.act == GgmlType::Q8_0) quantize_row_q8_0(src, dst, blk);
-      else quantize_row_q8_k(src, dst, blk);
+      q(X + j * cols + kb * blk, out + act_rb * static_cast<size_t>(j) + bbytes * static_cast<size_t>(kb), blk);
     }
   };
-  const int64_t grain = 8192 / blk;  // below ~8k values one thread is quicker
+  // One thread quantizes ~1 value per ns with SIMD: below ~32k values that is
+  // quicker than waking the pool.
+  const int64_t grain = 32768 / blk;
   if (pool) pool->parallel_for(n * nbk, body, grain);
   else body(0, n * nbk);
   return out;
@@ -128,6 +137,28 @@ const uint8_t* prepare_act(const DotKernel& k, const float* X, int64_t n, int64_
 }  // namespace
 
 void set_isa_cap(Isa cap) { cap_slot().store(static_cast<int>(cap), std::memory_order_relaxed); }
+
+ActQuantFn find_act_quant(GgmlType act, Isa isa) {
+  if (act != GgmlType::Q8_0 && act != GgmlType::Q8_K) return nullptr;
+  if (!cpu_has(isa)) return nullptr;
+  switch (isa) {
+    case Isa::Scalar: return act == GgmlType::Q8_0 ? quantize_row_q8_0 : quantize_row_q8_k;
+    case Isa::Avx2: return avx2_act_quant(act);
+    case Isa::Avx512: return avx512_act_quant(act);
+    case Isa::Neon: return nullptr;
+  }
+  return nullptr;
+}
+
+ActQuantFn best_act_quant(GgmlType act) {
+  const Isa order[] = {Isa::Avx512, Isa::Avx2, Isa::Scalar};
+  for (Isa isa : order) {
+    if (isa_cap() == Isa::Scalar && isa != Isa::Scalar) continue;
+    if (isa == Isa::Avx512 && isa_cap() == Isa::Avx2) continue;
+    if (ActQuantFn f = find_act_quant(act, isa)) return f;
+  }
+  return nullptr;
+}
 
 const DotKernel* best_kernel(GgmlType t) {
   const Isa order[] = {Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar};
@@ -160,8 +191,9 @@ void matmul(GgmlType wtype, const void* W, int64_t rows, int64_t cols, const flo
         Y[j * rows + r] = p.k->dot(cols, wr, act + p.act_row_bytes * static_cast<size_t>(j));
     }
   };
-  // About 64 KiB of weights per chunk keeps scheduling overhead small.
-  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(65536 / std::max<size_t>(1, p.w_row_bytes)));
+  // About 8 KiB of weights (at least one row) per unit: the pool hands each
+  // thread one contiguous share and cuts it finer only to rebalance.
+  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(8192 / std::max<size_t>(1, p.w_row_bytes)));
   if (pool) pool->parallel_for(rows, body, grain);
   else body(0, rows);
 }

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <random>
 #include <utility>
 #include <vector>
 
@@ -12,6 +14,7 @@
 #include "quant/quant.h"
 #include "test_data.h"
 #include "util/error.h"
+#include "util/float16.h"
 #include "util/thread_pool.h"
 
 namespace ds4::quant {
@@ -77,6 +80,46 @@ TEST(Kernels, SimdEqualsScalar) {
     EXPECT_GE(checked, 8);  // F32 F16 BF16 Q8_0 MXFP4 Q2_K Q4_K IQ2_XXS
   }
 #endif
+}
+
+// Blocks of random bytes (every byte pattern is a valid block of these types,
+// once the f16 scale fields hold ordinary numbers): all grid indices, signs,
+// scale and min nibbles occur, which quantizer output need not cover.
+TEST(Kernels, SimdEqualsScalarOnRandomBlocks) {
+  struct Case {
+    GgmlType t;
+    std::vector<int> f16_offsets;
+  };
+  const Case cases[] = {{GgmlType::Q2_K, {80, 82}}, {GgmlType::Q4_K, {0, 2}}, {GgmlType::IQ2_XXS, {0}},
+                        {GgmlType::Q8_0, {0}}};
+  const int64_t cols = 4096;
+  for (const Case& c : cases) {
+    const DotKernel* ref = find_kernel(c.t, Isa::Scalar);
+    ASSERT_NE(ref, nullptr);
+    const size_t rb = row_bytes(c.t, cols);
+    const size_t bb = require_ops(c.t, "test").block_bytes;
+    std::mt19937 rng(1234 + ggml_type_id(c.t));
+    std::uniform_real_distribution<float> ud(0.01f, 0.1f);
+    std::vector<uint8_t> w(rb * 4);
+    for (auto& b : w) b = static_cast<uint8_t>(rng());
+    for (size_t off = 0; off < w.size(); off += bb)
+      for (int f : c.f16_offsets) {
+        const uint16_t h = f32_to_f16(ud(rng));
+        std::memcpy(w.data() + off + f, &h, 2);
+      }
+    const auto x = test::random_floats(static_cast<size_t>(cols), 77, 2.0f);
+    const auto a = quantize_act(*ref, x);
+    for (Isa isa : {Isa::Avx2, Isa::Avx512, Isa::Neon}) {
+      const DotKernel* k = find_kernel(c.t, isa);
+      if (!k) continue;
+      for (int r = 0; r < 4; ++r) {
+        const uint8_t* wr = w.data() + rb * static_cast<size_t>(r);
+        const float got = k->dot(cols, wr, a.data()), want = ref->dot(cols, wr, a.data());
+        const double bound = 2e-6 * abs_dot(c.t, wr, ref->act, a.data(), cols) + 1e-30;
+        EXPECT_LE(std::fabs(static_cast<double>(got) - want), bound) << ggml_type_name(c.t) << " " << isa_name(isa) << " row " << r;
+      }
+    }
+  }
 }
 
 // matvec/matmul (best kernel, several thread counts, odd row counts) against
@@ -157,11 +200,58 @@ TEST(ActQuant, Q8KInvariants) {
   }
 }
 
+// The SIMD activation quantizers write exactly the reference's bytes (the CUDA
+// backend reproduces them too): random rows at several magnitudes, all-zero and
+// one-hot blocks, exact half steps (ties of both rounding rules), and for Q8_K,
+// whose reference is plain arithmetic, infinities and NaN.
+TEST(ActQuant, SimdEqualsScalar) {
+  const int64_t n = 1024;
+  std::vector<std::vector<float>> inputs;
+  for (float scale : {1e-30f, 1e-3f, 1.0f, 3e4f, 1e30f}) inputs.push_back(test::random_floats(n, 11, scale));
+  inputs.push_back(std::vector<float>(n, 0.0f));
+  auto one_hot = std::vector<float>(n, 0.0f);
+  for (int64_t i = 0; i < n; i += 37) one_hot[i] = -0.75f;
+  inputs.push_back(one_hot);
+  std::vector<float> ties(n);  // amax 127 makes the scale exactly 1: x * id = x
+  for (int64_t i = 0; i < n; ++i) ties[i] = i % 32 == 0 ? 127.0f : static_cast<float>(i % 64 - 32) + 0.5f;
+  inputs.push_back(ties);
+  for (GgmlType act : {GgmlType::Q8_0, GgmlType::Q8_K}) {
+    auto specials = test::random_floats(n, 12);
+    specials[3] = INFINITY;
+    specials[300] = -INFINITY;
+    specials[600] = NAN;
+    for (int64_t i = 768; i < 1024; ++i) specials[i] = NAN;
+    std::vector<std::vector<float>> all = inputs;
+    if (act == GgmlType::Q8_K) all.push_back(specials);
+    const ActQuantFn ref = find_act_quant(act, Isa::Scalar);
+    ASSERT_NE(ref, nullptr);
+    for (Isa isa : {Isa::Avx2, Isa::Avx512, Isa::Neon}) {
+      const ActQuantFn f = find_act_quant(act, isa);
+      if (!f) continue;
+      for (size_t c = 0; c < all.size(); ++c) {
+        std::vector<uint8_t> want(row_bytes(act, n), 0xAA), got(want.size(), 0x55);
+        ref(all[c].data(), want.data(), n);
+        f(all[c].data(), got.data(), n);
+        EXPECT_EQ(want, got) << ggml_type_name(act) << " " << isa_name(isa) << " input " << c;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ds4::quant
 
 namespace ds4::quant {
 namespace {
+// The AVX-512 IQ2_XXS kernel stores grid entries as 2-bit codes of three levels.
+TEST(Iq2Grid, ThreeLevels) {
+  for (int e = 0; e < 256; ++e)
+    for (int j = 0; j < 8; ++j) {
+      const int v = iq2xxs_grid[e][j];
+      EXPECT_TRUE(v == 8 || v == 25 || v == 43) << e << " " << j << ": " << v;
+    }
+}
+
 // The SIMD IQ2_XXS kernels compute the sign bytes instead of reading the
 // format's table: they must agree for every index in every position.
 TEST(Iq2Signs, ComputedEqualsTable) {
