@@ -1,17 +1,27 @@
 // matvec throughput of the hot weight types at DeepSeek V4 Flash shapes, in GB/s
 // of weight bytes read, next to a plain multi-threaded memory-read bandwidth
 // measured in the same run (counter "of_mem" = matvec GB/s / read GB/s).
-// Small matrices are rotated through a set of copies larger than the last-level
-// cache, so the figures are for weights streamed from DRAM, as in decoding.
+// Small matrices are rotated through a set of copies four times the size of the
+// last-level cache (and the read bandwidth buffer is as large), so the figures
+// are for weights streamed from DRAM, as in decoding. Server L3s reach hundreds
+// of MiB: a fixed 256 MiB set let a Sapphire Rapids VM (300 MiB L3) serve F16
+// matvecs at 1.5x its DRAM bandwidth.
+// Thread counts: 1 and all hardware threads, or DS4_BENCH_THREADS=1,8,16.
+// BM_PoolCall and BM_MatvecCall give the fixed cost of one call; BM_Dot each
+// kernel's speed with its data in L2.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #include "quant/kernels.h"
 #include "quant/quant.h"
@@ -22,8 +32,23 @@ namespace {
 using ds4::GgmlType;
 using ds4::ThreadPool;
 
-constexpr size_t kRotateBytes = size_t{256} << 20;  // 8x a 32 MiB L3
-constexpr size_t kMemBytes = size_t{512} << 20;
+// Last-level cache size: sysconf, else sysfs (some VMs report 0), else 32 MiB.
+size_t l3_bytes() {
+  static const size_t v = [] {
+    const long s = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (s > 0) return static_cast<size_t>(s);
+    if (std::FILE* f = std::fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r")) {
+      unsigned long kib = 0;
+      const int got = std::fscanf(f, "%luK", &kib);
+      std::fclose(f);
+      if (got == 1 && kib > 0) return static_cast<size_t>(kib) << 10;
+    }
+    return size_t{32} << 20;
+  }();
+  return v;
+}
+size_t rotate_bytes() { return std::max(size_t{256} << 20, 4 * l3_bytes()); }
+size_t mem_bytes() { return std::max(size_t{512} << 20, 4 * l3_bytes()) & ~((size_t{8} << 16) - 1); }
 
 ThreadPool& pool(int threads) {
   static std::vector<std::unique_ptr<ThreadPool>> pools(64);
@@ -49,7 +74,7 @@ uint64_t sum_words(const uint64_t* p, size_t n) {
 
 const std::vector<uint64_t>& mem_buffer() {
   static const std::vector<uint64_t> buf = [] {
-    std::vector<uint64_t> v(kMemBytes / 8);
+    std::vector<uint64_t> v(mem_bytes() / 8);
     for (size_t i = 0; i < v.size(); ++i) v[i] = i * 0x9E3779B97F4A7C15ull;
     return v;
   }();
@@ -70,7 +95,7 @@ double read_gbps(int threads) {
     });
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     benchmark::DoNotOptimize(sink.data());
-    best = std::max(best, static_cast<double>(kMemBytes) / s / 1e9);
+    best = std::max(best, static_cast<double>(mem_bytes()) / s / 1e9);
   }
   return best;
 }
@@ -95,14 +120,28 @@ void BM_MemRead(benchmark::State& state) {
     });
     benchmark::DoNotOptimize(sink.data());
   }
-  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(kMemBytes) * static_cast<double>(state.iterations()) / 1e9,
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(mem_bytes()) * static_cast<double>(state.iterations()) / 1e9,
                                               benchmark::Counter::kIsRate);
+}
+
+// One buffer for all benchmarks, grown as needed and never freed: a fresh
+// GB-sized allocation per benchmark spent most of the run in page faults.
+uint8_t* weight_buffer(size_t bytes) {
+  static std::unique_ptr<uint8_t[]> buf;
+  static size_t size = 0;
+  if (bytes > size) {
+    buf.reset();
+    buf.reset(new uint8_t[bytes]);
+    size = bytes;
+  }
+  return buf.get();
 }
 
 // Copies of a rows x cols matrix: 64 distinct quantized rows tiled, enough
 // copies to exceed the cache.
 struct Weights {
-  std::vector<uint8_t> data;
+  uint8_t* buf = nullptr;
+  uint8_t* data() const { return buf; }
   size_t matrix_bytes = 0;
   int copies = 0;
 };
@@ -111,8 +150,8 @@ Weights make_weights(GgmlType t, int64_t rows, int64_t cols, bool rotate = true)
   Weights w;
   const size_t rb = ds4::quant::row_bytes(t, cols);
   w.matrix_bytes = rb * static_cast<size_t>(rows);
-  w.copies = rotate ? static_cast<int>(std::max<size_t>(1, (kRotateBytes + w.matrix_bytes - 1) / w.matrix_bytes)) : 1;
-  w.data.resize(w.matrix_bytes * static_cast<size_t>(w.copies));
+  w.copies = rotate ? static_cast<int>(std::max<size_t>(1, (rotate_bytes() + w.matrix_bytes - 1) / w.matrix_bytes)) : 1;
+  w.buf = weight_buffer(w.matrix_bytes * static_cast<size_t>(w.copies));
   const int distinct = 64;
   std::mt19937 rng(42);
   std::normal_distribution<float> nd(0.0f, 0.02f);
@@ -122,10 +161,10 @@ Weights make_weights(GgmlType t, int64_t rows, int64_t cols, bool rotate = true)
     for (auto& v : x) v = nd(rng);
     ds4::quant::quantize_row(t, x.data(), seed.data() + rb * static_cast<size_t>(r), cols);
   }
-  for (size_t off = 0; off < w.data.size(); off += rb) {
-    const size_t r = (off / rb) % distinct;
-    std::memcpy(w.data.data() + off, seed.data() + r * rb, rb);
-  }
+  // The first copy row by row, the others whole.
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(w.data() + rb * static_cast<size_t>(r), seed.data() + rb * static_cast<size_t>(r % distinct), rb);
+  for (int c = 1; c < w.copies; ++c) std::memcpy(w.data() + w.matrix_bytes * static_cast<size_t>(c), w.data(), w.matrix_bytes);
   return w;
 }
 
@@ -143,7 +182,7 @@ void BM_Matvec(benchmark::State& state, GgmlType t) {
   double secs = 0;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
-    ds4::quant::matvec(t, w.data.data() + w.matrix_bytes * static_cast<size_t>(c), rows, cols, x.data(), y.data(), &p);
+    ds4::quant::matvec(t, w.data() + w.matrix_bytes * static_cast<size_t>(c), rows, cols, x.data(), y.data(), &p);
     benchmark::DoNotOptimize(y.data());
     secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     c = (c + 1) % w.copies;
@@ -184,7 +223,7 @@ void BM_Dot(benchmark::State& state, GgmlType t) {
   const size_t rb = ds4::quant::row_bytes(t, cols);
   float sink = 0;
   for (auto _ : state) {
-    for (int64_t r = 0; r < rows; ++r) sink += k->dot(cols, w.data.data() + rb * static_cast<size_t>(r), act.data());
+    for (int64_t r = 0; r < rows; ++r) sink += k->dot(cols, w.data() + rb * static_cast<size_t>(r), act.data());
     benchmark::DoNotOptimize(sink);
   }
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(rb * rows) * static_cast<double>(state.iterations()) / 1e9,
@@ -193,16 +232,57 @@ void BM_Dot(benchmark::State& state, GgmlType t) {
   state.SetLabel(ds4::quant::isa_name(isa));
 }
 
+// Fixed cost of one call, for scale against a Flash expert matvec (~25 us at
+// 100 GB/s): an empty parallel_for, and a matvec small enough to stay in cache
+// (16 rows of 4096 columns per thread).
+void BM_PoolCall(benchmark::State& state) {
+  ThreadPool& p = pool(static_cast<int>(state.range(0)));
+  std::vector<int64_t> sink(64 * 64);
+  for (auto _ : state) {
+    p.parallel_for(static_cast<int64_t>(sink.size()), [&](int64_t b, int64_t e) { sink[static_cast<size_t>(b)] = e; });
+    benchmark::DoNotOptimize(sink.data());
+  }
+}
+void BM_MatvecCall(benchmark::State& state, GgmlType t) {
+  const int threads = static_cast<int>(state.range(0));
+  const int64_t rows = 16 * threads, cols = 4096;
+  const Weights w = make_weights(t, rows, cols, false);
+  std::vector<float> x(static_cast<size_t>(cols), 0.5f), y(static_cast<size_t>(rows));
+  ThreadPool& p = pool(threads);
+  for (auto _ : state) {
+    ds4::quant::matvec(t, w.data(), rows, cols, x.data(), y.data(), &p);
+    benchmark::DoNotOptimize(y.data());
+  }
+}
+
 void isas(benchmark::internal::Benchmark* b) {
   for (int i : {0, 1, 2, 3}) b->Arg(i);
   b->ArgName("isa")->Unit(benchmark::kMicrosecond);
 }
 
+// Thread counts to measure: 1 and all hardware threads, or the comma-separated
+// list in DS4_BENCH_THREADS (to see how throughput scales in between).
+std::vector<int> thread_counts() {
+  std::vector<int> ts;
+  if (const char* e = std::getenv("DS4_BENCH_THREADS")) {
+    for (const char* p = e; *p;) {
+      char* end = nullptr;
+      const long v = std::strtol(p, &end, 10);
+      if (end == p) break;
+      if (v >= 1 && v < 64) ts.push_back(static_cast<int>(v));
+      p = *end ? end + 1 : end;
+    }
+  }
+  if (ts.empty()) {
+    const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    ts.push_back(1);
+    if (hw > 1) ts.push_back(std::min(hw, 63));
+  }
+  return ts;
+}
+
 void shapes(benchmark::internal::Benchmark* b) {
-  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<int> ts = {1};
-  if (hw > 1) ts.push_back(hw);
-  for (int t : ts) {
+  for (int t : thread_counts()) {
     b->Args({4096, 2048, t});   // expert (rows x cols)
     b->Args({2048, 4096, t});   // down expert
     b->Args({4096, 32768, t});  // attention-like
@@ -211,15 +291,16 @@ void shapes(benchmark::internal::Benchmark* b) {
 }
 
 void mem_args(benchmark::internal::Benchmark* b) {
-  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  b->Arg(1);
-  if (hw > 1) b->Arg(hw);
+  for (int t : thread_counts()) b->Arg(t);
   b->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
 }  // namespace
 
 BENCHMARK(BM_MemRead)->Apply(mem_args);
+BENCHMARK(BM_PoolCall)->Apply(mem_args)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_MatvecCall, Q2_K, GgmlType::Q2_K)->Apply(mem_args)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_MatvecCall, Q8_0, GgmlType::Q8_0)->Apply(mem_args)->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_Matvec, Q2_K, GgmlType::Q2_K)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Matvec, IQ2_XXS, GgmlType::IQ2_XXS)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Matvec, Q4_K, GgmlType::Q4_K)->Apply(shapes);
