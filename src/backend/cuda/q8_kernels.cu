@@ -24,11 +24,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <mutex>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_fail.h"
 #include "backend/cuda/cuda_quant.h"
+#include "backend/cuda/kernel_common.cuh"
 #include "quant/iq_tables.h"
 #include "quant/kernels.h"
 
@@ -39,10 +39,11 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kUnroll = 2;
 
-__device__ __forceinline__ uint32_t ld_u16(const uint8_t* p) { return __ldg(reinterpret_cast<const unsigned short*>(p)); }
-__device__ __forceinline__ uint32_t ld_u32(const uint8_t* p) { return __ldg(reinterpret_cast<const unsigned int*>(p)); }
-__device__ __forceinline__ uint4 ld_u128(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
-__device__ __forceinline__ float f16f(uint32_t h) { return __half2float(__ushort_as_half(static_cast<unsigned short>(h))); }
+using kc::aligned;
+using kc::f16f;
+using kc::ld_u128;
+using kc::ld_u16;
+using kc::ld_u32;
 
 size_t align16(size_t n) { return (n + 15) / 16 * 16; }
 
@@ -313,12 +314,6 @@ struct QIQ2_XXS {
 
 // ---- kernel ---------------------------------------------------------------------
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 template <class T, int R>
 __global__ void __launch_bounds__(kThreads) mvq_kernel(const uint8_t* __restrict__ w, int64_t row_bytes, int64_t rows,
                                                        int64_t nblocks, Act act, size_t act_stride,
@@ -335,72 +330,33 @@ __global__ void __launch_bounds__(kThreads) mvq_kernel(const uint8_t* __restrict
     act.bsums = reinterpret_cast<const int32_t*>(reinterpret_cast<const uint8_t*>(act.bsums) + off);
   }
   y += blockIdx.y * y_stride;
-  const int lane = threadIdx.x & 31;
-  const int64_t row0 = ((static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) >> 5) * R;
-  if (row0 >= rows) return;
-  const uint8_t* wr[R];
+  // Q8_0 weights meet Q8_0 activations block for block; K/IQ weights meet
+  // Q8_K blocks of the same 256 values.
+  kc::warp_rows<T, R, kThreads, kUnroll>(w, row_bytes, rows, nblocks * T::PARTS, y,
+                                         [&](const typename T::Raw(&raw)[R], int64_t b, int p, float(&acc)[R]) {
 #pragma unroll
-  for (int r = 0; r < R; ++r) wr[r] = w + (row0 + r < rows ? row0 + r : rows - 1) * row_bytes;
-  float acc[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-  const int64_t nunits = nblocks * T::PARTS;
-  for (int64_t u0 = lane; u0 < nunits; u0 += 32 * kUnroll) {
-    typename T::Raw raw[kUnroll][R];
-#pragma unroll
-    for (int k = 0; k < kUnroll; ++k) {
-      const int64_t u = u0 + 32 * k;
-      if (u < nunits) {
-#pragma unroll
-        for (int r = 0; r < R; ++r) raw[k][r] = T::load(wr[r] + u / T::PARTS * T::BYTES, static_cast<int>(u % T::PARTS));
-      }
-    }
-#pragma unroll
-    for (int k = 0; k < kUnroll; ++k) {
-      const int64_t u = u0 + 32 * k;
-      if (u < nunits) {
-        const int64_t b = u / T::PARTS;
-        const int p = static_cast<int>(u % T::PARTS);
-        // Q8_0 weights meet Q8_0 activations block for block; K/IQ weights
-        // meet Q8_K blocks of the same 256 values.
-#pragma unroll
-        for (int r = 0; r < R; ++r) acc[r] = __fadd_rn(acc[r], T::dot(ctx, raw[k][r], p, act, b));
-      }
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const float v = warp_sum(acc[r]);
-    if (lane == 0 && row0 + r < rows) y[row0 + r] = v;
-  }
+                                           for (int r = 0; r < R; ++r)
+                                             acc[r] = __fadd_rn(acc[r], T::dot(ctx, raw[r], p, act, b));
+                                         });
 }
 
-unsigned grid_for(int64_t threads) {
-  const int64_t blocks = (threads + kThreads - 1) / kThreads;
-  if (blocks > 0x7fffffff) fail_shape("launch (too many blocks)", GgmlType::F32, threads, kThreads);
-  return static_cast<unsigned>(blocks);
-}
+unsigned grid_for(int64_t threads) { return kc::grid_for(threads, kThreads); }
 
-bool aligned(const void* p, int a) { return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(a) == 0; }
+struct TablesTag {};
 
 void upload_tables() {
-  static std::mutex mu;
-  static bool done[64] = {};
-  int dev = 0;
-  DS4_CUDA_CHECK(cudaGetDevice(&dev));
-  const std::lock_guard<std::mutex> lock(mu);
-  if (dev < 64 && done[dev]) return;
-  static_assert(sizeof(quant::iq2xxs_grid) == 256 * sizeof(uint64_t));
-  DS4_CUDA_CHECK(cudaMemcpyToSymbol(g_iq2xxs_grid_q, quant::iq2xxs_grid, sizeof(quant::iq2xxs_grid)));
-  uint64_t masks[128];
-  for (int i = 0; i < 128; ++i) {
-    uint64_t m = 0;
-    for (int k = 0; k < 8; ++k)
-      if ((quant::ksigns_iq2xs[i] >> k) & 1) m |= uint64_t{0xff} << (8 * k);
-    masks[i] = m;
-  }
-  DS4_CUDA_CHECK(cudaMemcpyToSymbol(g_iq2_signmask, masks, sizeof(masks)));
-  if (dev < 64) done[dev] = true;
+  kc::once_per_device<TablesTag>([] {
+    static_assert(sizeof(quant::iq2xxs_grid) == 256 * sizeof(uint64_t));
+    DS4_CUDA_CHECK(cudaMemcpyToSymbol(g_iq2xxs_grid_q, quant::iq2xxs_grid, sizeof(quant::iq2xxs_grid)));
+    uint64_t masks[128];
+    for (int i = 0; i < 128; ++i) {
+      uint64_t m = 0;
+      for (int k = 0; k < 8; ++k)
+        if ((quant::ksigns_iq2xs[i] >> k) & 1) m |= uint64_t{0xff} << (8 * k);
+      masks[i] = m;
+    }
+    DS4_CUDA_CHECK(cudaMemcpyToSymbol(g_iq2_signmask, masks, sizeof(masks)));
+  });
 }
 
 struct Batch {

@@ -18,11 +18,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <mutex>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_fail.h"
 #include "backend/cuda/cuda_quant.h"
+#include "backend/cuda/kernel_common.cuh"
 #include "quant/iq_tables.h"
 
 namespace ds4::cuda {
@@ -34,13 +34,14 @@ constexpr int kUnroll = 4;     // loop steps whose weight loads are issued toget
 
 // ---- loads and conversions ---------------------------------------------------
 
-__device__ __forceinline__ uint32_t ld_u16(const uint8_t* p) { return __ldg(reinterpret_cast<const unsigned short*>(p)); }
-__device__ __forceinline__ uint32_t ld_u32(const uint8_t* p) { return __ldg(reinterpret_cast<const unsigned int*>(p)); }
+using kc::f16f;
+using kc::ld_u128;
+using kc::ld_u16;
+using kc::ld_u32;
+using kc::warp_sum;
 // A 32-bit word at an address that is only 2-byte aligned (Q8_0, IQ2_XXS blocks).
 __device__ __forceinline__ uint32_t ld_u32_a2(const uint8_t* p) { return ld_u16(p) | (ld_u16(p + 2) << 16); }
-__device__ __forceinline__ uint4 ld_u128(const uint8_t* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
 
-__device__ __forceinline__ float f16f(uint32_t h) { return __half2float(__ushort_as_half(static_cast<unsigned short>(h))); }
 __device__ __forceinline__ float bf16f(uint32_t h) { return __uint_as_float(h << 16); }
 
 // Byte k of w as an exact float: the byte becomes the low mantissa bits of
@@ -416,12 +417,6 @@ struct TIQ2_XXS {
 
 // ---- kernels -------------------------------------------------------------------
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 template <class T, int R>
 __global__ void __launch_bounds__(kThreads) matvec_kernel(const uint8_t* __restrict__ w, int64_t row_bytes, int64_t rows,
                                                           int64_t nblocks, const float* __restrict__ x,
@@ -431,47 +426,14 @@ __global__ void __launch_bounds__(kThreads) matvec_kernel(const uint8_t* __restr
   // Indexed form (MoE experts): the matrix is chosen by a value in device
   // memory, so routing never goes back to the host.
   if (index) w += static_cast<int64_t>(__ldg(index)) * index_stride;
-  const int lane = threadIdx.x & 31;
-  const int64_t row0 = ((static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) >> 5) * R;
-  if (row0 >= rows) return;
-  // Rows past the end (last warp only) re-read the last row; their sums are dropped.
-  const uint8_t* wr[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) wr[r] = w + (row0 + r < rows ? row0 + r : rows - 1) * row_bytes;
-  float acc[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-  const int64_t nunits = nblocks * T::PARTS;
-  // kUnroll steps per trip: all their weight loads are issued before any math,
-  // so each warp keeps kUnroll * R loads in flight instead of one.
-  for (int64_t u0 = lane; u0 < nunits; u0 += 32 * kUnroll) {
-    typename T::Raw raw[kUnroll][R];
-#pragma unroll
-    for (int k = 0; k < kUnroll; ++k) {
-      const int64_t u = u0 + 32 * k;
-      if (u < nunits) {
-#pragma unroll
-        for (int r = 0; r < R; ++r) raw[k][r] = T::load(wr[r] + u / T::PARTS * T::BYTES, static_cast<int>(u % T::PARTS));
-      }
-    }
-#pragma unroll
-    for (int k = 0; k < kUnroll; ++k) {
-      const int64_t u = u0 + 32 * k;
-      if (u < nunits) {
-        const int64_t b = u / T::PARTS;
-        const int p = static_cast<int>(u % T::PARTS);
+  kc::warp_rows<T, R, kThreads, kUnroll>(
+      w, row_bytes, rows, nblocks * T::PARTS, y,
+      [&](const typename T::Raw(&raw)[R], int64_t b, int p, float(&acc)[R]) {
         float xv[T::EPU], xs[T::NG];
         T::lx(x + b * T::QK, p, xv, xs);
 #pragma unroll
-        for (int r = 0; r < R; ++r) acc[r] += T::dot(ctx, raw[k][r], p, xv, xs);
-      }
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const float v = warp_sum(acc[r]);
-    if (lane == 0 && row0 + r < rows) y[row0 + r] = v;
-  }
+        for (int r = 0; r < R; ++r) acc[r] += T::dot(ctx, raw[r], p, xv, xs);
+      });
 }
 
 // A whole block per row: for matrices with few, long rows (the HC mixers: a
@@ -532,13 +494,8 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const uint8_t* __rest
 
 // ---- host dispatch -------------------------------------------------------------
 
-unsigned grid_for(int64_t threads) {
-  const int64_t blocks = (threads + kThreads - 1) / kThreads;
-  if (blocks > 0x7fffffff) fail_shape("launch (too many blocks)", GgmlType::F32, threads, kThreads);
-  return static_cast<unsigned>(blocks);
-}
-
-bool aligned(const void* p, int a) { return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(a) == 0; }
+unsigned grid_for(int64_t threads) { return kc::grid_for(threads, kThreads); }
+using kc::aligned;
 
 template <class T>
 void mv(int rpw, GgmlType t, const void* w, int64_t rows, int64_t cols, const float* x, float* y, cudaStream_t s,
@@ -573,19 +530,15 @@ void dq(GgmlType t, const void* src, float* dst, int64_t n, cudaStream_t s) {
   DS4_CUDA_CHECK_LAUNCH("dequant_kernel");
 }
 
+struct Iq2TablesTag {};
+
 void upload_iq2_tables() {
-  // Once per device: __device__ symbols are per device.
-  static std::mutex mu;
-  static bool done[64] = {};
-  int dev = 0;
-  DS4_CUDA_CHECK(cudaGetDevice(&dev));
-  const std::lock_guard<std::mutex> lock(mu);
-  if (dev < 64 && done[dev]) return;
-  // The quant module's table (generated from gguf-py): grid[i][k] is byte k of
-  // entry i, i.e. the little-endian uint64 this kernel indexes.
-  static_assert(sizeof(quant::iq2xxs_grid) == 256 * sizeof(uint64_t));
-  DS4_CUDA_CHECK(cudaMemcpyToSymbol(g_iq2xxs_grid, quant::iq2xxs_grid, sizeof(quant::iq2xxs_grid)));
-  if (dev < 64) done[dev] = true;
+  kc::once_per_device<Iq2TablesTag>([] {
+    // The quant module's table (generated from gguf-py): grid[i][k] is byte k
+    // of entry i, i.e. the little-endian uint64 this kernel indexes.
+    static_assert(sizeof(quant::iq2xxs_grid) == 256 * sizeof(uint64_t));
+    DS4_CUDA_CHECK(cudaMemcpyToSymbol(g_iq2xxs_grid, quant::iq2xxs_grid, sizeof(quant::iq2xxs_grid)));
+  });
 }
 
 // Default rows per warp, from bench_cuda_matvec on an H100 (4096x2048,
