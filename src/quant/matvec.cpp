@@ -150,24 +150,29 @@ ActQuantFn find_act_quant(GgmlType act, Isa isa) {
   return nullptr;
 }
 
-ActQuantFn best_act_quant(GgmlType act) {
-  const Isa order[] = {Isa::Avx512, Isa::Avx2, Isa::Scalar};
+namespace {
+
+// The ISAs best_* may choose from, fastest first, under the current cap.
+template <class Find>
+auto best_under_cap(Find&& find) -> decltype(find(Isa::Scalar)) {
+  const Isa order[] = {Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar};
+  const Isa cap = isa_cap();
   for (Isa isa : order) {
-    if (isa_cap() == Isa::Scalar && isa != Isa::Scalar) continue;
-    if (isa == Isa::Avx512 && isa_cap() == Isa::Avx2) continue;
-    if (ActQuantFn f = find_act_quant(act, isa)) return f;
+    if (cap == Isa::Scalar && isa != Isa::Scalar) continue;
+    if (isa == Isa::Avx512 && cap == Isa::Avx2) continue;
+    if (auto f = find(isa)) return f;
   }
   return nullptr;
 }
 
+}  // namespace
+
+ActQuantFn best_act_quant(GgmlType act) {
+  return best_under_cap([&](Isa isa) { return find_act_quant(act, isa); });
+}
+
 const DotKernel* best_kernel(GgmlType t) {
-  const Isa order[] = {Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar};
-  for (Isa isa : order) {
-    if (isa_cap() == Isa::Scalar && isa != Isa::Scalar) continue;
-    if (isa == Isa::Avx512 && isa_cap() == Isa::Avx2) continue;
-    if (const DotKernel* k = find_kernel(t, isa)) return k;
-  }
-  return nullptr;
+  return best_under_cap([&](Isa isa) { return find_kernel(t, isa); });
 }
 
 void matvec(GgmlType wtype, const void* W, int64_t rows, int64_t cols, const float* x, float* y, ThreadPool* pool) {

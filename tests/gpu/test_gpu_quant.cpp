@@ -222,6 +222,27 @@ void weight_parts(GgmlType t, const uint8_t* row, int64_t cols, std::vector<floa
   quant::dequantize_row(t, tmp.data(), b.data(), cols);
 }
 
+// The double-precision dot of one weight row (type t, `cols` values) with x,
+// and the S of the bound above for it.
+struct RowRef {
+  double ref = 0, s = 0;
+};
+
+template <class X>
+RowRef row_reference(GgmlType t, const uint8_t* row, int64_t cols, X&& x) {
+  std::vector<float> wr(static_cast<size_t>(cols)), pa, pb;
+  quant::dequantize_row(t, row, wr.data(), cols);
+  weight_parts(t, row, cols, pa, pb);
+  RowRef r;
+  for (int64_t i = 0; i < cols; ++i) {
+    const double xi = x(i);
+    r.ref += static_cast<double>(wr[static_cast<size_t>(i)]) * xi;
+    r.s += (std::fabs(static_cast<double>(pa[static_cast<size_t>(i)])) + std::fabs(static_cast<double>(pb[static_cast<size_t>(i)]))) *
+           std::fabs(xi);
+  }
+  return r;
+}
+
 TEST_P(GpuMatvec, WithinRoundingBoundOfDoubleDot) {
   REQUIRE_DEVICE();
   const MvCase c = GetParam();
@@ -247,18 +268,11 @@ TEST_P(GpuMatvec, WithinRoundingBoundOfDoubleDot) {
 
   const size_t rb = quant::row_bytes(c.type, c.cols);
   const double u = std::ldexp(1.0, -24), k = static_cast<double>(c.cols / 32 + 32);
-  std::vector<float> wr(static_cast<size_t>(c.cols)), pa, pb;
   double worst = 0;  // largest |err| / (u * S) over the rows: how much of the bound was used
   int64_t bad = 0;
   for (int64_t r = 0; r < c.rows; ++r) {
     const uint8_t* row = w.data() + static_cast<size_t>(r) * rb;
-    quant::dequantize_row(c.type, row, wr.data(), c.cols);
-    weight_parts(c.type, row, c.cols, pa, pb);
-    double ref = 0, s = 0;
-    for (int64_t i = 0; i < c.cols; ++i) {
-      ref += static_cast<double>(wr[i]) * x[i];
-      s += (std::fabs(static_cast<double>(pa[i])) + std::fabs(static_cast<double>(pb[i]))) * std::fabs(x[i]);
-    }
+    const auto [ref, s] = row_reference(c.type, row, c.cols, [&](int64_t i) { return double{x[static_cast<size_t>(i)]}; });
     const double err = std::fabs(static_cast<double>(y[r]) - ref);
     if (!(err <= k * u * s)) {  // also catches NaN (an unwritten row)
       if (bad++ < 5)
@@ -453,19 +467,13 @@ TEST_P(GpuMatvecQ8, WithinRoundingBoundOfDoubleDot) {
 
   const size_t rb = quant::row_bytes(c.type, c.cols);
   const double u = std::ldexp(1.0, -24), k = static_cast<double>(c.cols / 32 + 32);
-  std::vector<float> wr(static_cast<size_t>(c.cols)), pa, pb;
   double worst = 0, worst_cpu = 0;
   int64_t bad = 0, bad_cpu = 0;
   for (int64_t r = 0; r < c.rows; ++r) {
     const uint8_t* row = w.data() + static_cast<size_t>(r) * rb;
-    quant::dequantize_row(c.type, row, wr.data(), c.cols);
-    weight_parts(c.type, row, c.cols, pa, pb);
-    double ref = 0, s = 0;
-    for (int64_t i = 0; i < c.cols; ++i) {
-      const double xq = static_cast<double>(qa.q[static_cast<size_t>(i)]) * qa.d[static_cast<size_t>(i / block)];
-      ref += static_cast<double>(wr[i]) * xq;
-      s += (std::fabs(static_cast<double>(pa[i])) + std::fabs(static_cast<double>(pb[i]))) * std::fabs(xq);
-    }
+    const auto [ref, s] = row_reference(c.type, row, c.cols, [&](int64_t i) {
+      return static_cast<double>(qa.q[static_cast<size_t>(i)]) * qa.d[static_cast<size_t>(i / block)];
+    });
     const double err = std::fabs(static_cast<double>(y[r]) - ref);
     if (!(err <= k * u * s)) {  // also catches NaN (an unwritten row)
       if (bad++ < 5)

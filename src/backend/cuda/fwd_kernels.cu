@@ -62,78 +62,37 @@ __global__ void k_hc_fill(const float* e, int hc, int64_t D, float* X) {
 }
 
 // One thread, for hc above 5 (k_hc_split_warp below serves up to 5, V4's 4
-// included). HC > 0: the matrix lives in registers (hc known at compile time);
-// HC == 0: any hc up to kMaxHcSplit, in local memory. Same operations in the
-// same order either way, as cpu::hc_split_sinkhorn.
-constexpr int kMaxHcSplit = 16;
-
-template <int HC>
-__global__ void k_hc_split(const float* m, const float* scale, const float* base, int hc_rt, float eps, int iters,
-                           float* pre, float* post, float* comb_out) {
-  const int hc = HC > 0 ? HC : hc_rt;
-  float comb[(HC > 0 ? HC : kMaxHcSplit) * (HC > 0 ? HC : kMaxHcSplit)];
+// included): the operations of cpu::hc_split_sinkhorn in the same order.
+__global__ void k_hc_split(const float* m, const float* scale, const float* base, int hc, float eps, int iters,
+                           float* pre, float* post, float* comb) {
   for (int i = 0; i < hc; ++i) {
     pre[i] = sigmoidf(scale[0] * m[i] + base[i]) + eps;
     post[i] = 2.0f * sigmoidf(scale[1] * m[hc + i] + base[hc + i]);
   }
-#pragma unroll
-  for (int i = 0; i < (HC > 0 ? HC : kMaxHcSplit); ++i) {
-    if (i >= hc) break;
+  for (int i = 0; i < hc; ++i) {
     float* row = comb + i * hc;
     float mx = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < (HC > 0 ? HC : kMaxHcSplit); ++j) {
-      if (j >= hc) break;
+    for (int j = 0; j < hc; ++j) {
       row[j] = scale[2] * m[2 * hc + i * hc + j] + base[2 * hc + i * hc + j];
       mx = fmaxf(mx, row[j]);
     }
-    float sum = 0;
-#pragma unroll
-    for (int j = 0; j < (HC > 0 ? HC : kMaxHcSplit); ++j) {
-      if (j >= hc) break;
-      sum += (row[j] = expf(row[j] - mx));
-    }
-#pragma unroll
-    for (int j = 0; j < (HC > 0 ? HC : kMaxHcSplit); ++j) {
-      if (j >= hc) break;
-      row[j] = row[j] / sum + eps;
-    }
+    float s = 0;
+    for (int j = 0; j < hc; ++j) s += (row[j] = expf(row[j] - mx));
+    for (int j = 0; j < hc; ++j) row[j] = row[j] / s + eps;
   }
   for (int it = 0; it < iters; ++it) {
-    if (it > 0) {
-#pragma unroll
-      for (int i = 0; i < (HC > 0 ? HC : kMaxHcSplit); ++i) {
-        if (i >= hc) break;
-        float sum = 0;
-#pragma unroll
-        for (int j = 0; j < (HC > 0 ? HC : kMaxHcSplit); ++j) {
-          if (j >= hc) break;
-          sum += comb[i * hc + j];
-        }
-#pragma unroll
-        for (int j = 0; j < (HC > 0 ? HC : kMaxHcSplit); ++j) {
-          if (j >= hc) break;
-          comb[i * hc + j] /= sum + eps;
-        }
+    if (it > 0)
+      for (int i = 0; i < hc; ++i) {
+        float s = 0;
+        for (int j = 0; j < hc; ++j) s += comb[i * hc + j];
+        for (int j = 0; j < hc; ++j) comb[i * hc + j] /= s + eps;
       }
-    }
-#pragma unroll
-    for (int j = 0; j < (HC > 0 ? HC : kMaxHcSplit); ++j) {
-      if (j >= hc) break;
-      float sum = 0;
-#pragma unroll
-      for (int i = 0; i < (HC > 0 ? HC : kMaxHcSplit); ++i) {
-        if (i >= hc) break;
-        sum += comb[i * hc + j];
-      }
-#pragma unroll
-      for (int i = 0; i < (HC > 0 ? HC : kMaxHcSplit); ++i) {
-        if (i >= hc) break;
-        comb[i * hc + j] /= sum + eps;
-      }
+    for (int j = 0; j < hc; ++j) {
+      float s = 0;
+      for (int i = 0; i < hc; ++i) s += comb[i * hc + j];
+      for (int i = 0; i < hc; ++i) comb[i * hc + j] /= s + eps;
     }
   }
-  for (int i = 0; i < hc * hc; ++i) comb_out[i] = comb[i];
 }
 
 // One warp, lane i*hc + j holding comb[i][j] (hc*hc <= 32): each row and
@@ -505,10 +464,8 @@ void hc_fill(const float* e, int hc, int64_t D, float* X, cudaStream_t s) {
 
 void hc_split(const float* m, const float* scale, const float* base, int hc, float eps, int iters, float* pre,
               float* post, float* comb, cudaStream_t s) {
-  if (hc > kMaxHcSplit)
-    throw_cuda_error(cudaErrorInvalidValue, "hc_split: more than 16 HC streams", __FILE__, __LINE__);
   if (hc * hc <= 32) k_hc_split_warp<<<1, 32, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb);
-  else k_hc_split<0><<<1, 1, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb);
+  else k_hc_split<<<1, 1, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb);
   LAUNCH_CHECK("k_hc_split");
 }
 
