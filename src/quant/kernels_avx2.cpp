@@ -195,37 +195,86 @@ DS4_AVX2 float dot_q4_k(int64_t n, const void* w, const void* a) {
   return hsum(acc) - mins_acc;
 }
 
-inline long long grid_u64(uint32_t i) {
-  long long v;
-  std::memcpy(&v, iq2xxs_grid[i], 8);
-  return v;
+// One block's 8 sign/scale words (the odd dwords of qs) in sub-block order.
+DS4_AVX2 inline __m256i iq2xxs_sign_words(const uint16_t* qs) {
+  const __m256 a = _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs)));
+  const __m256 b = _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 16)));
+  // Per lane: a1 a3 b1 b3 -> words 0 1 4 5 | 2 3 6 7; vpermq puts them in order.
+  const __m256i w = _mm256_castps_si256(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm256_permute4x64_epi64(w, _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+// iq2_sign_bytes on 8 words at once: byte 4k+j = sign byte of group j of
+// sub-block k, bit 7 the parity bit.
+DS4_AVX2 inline __m256i iq2xxs_sign_bytes(__m256i v) {
+  const __m256i s = _mm256_or_si256(
+      _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi32(0x7F)),
+                      _mm256_and_si256(_mm256_slli_epi32(v, 1), _mm256_set1_epi32(0x7F00))),
+      _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi32(v, 2), _mm256_set1_epi32(0x7F0000)),
+                      _mm256_and_si256(_mm256_slli_epi32(v, 3), _mm256_set1_epi32(0x7F000000))));
+  __m256i p = _mm256_xor_si256(s, _mm256_srli_epi32(s, 4));
+  p = _mm256_xor_si256(p, _mm256_srli_epi32(p, 2));
+  p = _mm256_xor_si256(p, _mm256_srli_epi32(p, 1));
+  return _mm256_or_si256(s, _mm256_slli_epi32(_mm256_and_si256(p, _mm256_set1_epi32(0x01010101)), 7));
+}
+
+// 4 grid rows as one vector from broadcast loads and blends: loads and any-port
+// blends, where _mm256_set_epi64x costs inserts on the one shuffle port.
+DS4_AVX2 inline __m256i iq2xxs_grid4(uint32_t idx) {
+  const auto row = [](uint32_t i) { return reinterpret_cast<const long long*>(iq2xxs_grid[i]); };
+  const __m256i g0 = _mm256_castsi128_si256(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row(idx & 0xFF))));
+  const __m256i g1 = _mm256_set1_epi64x(*row((idx >> 8) & 0xFF));
+  const __m256i g2 = _mm256_set1_epi64x(*row((idx >> 16) & 0xFF));
+  const __m256i g3 = _mm256_set1_epi64x(*row(idx >> 24));
+  return _mm256_blend_epi32(_mm256_blend_epi32(g0, g1, 0x0C), _mm256_blend_epi32(g2, g3, 0xC0), 0xF0);
 }
 
 DS4_AVX2 float dot_iq2_xxs(int64_t n, const void* w, const void* a) {
   const auto* x = static_cast<const BlockIQ2_XXS*>(w);
   const auto* y = static_cast<const BlockQ8_K*>(a);
-  // Byte k of the 4 sign bytes goes to lanes 8k..8k+7; bit j of it -> lane 8k+j.
-  const __m256i repl = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
-                                        3, 3, 3);
+  // Sub-block k's 4 sign bytes (4k'..4k'+3 of its lane, k' = k % 4) spread so
+  // that byte 8j+b of the result holds group j's sign byte.
+  alignas(32) static const int8_t kRepl[4][32] = {
+      {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+      {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+      {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+      {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15,
+       15, 15, 15, 15}};
   const __m256i bits = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull));
-  const __m256i one = _mm256_set1_epi8(1);
+  const __m256i k127 = _mm256_set1_epi8(127);
   __m256 acc = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / QK_K; ++i) {
-    __m256i isum = _mm256_setzero_si256();
+  const int64_t nb = n / QK_K;
+  // Each block's sign words are loaded one block ahead: the chain from them to
+  // the first product is ~20 operations long, and starting it early overlaps
+  // it with the previous block's products.
+  __m256i next_words = nb > 0 ? iq2xxs_sign_words(x[0].qs) : _mm256_setzero_si256();
+  for (int64_t i = 0; i < nb; ++i) {
+    const auto* q = reinterpret_cast<const uint8_t*>(x[i].qs);
+    const __m256i words = next_words;
+    if (i + 1 < nb) next_words = iq2xxs_sign_words(x[i + 1].qs);
+    const __m256i sb = iq2xxs_sign_bytes(words);
+    // Scales 2l+1 as int16, sub-blocks 0..7 in both lanes: [s0 .. s7 | s0 .. s7].
+    const __m256i sc32 = _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(words, 28), 1), _mm256_set1_epi32(1));
+    const __m128i sc16 = _mm_packs_epi32(_mm256_castsi256_si128(sc32), _mm256_extracti128_si256(sc32, 1));
+    const __m256i sc = _mm256_broadcastsi128_si256(sc16);
+    const __m256i sb_lo = _mm256_permute2x128_si256(sb, sb, 0x00), sb_hi = _mm256_permute2x128_si256(sb, sb, 0x11);
+    __m256i isum0 = _mm256_setzero_si256(), isum1 = _mm256_setzero_si256();
     for (int ib = 0; ib < 8; ++ib) {
-      uint32_t aux[2];
-      std::memcpy(aux, x[i].qs + 4 * ib, 8);
-      const __m256i g = _mm256_set_epi64x(grid_u64(aux[0] >> 24), grid_u64((aux[0] >> 16) & 0xFF),
-                                          grid_u64((aux[0] >> 8) & 0xFF), grid_u64(aux[0] & 0xFF));
-      const __m256i sb = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(iq2_sign_bytes(aux[1]))), repl);
-      const __m256i neg = _mm256_cmpeq_epi8(_mm256_and_si256(sb, bits), bits);  // 0xFF where minus
-      const __m256i qy = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 32 * ib)),
-                                          _mm256_or_si256(neg, one));
-      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(g, qy),
-                                          _mm256_set1_epi16(static_cast<short>(2 * (aux[1] >> 28) + 1)));
-      isum = _mm256_add_epi32(isum, p);
+      uint32_t gi;
+      std::memcpy(&gi, q + 8 * ib, 4);
+      const __m256i g = iq2xxs_grid4(gi);
+      const __m256i s = _mm256_shuffle_epi8(ib < 4 ? sb_lo : sb_hi,
+                                            _mm256_load_si256(reinterpret_cast<const __m256i*>(kRepl[ib & 3])));
+      // (s & bit) + 127 is 127 (positive) for a clear bit and 128..255
+      // (negative as int8) for a set one: what _mm256_sign_epi8 reads.
+      const __m256i sgn = _mm256_add_epi8(_mm256_and_si256(s, bits), k127);
+      const __m256i qy = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 32 * ib)), sgn);
+      const __m256i scv = _mm256_shuffle_epi8(sc, _mm256_set1_epi16(static_cast<short>(0x0100 + 0x0202 * ib)));
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(g, qy), scv);
+      if (ib & 1) isum1 = _mm256_add_epi32(isum1, p);
+      else isum0 = _mm256_add_epi32(isum0, p);
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d * 0.125f), _mm256_cvtepi32_ps(isum), acc);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d * 0.125f), _mm256_cvtepi32_ps(_mm256_add_epi32(isum0, isum1)), acc);
   }
   return hsum(acc);
 }
