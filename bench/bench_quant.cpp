@@ -200,6 +200,30 @@ void BM_Matvec(benchmark::State& state, GgmlType t) {
     }
 }
 
+// Several activation rows at once (prompt prefill; an expert serving several
+// tokens): "GB/s" counts the weights once per activation row, so it compares
+// with BM_Matvec's; above it, matmul gains from unpacking each weight row once
+// for a group of rows (the kernels' dotn).
+void BM_Matmul(benchmark::State& state, GgmlType t) {
+  const int64_t rows = state.range(0), cols = state.range(1), n = state.range(2);
+  const int threads = static_cast<int>(state.range(3));
+  const Weights w = make_weights(t, rows, cols);
+  std::vector<float> x(static_cast<size_t>(cols * n)), y(static_cast<size_t>(rows * n));
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  ThreadPool& p = pool(threads);
+  int c = 0;
+  for (auto _ : state) {
+    ds4::quant::matmul(t, w.data() + w.matrix_bytes * static_cast<size_t>(c), rows, cols, x.data(), n, y.data(), &p);
+    benchmark::DoNotOptimize(y.data());
+    c = (c + 1) % w.copies;
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(w.matrix_bytes) * static_cast<double>(n) * static_cast<double>(state.iterations()) / 1e9,
+                                              benchmark::Counter::kIsRate);
+  state.counters["rows/s"] = benchmark::Counter(static_cast<double>(n) * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
 // Kernel compute speed alone: one thread, 64 rows x 4096 columns kept in L2,
 // dotted over and over. GB/s of weight bytes; compare with mem_GB/s of one
 // thread to see whether a kernel can keep up with memory.
@@ -290,6 +314,12 @@ void shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"rows", "cols", "threads"})->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 
+void matmul_shapes(benchmark::internal::Benchmark* b) {
+  for (int t : thread_counts())
+    for (int n : {1, 4, 16, 64}) b->Args({2048, 4096, n, t});  // gate/up expert, n tokens
+  b->ArgNames({"rows", "cols", "n", "threads"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
 void mem_args(benchmark::internal::Benchmark* b) {
   for (int t : thread_counts()) b->Arg(t);
   b->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -308,6 +338,9 @@ BENCHMARK_CAPTURE(BM_Matvec, MXFP4, GgmlType::MXFP4)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Matvec, Q8_0, GgmlType::Q8_0)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Matvec, F16, GgmlType::F16)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Matvec, BF16, GgmlType::BF16)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Matmul, Q2_K, GgmlType::Q2_K)->Apply(matmul_shapes);
+BENCHMARK_CAPTURE(BM_Matmul, IQ2_XXS, GgmlType::IQ2_XXS)->Apply(matmul_shapes);
+BENCHMARK_CAPTURE(BM_Matmul, Q4_K, GgmlType::Q4_K)->Apply(matmul_shapes);
 BENCHMARK_CAPTURE(BM_Dot, Q2_K, GgmlType::Q2_K)->Apply(isas);
 BENCHMARK_CAPTURE(BM_Dot, IQ2_XXS, GgmlType::IQ2_XXS)->Apply(isas);
 BENCHMARK_CAPTURE(BM_Dot, Q4_K, GgmlType::Q4_K)->Apply(isas);

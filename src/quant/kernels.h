@@ -4,6 +4,7 @@
 // contract; tests compare them. Integer kernels take the activation already
 // quantized to `act` (Q8_0: per-32 int8, Q8_K: per-256 int8 with sums of 16);
 // float kernels take the float activation (act = F32).
+#include <cstddef>
 #include <cstdint>
 
 #include "util/ggml_type.h"
@@ -16,9 +17,16 @@ const char* isa_name(Isa isa);
 // dot of one weight row of n values with one activation row (n % block == 0).
 using DotFn = float (*)(int64_t n, const void* w, const void* act);
 
+// dots of one weight row with nact activation rows, act_stride bytes apart:
+// out[j] = dot(n, w, act + j * act_stride), bit for bit. The weight row is
+// unpacked once for all of them (prompt prefill, experts serving several
+// tokens), where dot unpacks it once per activation row.
+using DotNFn = void (*)(int64_t n, const void* w, const void* act, size_t act_stride, int nact, float* out);
+
 struct DotKernel {
   GgmlType act;  // F32, Q8_0 or Q8_K
   DotFn dot;
+  DotNFn dotn = nullptr;  // null: matmul calls dot per activation row
 };
 
 // The kernel of `t` for `isa`, or null when there is none or this CPU lacks it.

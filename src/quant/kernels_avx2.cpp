@@ -95,17 +95,26 @@ DS4_AVX2 float dot_bf16(int64_t n, const void* w, const void* a) {
   return s;
 }
 
-DS4_AVX2 float dot_q8_0(int64_t n, const void* w, const void* a) {
+// Q8_0 against NA activation rows at once (as dotn_q2_k below): |w| and the
+// weight scale are formed once per block; bit-identical to NA = 1.
+template <int NA>
+DS4_AVX2 void dotn_q8_0(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
   const auto* x = static_cast<const BlockQ8_0*>(w);
-  const auto* y = static_cast<const BlockQ8_0*>(a);
-  __m256 acc = _mm256_setzero_ps();
+  const BlockQ8_0* y[NA];
+  for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(a) + act_stride * j);
+  __m256 acc[NA];
+  for (int j = 0; j < NA; ++j) acc[j] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK; ++i) {
     const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
-    const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    const __m256 d = _mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d));
-    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc);
+    const __m256i ax = _mm256_sign_epi8(qx, qx);  // dot_i8's steps, |x| shared
+    const float dx = h2f(x[i].d);
+    for (int j = 0; j < NA; ++j) {
+      const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[j][i].qs));
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx)), _mm256_set1_epi16(1));
+      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * h2f(y[j][i].d)), _mm256_cvtepi32_ps(p), acc[j]);
+    }
   }
-  return hsum(acc);
+  for (int j = 0; j < NA; ++j) out[j] = hsum(acc[j]);
 }
 
 DS4_AVX2 float dot_mxfp4(int64_t n, const void* w, const void* a) {
@@ -123,9 +132,15 @@ DS4_AVX2 float dot_mxfp4(int64_t n, const void* w, const void* a) {
   return hsum(acc);
 }
 
-DS4_AVX2 float dot_q2_k(int64_t n, const void* w, const void* a) {
+// Q2_K against NA activation rows (act_stride bytes apart) at once: each
+// weight block is unpacked once and multiplied with every row. Each row's sums
+// are formed in the same order as with NA = 1, so results are bit-identical to
+// dot_q2_k.
+template <int NA>
+DS4_AVX2 void dotn_q2_k(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
   const auto* x = static_cast<const BlockQ2_K*>(w);
-  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const BlockQ8_K* y[NA];
+  for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(a) + act_stride * j);
   const __m256i m3 = _mm256_set1_epi8(3);
   const __m128i m4 = _mm_set1_epi8(0x0F);
   // For shift s, the 16 values 0..15 (low 128-bit lane of the int16 products)
@@ -141,29 +156,37 @@ DS4_AVX2 float dot_q2_k(int64_t n, const void* w, const void* a) {
                                static_cast<char>(hi + 1), hi, static_cast<char>(hi + 1), hi, static_cast<char>(hi + 1), hi,
                                static_cast<char>(hi + 1));
   }
-  __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+  __m256 acc[NA], accm[NA];
+  for (int j = 0; j < NA; ++j) acc[j] = accm[j] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
     // Mins (high nibbles) times the activation's sums of 16, kept as a vector.
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), m4));
-    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums));
-    accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * h2f(x[i].dmin)), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), accm);
+    const float dmin = h2f(x[i].dmin), d = h2f(x[i].d);
+    for (int j = 0; j < NA; ++j) {
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[j][i].bsums));
+      accm[j] = _mm256_fmadd_ps(_mm256_set1_ps(y[j][i].d * dmin), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), accm[j]);
+    }
     const __m128i scl = _mm_and_si128(sc8, m4);
     const __m256i sc_h[2] = {_mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scl)),
                              _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128(scl, 8)))};
-    __m256i isum = _mm256_setzero_si256();
+    __m256i isum[NA];
+    for (int j = 0; j < NA; ++j) isum[j] = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * h));
       for (int s = 0; s < 4; ++s) {
         const __m256i q2 = _mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3);
-        const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 128 * h + 32 * s));
         const __m256i scv = _mm256_shuffle_epi8(sc_h[h], pick[s]);
-        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(q2, qy), scv));
+        for (int j = 0; j < NA; ++j) {
+          const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[j][i].qs + 128 * h + 32 * s));
+          isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(q2, qy), scv));
+        }
       }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * h2f(x[i].d)), _mm256_cvtepi32_ps(isum), acc);
+    for (int j = 0; j < NA; ++j)
+      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(y[j][i].d * d), _mm256_cvtepi32_ps(isum[j]), acc[j]);
   }
-  return hsum(_mm256_sub_ps(acc, accm));
+  for (int j = 0; j < NA; ++j) out[j] = hsum(_mm256_sub_ps(acc[j], accm[j]));
 }
 
 DS4_AVX2 float dot_q4_k(int64_t n, const void* w, const void* a) {
@@ -228,9 +251,13 @@ DS4_AVX2 inline __m256i iq2xxs_grid4(const uint8_t* idx) {
   return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_castps_si128(lo)), _mm_castps_si128(hi), 1);
 }
 
-DS4_AVX2 float dot_iq2_xxs(int64_t n, const void* w, const void* a) {
+// IQ2_XXS against NA activation rows at once, as dotn_q2_k: grid rows, signs
+// and scales are unpacked once per block for all rows; bit-identical to NA = 1.
+template <int NA>
+DS4_AVX2 void dotn_iq2_xxs(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
   const auto* x = static_cast<const BlockIQ2_XXS*>(w);
-  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const BlockQ8_K* y[NA];
+  for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(a) + act_stride * j);
   // Sub-block k's 4 sign bytes (4k'..4k'+3 of its lane, k' = k % 4) spread so
   // that byte 8j+b of the result holds group j's sign byte.
   alignas(32) static const int8_t kRepl[4][32] = {
@@ -241,7 +268,8 @@ DS4_AVX2 float dot_iq2_xxs(int64_t n, const void* w, const void* a) {
        15, 15, 15, 15}};
   const __m256i bits = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull));
   const __m256i k127 = _mm256_set1_epi8(127);
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[NA];
+  for (int j = 0; j < NA; ++j) acc[j] = _mm256_setzero_ps();
   const int64_t nb = n / QK_K;
   // Each block's sign words are loaded one block ahead: the chain from them to
   // the first product is ~20 operations long, and starting it early overlaps
@@ -257,7 +285,11 @@ DS4_AVX2 float dot_iq2_xxs(int64_t n, const void* w, const void* a) {
     const __m128i sc16 = _mm_packs_epi32(_mm256_castsi256_si128(sc32), _mm256_extracti128_si256(sc32, 1));
     const __m256i sc = _mm256_broadcastsi128_si256(sc16);
     const __m256i sb_lo = _mm256_permute2x128_si256(sb, sb, 0x00), sb_hi = _mm256_permute2x128_si256(sb, sb, 0x11);
-    __m256i isum0 = _mm256_setzero_si256(), isum1 = _mm256_setzero_si256();
+    // One row alone: two sums (odd and even sub-blocks) to halve the add chain.
+    constexpr int kSplit = NA == 1 ? 2 : 1;
+    __m256i isum[NA][kSplit];
+    for (int j = 0; j < NA; ++j)
+      for (int h = 0; h < kSplit; ++h) isum[j][h] = _mm256_setzero_si256();
     for (int ib = 0; ib < 8; ++ib) {
       const __m256i g = iq2xxs_grid4(q + 8 * ib);
       const __m256i s = _mm256_shuffle_epi8(ib < 4 ? sb_lo : sb_hi,
@@ -265,16 +297,53 @@ DS4_AVX2 float dot_iq2_xxs(int64_t n, const void* w, const void* a) {
       // (s & bit) + 127 is 127 (positive) for a clear bit and 128..255
       // (negative as int8) for a set one: what _mm256_sign_epi8 reads.
       const __m256i sgn = _mm256_add_epi8(_mm256_and_si256(s, bits), k127);
-      const __m256i qy = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 32 * ib)), sgn);
       const __m256i scv = _mm256_shuffle_epi8(sc, _mm256_set1_epi16(static_cast<short>(0x0100 + 0x0202 * ib)));
-      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(g, qy), scv);
-      if (ib & 1) isum1 = _mm256_add_epi32(isum1, p);
-      else isum0 = _mm256_add_epi32(isum0, p);
+      for (int j = 0; j < NA; ++j) {
+        const __m256i qy = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[j][i].qs + 32 * ib)), sgn);
+        __m256i& s_ = isum[j][ib % kSplit];
+        s_ = _mm256_add_epi32(s_, _mm256_madd_epi16(_mm256_maddubs_epi16(g, qy), scv));
+      }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d * 0.125f), _mm256_cvtepi32_ps(_mm256_add_epi32(isum0, isum1)), acc);
+    const float d = h2f(x[i].d);
+    for (int j = 0; j < NA; ++j) {
+      const __m256i t = kSplit == 2 ? _mm256_add_epi32(isum[j][0], isum[j][kSplit - 1]) : isum[j][0];
+      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * y[j][i].d * 0.125f), _mm256_cvtepi32_ps(t), acc[j]);
+    }
   }
-  return hsum(acc);
+  for (int j = 0; j < NA; ++j) out[j] = hsum(acc[j]);
 }
+
+// dot and dotn entry points from one dotn_<type><NA> template: up to 4 rows per
+// pass (more would spill the per-row accumulators out of the 16 registers).
+template <void (*F1)(int64_t, const void*, const void*, size_t, float*)>
+DS4_AVX2 float dot_of(int64_t n, const void* w, const void* a) {
+  float r;
+  F1(n, w, a, 0, &r);
+  return r;
+}
+template <template <int> class K>
+DS4_AVX2 void dotn_of(int64_t n, const void* w, const void* a, size_t stride, int nact, float* out) {
+  const auto* act = static_cast<const uint8_t*>(a);
+  for (; nact >= 4; nact -= 4, act += 4 * stride, out += 4) K<4>::f(n, w, act, stride, out);
+  if (nact == 3) K<3>::f(n, w, act, stride, out);
+  else if (nact == 2) K<2>::f(n, w, act, stride, out);
+  else if (nact == 1) K<1>::f(n, w, act, stride, out);
+}
+template <int NA>
+struct Q80 {
+  static constexpr auto f = dotn_q8_0<NA>;
+};
+template <int NA>
+struct Q2K {
+  static constexpr auto f = dotn_q2_k<NA>;
+};
+template <int NA>
+struct IQ2XXS {
+  static constexpr auto f = dotn_iq2_xxs<NA>;
+};
+const auto dot_q8_0 = dot_of<dotn_q8_0<1>>;
+const auto dot_q2_k = dot_of<dotn_q2_k<1>>;
+const auto dot_iq2_xxs = dot_of<dotn_iq2_xxs<1>>;
 
 // --- activation quantizers: the reference's operations lane by lane ---
 
@@ -363,11 +432,11 @@ const Entry kAvx2[] = {
     {GgmlType::F32, {GgmlType::F32, dot_f32}},
     {GgmlType::F16, {GgmlType::F32, dot_f16}},
     {GgmlType::BF16, {GgmlType::F32, dot_bf16}},
-    {GgmlType::Q8_0, {GgmlType::Q8_0, dot_q8_0}},
+    {GgmlType::Q8_0, {GgmlType::Q8_0, dot_q8_0, dotn_of<Q80>}},
     {GgmlType::MXFP4, {GgmlType::Q8_0, dot_mxfp4}},
-    {GgmlType::Q2_K, {GgmlType::Q8_K, dot_q2_k}},
+    {GgmlType::Q2_K, {GgmlType::Q8_K, dot_q2_k, dotn_of<Q2K>}},
     {GgmlType::Q4_K, {GgmlType::Q8_K, dot_q4_k}},
-    {GgmlType::IQ2_XXS, {GgmlType::Q8_K, dot_iq2_xxs}},
+    {GgmlType::IQ2_XXS, {GgmlType::Q8_K, dot_iq2_xxs, dotn_of<IQ2XXS>}},
 };
 
 }  // namespace

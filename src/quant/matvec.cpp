@@ -189,11 +189,24 @@ void matmul(GgmlType wtype, const void* W, int64_t rows, int64_t cols, const flo
   // One row at a time, start to end: each thread streams its rows
   // sequentially, which the hardware prefetchers follow best. (Walking long
   // rows in column tiles across many rows was measured slower.)
+  // Several activation rows: the kernel's dotn unpacks each weight row once
+  // for a group of them (bit-identical to dot, so prefill equals decode).
+  const DotNFn dotn = n > 1 ? p.k->dotn : nullptr;
   auto body = [&](int64_t b, int64_t e) {
+    constexpr int64_t kGroup = 16;
+    float out[kGroup];
     for (int64_t r = b; r < e; ++r) {
       const uint8_t* wr = w + p.w_row_bytes * static_cast<size_t>(r);
-      for (int64_t j = 0; j < n; ++j)
-        Y[j * rows + r] = p.k->dot(cols, wr, act + p.act_row_bytes * static_cast<size_t>(j));
+      if (dotn) {
+        for (int64_t j0 = 0; j0 < n; j0 += kGroup) {
+          const int64_t cnt = std::min(kGroup, n - j0);
+          dotn(cols, wr, act + p.act_row_bytes * static_cast<size_t>(j0), p.act_row_bytes, static_cast<int>(cnt), out);
+          for (int64_t j = 0; j < cnt; ++j) Y[(j0 + j) * rows + r] = out[j];
+        }
+      } else {
+        for (int64_t j = 0; j < n; ++j)
+          Y[j * rows + r] = p.k->dot(cols, wr, act + p.act_row_bytes * static_cast<size_t>(j));
+      }
     }
   };
   // About 8 KiB of weights (at least one row) per unit: the pool hands each

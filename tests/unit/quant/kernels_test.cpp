@@ -122,6 +122,54 @@ TEST(Kernels, SimdEqualsScalarOnRandomBlocks) {
   }
 }
 
+// dotn (one weight row against several activation rows) equals dot for each
+// row bit for bit, for every kernel that has one, on quantizer output and on
+// random blocks, for 1..9 rows (the 4-row passes and every remainder).
+TEST(Kernels, DotNEqualsDot) {
+  int checked = 0;
+  const int64_t cols = 2048;
+  for (GgmlType t : kAllTypes) {
+    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon}) {
+      const DotKernel* k = find_kernel(t, isa);
+      if (!k || !k->dotn) continue;
+      ++checked;
+      auto w = test::random_rows(t, 2, cols, 31 + ggml_type_id(t));
+      // Second row: random bytes with ordinary f16 scales where the type has
+      // them at the block start or end (Q2_K: d, dmin at 80, 82).
+      const size_t rb = row_bytes(t, cols), bb = require_ops(t, "test").block_bytes;
+      std::mt19937 rng(5);
+      for (size_t i = rb; i < 2 * rb; ++i) w[i] = static_cast<uint8_t>(rng());
+      const std::vector<size_t> f16_at = t == GgmlType::Q2_K ? std::vector<size_t>{80, 82} : std::vector<size_t>{0};
+      for (size_t off = rb; off < 2 * rb; off += bb)
+        for (size_t f : f16_at) {
+          const uint16_t h = f32_to_f16(0.05f);
+          std::memcpy(w.data() + off + f, &h, 2);
+        }
+      const int max_rows = 9;
+      std::vector<uint8_t> acts;
+      for (int j = 0; j < max_rows; ++j) {
+        const auto a = quantize_act(*k, test::random_floats(static_cast<size_t>(cols), 100 + static_cast<uint32_t>(j), 2.0f));
+        acts.insert(acts.end(), a.begin(), a.end());
+      }
+      const size_t ab = acts.size() / max_rows;
+      for (int r = 0; r < 2; ++r)
+        for (int nact = 1; nact <= max_rows; ++nact) {
+          std::vector<float> out(static_cast<size_t>(nact), NAN);
+          k->dotn(cols, w.data() + rb * r, acts.data(), ab, nact, out.data());
+          for (int j = 0; j < nact; ++j) {
+            const float want = k->dot(cols, w.data() + rb * r, acts.data() + ab * j);
+            ASSERT_EQ(out[j], want) << ggml_type_name(t) << " " << isa_name(isa) << " row " << r << " nact " << nact << " act " << j;
+          }
+        }
+    }
+  }
+#if defined(__x86_64__)
+  if (cpu_has(Isa::Avx2)) {
+    EXPECT_GE(checked, 3);  // AVX2 Q8_0, Q2_K, IQ2_XXS
+  }
+#endif
+}
+
 // matvec/matmul (best kernel, several thread counts, odd row counts) against
 // dequantized weights times float activations in double precision. The bound
 // covers activation quantization: half a step of the activation scale per
