@@ -189,33 +189,46 @@ DS4_AVX2 void dotn_q2_k(int64_t n, const void* w, const void* a, size_t act_stri
   for (int j = 0; j < NA; ++j) out[j] = hsum(_mm256_sub_ps(acc[j], accm[j]));
 }
 
-DS4_AVX2 float dot_q4_k(int64_t n, const void* w, const void* a) {
+// Q4_K against NA activation rows at once (as dotn_q2_k): scales, mins and
+// nibbles are unpacked once per block; bit-identical to NA = 1.
+template <int NA>
+DS4_AVX2 void dotn_q4_k(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
   const auto* x = static_cast<const BlockQ4_K*>(w);
-  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const BlockQ8_K* y[NA];
+  for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(a) + act_stride * j);
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  __m256 acc = _mm256_setzero_ps();
-  float mins_acc = 0;
+  __m256 acc[NA];
+  float mins_acc[NA];
+  for (int j = 0; j < NA; ++j) {
+    acc[j] = _mm256_setzero_ps();
+    mins_acc[j] = 0;
+  }
   for (int64_t i = 0; i < n / QK_K; ++i) {
     uint8_t sc[8], m[8];
-    int summ = 0;
-    for (int j = 0; j < 8; ++j) {
-      get_scale_min_k4(j, x[i].scales, sc[j], m[j]);
-      summ += m[j] * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
-    }
-    __m256i isum = _mm256_setzero_si256();
+    for (int k = 0; k < 8; ++k) get_scale_min_k4(k, x[i].scales, sc[k], m[k]);
+    __m256i isum[NA];
+    for (int j = 0; j < NA; ++j) isum[j] = _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * c));
       const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-      const __m256i y0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 64 * c));
-      const __m256i y1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 64 * c + 32));
-      const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc[2 * c]));
-      const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16(sc[2 * c + 1]));
-      isum = _mm256_add_epi32(isum, _mm256_add_epi32(p0, p1));
+      const __m256i s0 = _mm256_set1_epi16(sc[2 * c]), s1 = _mm256_set1_epi16(sc[2 * c + 1]);
+      for (int j = 0; j < NA; ++j) {
+        const __m256i y0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[j][i].qs + 64 * c));
+        const __m256i y1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[j][i].qs + 64 * c + 32));
+        const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
+        const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
+        isum[j] = _mm256_add_epi32(isum[j], _mm256_add_epi32(p0, p1));
+      }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * h2f(x[i].d)), _mm256_cvtepi32_ps(isum), acc);
-    mins_acc += y[i].d * h2f(x[i].dmin) * static_cast<float>(summ);
+    const float d = h2f(x[i].d), dmin = h2f(x[i].dmin);
+    for (int j = 0; j < NA; ++j) {
+      int summ = 0;
+      for (int k = 0; k < 8; ++k) summ += m[k] * (y[j][i].bsums[2 * k] + y[j][i].bsums[2 * k + 1]);
+      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(y[j][i].d * d), _mm256_cvtepi32_ps(isum[j]), acc[j]);
+      mins_acc[j] += y[j][i].d * dmin * static_cast<float>(summ);
+    }
   }
-  return hsum(acc) - mins_acc;
+  for (int j = 0; j < NA; ++j) out[j] = hsum(acc[j]) - mins_acc[j];
 }
 
 // One block's 8 sign/scale words (the odd dwords of qs) in sub-block order.
@@ -338,11 +351,16 @@ struct Q2K {
   static constexpr auto f = dotn_q2_k<NA>;
 };
 template <int NA>
+struct Q4K {
+  static constexpr auto f = dotn_q4_k<NA>;
+};
+template <int NA>
 struct IQ2XXS {
   static constexpr auto f = dotn_iq2_xxs<NA>;
 };
 const auto dot_q8_0 = dot_of<dotn_q8_0<1>>;
 const auto dot_q2_k = dot_of<dotn_q2_k<1>>;
+const auto dot_q4_k = dot_of<dotn_q4_k<1>>;
 const auto dot_iq2_xxs = dot_of<dotn_iq2_xxs<1>>;
 
 // --- activation quantizers: the reference's operations lane by lane ---
@@ -435,7 +453,7 @@ const Entry kAvx2[] = {
     {GgmlType::Q8_0, {GgmlType::Q8_0, dot_q8_0, dotn_of<Q80>}},
     {GgmlType::MXFP4, {GgmlType::Q8_0, dot_mxfp4}},
     {GgmlType::Q2_K, {GgmlType::Q8_K, dot_q2_k, dotn_of<Q2K>}},
-    {GgmlType::Q4_K, {GgmlType::Q8_K, dot_q4_k}},
+    {GgmlType::Q4_K, {GgmlType::Q8_K, dot_q4_k, dotn_of<Q4K>}},
     {GgmlType::IQ2_XXS, {GgmlType::Q8_K, dot_iq2_xxs, dotn_of<IQ2XXS>}},
 };
 

@@ -134,12 +134,14 @@ TEST(Kernels, DotNEqualsDot) {
       if (!k || !k->dotn) continue;
       ++checked;
       auto w = test::random_rows(t, 2, cols, 31 + ggml_type_id(t));
-      // Second row: random bytes with ordinary f16 scales where the type has
-      // them at the block start or end (Q2_K: d, dmin at 80, 82).
+      // Second row: random bytes with ordinary f16 scales (Q2_K: d, dmin at
+      // 80, 82; Q4_K at 0, 2; the others' d at 0).
       const size_t rb = row_bytes(t, cols), bb = require_ops(t, "test").block_bytes;
       std::mt19937 rng(5);
       for (size_t i = rb; i < 2 * rb; ++i) w[i] = static_cast<uint8_t>(rng());
-      const std::vector<size_t> f16_at = t == GgmlType::Q2_K ? std::vector<size_t>{80, 82} : std::vector<size_t>{0};
+      const std::vector<size_t> f16_at = t == GgmlType::Q2_K   ? std::vector<size_t>{80, 82}
+                                         : t == GgmlType::Q4_K ? std::vector<size_t>{0, 2}
+                                                               : std::vector<size_t>{0};
       for (size_t off = rb; off < 2 * rb; off += bb)
         for (size_t f : f16_at) {
           const uint16_t h = f32_to_f16(0.05f);
@@ -165,7 +167,7 @@ TEST(Kernels, DotNEqualsDot) {
   }
 #if defined(__x86_64__)
   if (cpu_has(Isa::Avx2)) {
-    EXPECT_GE(checked, 3);  // AVX2 Q8_0, Q2_K, IQ2_XXS
+    EXPECT_GE(checked, 4);  // AVX2 Q8_0, Q2_K, Q4_K, IQ2_XXS
   }
 #endif
 }
