@@ -117,19 +117,28 @@ DS4_AVX2 void dotn_q8_0(int64_t n, const void* w, const void* a, size_t act_stri
   for (int j = 0; j < NA; ++j) out[j] = hsum(acc[j]);
 }
 
-DS4_AVX2 float dot_mxfp4(int64_t n, const void* w, const void* a) {
+// MXFP4 against NA activation rows at once (as dotn_q8_0): the nibble lookup,
+// |w| and the block exponent once per block; bit-identical to NA = 1.
+template <int NA>
+DS4_AVX2 void dotn_mxfp4(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
   const auto* x = static_cast<const BlockMXFP4*>(w);
-  const auto* y = static_cast<const BlockQ8_0*>(a);
+  const BlockQ8_0* y[NA];
+  for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(a) + act_stride * j);
   const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kvalues_mxfp4));
   const __m256i table = _mm256_set_m128i(t, t);
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[NA];
+  for (int j = 0; j < NA; ++j) acc[j] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK; ++i) {
     const __m256i qx = _mm256_shuffle_epi8(table, unpack_nibbles(x[i].qs));
-    const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
-    const __m256 d = _mm256_set1_ps(e8m0_to_f32_half(x[i].e) * h2f(y[i].d));
-    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc);
+    const __m256i ax = _mm256_sign_epi8(qx, qx);
+    const float dx = e8m0_to_f32_half(x[i].e);
+    for (int j = 0; j < NA; ++j) {
+      const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[j][i].qs));
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx)), _mm256_set1_epi16(1));
+      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * h2f(y[j][i].d)), _mm256_cvtepi32_ps(p), acc[j]);
+    }
   }
-  return hsum(acc);
+  for (int j = 0; j < NA; ++j) out[j] = hsum(acc[j]);
 }
 
 // Q2_K against NA activation rows (act_stride bytes apart) at once: each
@@ -347,6 +356,10 @@ struct Q80 {
   static constexpr auto f = dotn_q8_0<NA>;
 };
 template <int NA>
+struct MXFP4 {
+  static constexpr auto f = dotn_mxfp4<NA>;
+};
+template <int NA>
 struct Q2K {
   static constexpr auto f = dotn_q2_k<NA>;
 };
@@ -359,6 +372,7 @@ struct IQ2XXS {
   static constexpr auto f = dotn_iq2_xxs<NA>;
 };
 const auto dot_q8_0 = dot_of<dotn_q8_0<1>>;
+const auto dot_mxfp4 = dot_of<dotn_mxfp4<1>>;
 const auto dot_q2_k = dot_of<dotn_q2_k<1>>;
 const auto dot_q4_k = dot_of<dotn_q4_k<1>>;
 const auto dot_iq2_xxs = dot_of<dotn_iq2_xxs<1>>;
@@ -451,7 +465,7 @@ const Entry kAvx2[] = {
     {GgmlType::F16, {GgmlType::F32, dot_f16}},
     {GgmlType::BF16, {GgmlType::F32, dot_bf16}},
     {GgmlType::Q8_0, {GgmlType::Q8_0, dot_q8_0, dotn_of<Q80>}},
-    {GgmlType::MXFP4, {GgmlType::Q8_0, dot_mxfp4}},
+    {GgmlType::MXFP4, {GgmlType::Q8_0, dot_mxfp4, dotn_of<MXFP4>}},
     {GgmlType::Q2_K, {GgmlType::Q8_K, dot_q2_k, dotn_of<Q2K>}},
     {GgmlType::Q4_K, {GgmlType::Q8_K, dot_q4_k, dotn_of<Q4K>}},
     {GgmlType::IQ2_XXS, {GgmlType::Q8_K, dot_iq2_xxs, dotn_of<IQ2XXS>}},
