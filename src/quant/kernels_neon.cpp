@@ -1,8 +1,9 @@
 // NEON kernels for aarch64 (dot products with SDOT where the compiler targets
 // the dotprod extension, widening multiplies otherwise). Same contracts as the
-// scalar references. NOTE: compiled with aarch64-linux-gnu-g++ on the x86 dev
-// machine but not yet run on ARM hardware; the unit tests (SimdEqualsScalar)
-// check them wherever they do run.
+// scalar references. Checked by the unit tests (SimdEqualsScalar and the
+// random-block test) cross-compiled and run under qemu-aarch64 in `make test`
+// (scripts/test-aarch64, with and without dotprod); not yet timed on ARM
+// hardware.
 #if defined(__aarch64__)
 #include <arm_neon.h>
 
