@@ -316,7 +316,7 @@ void shapes(benchmark::internal::Benchmark* b) {
 
 void matmul_shapes(benchmark::internal::Benchmark* b) {
   for (int t : thread_counts())
-    for (int n : {1, 4, 16, 64}) b->Args({2048, 4096, n, t});  // gate/up expert, n tokens
+    for (int n : {1, 4, 16, 64, 512}) b->Args({2048, 4096, n, t});  // gate/up expert, n tokens
   b->ArgNames({"rows", "cols", "n", "threads"})->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 
@@ -341,6 +341,7 @@ BENCHMARK_CAPTURE(BM_Matvec, BF16, GgmlType::BF16)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Matmul, Q2_K, GgmlType::Q2_K)->Apply(matmul_shapes);
 BENCHMARK_CAPTURE(BM_Matmul, IQ2_XXS, GgmlType::IQ2_XXS)->Apply(matmul_shapes);
 BENCHMARK_CAPTURE(BM_Matmul, Q4_K, GgmlType::Q4_K)->Apply(matmul_shapes);
+BENCHMARK_CAPTURE(BM_Matmul, Q8_0, GgmlType::Q8_0)->Apply(matmul_shapes);
 BENCHMARK_CAPTURE(BM_Dot, Q2_K, GgmlType::Q2_K)->Apply(isas);
 BENCHMARK_CAPTURE(BM_Dot, IQ2_XXS, GgmlType::IQ2_XXS)->Apply(isas);
 BENCHMARK_CAPTURE(BM_Dot, Q4_K, GgmlType::Q4_K)->Apply(isas);

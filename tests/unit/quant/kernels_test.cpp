@@ -226,6 +226,25 @@ TEST(Matvec, EqualsDequantizedDot) {
   }
 }
 
+// A matmul over many activation rows (dotn calls of 16 rows, 4 per kernel
+// pass, and the remainders) equals one matvec per activation row bit for bit.
+TEST(Matvec, ManyRowMatmulEqualsMatvecs) {
+  ThreadPool pool3(3);
+  const int64_t rows = 37, cols = 9472, n = 41;
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::IQ2_XXS, GgmlType::F16}) {
+    const auto w = test::random_rows(t, rows, cols, 17 + ggml_type_id(t));
+    const auto X = test::random_floats(static_cast<size_t>(n * cols), 9);
+    for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool3}) {
+      std::vector<float> Y(static_cast<size_t>(n * rows), NAN), y(static_cast<size_t>(rows));
+      matmul(t, w.data(), rows, cols, X.data(), n, Y.data(), p);
+      for (int64_t j = 0; j < n; ++j) {
+        matvec(t, w.data(), rows, cols, X.data() + j * cols, y.data(), p);
+        for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(Y[j * rows + r], y[r]) << ggml_type_name(t) << " row " << r << " act " << j;
+      }
+    }
+  }
+}
+
 TEST(Matvec, UnsupportedTypeThrows) {
   std::vector<uint8_t> w(1024);
   std::vector<float> x(256), y(1);
