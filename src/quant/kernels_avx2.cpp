@@ -215,6 +215,11 @@ DS4_AVX2 void dotn_q4_k(int64_t n, const void* w, const void* a, size_t act_stri
   for (int64_t i = 0; i < n / QK_K; ++i) {
     uint8_t sc[8], m[8];
     for (int k = 0; k < 8; ++k) get_scale_min_k4(k, x[i].scales, sc[k], m[k]);
+    int summ[NA];
+    for (int j = 0; j < NA; ++j) {
+      summ[j] = 0;
+      for (int k = 0; k < 8; ++k) summ[j] += m[k] * (y[j][i].bsums[2 * k] + y[j][i].bsums[2 * k + 1]);
+    }
     __m256i isum[NA];
     for (int j = 0; j < NA; ++j) isum[j] = _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
@@ -231,10 +236,8 @@ DS4_AVX2 void dotn_q4_k(int64_t n, const void* w, const void* a, size_t act_stri
     }
     const float d = h2f(x[i].d), dmin = h2f(x[i].dmin);
     for (int j = 0; j < NA; ++j) {
-      int summ = 0;
-      for (int k = 0; k < 8; ++k) summ += m[k] * (y[j][i].bsums[2 * k] + y[j][i].bsums[2 * k + 1]);
       acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(y[j][i].d * d), _mm256_cvtepi32_ps(isum[j]), acc[j]);
-      mins_acc[j] += y[j][i].d * dmin * static_cast<float>(summ);
+      mins_acc[j] += y[j][i].d * dmin * static_cast<float>(summ[j]);
     }
   }
   for (int j = 0; j < NA; ++j) out[j] = hsum(acc[j]) - mins_acc[j];
