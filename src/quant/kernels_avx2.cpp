@@ -95,19 +95,37 @@ DS4_AVX2 float dot_bf16(int64_t n, const void* w, const void* a) {
   return s;
 }
 
-// Q8_0 against NA activation rows at once (as dotn_q2_k below): |w| and the
-// weight scale are formed once per block; bit-identical to NA = 1.
-template <int NA>
-DS4_AVX2 void dotn_q8_0(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
-  const auto* x = static_cast<const BlockQ8_0*>(w);
+// Weights of 32 int8 values per block against Q8_0 activations, NA activation
+// rows at once: W unpacks a block into its values and scale once, then every
+// row takes dot_i8's steps with |w| shared. Bit-identical to NA = 1.
+struct Q8_0Weights {
+  using Block = BlockQ8_0;
+  DS4_AVX2 __m256i values(const Block& b) const { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+  DS4_AVX2 float scale(const Block& b) const { return h2f(b.d); }
+};
+struct Mxfp4Weights {
+  using Block = BlockMXFP4;
+  __m256i table;
+  DS4_AVX2 Mxfp4Weights() {
+    const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kvalues_mxfp4));
+    table = _mm256_set_m128i(t, t);
+  }
+  DS4_AVX2 __m256i values(const Block& b) const { return _mm256_shuffle_epi8(table, unpack_nibbles(b.qs)); }
+  DS4_AVX2 float scale(const Block& b) const { return e8m0_to_f32_half(b.e); }
+};
+
+template <class W, int NA>
+DS4_AVX2 void dotn_int8_blocks(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
+  const W wt;
+  const auto* x = static_cast<const typename W::Block*>(w);
   const BlockQ8_0* y[NA];
   for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(a) + act_stride * j);
   __m256 acc[NA];
   for (int j = 0; j < NA; ++j) acc[j] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QK; ++i) {
-    const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
-    const __m256i ax = _mm256_sign_epi8(qx, qx);  // dot_i8's steps, |x| shared
-    const float dx = h2f(x[i].d);
+    const __m256i qx = wt.values(x[i]);
+    const __m256i ax = _mm256_sign_epi8(qx, qx);
+    const float dx = wt.scale(x[i]);
     for (int j = 0; j < NA; ++j) {
       const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[j][i].qs));
       const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx)), _mm256_set1_epi16(1));
@@ -116,29 +134,13 @@ DS4_AVX2 void dotn_q8_0(int64_t n, const void* w, const void* a, size_t act_stri
   }
   for (int j = 0; j < NA; ++j) out[j] = hsum(acc[j]);
 }
-
-// MXFP4 against NA activation rows at once (as dotn_q8_0): the nibble lookup,
-// |w| and the block exponent once per block; bit-identical to NA = 1.
+template <int NA>
+DS4_AVX2 void dotn_q8_0(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
+  dotn_int8_blocks<Q8_0Weights, NA>(n, w, a, act_stride, out);
+}
 template <int NA>
 DS4_AVX2 void dotn_mxfp4(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
-  const auto* x = static_cast<const BlockMXFP4*>(w);
-  const BlockQ8_0* y[NA];
-  for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(a) + act_stride * j);
-  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kvalues_mxfp4));
-  const __m256i table = _mm256_set_m128i(t, t);
-  __m256 acc[NA];
-  for (int j = 0; j < NA; ++j) acc[j] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / QK; ++i) {
-    const __m256i qx = _mm256_shuffle_epi8(table, unpack_nibbles(x[i].qs));
-    const __m256i ax = _mm256_sign_epi8(qx, qx);
-    const float dx = e8m0_to_f32_half(x[i].e);
-    for (int j = 0; j < NA; ++j) {
-      const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[j][i].qs));
-      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx)), _mm256_set1_epi16(1));
-      acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * h2f(y[j][i].d)), _mm256_cvtepi32_ps(p), acc[j]);
-    }
-  }
-  for (int j = 0; j < NA; ++j) out[j] = hsum(acc[j]);
+  dotn_int8_blocks<Mxfp4Weights, NA>(n, w, a, act_stride, out);
 }
 
 // Q2_K against NA activation rows (act_stride bytes apart) at once: each
