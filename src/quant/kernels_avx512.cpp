@@ -277,7 +277,7 @@ DS4_AVX512ICL inline __m512i load64(const std::array<uint8_t, 64>& a) { return _
 
 // Q2_K. Chunk t (values 64t..64t+63) is bits 2s of qs[32h + l] with h = t / 2,
 // s = 2 (t % 2) in its low half and s + 1 in its high half: one 32-byte load
-// broadcast to both halves and shifted per half. Each 16-byte lane of a chunk
+// broadcast to both halves, its field cut out per half. Each 16-byte lane of a chunk
 // is one scale group (4t + lane), so an in-lane byte shuffle can multiply the
 // 2-bit value by its 4-bit scale (<= 45, a valid unsigned vpdpbusd operand):
 // the shuffle's table holds, in lane k, dword m, the products j * scale(4m + k)
@@ -289,37 +289,65 @@ alignas(64) constexpr auto kQ2J = bytes64([](int b) { return (b % 4) << 4; });
 // ... indexing 64 products j * scale.
 alignas(64) constexpr auto kQ2Mul = bytes64([](int i) { return (i >> 4) * (i & 15); });
 
-DS4_AVX512ICL float dot_q2_k_icl(int64_t n, const void* w, const void* a) {
+// The 2-bit field of chunk t as a shuffle index (value | t << 2) in one GF(2)
+// affine map per byte, where a shift and a mask-and-or took two: the matrix of
+// a 64-bit lane copies bits 2s, 2s + 1 to bits 0, 1 (s = 2 (t % 2) in the low
+// half, s + 1 in the high half: byte 7 of the matrix feeds output bit 0, byte 6
+// bit 1), and the constant supplies t << 2.
+constexpr long long q2_field_matrix(int s) { return static_cast<long long>((1ull << (2 * s)) << 56 | (1ull << (2 * s + 1)) << 48); }
+DS4_AVX512 inline __m512i halves_epi64(long long lo, long long hi) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi64x(lo)), _mm256_set1_epi64x(hi), 1);
+}
+template <int T>
+DS4_AVX512ICL inline __m512i q2_field(__m512i q, __m512i matrix) {
+  return _mm512_gf2p8affine_epi64_epi8(q, matrix, T << 2);
+}
+
+// Against NA activation rows at once: the scale table and the 2-bit fields
+// are unpacked once per block for all of them (dot is NA = 1, so both agree
+// bit for bit).
+template <int NA>
+DS4_AVX512ICL void dotn_q2_k_icl(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
   const auto* x = static_cast<const BlockQ2_K*>(w);
-  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const BlockQ8_K* y[NA];
+  for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(a) + act_stride * j);
   const __m512i place = load64(kQ2ScalePlace), jbits = load64(kQ2J), mul = load64(kQ2Mul);
-  const __m512i m3 = _mm512_set1_epi8(3), m15 = _mm512_set1_epi8(0x0F);
-  const __m512i shift[2] = {halves_epi16(0, 2), halves_epi16(4, 6)};
-  const __m512i tbits[4] = {_mm512_set1_epi8(0), _mm512_set1_epi8(4), _mm512_set1_epi8(8), _mm512_set1_epi8(12)};
-  alignas(16) float f[4];  // d * y.d, dmin * y.d of the block, read back as broadcasts
-  __m512 acc = _mm512_setzero_ps();
-  __m256 accm = _mm256_setzero_ps();  // mins x activation sums, reduced once at the end
+  const __m512i m15 = _mm512_set1_epi8(0x0F);
+  const __m512i field[2] = {halves_epi64(q2_field_matrix(0), q2_field_matrix(1)),
+                            halves_epi64(q2_field_matrix(2), q2_field_matrix(3))};
+  alignas(16) float f[NA][4];  // d * y.d, dmin * y.d of the block, read back as broadcasts
+  __m512 acc[NA];
+  __m256 accm[NA];  // mins x activation sums, reduced once at the end
+  for (int j = 0; j < NA; ++j) {
+    acc[j] = _mm512_setzero_ps();
+    accm[j] = _mm256_setzero_ps();
+  }
   for (int64_t i = 0; i < n / QK_K; ++i) {
     prefetch_weights(&x[i]);
     // d and dmin are adjacent: one 4-byte load, one conversion.
-    _mm_store_ps(f, _mm_mul_ps(_mm_cvtph_ps(_mm_loadu_si32(&x[i].d)), _mm_set1_ps(y[i].d)));
+    const __m128 dd = _mm_cvtph_ps(_mm_loadu_si32(&x[i].d));
+    for (int j = 0; j < NA; ++j) _mm_store_ps(f[j], _mm_mul_ps(dd, _mm_set1_ps(y[j][i].d)));
     DS4_SPILL(f);
     const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0x0F)));
-    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums));
-    accm = _mm256_fmadd_ps(_mm256_set1_ps(f[1]), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), accm);
+    for (int j = 0; j < NA; ++j) {
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[j][i].bsums));
+      accm[j] = _mm256_fmadd_ps(_mm256_set1_ps(f[j][1]), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), accm[j]);
+    }
     // (A & B) | C is ternary-logic immediate 0xEA.
     const __m512i tidx = _mm512_ternarylogic_epi32(_mm512_permutexvar_epi8(place, _mm512_zextsi128_si512(sc8)), m15, jbits, 0xEA);
     const __m512i table = _mm512_permutexvar_epi8(tidx, mul);
-    __m512i isum = _mm512_setzero_si512();
-    for (int t = 0; t < 4; ++t) {
-      const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * (t / 2))));
-      const __m512i idx = _mm512_ternarylogic_epi32(_mm512_srlv_epi16(q, shift[t % 2]), m3, tbits[t], 0xEA);
-      isum = _mm512_dpbusd_epi32(isum, _mm512_shuffle_epi8(table, idx), _mm512_loadu_si512(y[i].qs + 64 * t));
+    const __m512i q0 = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs)));
+    const __m512i q1 = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32)));
+    const __m512i g[4] = {_mm512_shuffle_epi8(table, q2_field<0>(q0, field[0])), _mm512_shuffle_epi8(table, q2_field<1>(q0, field[1])),
+                          _mm512_shuffle_epi8(table, q2_field<2>(q1, field[0])), _mm512_shuffle_epi8(table, q2_field<3>(q1, field[1]))};
+    for (int j = 0; j < NA; ++j) {
+      __m512i isum = _mm512_setzero_si512();
+      for (int t = 0; t < 4; ++t) isum = _mm512_dpbusd_epi32(isum, g[t], _mm512_loadu_si512(y[j][i].qs + 64 * t));
+      acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(f[j][0]), _mm512_cvtepi32_ps(isum), acc[j]);
     }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(f[0]), _mm512_cvtepi32_ps(isum), acc);
   }
-  return _mm512_reduce_add_ps(_mm512_sub_ps(acc, _mm512_zextps256_ps512(accm)));
+  for (int j = 0; j < NA; ++j) out[j] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[j], _mm512_zextps256_ps512(accm[j])));
 }
 
 // Q4_K. Chunk c (values 64c..64c+63: sub-blocks 2c and 2c + 1) is the low
@@ -328,17 +356,25 @@ DS4_AVX512ICL float dot_q2_k_icl(int64_t n, const void* w, const void* a) {
 // with 32-bit integer operations and widened once per block to int16 pairs
 // (s | s << 16), read back as broadcasts for vpdpwssd and, for the mins, as
 // the multipliers of the activation's pairs of sums of 16.
-DS4_AVX512VNNI float dot_q4_k_vnni(int64_t n, const void* w, const void* a) {
+// Against NA activation rows at once (dot is NA = 1): scales, mins and
+// nibbles unpacked once per block for all of them.
+template <int NA>
+DS4_AVX512VNNI void dotn_q4_k_vnni(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
   const auto* x = static_cast<const BlockQ4_K*>(w);
-  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const BlockQ8_K* y[NA];
+  for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(a) + act_stride * j);
   const __m512i shift = halves_epi16(0, 4), m4 = _mm512_set1_epi8(0x0F);
   struct alignas(64) Spill {
     uint32_t sm[16];  // scales 0-7 then mins 0-7, each as an int16 pair
     uint32_t packed[4];
-    float f[4];
+    float f[NA][4];
   } sp;
-  __m512 acc = _mm512_setzero_ps();
-  __m256 accm = _mm256_setzero_ps();
+  __m512 acc[NA];
+  __m256 accm[NA];
+  for (int j = 0; j < NA; ++j) {
+    acc[j] = _mm512_setzero_ps();
+    accm[j] = _mm256_setzero_ps();
+  }
   for (int64_t i = 0; i < n / QK_K; ++i) {
     prefetch_weights(&x[i]);
     prefetch_weights(reinterpret_cast<const uint8_t*>(&x[i]) + 64);
@@ -350,59 +386,77 @@ DS4_AVX512VNNI float dot_q4_k_vnni(int64_t n, const void* w, const void* a) {
     sp.packed[1] = (q[2] & 0x0F0F0F0Fu) | ((q[0] >> 2) & 0x30303030u);         // scales 4-7
     sp.packed[2] = q[1] & 0x3F3F3F3Fu;                                         // mins 0-3
     sp.packed[3] = ((q[2] >> 4) & 0x0F0F0F0Fu) | ((q[1] >> 2) & 0x30303030u);  // mins 4-7
-    _mm_store_ps(sp.f, _mm_mul_ps(_mm_cvtph_ps(_mm_loadu_si32(&x[i].d)), _mm_set1_ps(y[i].d)));
+    const __m128 dd = _mm_cvtph_ps(_mm_loadu_si32(&x[i].d));
+    for (int j = 0; j < NA; ++j) _mm_store_ps(sp.f[j], _mm_mul_ps(dd, _mm_set1_ps(y[j][i].d)));
     DS4_SPILL(&sp);
     const __m512i v = _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sp.packed)));
     _mm512_store_si512(sp.sm, _mm512_or_si512(v, _mm512_slli_epi32(v, 16)));
     DS4_SPILL(&sp);
     const __m256i mins = _mm256_load_si256(reinterpret_cast<const __m256i*>(sp.sm + 8));
-    const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].bsums));
-    accm = _mm256_fmadd_ps(_mm256_set1_ps(sp.f[1]), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), accm);
-    __m512i isum = _mm512_setzero_si512();
+    for (int j = 0; j < NA; ++j) {
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[j][i].bsums));
+      accm[j] = _mm256_fmadd_ps(_mm256_set1_ps(sp.f[j][1]), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), accm[j]);
+    }
+    __m512i isum[NA];
+    for (int j = 0; j < NA; ++j) isum[j] = _mm512_setzero_si512();
     for (int c = 0; c < 4; ++c) {
       const __m512i qv = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * c)));
       const __m512i nib = _mm512_and_si512(_mm512_srlv_epi16(qv, shift), m4);
       const __m512i sc = _mm512_mask_broadcastd_epi32(_mm512_broadcastd_epi32(_mm_loadu_si32(&sp.sm[2 * c])), 0xFF00,
                                                       _mm_loadu_si32(&sp.sm[2 * c + 1]));
-      isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(nib, _mm512_loadu_si512(y[i].qs + 64 * c)), sc);
+      for (int j = 0; j < NA; ++j)
+        isum[j] = _mm512_dpwssd_epi32(isum[j], _mm512_maddubs_epi16(nib, _mm512_loadu_si512(y[j][i].qs + 64 * c)), sc);
     }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(sp.f[0]), _mm512_cvtepi32_ps(isum), acc);
+    for (int j = 0; j < NA; ++j) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(sp.f[j][0]), _mm512_cvtepi32_ps(isum[j]), acc[j]);
   }
-  return _mm512_reduce_add_ps(_mm512_sub_ps(acc, _mm512_zextps256_ps512(accm)));
+  for (int j = 0; j < NA; ++j) out[j] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[j], _mm512_zextps256_ps512(accm[j])));
 }
 
 // Q8_0 with VNNI on 256-bit registers, one block each: the 34-byte blocks
 // need no cross-lane inserts this way, and ymm operations have three ports.
-DS4_AVX512VNNI inline __m256 q8_0_block(const BlockQ8_0& x, const BlockQ8_0& y, __m256 acc) {
+// The weight block's absolute values and sign are taken once for all NA
+// activation rows (dotn; dot is NA = 1).
+template <int NA>
+DS4_AVX512VNNI inline void q8_0_block(const BlockQ8_0& x, const BlockQ8_0* const* y, int64_t i, __m256* acc) {
   prefetch_weights(&x);
   const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs));
-  const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs));
-  const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
-  const __m128 d = _mm_mul_ss(_mm_cvtph_ps(_mm_loadu_si32(&x.d)), _mm_cvtph_ps(_mm_loadu_si32(&y.d)));
-  return _mm256_fmadd_ps(_mm256_broadcastss_ps(d), _mm256_cvtepi32_ps(p), acc);
+  const __m256i ax = _mm256_sign_epi8(qx, qx);
+  const __m128 dx = _mm_cvtph_ps(_mm_loadu_si32(&x.d));
+  for (int j = 0; j < NA; ++j) {
+    const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[j][i].qs));
+    const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, _mm256_sign_epi8(qy, qx));
+    const __m128 d = _mm_mul_ss(dx, _mm_cvtph_ps(_mm_loadu_si32(&y[j][i].d)));
+    acc[j] = _mm256_fmadd_ps(_mm256_broadcastss_ps(d), _mm256_cvtepi32_ps(p), acc[j]);
+  }
 }
-DS4_AVX512VNNI float dot_q8_0_vnni256(int64_t n, const void* w, const void* a) {
+template <int NA>
+DS4_AVX512VNNI void dotn_q8_0_vnni256(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
   const auto* x = static_cast<const BlockQ8_0*>(w);
-  const auto* y = static_cast<const BlockQ8_0*>(a);
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  const BlockQ8_0* y[NA];
+  for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(a) + act_stride * j);
+  __m256 acc0[NA], acc1[NA];
+  for (int j = 0; j < NA; ++j) acc0[j] = acc1[j] = _mm256_setzero_ps();
   const int64_t nb = n / QK;
   int64_t i = 0;
   for (; i + 2 <= nb; i += 2) {
-    acc0 = q8_0_block(x[i], y[i], acc0);
-    acc1 = q8_0_block(x[i + 1], y[i + 1], acc1);
+    q8_0_block<NA>(x[i], y, i, acc0);
+    q8_0_block<NA>(x[i + 1], y, i + 1, acc1);
   }
-  if (i < nb) acc0 = q8_0_block(x[i], y[i], acc0);
-  const __m256 s = _mm256_add_ps(acc0, acc1);
-  __m128 r = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-  return _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
+  if (i < nb) q8_0_block<NA>(x[i], y, i, acc0);
+  for (int j = 0; j < NA; ++j) {
+    const __m256 s = _mm256_add_ps(acc0[j], acc1[j]);
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    out[j] = _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
+  }
 }
 
 // IQ2_XXS without per-group loads: every grid entry is 8 values from the three
 // levels 8, 25, 43, so entry e is a 16-bit code (2 bits per value), split into
 // a low and a high byte table of 256 entries, 4 registers each, looked up for
 // all 32 groups of a block with vpermt2b. vpmultishiftqb then spreads a code
-// over the 8 bytes of its group and vpermb maps the 2-bit fields to levels.
+// over the 8 bytes of its group and a GF(2) affine map turns the 2-bit fields
+// into levels.
 // Sign fields (7 bits at 32 + 7k of each sub-block's 64 bits) are cut out with
 // vpmultishiftqb as well and get their parity bit from one GF(2) affine map.
 // On Sapphire Rapids this runs 3-4 GB/s per core in L2, 2-3x the kernel above
@@ -444,33 +498,44 @@ constexpr std::array<uint8_t, 64> iq2_place(int c) {
 alignas(64) constexpr std::array<uint8_t, 64> kIq2Place[4] = {iq2_place(0), iq2_place(1), iq2_place(2), iq2_place(3)};
 // Byte j of a group: bits 2j.. of its code (vpmultishiftqb offsets).
 alignas(64) constexpr auto kIq2Spread = bytes64([](int b) { return 2 * (b % 8); });
-// 2-bit code (vpermb reads the low 6 bits) -> level.
-alignas(64) constexpr auto kIq2Levels = bytes64([](int b) { return b % 4 == 0 ? 8 : b % 4 == 1 ? 25 : b % 4 == 2 ? 43 : 0; });
+// 2-bit code (bits 0-1 of a byte; bits 2-7 are the next codes) -> level, as a
+// GF(2) affine map: 8 xor (17 if bit 0) xor (35 if bit 1) gives 8, 25, 43 for
+// codes 0, 1, 2. It runs on port 0, where a vpermb lookup took a slot on port
+// 5, which the permutes around it saturate. Byte 7 - i of the matrix selects
+// the code bits feeding output bit i: bit 0 feeds bits 0 and 4 (17), bit 1
+// feeds bits 0, 1 and 5 (35).
+constexpr long long kIq2LevelMatrix = 0x0302000001020000LL;
+constexpr int kIq2LevelBase = 8;
 // GF(2) affine map of a byte: bits 0-6 kept, bit 7 = parity of bits 0-6 (so
 // that the count of minus signs is even). Byte 7 - i of the matrix selects the
 // input bits whose parity is output bit i.
 constexpr long long kIq2ParityMatrix = 0x010204081020407FLL;
 
-DS4_AVX512ICL float dot_iq2_xxs_icl(int64_t n, const void* w, const void* a) {
+// Against NA activation rows at once (dot is NA = 1): codes, levels, signs
+// and scales unpacked once per block for all of them.
+template <int NA>
+DS4_AVX512ICL void dotn_iq2_xxs_icl(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
   const auto* x = static_cast<const BlockIQ2_XXS*>(w);
-  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const BlockQ8_K* y[NA];
+  for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(a) + act_stride * j);
   const Iq2Codes& codes = iq2_codes();
   const __m512i lo0 = _mm512_load_si512(codes.lo), lo1 = _mm512_load_si512(codes.lo + 64);
   const __m512i lo2 = _mm512_load_si512(codes.lo + 128), lo3 = _mm512_load_si512(codes.lo + 192);
   const __m512i hi0 = _mm512_load_si512(codes.hi), hi1 = _mm512_load_si512(codes.hi + 64);
   const __m512i hi2 = _mm512_load_si512(codes.hi + 128), hi3 = _mm512_load_si512(codes.hi + 192);
   const __m512i gidx = load64(kIq2Idx), scut = load64(kIq2SignCut), spack = load64(kIq2SignPack);
-  const __m512i spread = load64(kIq2Spread), levels = load64(kIq2Levels);
+  const __m512i spread = load64(kIq2Spread), levels = _mm512_set1_epi64(kIq2LevelMatrix);
   const __m512i parity = _mm512_set1_epi64(kIq2ParityMatrix);
   const __m512i zero = _mm512_setzero_si512();
   // Per block, stored and read back (DS4_SPILL): the negate masks of the 4
-  // chunks, the 8 sub-block scales and the block's float factor.
+  // chunks, the 8 sub-block scales and each row's float factor.
   struct alignas(64) Spill {
     __mmask64 neg[8];
     uint32_t scale[16];
-    float f;
+    float f[NA];
   } sp;
-  __m512 acc = _mm512_setzero_ps();
+  __m512 acc[NA];
+  for (int j = 0; j < NA; ++j) acc[j] = _mm512_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     prefetch_weights(&x[i]);
     const __m512i q = _mm512_loadu_si512(x[i].qs);
@@ -487,23 +552,64 @@ DS4_AVX512ICL float dot_iq2_xxs_icl(int64_t n, const void* w, const void* a) {
     const __m512i s1 = _mm512_or_si512(_mm512_srli_epi64(q, 59), _mm512_set1_epi64(1));
     _mm512_store_si512(sp.scale, _mm512_or_si512(s1, _mm512_slli_epi64(s1, 16)));
     // d and the first two qs bytes: a 4-byte load needs no insert (port 5).
-    _mm_store_ss(&sp.f, _mm_mul_ss(_mm_mul_ss(_mm_cvtph_ps(_mm_loadu_si32(&x[i].d)), _mm_load_ss(&y[i].d)), _mm_set_ss(0.125f)));
+    const __m128 d = _mm_cvtph_ps(_mm_loadu_si32(&x[i].d));
+    for (int j = 0; j < NA; ++j) _mm_store_ss(&sp.f[j], _mm_mul_ss(_mm_mul_ss(d, _mm_load_ss(&y[j][i].d)), _mm_set_ss(0.125f)));
     DS4_SPILL(&sp);
-    __m512i isum = _mm512_setzero_si512();
+    __m512i isum[NA];
+    for (int j = 0; j < NA; ++j) isum[j] = _mm512_setzero_si512();
     for (int c = 0; c < 4; ++c) {
       const __m512i code = _mm512_permutex2var_epi8(lo, _mm512_load_si512(kIq2Place[c].data()), hi);
-      const __m512i g = _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(spread, code), levels);
-      const __m512i yv = _mm512_loadu_si512(y[i].qs + 64 * c);
-      const __m512i ys = _mm512_mask_sub_epi8(yv, _load_mask64(&sp.neg[c]), zero, yv);
+      const __m512i g = _mm512_gf2p8affine_epi64_epi8(_mm512_multishift_epi64_epi8(spread, code), levels, kIq2LevelBase);
+      const __mmask64 neg = _load_mask64(&sp.neg[c]);
       // Low half (sub-block 2c) and high half (2c + 1) scales, as int16 pairs.
       const __m512i sc = _mm512_mask_broadcastd_epi32(_mm512_broadcastd_epi32(_mm_loadu_si32(&sp.scale[4 * c])), 0xFF00,
                                                       _mm_loadu_si32(&sp.scale[4 * c + 2]));
-      isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(g, ys), sc);
+      for (int j = 0; j < NA; ++j) {
+        const __m512i yv = _mm512_loadu_si512(y[j][i].qs + 64 * c);
+        isum[j] = _mm512_dpwssd_epi32(isum[j], _mm512_maddubs_epi16(g, _mm512_mask_sub_epi8(yv, neg, zero, yv)), sc);
+      }
     }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(sp.f), _mm512_cvtepi32_ps(isum), acc);
+    for (int j = 0; j < NA; ++j) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(sp.f[j]), _mm512_cvtepi32_ps(isum[j]), acc[j]);
   }
-  return _mm512_reduce_add_ps(acc);
+  for (int j = 0; j < NA; ++j) out[j] = _mm512_reduce_add_ps(acc[j]);
 }
+
+// dot and dotn entry points from one dotn_<type><NA> template, as in the AVX2
+// kernels: up to 4 rows per pass.
+template <void (*F1)(int64_t, const void*, const void*, size_t, float*)>
+DS4_AVX512VNNI float dot_of(int64_t n, const void* w, const void* a) {
+  float r;
+  F1(n, w, a, 0, &r);
+  return r;
+}
+template <template <int> class K>
+DS4_AVX512VNNI void dotn_of(int64_t n, const void* w, const void* a, size_t stride, int nact, float* out) {
+  const auto* act = static_cast<const uint8_t*>(a);
+  for (; nact >= 4; nact -= 4, act += 4 * stride, out += 4) K<4>::f(n, w, act, stride, out);
+  if (nact == 3) K<3>::f(n, w, act, stride, out);
+  else if (nact == 2) K<2>::f(n, w, act, stride, out);
+  else if (nact == 1) K<1>::f(n, w, act, stride, out);
+}
+template <int NA>
+struct Q2KIcl {
+  static constexpr auto f = dotn_q2_k_icl<NA>;
+};
+template <int NA>
+struct IQ2XXSIcl {
+  static constexpr auto f = dotn_iq2_xxs_icl<NA>;
+};
+template <int NA>
+struct Q80Vnni {
+  static constexpr auto f = dotn_q8_0_vnni256<NA>;
+};
+template <int NA>
+struct Q4KVnni {
+  static constexpr auto f = dotn_q4_k_vnni<NA>;
+};
+const auto dot_q8_0_vnni256 = dot_of<dotn_q8_0_vnni256<1>>;
+const auto dot_q4_k_vnni = dot_of<dotn_q4_k_vnni<1>>;
+const auto dot_q2_k_icl = dot_of<dotn_q2_k_icl<1>>;
+const auto dot_iq2_xxs_icl = dot_of<dotn_iq2_xxs_icl<1>>;
 
 // --- activation quantizers: the reference's operations lane by lane ---
 
@@ -576,11 +682,20 @@ const Entry kAvx512[] = {
     {GgmlType::F32, {GgmlType::F32, dot_f32}, {GgmlType::F32, dot_f32}, {GgmlType::F32, dot_f32}},
     {GgmlType::F16, {GgmlType::F32, dot_f16}, {GgmlType::F32, dot_f16}, {GgmlType::F32, dot_f16}},
     {GgmlType::BF16, {GgmlType::F32, dot_bf16}, {GgmlType::F32, dot_bf16}, {GgmlType::F32, dot_bf16}},
-    {GgmlType::Q8_0, {GgmlType::Q8_0, dot_q8_0}, {GgmlType::Q8_0, dot_q8_0_vnni256}, {GgmlType::Q8_0, dot_q8_0_vnni256}},
+    {GgmlType::Q8_0,
+     {GgmlType::Q8_0, dot_q8_0},
+     {GgmlType::Q8_0, dot_q8_0_vnni256, dotn_of<Q80Vnni>},
+     {GgmlType::Q8_0, dot_q8_0_vnni256, dotn_of<Q80Vnni>}},
     {GgmlType::MXFP4, {GgmlType::Q8_0, dot_mxfp4}, {GgmlType::Q8_0, dot_mxfp4_vnni}, {GgmlType::Q8_0, dot_mxfp4_vnni}},
-    {GgmlType::Q2_K, {GgmlType::Q8_K, dot_q2_k}, {GgmlType::Q8_K, dot_q2_k}, {GgmlType::Q8_K, dot_q2_k_icl}},
-    {GgmlType::Q4_K, {GgmlType::Q8_K, dot_q4_k}, {GgmlType::Q8_K, dot_q4_k_vnni}, {GgmlType::Q8_K, dot_q4_k_vnni}},
-    {GgmlType::IQ2_XXS, {GgmlType::Q8_K, dot_iq2_xxs}, {GgmlType::Q8_K, dot_iq2_xxs}, {GgmlType::Q8_K, dot_iq2_xxs_icl}},
+    {GgmlType::Q2_K, {GgmlType::Q8_K, dot_q2_k}, {GgmlType::Q8_K, dot_q2_k}, {GgmlType::Q8_K, dot_q2_k_icl, dotn_of<Q2KIcl>}},
+    {GgmlType::Q4_K,
+     {GgmlType::Q8_K, dot_q4_k},
+     {GgmlType::Q8_K, dot_q4_k_vnni, dotn_of<Q4KVnni>},
+     {GgmlType::Q8_K, dot_q4_k_vnni, dotn_of<Q4KVnni>}},
+    {GgmlType::IQ2_XXS,
+     {GgmlType::Q8_K, dot_iq2_xxs},
+     {GgmlType::Q8_K, dot_iq2_xxs},
+     {GgmlType::Q8_K, dot_iq2_xxs_icl, dotn_of<IQ2XXSIcl>}},
 };
 
 // 0 = base, 1 = VNNI, 2 = Ice Lake level. DS4_QUANT_NO_VNNI=1 forces the base
