@@ -1,6 +1,7 @@
 // matvec/matmul: activation quantization, kernel dispatch and row splitting.
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
@@ -217,6 +218,78 @@ void matmul(GgmlType wtype, const void* W, int64_t rows, int64_t cols, const flo
   const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(8192 / std::max<size_t>(1, p.w_row_bytes)));
   if (pool) pool->parallel_for(rows, body, grain);
   else body(0, rows);
+}
+
+void matvec_batch(std::span<const MatvecJob> jobs, ThreadPool* pool) {
+  const size_t nj = jobs.size();
+  if (nj == 0) return;
+  struct Ready {
+    const DotKernel* k;
+    size_t w_row_bytes;
+    const uint8_t* act;
+    int64_t row0;  // first row of this job in the batch's row numbering
+  };
+  constexpr size_t kAsIs = SIZE_MAX;  // act_at: x is used as is (float kernels)
+  thread_local std::vector<Ready> ready;
+  thread_local std::vector<size_t> act_at, owner;
+  thread_local std::vector<uint8_t> buf;
+  ready.resize(nj);
+  act_at.assign(nj, kAsIs);
+  owner.resize(nj);
+  // Each distinct (x, columns, activation type) gets one slot of one buffer;
+  // pointers into it are taken once it stops growing.
+  size_t bytes = 0;
+  int64_t total = 0;
+  size_t max_row_bytes = 1;
+  for (size_t j = 0; j < nj; ++j) {
+    const MatvecJob& jb = jobs[j];
+    const Prepared p = prepare(jb.wtype, jb.cols);
+    ready[j] = {p.k, p.w_row_bytes, nullptr, total};
+    total += std::max<int64_t>(jb.rows, 0);
+    max_row_bytes = std::max(max_row_bytes, p.w_row_bytes);
+    owner[j] = j;
+    if (p.k->act == GgmlType::F32) continue;
+    for (size_t i = 0; i < j; ++i)
+      if (act_at[i] != kAsIs && jobs[i].x == jb.x && jobs[i].cols == jb.cols && ready[i].k->act == p.k->act) {
+        owner[j] = owner[i];
+        break;
+      }
+    if (owner[j] == j) {
+      act_at[j] = bytes;
+      bytes += p.act_row_bytes;
+    } else {
+      act_at[j] = act_at[owner[j]];
+    }
+  }
+  buf.resize(bytes);
+  for (size_t j = 0; j < nj; ++j) {
+    if (act_at[j] == kAsIs) {
+      ready[j].act = reinterpret_cast<const uint8_t*>(jobs[j].x);
+      continue;
+    }
+    ready[j].act = buf.data() + act_at[j];
+    if (owner[j] == j) best_act_quant(ready[j].k->act)(jobs[j].x, buf.data() + act_at[j], jobs[j].cols);
+  }
+  if (total == 0) return;
+  // [b, e) counts rows of the whole batch and may span several jobs. The
+  // workers see this thread's tables through `rs` (inside the task, `ready`
+  // would name each worker's own thread_local copy).
+  const std::span<const Ready> rs(ready);
+  auto body = [&](int64_t b, int64_t e) {
+    const auto after = std::upper_bound(rs.begin(), rs.end(), b, [](int64_t v, const Ready& r) { return v < r.row0; });
+    size_t j = static_cast<size_t>(after - rs.begin()) - 1;
+    for (int64_t g = b; g < e; ++g) {
+      while (g >= rs[j].row0 + jobs[j].rows) ++j;  // also steps over empty jobs
+      const Ready& rd = rs[j];
+      const int64_t r = g - rd.row0;
+      const auto* w = static_cast<const uint8_t*>(jobs[j].W) + rd.w_row_bytes * static_cast<size_t>(r);
+      jobs[j].y[r] = rd.k->dot(jobs[j].cols, w, rd.act);
+    }
+  };
+  // About 8 KiB of weights per unit, as matmul.
+  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(8192 / max_row_bytes));
+  if (pool) pool->parallel_for(total, body, grain);
+  else body(0, total);
 }
 
 }  // namespace ds4::quant

@@ -3,6 +3,7 @@
 // row kernels. "Any supported type for any tensor" is a lookup here; call sites
 // never branch on the type themselves.
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "util/ggml_type.h"
@@ -46,5 +47,20 @@ void matvec(GgmlType wtype, const void* W, int64_t rows, int64_t cols, const flo
 // all n activations (prefill).
 void matmul(GgmlType wtype, const void* W, int64_t rows, int64_t cols, const float* X, int64_t n, float* Y,
             ThreadPool* pool = nullptr);
+
+// One matvec of a batch: y[r] = dot(row r of W, x) for r < rows.
+struct MatvecJob {
+  GgmlType wtype;
+  const void* W;
+  int64_t rows, cols;
+  const float* x;
+  float* y;
+};
+// Every job's matvec in one pass over the pool: the rows of all jobs are split
+// over its threads together, and jobs with the same x (and columns) share one
+// quantized activation. Results equal one matvec call per job bit for bit. For
+// decoding, where a layer's experts are many small matvecs: one pool call
+// instead of one per matrix (each costs microseconds on many threads).
+void matvec_batch(std::span<const MatvecJob> jobs, ThreadPool* pool = nullptr);
 
 }  // namespace ds4::quant

@@ -269,6 +269,11 @@ class CpuBackend final : public Backend {
     }
 
     Vec out(sz(n * D), 0.0f);
+    if (n == 1) {
+      decode_experts(l, routed, f, out);
+      hc_post(h, out, n, X);
+      return;
+    }
     Vec xe, g, u, y;
     auto swiglu = [&](const Weight& wg, const Weight& wu, const Weight& wd, int64_t m, int64_t ff, const float* weights) {
       g.resize(sz(m * ff));
@@ -306,6 +311,67 @@ class CpuBackend final : public Backend {
       for (size_t k = 0; k < out.size(); ++k) out[k] += y[k];
     }
     hc_post(h, out, n, X);
+  }
+
+  // One token's experts (the selected ones, then the shared one): the gate and
+  // up rows of all of them in one pass over the pool, then all their down
+  // rows in another, where the many-token path makes four pool calls per
+  // expert (each call costs microseconds of wake-up and hand-off on many
+  // threads, and a Flash layer has seven experts per token). The same kernels
+  // on the same activations, summed in the same order: bit for bit the
+  // many-token path with one token (the prefill == decode tests hold).
+  void decode_experts(uint32_t l, const std::vector<std::vector<std::pair<int64_t, float>>>& routed, const Vec& f,
+                      Vec& out) const {
+    const auto& W = m_->weights.layers[l];
+    const int64_t D = c_.n_embd, FF = c_.expert_ff, SF = c_.n_expert_shared > 0 ? c_.shared_ff() : 0;
+    const float clamp = c_.swiglu_clamp[l];
+    struct Use {
+      int64_t e;      // expert, or -1 for the shared one
+      float weight;   // routing weight (1 for the shared expert)
+      int64_t ff, at; // hidden width, offset in g/u
+    };
+    thread_local std::vector<Use> uses;
+    thread_local Vec g, u, y;
+    thread_local std::vector<quant::MatvecJob> jobs;
+    uses.clear();
+    int64_t hidden = 0;
+    // A hash layer may pick one expert twice: each pick is its own use, as
+    // each is its own row of the many-token path's matmul.
+    for (size_t e = 0; e < routed.size(); ++e)
+      for (const auto& [t, w] : routed[e]) {
+        uses.push_back({static_cast<int64_t>(e), w, FF, hidden});
+        hidden += FF;
+      }
+    if (SF > 0) {
+      uses.push_back({-1, 1.0f, SF, hidden});
+      hidden += SF;
+    }
+    g.resize(sz(hidden));
+    u.resize(sz(hidden));
+    y.resize(uses.size() * sz(D));
+    jobs.clear();
+    for (const Use& s : uses) {
+      const Weight& wg = s.e < 0 ? W.gate_shexp : W.gate_exps;
+      const Weight& wu = s.e < 0 ? W.up_shexp : W.up_exps;
+      jobs.push_back(matvec_job(s.e < 0 ? wg : wg.slice(s.e), f.data(), g.data() + s.at));
+      jobs.push_back(matvec_job(s.e < 0 ? wu : wu.slice(s.e), f.data(), u.data() + s.at));
+    }
+    quant::matvec_batch(jobs, pool_.get());
+    for (const Use& s : uses)
+      for (int64_t k = s.at; k < s.at + s.ff; ++k) {
+        const float gv = std::min(g[sz(k)], clamp);
+        const float uv = std::clamp(u[sz(k)], -clamp, clamp);
+        g[sz(k)] = gv * sigmoid(gv) * uv * s.weight;
+      }
+    jobs.clear();
+    for (size_t i = 0; i < uses.size(); ++i) {
+      const Use& s = uses[i];
+      const Weight& wd = s.e < 0 ? W.down_shexp : W.down_exps;
+      jobs.push_back(matvec_job(s.e < 0 ? wd : wd.slice(s.e), g.data() + s.at, y.data() + i * sz(D)));
+    }
+    quant::matvec_batch(jobs, pool_.get());
+    for (size_t i = 0; i < uses.size(); ++i)
+      for (int64_t d = 0; d < D; ++d) out[sz(d)] += y[i * sz(D) + sz(d)];
   }
 
   void head(int64_t n, const Vec& X, float* logits) const {

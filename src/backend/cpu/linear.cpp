@@ -39,4 +39,8 @@ void matmul(const model::Weight& w, const float* x, int64_t x_stride, int64_t n,
   for (int64_t t = 0; t < n; ++t) std::copy(yb.begin() + t * rows, yb.begin() + (t + 1) * rows, y + t * y_stride);
 }
 
+quant::MatvecJob matvec_job(const model::Weight& w, const float* x, float* y) {
+  return {w.type, w.data, w.rows(), w.cols(), x, y};
+}
+
 }  // namespace ds4::backend::cpu

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "model/weights.h"
+#include "quant/quant.h"
 
 namespace ds4 {
 class ThreadPool;
@@ -18,6 +19,10 @@ namespace ds4::backend::cpu {
 // quant kernels do); float types use x as is.
 void matmul(const model::Weight& w, const float* x, int64_t x_stride, int64_t n, float* y, int64_t y_stride,
             ThreadPool* pool = nullptr);
+
+// y = w x as one job of a quant::matvec_batch (several y = W x in one pass over
+// the pool, each bit for bit what matmul gives for that weight alone).
+quant::MatvecJob matvec_job(const model::Weight& w, const float* x, float* y);
 
 // Rows [row0, row0 + nrows) of w as a weight of their own.
 model::Weight row_slice(const model::Weight& w, int64_t row0, int64_t nrows);

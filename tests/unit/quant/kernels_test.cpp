@@ -245,6 +245,47 @@ TEST(Matvec, ManyRowMatmulEqualsMatvecs) {
   }
 }
 
+// A batch of matvecs (mixed types and widths, activations shared between jobs
+// and not, empty jobs, rows of one pool range spanning several jobs) equals one
+// matvec per job bit for bit, on no pool and on pools of 2 and 5 threads.
+TEST(Matvec, BatchEqualsOneMatvecPerJob) {
+  ThreadPool pool2(2), pool5(5);
+  struct Spec {
+    GgmlType t;
+    int64_t rows, cols;
+    int x;  // which activation: jobs with the same x share it
+  };
+  const Spec specs[] = {{GgmlType::IQ2_XXS, 37, 2048, 0}, {GgmlType::IQ2_XXS, 29, 2048, 0}, {GgmlType::Q2_K, 0, 2048, 0},
+                        {GgmlType::Q2_K, 41, 512, 1},     {GgmlType::Q8_0, 3, 2048, 0},     {GgmlType::F16, 5, 2048, 0},
+                        {GgmlType::Q4_K, 1, 512, 2},      {GgmlType::MXFP4, 64, 512, 1},    {GgmlType::Q2_K, 37, 2048, 3}};
+  std::vector<std::vector<uint8_t>> w;
+  std::vector<std::vector<float>> xs;
+  for (int i = 0; i < 4; ++i) xs.push_back(test::random_floats(2048, 40 + static_cast<uint32_t>(i), 3.0f));
+  for (const Spec& s : specs) w.push_back(test::random_rows(s.t, std::max<int64_t>(s.rows, 1), s.cols, 60 + static_cast<uint32_t>(w.size())));
+  for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool2, &pool5}) {
+    std::vector<std::vector<float>> got, want;
+    std::vector<MatvecJob> jobs;
+    for (size_t j = 0; j < std::size(specs); ++j) {
+      const Spec& s = specs[j];
+      got.emplace_back(static_cast<size_t>(s.rows) + 1, NAN);
+      want.emplace_back(static_cast<size_t>(s.rows) + 1, NAN);
+      matvec(s.t, w[j].data(), s.rows, s.cols, xs[static_cast<size_t>(s.x)].data(), want.back().data(), p);
+    }
+    for (size_t j = 0; j < std::size(specs); ++j) {
+      const Spec& s = specs[j];
+      jobs.push_back({s.t, w[j].data(), s.rows, s.cols, xs[static_cast<size_t>(s.x)].data(), got[j].data()});
+    }
+    matvec_batch(jobs, p);
+    for (size_t j = 0; j < std::size(specs); ++j) {
+      for (int64_t r = 0; r < specs[j].rows; ++r)
+        ASSERT_EQ(got[j][static_cast<size_t>(r)], want[j][static_cast<size_t>(r)]) << "job " << j << " row " << r;
+      // Nothing past the job's rows is written.
+      EXPECT_TRUE(std::isnan(got[j][static_cast<size_t>(specs[j].rows)])) << "job " << j;
+    }
+  }
+  matvec_batch({}, &pool2);  // an empty batch is a no-op
+}
+
 TEST(Matvec, UnsupportedTypeThrows) {
   std::vector<uint8_t> w(1024);
   std::vector<float> x(256), y(1);
