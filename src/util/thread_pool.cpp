@@ -84,14 +84,11 @@ void ThreadPool::work(const Job& j, int self) {
       }
       // Whole units, including the short last one: the caller counts units.
       count += static_cast<uint64_t>((e - b + j.unit - 1) / j.unit);
+      dones_[static_cast<size_t>(self)].v.store((j.tag << 32) | count, std::memory_order_release);
     }
   };
   run_chunks(self);
   for (int k = 1; k < j.parts; ++k) run_chunks((self + k) % j.parts);
-  // Published once, when this thread finds nothing left to claim: the caller
-  // polls every done word, and a store per chunk pulled that line away from it
-  // each time (8 chunks x 16 threads of cache-line transfers per call).
-  if (count) dones_[static_cast<size_t>(self)].v.store((j.tag << 32) | count, std::memory_order_release);
 }
 
 void ThreadPool::worker_loop(int self) {
