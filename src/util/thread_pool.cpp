@@ -106,7 +106,14 @@ void ThreadPool::worker_loop(int self) {
         return stop_ || (now != seen && !(now & 1));
       });
       if (stop_) return;
-      g = generation_.load(std::memory_order_acquire);
+      // Back to the top rather than reading the generation here: by now the
+      // caller may have finished that job and be rewriting the fields for the
+      // next one (the odd store takes no lock). An odd value taken here passed
+      // the equality check below with a torn copy: a job's tag and claim words
+      // with another job's unit count and parts, so two threads could take the
+      // same units (seen as a unit run twice, and as a caller waiting forever
+      // for an overshot count, in ASan stress runs on 2 cores).
+      continue;
     }
     seen = g;
     const Job j{call_.load(std::memory_order_relaxed), ctx_.load(std::memory_order_relaxed), n_.load(std::memory_order_relaxed),
