@@ -10,6 +10,7 @@
 
 #include "quant/blocks.h"
 #include "quant/iq_tables.h"
+#include "quant/kernel_rows.h"
 #include "quant/kernels.h"
 #include "util/float16.h"
 
@@ -146,7 +147,7 @@ DS4_AVX2 void dotn_mxfp4(int64_t n, const void* w, const void* a, size_t act_str
 // Q2_K against NA activation rows (act_stride bytes apart) at once: each
 // weight block is unpacked once and multiplied with every row. Each row's sums
 // are formed in the same order as with NA = 1, so results are bit-identical to
-// dot_q2_k.
+// the 1-row instance (dot).
 template <int NA>
 DS4_AVX2 void dotn_q2_k(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
   const auto* x = static_cast<const BlockQ2_K*>(w);
@@ -340,47 +341,11 @@ DS4_AVX2 void dotn_iq2_xxs(int64_t n, const void* w, const void* a, size_t act_s
   for (int j = 0; j < NA; ++j) out[j] = hsum(acc[j]);
 }
 
-// dot and dotn entry points from one dotn_<type><NA> template: up to 4 rows per
-// pass (more would spill the per-row accumulators out of the 16 registers).
-template <void (*F1)(int64_t, const void*, const void*, size_t, float*)>
-DS4_AVX2 float dot_of(int64_t n, const void* w, const void* a) {
-  float r;
-  F1(n, w, a, 0, &r);
-  return r;
-}
-template <template <int> class K>
-DS4_AVX2 void dotn_of(int64_t n, const void* w, const void* a, size_t stride, int nact, float* out) {
-  const auto* act = static_cast<const uint8_t*>(a);
-  for (; nact >= 4; nact -= 4, act += 4 * stride, out += 4) K<4>::f(n, w, act, stride, out);
-  if (nact == 3) K<3>::f(n, w, act, stride, out);
-  else if (nact == 2) K<2>::f(n, w, act, stride, out);
-  else if (nact == 1) K<1>::f(n, w, act, stride, out);
-}
-template <int NA>
-struct Q80 {
-  static constexpr auto f = dotn_q8_0<NA>;
-};
-template <int NA>
-struct MXFP4 {
-  static constexpr auto f = dotn_mxfp4<NA>;
-};
-template <int NA>
-struct Q2K {
-  static constexpr auto f = dotn_q2_k<NA>;
-};
-template <int NA>
-struct Q4K {
-  static constexpr auto f = dotn_q4_k<NA>;
-};
-template <int NA>
-struct IQ2XXS {
-  static constexpr auto f = dotn_iq2_xxs<NA>;
-};
-const auto dot_q8_0 = dot_of<dotn_q8_0<1>>;
-const auto dot_mxfp4 = dot_of<dotn_mxfp4<1>>;
-const auto dot_q2_k = dot_of<dotn_q2_k<1>>;
-const auto dot_q4_k = dot_of<dotn_q4_k<1>>;
-const auto dot_iq2_xxs = dot_of<dotn_iq2_xxs<1>>;
+using Q80 = RowKernels<dotn_q8_0<1>, dotn_q8_0<2>, dotn_q8_0<3>, dotn_q8_0<4>>;
+using MXFP4 = RowKernels<dotn_mxfp4<1>, dotn_mxfp4<2>, dotn_mxfp4<3>, dotn_mxfp4<4>>;
+using Q2K = RowKernels<dotn_q2_k<1>, dotn_q2_k<2>, dotn_q2_k<3>, dotn_q2_k<4>>;
+using Q4K = RowKernels<dotn_q4_k<1>, dotn_q4_k<2>, dotn_q4_k<3>, dotn_q4_k<4>>;
+using IQ2XXS = RowKernels<dotn_iq2_xxs<1>, dotn_iq2_xxs<2>, dotn_iq2_xxs<3>, dotn_iq2_xxs<4>>;
 
 // --- activation quantizers: the reference's operations lane by lane ---
 
@@ -469,11 +434,11 @@ const Entry kAvx2[] = {
     {GgmlType::F32, {GgmlType::F32, dot_f32}},
     {GgmlType::F16, {GgmlType::F32, dot_f16}},
     {GgmlType::BF16, {GgmlType::F32, dot_bf16}},
-    {GgmlType::Q8_0, {GgmlType::Q8_0, dot_q8_0, dotn_of<Q80>}},
-    {GgmlType::MXFP4, {GgmlType::Q8_0, dot_mxfp4, dotn_of<MXFP4>}},
-    {GgmlType::Q2_K, {GgmlType::Q8_K, dot_q2_k, dotn_of<Q2K>}},
-    {GgmlType::Q4_K, {GgmlType::Q8_K, dot_q4_k, dotn_of<Q4K>}},
-    {GgmlType::IQ2_XXS, {GgmlType::Q8_K, dot_iq2_xxs, dotn_of<IQ2XXS>}},
+    {GgmlType::Q8_0, {GgmlType::Q8_0, Q80::dot, Q80::dotn}},
+    {GgmlType::MXFP4, {GgmlType::Q8_0, MXFP4::dot, MXFP4::dotn}},
+    {GgmlType::Q2_K, {GgmlType::Q8_K, Q2K::dot, Q2K::dotn}},
+    {GgmlType::Q4_K, {GgmlType::Q8_K, Q4K::dot, Q4K::dotn}},
+    {GgmlType::IQ2_XXS, {GgmlType::Q8_K, IQ2XXS::dot, IQ2XXS::dotn}},
 };
 
 }  // namespace

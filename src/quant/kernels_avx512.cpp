@@ -17,6 +17,7 @@
 
 #include "quant/blocks.h"
 #include "quant/iq_tables.h"
+#include "quant/kernel_rows.h"
 #include "quant/kernels.h"
 #include "util/float16.h"
 
@@ -574,42 +575,10 @@ DS4_AVX512ICL void dotn_iq2_xxs_icl(int64_t n, const void* w, const void* a, siz
   for (int j = 0; j < NA; ++j) out[j] = _mm512_reduce_add_ps(acc[j]);
 }
 
-// dot and dotn entry points from one dotn_<type><NA> template, as in the AVX2
-// kernels: up to 4 rows per pass.
-template <void (*F1)(int64_t, const void*, const void*, size_t, float*)>
-DS4_AVX512VNNI float dot_of(int64_t n, const void* w, const void* a) {
-  float r;
-  F1(n, w, a, 0, &r);
-  return r;
-}
-template <template <int> class K>
-DS4_AVX512VNNI void dotn_of(int64_t n, const void* w, const void* a, size_t stride, int nact, float* out) {
-  const auto* act = static_cast<const uint8_t*>(a);
-  for (; nact >= 4; nact -= 4, act += 4 * stride, out += 4) K<4>::f(n, w, act, stride, out);
-  if (nact == 3) K<3>::f(n, w, act, stride, out);
-  else if (nact == 2) K<2>::f(n, w, act, stride, out);
-  else if (nact == 1) K<1>::f(n, w, act, stride, out);
-}
-template <int NA>
-struct Q2KIcl {
-  static constexpr auto f = dotn_q2_k_icl<NA>;
-};
-template <int NA>
-struct IQ2XXSIcl {
-  static constexpr auto f = dotn_iq2_xxs_icl<NA>;
-};
-template <int NA>
-struct Q80Vnni {
-  static constexpr auto f = dotn_q8_0_vnni256<NA>;
-};
-template <int NA>
-struct Q4KVnni {
-  static constexpr auto f = dotn_q4_k_vnni<NA>;
-};
-const auto dot_q8_0_vnni256 = dot_of<dotn_q8_0_vnni256<1>>;
-const auto dot_q4_k_vnni = dot_of<dotn_q4_k_vnni<1>>;
-const auto dot_q2_k_icl = dot_of<dotn_q2_k_icl<1>>;
-const auto dot_iq2_xxs_icl = dot_of<dotn_iq2_xxs_icl<1>>;
+using Q80Vnni = RowKernels<dotn_q8_0_vnni256<1>, dotn_q8_0_vnni256<2>, dotn_q8_0_vnni256<3>, dotn_q8_0_vnni256<4>>;
+using Q4KVnni = RowKernels<dotn_q4_k_vnni<1>, dotn_q4_k_vnni<2>, dotn_q4_k_vnni<3>, dotn_q4_k_vnni<4>>;
+using Q2KIcl = RowKernels<dotn_q2_k_icl<1>, dotn_q2_k_icl<2>, dotn_q2_k_icl<3>, dotn_q2_k_icl<4>>;
+using IQ2XXSIcl = RowKernels<dotn_iq2_xxs_icl<1>, dotn_iq2_xxs_icl<2>, dotn_iq2_xxs_icl<3>, dotn_iq2_xxs_icl<4>>;
 
 // --- activation quantizers: the reference's operations lane by lane ---
 
@@ -684,18 +653,18 @@ const Entry kAvx512[] = {
     {GgmlType::BF16, {GgmlType::F32, dot_bf16}, {GgmlType::F32, dot_bf16}, {GgmlType::F32, dot_bf16}},
     {GgmlType::Q8_0,
      {GgmlType::Q8_0, dot_q8_0},
-     {GgmlType::Q8_0, dot_q8_0_vnni256, dotn_of<Q80Vnni>},
-     {GgmlType::Q8_0, dot_q8_0_vnni256, dotn_of<Q80Vnni>}},
+     {GgmlType::Q8_0, Q80Vnni::dot, Q80Vnni::dotn},
+     {GgmlType::Q8_0, Q80Vnni::dot, Q80Vnni::dotn}},
     {GgmlType::MXFP4, {GgmlType::Q8_0, dot_mxfp4}, {GgmlType::Q8_0, dot_mxfp4_vnni}, {GgmlType::Q8_0, dot_mxfp4_vnni}},
-    {GgmlType::Q2_K, {GgmlType::Q8_K, dot_q2_k}, {GgmlType::Q8_K, dot_q2_k}, {GgmlType::Q8_K, dot_q2_k_icl, dotn_of<Q2KIcl>}},
+    {GgmlType::Q2_K, {GgmlType::Q8_K, dot_q2_k}, {GgmlType::Q8_K, dot_q2_k}, {GgmlType::Q8_K, Q2KIcl::dot, Q2KIcl::dotn}},
     {GgmlType::Q4_K,
      {GgmlType::Q8_K, dot_q4_k},
-     {GgmlType::Q8_K, dot_q4_k_vnni, dotn_of<Q4KVnni>},
-     {GgmlType::Q8_K, dot_q4_k_vnni, dotn_of<Q4KVnni>}},
+     {GgmlType::Q8_K, Q4KVnni::dot, Q4KVnni::dotn},
+     {GgmlType::Q8_K, Q4KVnni::dot, Q4KVnni::dotn}},
     {GgmlType::IQ2_XXS,
      {GgmlType::Q8_K, dot_iq2_xxs},
      {GgmlType::Q8_K, dot_iq2_xxs},
-     {GgmlType::Q8_K, dot_iq2_xxs_icl, dotn_of<IQ2XXSIcl>}},
+     {GgmlType::Q8_K, IQ2XXSIcl::dot, IQ2XXSIcl::dotn}},
 };
 
 // 0 = base, 1 = VNNI, 2 = Ice Lake level. DS4_QUANT_NO_VNNI=1 forces the base

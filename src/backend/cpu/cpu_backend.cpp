@@ -35,6 +35,15 @@ Vec floats(const Weight& w) { return w.present() ? w.to_f32() : Vec{}; }
 
 size_t sz(int64_t n) { return static_cast<size_t>(n); }
 
+// One hidden value of a clamped SwiGLU expert, scaled by its routing weight
+// (1 for the shared expert). Both expert paths call this, so decode and
+// prefill round alike.
+float swiglu_act(float g, float u, float clamp, float weight) {
+  const float gv = std::min(g, clamp);
+  const float uv = std::clamp(u, -clamp, clamp);
+  return gv * sigmoid(gv) * uv * weight;
+}
+
 class CpuBackend final : public Backend {
  public:
   CpuBackend(std::shared_ptr<const model::Model> m, const BackendOptions& opt)
@@ -283,9 +292,7 @@ class CpuBackend final : public Backend {
       mm(wu, xe.data(), D, m, u.data(), ff);
       pool_->parallel_for(m * ff, [&](int64_t b, int64_t e) {
         for (int64_t k = b; k < e; ++k) {
-          const float gv = std::min(g[sz(k)], clamp);
-          const float uv = std::clamp(u[sz(k)], -clamp, clamp);
-          g[sz(k)] = gv * sigmoid(gv) * uv * (weights ? weights[k / ff] : 1.0f);
+          g[sz(k)] = swiglu_act(g[sz(k)], u[sz(k)], clamp, weights ? weights[k / ff] : 1.0f);
         }
       }, 512);
       mm(wd, g.data(), ff, m, y.data(), D);
@@ -359,9 +366,7 @@ class CpuBackend final : public Backend {
       size_t i = 0;
       for (int64_t k = b; k < e; ++k) {
         while (k >= uses[i].at + uses[i].ff) ++i;
-        const float gv = std::min(g[sz(k)], clamp);
-        const float uv = std::clamp(u[sz(k)], -clamp, clamp);
-        g[sz(k)] = gv * sigmoid(gv) * uv * uses[i].weight;
+        g[sz(k)] = swiglu_act(g[sz(k)], u[sz(k)], clamp, uses[i].weight);
       }
     }, 512);
     jobs.clear();
