@@ -249,9 +249,7 @@ void dot_bench(benchmark::State& state, GgmlType t, int nact) {
   for (int j = 0; j < nact; ++j) {
     for (auto& v : x) v = nd(rng);
     uint8_t* a = act.data() + ab * static_cast<size_t>(j);
-    if (k->act == GgmlType::F32) std::memcpy(a, x.data(), ab);
-    else if (k->act == GgmlType::Q8_0) ds4::quant::quantize_row_q8_0(x.data(), a, cols);
-    else ds4::quant::quantize_row_q8_k(x.data(), a, cols);
+    ds4::quant::quantize_activation(*k, x.data(), a, cols);
   }
   const size_t rb = ds4::quant::row_bytes(t, cols);
   float sink = 0, out[4];

@@ -23,10 +23,17 @@ using DotFn = float (*)(int64_t n, const void* w, const void* act);
 // tokens), where dot unpacks it once per activation row.
 using DotNFn = void (*)(int64_t n, const void* w, const void* act, size_t act_stride, int nact, float* out);
 
+// A kernel's own byte order for its quantized activation, applied in place to
+// each quantized row of n values before the dots: lets a kernel read the
+// activation in the order its unpacked weights come out, where reordering
+// either side per weight row would cost shuffles.
+using ActOrderFn = void (*)(void* act, int64_t n);
+
 struct DotKernel {
   GgmlType act;  // F32, Q8_0 or Q8_K
   DotFn dot;
-  DotNFn dotn = nullptr;  // null: matmul calls dot per activation row
+  DotNFn dotn = nullptr;      // null: matmul calls dot per activation row
+  ActOrderFn order = nullptr;  // null: act's own layout
 };
 
 // The kernel of `t` for `isa`, or null when there is none or this CPU lacks it.
@@ -54,6 +61,11 @@ ActQuantFn find_act_quant(GgmlType act, Isa isa);
 // The fastest one this CPU runs (the reference where none is written),
 // capped by DS4_QUANT_ISA like best_kernel.
 ActQuantFn best_act_quant(GgmlType act);
+
+// x (n values) as kernel k takes it: quantized to k.act by the fastest
+// quantizer and put in k's order (F32: copied). dst holds row_bytes(k.act, n),
+// or 4 n bytes for F32.
+void quantize_activation(const DotKernel& k, const float* x, void* dst, int64_t n);
 
 // Per-ISA tables, filled by the kernel files (null entries = not written).
 const DotKernel* scalar_kernel(GgmlType t);

@@ -8,7 +8,11 @@
 // -Wuninitialized reports at every use inlined here.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#if defined(DS4_EMULATE_AVX512)
+#include "quant/avx512_emulated.h"
+#else
 #include <immintrin.h>
+#endif
 
 #include <array>
 #include <cstdint>
@@ -21,6 +25,12 @@
 #include "quant/kernels.h"
 #include "util/float16.h"
 
+#if defined(DS4_EMULATE_AVX512)
+// Emulated (the test build that CI runs): plain portable code, no target.
+#define DS4_AVX512
+#define DS4_AVX512VNNI
+#define DS4_AVX512ICL
+#else
 #define DS4_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
 #define DS4_AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
 // Ice Lake and later (and Zen 4): byte permutes (VBMI: vpermb, vpermt2b,
@@ -28,6 +38,7 @@
 // replace scalar table lookups and per-16 scale shuffles with those.
 #define DS4_AVX512ICL \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,gfni,fma,f16c")))
+#endif
 
 namespace ds4::quant {
 namespace {
@@ -275,6 +286,11 @@ DS4_AVX512ICL inline __m512i load64(const std::array<uint8_t, 64>& a) { return _
 // into lane extracts and moves that all queue on port 5, the port the byte
 // permutes need. Reloaded, they are plain loads and broadcast loads.
 #define DS4_SPILL(p) __asm__ __volatile__("" : : "r"(p) : "memory")
+// Makes pointer p opaque, once per loop iteration: vectors loaded through it are
+// then loaded again each time, not hoisted into registers. For the operand a
+// vpermt2b/vpermi2b overwrites: a fresh load takes a load port, where a
+// register kept across iterations needs a copy first (port 0 or 5).
+#define DS4_RELOAD(p) __asm__ __volatile__("" : "+r"(p))
 
 // Q2_K. Chunk t (values 64t..64t+63) is bits 2s of qs[32h + l] with h = t / 2,
 // s = 2 (t % 2) in its low half and s + 1 in its high half: one 32-byte load
@@ -452,127 +468,147 @@ DS4_AVX512VNNI void dotn_q8_0_vnni256(int64_t n, const void* w, const void* a, s
   }
 }
 
-// IQ2_XXS without per-group loads: every grid entry is 8 values from the three
-// levels 8, 25, 43, so entry e is a 16-bit code (2 bits per value), split into
-// a low and a high byte table of 256 entries, 4 registers each, looked up for
-// all 32 groups of a block with vpermt2b. vpmultishiftqb then spreads a code
-// over the 8 bytes of its group and a GF(2) affine map turns the 2-bit fields
-// into levels.
-// Sign fields (7 bits at 32 + 7k of each sub-block's 64 bits) are cut out with
-// vpmultishiftqb as well and get their parity bit from one GF(2) affine map.
-// On Sapphire Rapids this runs 3-4 GB/s per core in L2, 2-3x the kernel above
-// but still short of what a core's share of DRAM bandwidth needs (~6 GB/s).
-// Slower there, and dropped: the grid read with vpgatherqq (3.6), single-source
-// vpermb lookups only (2.2: twice the port-5 permutes), and a two-pass form that
-// computes masks and scales for 16 blocks ahead of the dots (3.0 vs 3.8).
-struct Iq2Codes {
-  alignas(64) uint8_t lo[256];
-  alignas(64) uint8_t hi[256];
+// IQ2_XXS without per-group loads or per-chunk scale shuffles.
+// - Grid: entry e is 8 values from the three levels 8, 25, 43. With codes 0, 1,
+//   2 for them (bits b0, b1), a level's bits are: bit 0 = b0 ^ b1, bit 1 = b1,
+//   bit 3 = 1, bit 4 = b0, bit 5 = b1. So an entry is two bit planes of 8 bits
+//   (plane A: b0 ^ b1 of each value, plane B: b1), kept as two byte tables of
+//   256 entries (4 registers each) that vpermt2b looks up for the 32 groups of
+//   a block; plane C = b0 is A ^ B.
+// - Levels: a GF(2) affine map whose matrix is the data. Output bit i of byte j
+//   is the parity of (matrix byte 7 - i) & (constant byte 1 << j), that is bit
+//   j of plane byte 7 - i; with planes A, B, C, B in matrix bytes 7, 6, 3, 2
+//   (one vpermt2b places them for the 8 groups of a chunk, zeroing the rest)
+//   and the constant 8, one instruction turns a group into its 8 levels.
+// - Order: a chunk of 64 values holds group c of each of the 8 sub-blocks
+//   (64-bit lane k = sub-block k), so that one vpdpbusd accumulator sums every
+//   sub-block in its own 64-bit lane across the 4 chunks and the sub-block
+//   scales are applied once per block, in float. The activation is stored in
+//   that order (act_order_iq2_xxs, run once per matvec when it is quantized).
+// - Signs (7 bits at 32 + 7l of each sub-block's 64 bits) are cut out with
+//   vpmultishiftqb, get their parity bit from a GF(2) affine map and become the
+//   negate masks of the activation bytes.
+// Per block that is ~39 vector instructions where the previous form (16-bit
+// codes spread by vpmultishiftqb, scales by vpdpwssd per chunk) took ~50. On
+// the Emerald Rapids test VM, dotn (4 rows) went from 8.6-10.2 to 10.6-11.5
+// GB/s per row; one row (dot) stayed at 3.8-5.0 GB/s, within that host's noise.
+struct Iq2Planes {
+  alignas(64) uint8_t a[256];  // bit j: b0 ^ b1 of value j (level bit 0)
+  alignas(64) uint8_t b[256];  // bit j: b1 of value j (level bits 1 and 5)
 };
-const Iq2Codes& iq2_codes() {
-  static const Iq2Codes t = [] {
-    Iq2Codes c{};
-    for (int e = 0; e < 256; ++e) {
-      uint32_t code = 0;
+const Iq2Planes& iq2_planes() {
+  static const Iq2Planes t = [] {
+    Iq2Planes p{};
+    for (int e = 0; e < 256; ++e)
       for (int j = 0; j < 8; ++j) {
         const uint8_t v = iq2xxs_grid[e][j];  // 8, 25 or 43 (a test checks the table)
-        code |= static_cast<uint32_t>(v == 8 ? 0 : v == 25 ? 1 : 2) << (2 * j);
+        const int b0 = v == 25, b1 = v == 43;
+        p.a[e] = static_cast<uint8_t>(p.a[e] | (b0 ^ b1) << j);
+        p.b[e] = static_cast<uint8_t>(p.b[e] | b1 << j);
       }
-      c.lo[e] = static_cast<uint8_t>(code & 0xFF);
-      c.hi[e] = static_cast<uint8_t>(code >> 8);
-    }
-    return c;
+    return p;
   }();
   return t;
 }
-// Group G = 4 ib + k of a block: its grid index is qs byte 8 ib + k.
+// Group G = 4 ib + l of a block: its grid index is qs byte 8 ib + l (lanes
+// 0-31; 32-63 repeat them).
 alignas(64) constexpr auto kIq2Idx = bytes64([](int b) { return 8 * ((b % 32) / 4) + b % 4; });
-// Per sub-block (64 bits): the 4 sign fields at bits 32 + 7k, into bytes 0-3.
+// Per sub-block (64 bits): the 4 sign fields at bits 32 + 7l, into bytes 0-3.
 alignas(64) constexpr auto kIq2SignCut = bytes64([](int b) { return 32 + 7 * (b % 4); });
-// Sign bytes of chunk c (sub-blocks 2c, 2c + 1) into bytes 8c..8c+7.
-alignas(64) constexpr auto kIq2SignPack = bytes64([](int b) { return 16 * ((b % 32) / 8) + 8 * ((b % 8) / 4) + b % 4; });
-// Chunk c, group g: low code byte into byte 8g, high into 8g + 1 (vpermt2b:
-// index bit 6 picks the second table).
+// Negate mask of chunk c, byte k (sub-block k, group c): sign byte 8k + c.
+alignas(64) constexpr auto kIq2SignPack = bytes64([](int b) { return 8 * (b % 8) + b / 8; });
+// Matrix of chunk c, 64-bit lane k (group G = 4k + c): byte 7 = A (first
+// source, lane G), bytes 6 and 2 = B (second source, lane G), byte 3 = C
+// (first source, lane 32 + G); the other bytes are zeroed (kIq2PlaceKeep).
 constexpr std::array<uint8_t, 64> iq2_place(int c) {
-  return bytes64([c](int b) { return (b % 2 ? 64 : 0) + 8 * c + b / 8; });
+  return bytes64([c](int b) {
+    const int g = 4 * (b / 8) + c, p = b % 8;
+    return p == 7 ? g : p == 3 ? 32 + g : p == 6 || p == 2 ? 64 + g : 0;
+  });
 }
 alignas(64) constexpr std::array<uint8_t, 64> kIq2Place[4] = {iq2_place(0), iq2_place(1), iq2_place(2), iq2_place(3)};
-// Byte j of a group: bits 2j.. of its code (vpmultishiftqb offsets).
-alignas(64) constexpr auto kIq2Spread = bytes64([](int b) { return 2 * (b % 8); });
-// 2-bit code (bits 0-1 of a byte; bits 2-7 are the next codes) -> level, as a
-// GF(2) affine map: 8 xor (17 if bit 0) xor (35 if bit 1) gives 8, 25, 43 for
-// codes 0, 1, 2. It runs on port 0, where a vpermb lookup took a slot on port
-// 5, which the permutes around it saturate. Byte 7 - i of the matrix selects
-// the code bits feeding output bit i: bit 0 feeds bits 0 and 4 (17), bit 1
-// feeds bits 0, 1 and 5 (35).
-constexpr long long kIq2LevelMatrix = 0x0302000001020000LL;
-constexpr int kIq2LevelBase = 8;
+constexpr __mmask64 kIq2PlaceKeep = 0xCCCCCCCCCCCCCCCCull;  // bytes 2, 3, 6, 7 of each lane
+// Byte j of each 64-bit lane selects bit j of the plane bytes.
+alignas(64) constexpr auto kIq2Select = bytes64([](int b) { return 1 << (b % 8); });
+constexpr int kIq2LevelBase = 8;  // level bit 3, set for every level
 // GF(2) affine map of a byte: bits 0-6 kept, bit 7 = parity of bits 0-6 (so
 // that the count of minus signs is even). Byte 7 - i of the matrix selects the
 // input bits whose parity is output bit i.
 constexpr long long kIq2ParityMatrix = 0x010204081020407FLL;
 
-// Against NA activation rows at once (dot is NA = 1): codes, levels, signs
-// and scales unpacked once per block for all of them.
+// Byte idx & 127 of the 128-byte table at t (bit 6 picks its second half).
+DS4_AVX512ICL inline __m512i lookup128(const uint8_t* t, __m512i idx) {
+  return _mm512_permutex2var_epi8(_mm512_load_si512(t), idx, _mm512_load_si512(t + 64));
+}
+
+// Against NA activation rows at once (dot is NA = 1): planes, signs and scales
+// unpacked once per block for all of them.
 template <int NA>
 DS4_AVX512ICL void dotn_iq2_xxs_icl(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
   const auto* x = static_cast<const BlockIQ2_XXS*>(w);
   const BlockQ8_K* y[NA];
   for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(a) + act_stride * j);
-  const Iq2Codes& codes = iq2_codes();
-  const __m512i lo0 = _mm512_load_si512(codes.lo), lo1 = _mm512_load_si512(codes.lo + 64);
-  const __m512i lo2 = _mm512_load_si512(codes.lo + 128), lo3 = _mm512_load_si512(codes.lo + 192);
-  const __m512i hi0 = _mm512_load_si512(codes.hi), hi1 = _mm512_load_si512(codes.hi + 64);
-  const __m512i hi2 = _mm512_load_si512(codes.hi + 128), hi3 = _mm512_load_si512(codes.hi + 192);
+  const Iq2Planes* planes = &iq2_planes();
+  const std::array<uint8_t, 64>* place = kIq2Place;
   const __m512i gidx = load64(kIq2Idx), scut = load64(kIq2SignCut), spack = load64(kIq2SignPack);
-  const __m512i spread = load64(kIq2Spread), levels = _mm512_set1_epi64(kIq2LevelMatrix);
-  const __m512i parity = _mm512_set1_epi64(kIq2ParityMatrix);
+  const __m512i select = load64(kIq2Select), parity = _mm512_set1_epi64(kIq2ParityMatrix);
+  const __m512i scut59 = _mm512_set1_epi8(59), low5 = _mm512_set1_epi32(31), one32 = _mm512_set1_epi32(1);
   const __m512i zero = _mm512_setzero_si512();
   // Per block, stored and read back (DS4_SPILL): the negate masks of the 4
-  // chunks, the 8 sub-block scales and each row's float factor.
+  // chunks and each row's float factor.
   struct alignas(64) Spill {
     __mmask64 neg[8];
-    uint32_t scale[16];
     float f[NA];
   } sp;
   __m512 acc[NA];
   for (int j = 0; j < NA; ++j) acc[j] = _mm512_setzero_ps();
   for (int64_t i = 0; i < n / QK_K; ++i) {
     prefetch_weights(&x[i]);
+    DS4_RELOAD(planes);
+    DS4_RELOAD(place);
     const __m512i q = _mm512_loadu_si512(x[i].qs);
-    // Codes of the 32 groups (bytes 0-31; 32-63 repeat them).
     const __m512i idx = _mm512_permutexvar_epi8(gidx, q);
     const __mmask64 upper = _mm512_movepi8_mask(idx);  // index >= 128
-    const __m512i lo = _mm512_mask_blend_epi8(upper, _mm512_permutex2var_epi8(lo0, idx, lo1), _mm512_permutex2var_epi8(lo2, idx, lo3));
-    const __m512i hi = _mm512_mask_blend_epi8(upper, _mm512_permutex2var_epi8(hi0, idx, hi1), _mm512_permutex2var_epi8(hi2, idx, hi3));
-    // Sign bytes, 8 per chunk of 64 values: the negate masks of the activations.
+    const __m512i pa = _mm512_mask_blend_epi8(upper, lookup128(planes->a, idx), lookup128(planes->a + 128, idx));
+    const __m512i pb = _mm512_mask_blend_epi8(upper, lookup128(planes->b, idx), lookup128(planes->b + 128, idx));
+    const __m512i pac = _mm512_mask_xor_epi32(pa, 0xFF00, pa, pb);  // lanes 32-63: plane C
     const __m512i signs = _mm512_gf2p8affine_epi64_epi8(_mm512_multishift_epi64_epi8(scut, q), parity, 0);
     _mm512_store_si512(sp.neg, _mm512_permutexvar_epi8(spack, signs));
-    // Sub-block scales 2l + 1 (l = top 4 bits; bit 59 below them is a sign
-    // bit, overwritten by the | 1), twice per dword for vpdpwssd's int16 pairs.
-    const __m512i s1 = _mm512_or_si512(_mm512_srli_epi64(q, 59), _mm512_set1_epi64(1));
-    _mm512_store_si512(sp.scale, _mm512_or_si512(s1, _mm512_slli_epi64(s1, 16)));
-    // d and the first two qs bytes: a 4-byte load needs no insert (port 5).
+    // Sub-block scales 2l + 1 (l = top 4 bits), in both 32-bit halves of the
+    // sub-block's lane: bits 59-63 (l and a sign bit below it) rotated into
+    // bytes 0 and 4, the rest cleared and the sign bit overwritten by (x & 31) | 1.
+    const __m512 scale = _mm512_cvtepi32_ps(_mm512_ternarylogic_epi32(_mm512_multishift_epi64_epi8(scut59, q), low5, one32, 0xEA));
     const __m128 d = _mm_cvtph_ps(_mm_loadu_si32(&x[i].d));
     for (int j = 0; j < NA; ++j) _mm_store_ss(&sp.f[j], _mm_mul_ss(_mm_mul_ss(d, _mm_load_ss(&y[j][i].d)), _mm_set_ss(0.125f)));
     DS4_SPILL(&sp);
     __m512i isum[NA];
     for (int j = 0; j < NA; ++j) isum[j] = _mm512_setzero_si512();
     for (int c = 0; c < 4; ++c) {
-      const __m512i code = _mm512_permutex2var_epi8(lo, _mm512_load_si512(kIq2Place[c].data()), hi);
-      const __m512i g = _mm512_gf2p8affine_epi64_epi8(_mm512_multishift_epi64_epi8(spread, code), levels, kIq2LevelBase);
+      const __m512i m = _mm512_maskz_permutex2var_epi8(kIq2PlaceKeep, pac, _mm512_load_si512(place[c].data()), pb);
+      const __m512i g = _mm512_gf2p8affine_epi64_epi8(select, m, kIq2LevelBase);
       const __mmask64 neg = _load_mask64(&sp.neg[c]);
-      // Low half (sub-block 2c) and high half (2c + 1) scales, as int16 pairs.
-      const __m512i sc = _mm512_mask_broadcastd_epi32(_mm512_broadcastd_epi32(_mm_loadu_si32(&sp.scale[4 * c])), 0xFF00,
-                                                      _mm_loadu_si32(&sp.scale[4 * c + 2]));
       for (int j = 0; j < NA; ++j) {
         const __m512i yv = _mm512_loadu_si512(y[j][i].qs + 64 * c);
-        isum[j] = _mm512_dpwssd_epi32(isum[j], _mm512_maddubs_epi16(g, _mm512_mask_sub_epi8(yv, neg, zero, yv)), sc);
+        isum[j] = _mm512_dpbusd_epi32(isum[j], g, _mm512_mask_sub_epi8(yv, neg, zero, yv));
       }
     }
-    for (int j = 0; j < NA; ++j) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(sp.f[j]), _mm512_cvtepi32_ps(isum[j]), acc[j]);
+    for (int j = 0; j < NA; ++j)
+      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]), _mm512_mul_ps(scale, _mm512_set1_ps(sp.f[j])), acc[j]);
   }
   for (int j = 0; j < NA; ++j) out[j] = _mm512_reduce_add_ps(acc[j]);
+}
+
+// The activation order dotn_iq2_xxs_icl reads (see there): within each block
+// of 256, chunk c (64 bytes) holds values 32 k + 8 c + 0..7 at 8 k + 0..7.
+// Only the quants move; d and the sums of 16 stay as they are.
+void act_order_iq2_xxs(void* act, int64_t n) {
+  auto* b = static_cast<BlockQ8_K*>(act);
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    int8_t t[QK_K];
+    std::memcpy(t, b[i].qs, sizeof t);
+    for (int c = 0; c < 4; ++c)
+      for (int k = 0; k < 8; ++k) std::memcpy(b[i].qs + 64 * c + 8 * k, t + 32 * k + 8 * c, 8);
+  }
 }
 
 using Q80Vnni = RowKernels<dotn_q8_0_vnni256<1>, dotn_q8_0_vnni256<2>, dotn_q8_0_vnni256<3>, dotn_q8_0_vnni256<4>>;
@@ -664,7 +700,7 @@ const Entry kAvx512[] = {
     {GgmlType::IQ2_XXS,
      {GgmlType::Q8_K, dot_iq2_xxs},
      {GgmlType::Q8_K, dot_iq2_xxs},
-     {GgmlType::Q8_K, IQ2XXSIcl::dot, IQ2XXSIcl::dotn}},
+     {GgmlType::Q8_K, IQ2XXSIcl::dot, IQ2XXSIcl::dotn, act_order_iq2_xxs}},
 };
 
 // 0 = base, 1 = VNNI, 2 = Ice Lake level. DS4_QUANT_NO_VNNI=1 forces the base
@@ -672,9 +708,14 @@ const Entry kAvx512[] = {
 // level on a CPU that has them all.
 int avx512_level() {
   static const int level = [] {
-    const bool vnni = __builtin_cpu_supports("avx512vnni") && !std::getenv("DS4_QUANT_NO_VNNI");
-    const bool icl = vnni && __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("gfni") &&
-                     !std::getenv("DS4_QUANT_NO_VBMI");
+#if defined(DS4_EMULATE_AVX512)
+    const bool has_vnni = true, has_icl = true;  // every instruction is emulated
+#else
+    const bool has_vnni = __builtin_cpu_supports("avx512vnni");
+    const bool has_icl = __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("gfni");
+#endif
+    const bool vnni = has_vnni && !std::getenv("DS4_QUANT_NO_VNNI");
+    const bool icl = vnni && has_icl && !std::getenv("DS4_QUANT_NO_VBMI");
     return icl ? 2 : vnni ? 1 : 0;
   }();
   return level;

@@ -46,7 +46,11 @@ bool probe_cpu(Isa isa) {
 #if defined(__x86_64__)
     case Isa::Avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     case Isa::Avx512:
+#if defined(DS4_EMULATE_AVX512)
+      return true;  // the test build with the AVX-512 kernels emulated (avx512_emulated.h)
+#else
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+#endif
 #else
     case Isa::Avx2:
     case Isa::Avx512: return false;
@@ -124,7 +128,9 @@ const uint8_t* prepare_act(const DotKernel& k, const float* X, int64_t n, int64_
   auto body = [&](int64_t b, int64_t e) {
     for (int64_t idx = b; idx < e; ++idx) {
       const int64_t j = idx / nbk, kb = idx % nbk;
-      q(X + j * cols + kb * blk, out + act_rb * static_cast<size_t>(j) + bbytes * static_cast<size_t>(kb), blk);
+      uint8_t* dst = out + act_rb * static_cast<size_t>(j) + bbytes * static_cast<size_t>(kb);
+      q(X + j * cols + kb * blk, dst, blk);
+      if (k.order) k.order(dst, blk);  // orders act within each block
     }
   };
   // One thread quantizes ~1 value per ns with SIMD: below ~32k values that is
@@ -167,6 +173,15 @@ auto best_under_cap(Find&& find) -> decltype(find(Isa::Scalar)) {
 }
 
 }  // namespace
+
+void quantize_activation(const DotKernel& k, const float* x, void* dst, int64_t n) {
+  if (k.act == GgmlType::F32) {
+    std::memcpy(dst, x, static_cast<size_t>(n) * sizeof(float));
+    return;
+  }
+  best_act_quant(k.act)(x, dst, n);
+  if (k.order) k.order(dst, n);
+}
 
 ActQuantFn best_act_quant(GgmlType act) {
   return best_under_cap([&](Isa isa) { return find_act_quant(act, isa); });
@@ -236,7 +251,7 @@ void matvec_batch(std::span<const MatvecJob> jobs, ThreadPool* pool) {
   ready.resize(nj);
   act_at.assign(nj, kAsIs);
   owner.resize(nj);
-  // Each distinct (x, columns, activation type) gets one slot of one buffer;
+  // Each distinct (x, columns, activation type and order) gets one slot of one buffer;
   // pointers into it are taken once it stops growing.
   size_t bytes = 0;
   int64_t total = 0;
@@ -250,7 +265,8 @@ void matvec_batch(std::span<const MatvecJob> jobs, ThreadPool* pool) {
     owner[j] = j;
     if (p.k->act == GgmlType::F32) continue;
     for (size_t i = 0; i < j; ++i)
-      if (act_at[i] != kAsIs && jobs[i].x == jb.x && jobs[i].cols == jb.cols && ready[i].k->act == p.k->act) {
+      if (act_at[i] != kAsIs && jobs[i].x == jb.x && jobs[i].cols == jb.cols && ready[i].k->act == p.k->act &&
+          ready[i].k->order == p.k->order) {
         owner[j] = owner[i];
         break;
       }
@@ -268,7 +284,7 @@ void matvec_batch(std::span<const MatvecJob> jobs, ThreadPool* pool) {
       continue;
     }
     ready[j].act = buf.data() + act_at[j];
-    if (owner[j] == j) best_act_quant(ready[j].k->act)(jobs[j].x, buf.data() + act_at[j], jobs[j].cols);
+    if (owner[j] == j) quantize_activation(*ready[j].k, jobs[j].x, buf.data() + act_at[j], jobs[j].cols);
   }
   if (total == 0) return;
   // [b, e) counts rows of the whole batch and may span several jobs. The

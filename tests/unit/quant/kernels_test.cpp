@@ -35,6 +35,7 @@ std::vector<uint8_t> quantize_act(const DotKernel& k, const std::vector<float>& 
   std::vector<uint8_t> b(row_bytes(k.act, static_cast<int64_t>(x.size())));
   if (k.act == GgmlType::Q8_0) quantize_row_q8_0(x.data(), b.data(), static_cast<int64_t>(x.size()));
   else quantize_row_q8_k(x.data(), b.data(), static_cast<int64_t>(x.size()));
+  if (k.order) k.order(b.data(), static_cast<int64_t>(x.size()));  // the kernel's own activation order
   return b;
 }
 
@@ -61,11 +62,11 @@ TEST(Kernels, SimdEqualsScalar) {
       for (int64_t cols : {256, 768, 4096}) {
         const auto w = test::random_rows(t, 3, cols, static_cast<uint32_t>(cols) + ggml_type_id(t));
         const auto x = test::random_floats(static_cast<size_t>(cols), 99, 2.0f);
-        const auto a = quantize_act(*ref, x);
+        const auto a = quantize_act(*ref, x), ak = quantize_act(*k, x);
         const size_t rb = row_bytes(t, cols);
         for (int r = 0; r < 3; ++r) {
           const uint8_t* wr = w.data() + rb * static_cast<size_t>(r);
-          const float got = k->dot(cols, wr, a.data()), want = ref->dot(cols, wr, a.data());
+          const float got = k->dot(cols, wr, ak.data()), want = ref->dot(cols, wr, a.data());
           // Integer parts are exact; only float summation order differs.
           const double bound = 2e-6 * abs_dot(t, wr, ref->act == GgmlType::F32 ? GgmlType::F32 : ref->act, a.data(), cols) + 1e-30;
           EXPECT_LE(std::fabs(static_cast<double>(got) - want), bound)
@@ -114,9 +115,10 @@ TEST(Kernels, SimdEqualsScalarOnRandomBlocks) {
     for (Isa isa : {Isa::Avx2, Isa::Avx512, Isa::Neon}) {
       const DotKernel* k = find_kernel(c.t, isa);
       if (!k) continue;
+      const auto ak = quantize_act(*k, x);
       for (int r = 0; r < 4; ++r) {
         const uint8_t* wr = w.data() + rb * static_cast<size_t>(r);
-        const float got = k->dot(cols, wr, a.data()), want = ref->dot(cols, wr, a.data());
+        const float got = k->dot(cols, wr, ak.data()), want = ref->dot(cols, wr, a.data());
         const double bound = 2e-6 * abs_dot(c.t, wr, ref->act, a.data(), cols) + 1e-30;
         EXPECT_LE(std::fabs(static_cast<double>(got) - want), bound) << ggml_type_name(c.t) << " " << isa_name(isa) << " row " << r;
       }
