@@ -76,9 +76,6 @@ DS4_AVX512 inline void sign_split(__m512i x, __m512i y, __m512i& ux, __m512i& sy
 DS4_AVX512 inline __m512i dot_u8i8(__m512i u, __m512i s) {
   return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
 }
-DS4_AVX512VNNI inline __m512i dot_u8i8_vnni(__m512i u, __m512i s) {
-  return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
-}
 // 2 x 32 nibbles of two 16-byte groups: each 256-bit half = low then high nibbles.
 DS4_AVX512 inline __m512i unpack_nibbles2(const uint8_t* p0, const uint8_t* p1) {
   const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p0));
@@ -177,7 +174,6 @@ DS4_AVX512 float dot_q8_0(int64_t n, const void* w, const void* a) { DS4_Q8_0_BO
   return _mm512_reduce_add_ps(acc);
 
 DS4_AVX512 float dot_mxfp4(int64_t n, const void* w, const void* a) { DS4_MXFP4_BODY(dot_u8i8) }
-DS4_AVX512VNNI float dot_mxfp4_vnni(int64_t n, const void* w, const void* a) { DS4_MXFP4_BODY(dot_u8i8_vnni) }
 
 DS4_AVX512 float dot_q2_k(int64_t n, const void* w, const void* a) {
   const auto* x = static_cast<const BlockQ2_K*>(w);
@@ -429,16 +425,34 @@ DS4_AVX512VNNI void dotn_q4_k_vnni(int64_t n, const void* w, const void* a, size
   for (int j = 0; j < NA; ++j) out[j] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[j], _mm512_zextps256_ps512(accm[j])));
 }
 
-// Q8_0 with VNNI on 256-bit registers, one block each: the 34-byte blocks
-// need no cross-lane inserts this way, and ymm operations have three ports.
-// The weight block's absolute values and sign are taken once for all NA
+// Q8_0 and MXFP4 with VNNI on 256-bit registers, one block each: the 34- and
+// 17-byte blocks need no cross-lane inserts this way, and ymm operations have
+// three ports. The weight block's values (W: Q8_0 as stored, MXFP4 through its
+// 16-entry table), their absolute values and signs are taken once for all NA
 // activation rows (dotn; dot is NA = 1).
-template <int NA>
-DS4_AVX512VNNI inline void q8_0_block(const BlockQ8_0& x, const BlockQ8_0* const* y, int64_t i, __m256* acc) {
+struct Q8_0Vnni256 {
+  using Block = BlockQ8_0;
+  DS4_AVX512VNNI __m256i values(const Block& b) const { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+  DS4_AVX512VNNI __m128 scale(const Block& b) const { return _mm_cvtph_ps(_mm_loadu_si32(&b.d)); }
+};
+struct Mxfp4Vnni256 {
+  using Block = BlockMXFP4;
+  __m256i table;
+  DS4_AVX512VNNI Mxfp4Vnni256() : table(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kvalues_mxfp4)))) {}
+  // Values 0-15 are the low nibbles of qs, 16-31 the high ones.
+  DS4_AVX512VNNI __m256i values(const Block& b) const {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+    const __m256i nib = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1), _mm256_set1_epi8(0x0F));
+    return _mm256_shuffle_epi8(table, nib);
+  }
+  DS4_AVX512VNNI __m128 scale(const Block& b) const { return _mm_set_ss(e8m0_to_f32_half(b.e)); }
+};
+template <class W, int NA>
+DS4_AVX512VNNI inline void int8_block_vnni256(const W& wt, const typename W::Block& x, const BlockQ8_0* const* y, int64_t i, __m256* acc) {
   prefetch_weights(&x);
-  const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs));
+  const __m256i qx = wt.values(x);
   const __m256i ax = _mm256_sign_epi8(qx, qx);
-  const __m128 dx = _mm_cvtph_ps(_mm_loadu_si32(&x.d));
+  const __m128 dx = wt.scale(x);
   for (int j = 0; j < NA; ++j) {
     const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[j][i].qs));
     const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, _mm256_sign_epi8(qy, qx));
@@ -446,9 +460,10 @@ DS4_AVX512VNNI inline void q8_0_block(const BlockQ8_0& x, const BlockQ8_0* const
     acc[j] = _mm256_fmadd_ps(_mm256_broadcastss_ps(d), _mm256_cvtepi32_ps(p), acc[j]);
   }
 }
-template <int NA>
-DS4_AVX512VNNI void dotn_q8_0_vnni256(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
-  const auto* x = static_cast<const BlockQ8_0*>(w);
+template <class W, int NA>
+DS4_AVX512VNNI void dotn_int8_vnni256(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
+  const W wt;
+  const auto* x = static_cast<const typename W::Block*>(w);
   const BlockQ8_0* y[NA];
   for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(a) + act_stride * j);
   __m256 acc0[NA], acc1[NA];
@@ -456,16 +471,24 @@ DS4_AVX512VNNI void dotn_q8_0_vnni256(int64_t n, const void* w, const void* a, s
   const int64_t nb = n / QK;
   int64_t i = 0;
   for (; i + 2 <= nb; i += 2) {
-    q8_0_block<NA>(x[i], y, i, acc0);
-    q8_0_block<NA>(x[i + 1], y, i + 1, acc1);
+    int8_block_vnni256<W, NA>(wt, x[i], y, i, acc0);
+    int8_block_vnni256<W, NA>(wt, x[i + 1], y, i + 1, acc1);
   }
-  if (i < nb) q8_0_block<NA>(x[i], y, i, acc0);
+  if (i < nb) int8_block_vnni256<W, NA>(wt, x[i], y, i, acc0);
   for (int j = 0; j < NA; ++j) {
     const __m256 s = _mm256_add_ps(acc0[j], acc1[j]);
     __m128 r = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
     r = _mm_add_ps(r, _mm_movehl_ps(r, r));
     out[j] = _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
   }
+}
+template <int NA>
+DS4_AVX512VNNI void dotn_q8_0_vnni256(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
+  dotn_int8_vnni256<Q8_0Vnni256, NA>(n, w, a, act_stride, out);
+}
+template <int NA>
+DS4_AVX512VNNI void dotn_mxfp4_vnni256(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
+  dotn_int8_vnni256<Mxfp4Vnni256, NA>(n, w, a, act_stride, out);
 }
 
 // IQ2_XXS without per-group loads or per-chunk scale shuffles.
@@ -612,6 +635,7 @@ void act_order_iq2_xxs(void* act, int64_t n) {
 }
 
 using Q80Vnni = RowKernels<dotn_q8_0_vnni256<1>, dotn_q8_0_vnni256<2>, dotn_q8_0_vnni256<3>, dotn_q8_0_vnni256<4>>;
+using Mxfp4Vnni = RowKernels<dotn_mxfp4_vnni256<1>, dotn_mxfp4_vnni256<2>, dotn_mxfp4_vnni256<3>, dotn_mxfp4_vnni256<4>>;
 using Q4KVnni = RowKernels<dotn_q4_k_vnni<1>, dotn_q4_k_vnni<2>, dotn_q4_k_vnni<3>, dotn_q4_k_vnni<4>>;
 using Q2KIcl = RowKernels<dotn_q2_k_icl<1>, dotn_q2_k_icl<2>, dotn_q2_k_icl<3>, dotn_q2_k_icl<4>>;
 using IQ2XXSIcl = RowKernels<dotn_iq2_xxs_icl<1>, dotn_iq2_xxs_icl<2>, dotn_iq2_xxs_icl<3>, dotn_iq2_xxs_icl<4>>;
@@ -691,7 +715,10 @@ const Entry kAvx512[] = {
      {GgmlType::Q8_0, dot_q8_0},
      {GgmlType::Q8_0, Q80Vnni::dot, Q80Vnni::dotn},
      {GgmlType::Q8_0, Q80Vnni::dot, Q80Vnni::dotn}},
-    {GgmlType::MXFP4, {GgmlType::Q8_0, dot_mxfp4}, {GgmlType::Q8_0, dot_mxfp4_vnni}, {GgmlType::Q8_0, dot_mxfp4_vnni}},
+    {GgmlType::MXFP4,
+     {GgmlType::Q8_0, dot_mxfp4},
+     {GgmlType::Q8_0, Mxfp4Vnni::dot, Mxfp4Vnni::dotn},
+     {GgmlType::Q8_0, Mxfp4Vnni::dot, Mxfp4Vnni::dotn}},
     {GgmlType::Q2_K, {GgmlType::Q8_K, dot_q2_k}, {GgmlType::Q8_K, dot_q2_k}, {GgmlType::Q8_K, Q2KIcl::dot, Q2KIcl::dotn}},
     {GgmlType::Q4_K,
      {GgmlType::Q8_K, dot_q4_k},
