@@ -7,6 +7,7 @@
 // of MiB: a fixed 256 MiB set let a Sapphire Rapids VM (300 MiB L3) serve F16
 // matvecs at 1.5x its DRAM bandwidth.
 // Thread counts: 1 and all hardware threads, or DS4_BENCH_THREADS=1,8,16.
+// BM_ExpertBatch is one decode step's expert gate/up matvecs in one batch.
 // BM_PoolCall and BM_MatvecCall give the fixed cost of one call; BM_Dot each
 // kernel's speed with its data in L2, BM_DotN the same against 4 activation
 // rows at once (dotn), BM_Matmul a matmul over n activation rows.
@@ -201,6 +202,41 @@ void BM_Matvec(benchmark::State& state, GgmlType t) {
     }
 }
 
+// One decode step's expert gate and up matvecs as the CPU backend issues them:
+// one matvec_batch of 2 x `experts` jobs (Flash: 6 routed + 1 shared, 2048 x
+// 4096 each) sharing one activation, so the pool is woken once for all of them
+// rather than once per small matrix as in BM_Matvec. GB/s and of_mem as there.
+void BM_ExpertBatch(benchmark::State& state, GgmlType t) {
+  const int64_t experts = state.range(0), rows = 2048, cols = 4096;
+  const int threads = static_cast<int>(state.range(1));
+  const double mem = mem_gbps(threads);
+  const int64_t jobs = 2 * experts;
+  const Weights w = make_weights(t, rows * jobs, cols);  // each copy: the batch's matrices back to back
+  const size_t mb = w.matrix_bytes / static_cast<size_t>(jobs);
+  std::vector<float> x(static_cast<size_t>(cols)), y(static_cast<size_t>(rows * jobs));
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  ThreadPool& p = pool(threads);
+  std::vector<ds4::quant::MatvecJob> batch(static_cast<size_t>(jobs));
+  int c = 0;
+  double secs = 0;
+  for (auto _ : state) {
+    const uint8_t* base = w.data() + w.matrix_bytes * static_cast<size_t>(c);
+    for (int64_t j = 0; j < jobs; ++j)
+      batch[static_cast<size_t>(j)] = {t, base + mb * static_cast<size_t>(j), rows, cols, x.data(), y.data() + rows * j};
+    const auto t0 = std::chrono::steady_clock::now();
+    ds4::quant::matvec_batch(batch, &p);
+    benchmark::DoNotOptimize(y.data());
+    secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    c = (c + 1) % w.copies;
+  }
+  const double gbps = static_cast<double>(w.matrix_bytes) * static_cast<double>(state.iterations()) / secs / 1e9;
+  state.counters["GB/s"] = gbps;
+  state.counters["mem_GB/s"] = mem;
+  state.counters["of_mem"] = gbps / mem;
+}
+
 // Several activation rows at once (prompt prefill; an expert serving several
 // tokens): "GB/s" counts the weights once per activation row, so it compares
 // with BM_Matvec's; above it, matmul gains from unpacking each weight row once
@@ -338,6 +374,11 @@ void matmul_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"rows", "cols", "n", "threads"})->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 
+void expert_args(benchmark::internal::Benchmark* b) {
+  for (int t : thread_counts()) b->Args({7, t});
+  b->ArgNames({"experts", "threads"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
 void mem_args(benchmark::internal::Benchmark* b) {
   for (int t : thread_counts()) b->Arg(t);
   b->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -356,6 +397,9 @@ BENCHMARK_CAPTURE(BM_Matvec, MXFP4, GgmlType::MXFP4)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Matvec, Q8_0, GgmlType::Q8_0)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Matvec, F16, GgmlType::F16)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Matvec, BF16, GgmlType::BF16)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_ExpertBatch, Q2_K, GgmlType::Q2_K)->Apply(expert_args);
+BENCHMARK_CAPTURE(BM_ExpertBatch, IQ2_XXS, GgmlType::IQ2_XXS)->Apply(expert_args);
+BENCHMARK_CAPTURE(BM_ExpertBatch, Q4_K, GgmlType::Q4_K)->Apply(expert_args);
 BENCHMARK_CAPTURE(BM_Matmul, Q2_K, GgmlType::Q2_K)->Apply(matmul_shapes);
 BENCHMARK_CAPTURE(BM_Matmul, IQ2_XXS, GgmlType::IQ2_XXS)->Apply(matmul_shapes);
 BENCHMARK_CAPTURE(BM_Matmul, Q4_K, GgmlType::Q4_K)->Apply(matmul_shapes);
