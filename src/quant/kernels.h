@@ -26,7 +26,8 @@ using DotNFn = void (*)(int64_t n, const void* w, const void* act, size_t act_st
 // A kernel's own byte order for its quantized activation, applied in place to
 // each quantized row of n values before the dots: lets a kernel read the
 // activation in the order its unpacked weights come out, where reordering
-// either side per weight row would cost shuffles.
+// either side per weight row would cost shuffles. It may only move bytes
+// within each activation block (matvec applies it block by block).
 using ActOrderFn = void (*)(void* act, int64_t n);
 
 struct DotKernel {

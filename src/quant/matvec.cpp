@@ -130,7 +130,7 @@ const uint8_t* prepare_act(const DotKernel& k, const float* X, int64_t n, int64_
       const int64_t j = idx / nbk, kb = idx % nbk;
       uint8_t* dst = out + act_rb * static_cast<size_t>(j) + bbytes * static_cast<size_t>(kb);
       q(X + j * cols + kb * blk, dst, blk);
-      if (k.order) k.order(dst, blk);  // orders act within each block
+      if (k.order) k.order(dst, blk);
     }
   };
   // One thread quantizes ~1 value per ns with SIMD: below ~32k values that is
