@@ -515,6 +515,10 @@ DS4_AVX512VNNI void dotn_mxfp4_vnni256(int64_t n, const void* w, const void* a, 
 // codes spread by vpmultishiftqb, scales by vpdpwssd per chunk) took ~50. On
 // the Emerald Rapids test VM, dotn (4 rows) went from 8.6-10.2 to 10.6-11.5
 // GB/s per row; one row (dot) stayed at 3.8-5.0 GB/s, within that host's noise.
+// Tried and no faster there: two vpdpbusd accumulators per row, and decoding
+// one block ahead of the dots; before this form, the grid read with
+// vpgatherqq, single-source vpermb lookups, and masks and scales computed 16
+// blocks ahead.
 struct Iq2Planes {
   alignas(64) uint8_t a[256];  // bit j: b0 ^ b1 of value j (level bit 0)
   alignas(64) uint8_t b[256];  // bit j: b1 of value j (level bits 1 and 5)
