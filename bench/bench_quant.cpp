@@ -170,22 +170,18 @@ Weights make_weights(GgmlType t, int64_t rows, int64_t cols, bool rotate = true)
   return w;
 }
 
-void BM_Matvec(benchmark::State& state, GgmlType t) {
-  const int64_t rows = state.range(0), cols = state.range(1);
-  const int threads = static_cast<int>(state.range(2));
+// Times call(copy) over the rotating copies of w (each call reads one whole
+// copy, w.matrix_bytes, from DRAM) and reports GB/s of weights read, the read
+// bandwidth of as many threads, their ratio, and which kernel matvec picked.
+template <class Call>
+void time_streamed(benchmark::State& state, GgmlType t, const Weights& w, int threads, Call&& call) {
   const double mem = mem_gbps(threads);
-  const Weights w = make_weights(t, rows, cols);
-  std::vector<float> x(static_cast<size_t>(cols)), y(static_cast<size_t>(rows));
-  std::mt19937 rng(1);
-  std::normal_distribution<float> nd;
-  for (auto& v : x) v = nd(rng);
-  ThreadPool& p = pool(threads);
   int c = 0;
   double secs = 0;
   for (auto _ : state) {
+    const uint8_t* copy = w.data() + w.matrix_bytes * static_cast<size_t>(c);
     const auto t0 = std::chrono::steady_clock::now();
-    ds4::quant::matvec(t, w.data() + w.matrix_bytes * static_cast<size_t>(c), rows, cols, x.data(), y.data(), &p);
-    benchmark::DoNotOptimize(y.data());
+    call(copy);
     secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     c = (c + 1) % w.copies;
   }
@@ -193,13 +189,27 @@ void BM_Matvec(benchmark::State& state, GgmlType t) {
   state.counters["GB/s"] = gbps;
   state.counters["mem_GB/s"] = mem;
   state.counters["of_mem"] = gbps / mem;
-  // Which kernel matvec picked.
   const ds4::quant::DotKernel* k = ds4::quant::best_kernel(t);
   for (auto isa : {ds4::quant::Isa::Avx512, ds4::quant::Isa::Avx2, ds4::quant::Isa::Neon, ds4::quant::Isa::Scalar})
     if (ds4::quant::find_kernel(t, isa) == k) {
       state.SetLabel(ds4::quant::isa_name(isa));
       break;
     }
+}
+
+void BM_Matvec(benchmark::State& state, GgmlType t) {
+  const int64_t rows = state.range(0), cols = state.range(1);
+  const int threads = static_cast<int>(state.range(2));
+  const Weights w = make_weights(t, rows, cols);
+  std::vector<float> x(static_cast<size_t>(cols)), y(static_cast<size_t>(rows));
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  ThreadPool& p = pool(threads);
+  time_streamed(state, t, w, threads, [&](const uint8_t* W) {
+    ds4::quant::matvec(t, W, rows, cols, x.data(), y.data(), &p);
+    benchmark::DoNotOptimize(y.data());
+  });
 }
 
 // One decode step's expert gate and up matvecs as the CPU backend issues them:
@@ -209,7 +219,6 @@ void BM_Matvec(benchmark::State& state, GgmlType t) {
 void BM_ExpertBatch(benchmark::State& state, GgmlType t) {
   const int64_t experts = state.range(0), rows = 2048, cols = 4096;
   const int threads = static_cast<int>(state.range(1));
-  const double mem = mem_gbps(threads);
   const int64_t jobs = 2 * experts;
   const Weights w = make_weights(t, rows * jobs, cols);  // each copy: the batch's matrices back to back
   const size_t mb = w.matrix_bytes / static_cast<size_t>(jobs);
@@ -219,22 +228,12 @@ void BM_ExpertBatch(benchmark::State& state, GgmlType t) {
   for (auto& v : x) v = nd(rng);
   ThreadPool& p = pool(threads);
   std::vector<ds4::quant::MatvecJob> batch(static_cast<size_t>(jobs));
-  int c = 0;
-  double secs = 0;
-  for (auto _ : state) {
-    const uint8_t* base = w.data() + w.matrix_bytes * static_cast<size_t>(c);
+  time_streamed(state, t, w, threads, [&](const uint8_t* W) {
     for (int64_t j = 0; j < jobs; ++j)
-      batch[static_cast<size_t>(j)] = {t, base + mb * static_cast<size_t>(j), rows, cols, x.data(), y.data() + rows * j};
-    const auto t0 = std::chrono::steady_clock::now();
+      batch[static_cast<size_t>(j)] = {t, W + mb * static_cast<size_t>(j), rows, cols, x.data(), y.data() + rows * j};
     ds4::quant::matvec_batch(batch, &p);
     benchmark::DoNotOptimize(y.data());
-    secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    c = (c + 1) % w.copies;
-  }
-  const double gbps = static_cast<double>(w.matrix_bytes) * static_cast<double>(state.iterations()) / secs / 1e9;
-  state.counters["GB/s"] = gbps;
-  state.counters["mem_GB/s"] = mem;
-  state.counters["of_mem"] = gbps / mem;
+  });
 }
 
 // Several activation rows at once (prompt prefill; an expert serving several
