@@ -125,7 +125,7 @@ void BM_Decode(benchmark::State& st, const std::string& model, NumericsMode mode
   auto be = backend(m);
   const uint32_t V = m->config.n_vocab;
   std::vector<float> logits(V);
-  auto s = be->new_session(mode);
+  auto s = be->new_session({mode, 4096});
   be->forward(*s, tokens(64, V), {});
   int32_t tok = 5;
   double secs = 0;
@@ -156,7 +156,7 @@ void BM_Prefill(benchmark::State& st, const std::string& model, NumericsMode mod
   std::vector<float> logits(V);
   const std::span<const int32_t> all(toks);
   for (auto _ : st) {
-    auto s = be->new_session(mode);
+    auto s = be->new_session({mode, 4096});
     be->forward(*s, all.first(all.size() - 1), {});
     be->forward(*s, all.last(1), logits);
     benchmark::DoNotOptimize(logits.data());

@@ -1,5 +1,7 @@
 #include "backend/backend.h"
 
+#include <unordered_set>
+
 #include "backend/cpu/cpu_backend.h"
 #ifdef DS4_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
@@ -18,6 +20,36 @@ std::string_view numerics_name(NumericsMode m) { return m == NumericsMode::exact
 
 std::vector<uint8_t> SessionState::save() const { fail("this backend cannot save session state"); }
 void SessionState::load(std::span<const uint8_t>) { fail("this backend cannot load session state"); }
+
+void Backend::forward(SessionState& state, std::span<const int32_t> tokens, std::span<float> logits) const {
+  const SeqStep step{&state, tokens, logits.empty() ? Logits::none : Logits::all, logits};
+  forward(std::span<const SeqStep>(&step, 1));
+}
+
+void validate_batch(const model::ModelConfig& c, std::span<const SeqStep> batch) {
+  const size_t V = c.n_vocab;
+  std::unordered_set<const SessionState*> seen;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const SeqStep& s = batch[i];
+    if (!s.state) fail("batch step {}: no session", i);
+    if (!seen.insert(s.state).second) fail("batch step {}: the same session appears twice in one batch", i);
+    const size_t n = s.tokens.size();
+    size_t want = 0;
+    if (s.want == Logits::last && n > 0) want = V;
+    if (s.want == Logits::all) want = n * V;
+    if (s.logits.size() != want)
+      fail("batch step {}: logits buffer holds {} floats, need {} ({} tokens, vocab {}, logits {})", i, s.logits.size(),
+           want, n, V, s.want == Logits::none ? "none" : s.want == Logits::last ? "last" : "all");
+    for (size_t t = 0; t < n; ++t)
+      if (s.tokens[t] < 0 || static_cast<uint32_t>(s.tokens[t]) >= c.n_vocab)
+        fail("batch step {}: token id {} at index {} is outside the vocabulary (size {})", i, s.tokens[t], t,
+             c.n_vocab);
+    const int64_t end = s.state->position() + static_cast<int64_t>(n);
+    if (end > s.state->capacity())
+      fail("batch step {}: {} tokens at position {} pass the session's context of {} tokens", i, n,
+           s.state->position(), s.state->capacity());
+  }
+}
 
 std::unique_ptr<Backend> make_backend(std::string_view name, std::shared_ptr<const model::Model> model,
                                       const BackendOptions& opt) {

@@ -1,8 +1,19 @@
 #pragma once
-// The Backend interface (docs/ARCHITECTURE.md §3): a backend owns its weights'
-// device copies and kernels, creates session state (the KV state of
-// model-spec §9) and runs the forward pass for any number of tokens: decode is
-// n = 1, prefill n > 1, chunked prefill is repeated calls on one session.
+// The Backend interface (docs/ARCHITECTURE.md §3 and §7): a backend owns its
+// weights' device copies and kernels, creates session state (the KV state of
+// model-spec §9) sized up front for a context, and runs one forward pass over
+// a batch of sequences: each sequence brings its own session and its own
+// tokens (1 for a decode step, many for a prefill chunk), and says which of
+// its positions need logits. A batch of one is the old single-sequence call;
+// chunked prefill is repeated calls on one session.
+//
+// Threading contract: a Backend is driven by one thread at a time (the CLI or
+// the server's scheduler); session_memory(), new_session() and forward() are
+// not called concurrently with each other. A session belongs to the backend
+// that created it, appears at most once in a batch, and may be destroyed from
+// any thread while no forward() is running. name() and model() may be called
+// from any thread at any time.
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -21,18 +32,45 @@ enum class NumericsMode { exact, faithful };
 NumericsMode parse_numerics(std::string_view s);  // throws ds4::Error
 std::string_view numerics_name(NumericsMode m);
 
+struct SessionOptions {
+  NumericsMode numerics = NumericsMode::faithful;
+  // Most tokens the session will ever hold (its positions are 0 .. ctx_size-1).
+  // Memory for all of them is reserved when the session is created.
+  int64_t ctx_size = 4096;
+};
+
+// What a session of a given context costs, known before it is created.
+struct SessionMemory {
+  size_t state_bytes = 0;    // KV state at full context (rings, compressed rows, frontiers)
+  size_t scratch_bytes = 0;  // the session's own working memory of a forward pass
+  size_t total() const { return state_bytes + scratch_bytes; }
+};
+
 // Per-session state owned by a backend. Its position is the number of tokens
 // processed so far; the next forward() continues from there.
 class SessionState {
  public:
   virtual ~SessionState() = default;
   virtual int64_t position() const = 0;
+  virtual int64_t capacity() const = 0;  // the ctx_size it was created for
   virtual NumericsMode numerics() const = 0;
-  // The state in the canonical, backend-independent layout (session_state.h
-  // of the CPU backend documents it): load() into a fresh session of the same
-  // model continues exactly as this one would. Backends without it throw.
+  // The state in the canonical, backend-independent layout (session.h of the
+  // CPU backend documents it): load() into a fresh session of the same model
+  // continues exactly as this one would. Backends without it throw.
   virtual std::vector<uint8_t> save() const;
   virtual void load(std::span<const uint8_t> bytes);
+};
+
+// Which positions of a sequence's step get logits.
+enum class Logits { none, last, all };
+
+// One sequence's part of a batch.
+struct SeqStep {
+  SessionState* state = nullptr;
+  std::span<const int32_t> tokens;  // at positions state->position() ... + n - 1
+  Logits want = Logits::none;
+  // none: empty; last: vocab floats; all: tokens.size() * vocab, row-major.
+  std::span<float> logits;
 };
 
 class Backend {
@@ -40,19 +78,33 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
   virtual const model::Model& model() const = 0;
-  virtual std::unique_ptr<SessionState> new_session(NumericsMode mode) const = 0;
-  // Runs `tokens` at positions state.position() ... + n - 1. When `logits` is
-  // non-empty it must hold n * vocab floats and receives every position's
-  // logits, row-major; when empty only the state advances (prompt prefill
-  // without logits skips the LM head).
-  virtual void forward(SessionState& state, std::span<const int32_t> tokens, std::span<float> logits) const = 0;
+
+  // The memory a session of these options takes (on the backend's device).
+  virtual SessionMemory session_memory(const SessionOptions& opt) const = 0;
+  // Throws ds4::Error, naming the figures, when the session cannot be held;
+  // a session once created never runs out of memory in forward().
+  virtual std::unique_ptr<SessionState> new_session(const SessionOptions& opt) const = 0;
+
+  // Runs every step of the batch; each session advances by its token count.
+  // Equal, for each sequence, to running it alone (bit for bit on the CPU).
+  // The whole batch is checked (validate_batch) before any state changes.
+  virtual void forward(std::span<const SeqStep> batch) const = 0;
+
+  // A batch of one: logits for every position when `logits` is non-empty
+  // (n * vocab floats), none (state only) when it is empty.
+  void forward(SessionState& state, std::span<const int32_t> tokens, std::span<float> logits) const;
 };
+
+// Throws ds4::Error naming the offending step: a null or repeated session,
+// a token outside the vocabulary, a logits buffer of the wrong size, or a
+// step that would pass the session's capacity.
+void validate_batch(const model::ModelConfig& c, std::span<const SeqStep> batch);
 
 struct BackendOptions {
   int threads = 0;  // 0: hardware concurrency
 };
 
-// "cpu" (and later "cuda"). Throws ds4::Error for an unknown or unavailable name.
+// "cpu" or "cuda". Throws ds4::Error for an unknown or unavailable name.
 std::unique_ptr<Backend> make_backend(std::string_view name, std::shared_ptr<const model::Model> model,
                                       const BackendOptions& opt = {});
 

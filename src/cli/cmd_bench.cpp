@@ -91,7 +91,7 @@ void run(const BenchOpts& o) {
 
   std::fprintf(out, "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes,weight_gbps\n");
   std::fflush(out);
-  auto session = e.new_session();
+  auto session = e.new_session(alloc);
   engine::GenerateOptions g;
   g.sampling.temperature = 0;
   g.thinking_sampling.temperature = 0;

@@ -47,7 +47,7 @@ void run(const Opts& o) {
   backend::BackendOptions bo;
   bo.threads = o.threads;
   auto be = backend::make_backend(o.backend, model, bo);
-  auto session = be->new_session(mode);
+  auto session = be->new_session({mode, static_cast<int64_t>(toks.size())});
   const size_t V = model->config.n_vocab, S = toks.size();
   std::vector<float> logits(S * V);
   const size_t chunk = o.chunk > 0 ? static_cast<size_t>(o.chunk) : S;

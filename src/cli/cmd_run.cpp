@@ -116,7 +116,7 @@ void note_random_weights(const engine::Engine& e, const std::string& path) {
 
 int one_shot(const engine::Engine& e, const RunOptions& o, const std::string& prompt) {
   const auto toks = engine::single_prompt(e, o.system, prompt, o.thinking);
-  auto session = e.new_session();
+  auto session = e.new_session(o.ctx);
   engine::GenerateOptions g = generate_options(o);
   const bool dumping = !o.dump_logprobs.empty();
   // Open outputs before the (long) generation so a bad path fails at once.

@@ -75,7 +75,7 @@ class LineReader {
 
 class Repl {
  public:
-  Repl(const engine::Engine& e, RunOptions o) : e_(e), o_(std::move(o)), session_(e.new_session()) {}
+  Repl(const engine::Engine& e, RunOptions o) : e_(e), o_(std::move(o)), session_(e.new_session(o_.ctx)) {}
 
   int loop() {
     // Ctrl+C only sets a flag for the whole REPL: it stops a generation or
@@ -136,7 +136,7 @@ class Repl {
         std::fprintf(stderr, "ds4: /ctx needs a positive number of tokens\n");
       } else {
         o_.ctx = n;
-        session_ = e_.new_session();  // KV dropped; the transcript is re-read next turn
+        session_ = e_.new_session(o_.ctx);  // KV dropped; the transcript is re-read next turn
         std::printf("Context: %lld tokens.\n", n);
       }
     } else if (cmd == "/read") {
@@ -164,7 +164,7 @@ class Repl {
     // Reuse the live KV when it holds a prefix of the transcript.
     const auto& have = session_->tokens();
     if (have.size() > want.size() || !std::equal(have.begin(), have.end(), want.begin()))
-      session_ = e_.new_session();
+      session_ = e_.new_session(o_.ctx);
     const std::span<const int32_t> suffix(want.data() + session_->tokens().size(), want.size() - session_->tokens().size());
 
     // Shows that history is reused: only the new turn should be prefilled.

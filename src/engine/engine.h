@@ -36,7 +36,11 @@ class Engine {
   const tokenizer::Tokenizer& tokenizer() const { return tok_; }
   const SpecialIds& specials() const { return ids_; }
   backend::NumericsMode numerics() const { return numerics_; }
-  std::unique_ptr<Session> new_session() const { return std::make_unique<Session>(*backend_, numerics_); }
+  // A session that holds up to ctx_size tokens; its memory is taken now
+  // (throws ds4::Error with the figures when the backend cannot hold it).
+  std::unique_ptr<Session> new_session(int64_t ctx_size) const {
+    return std::make_unique<Session>(*backend_, backend::SessionOptions{numerics_, ctx_size});
+  }
 
  private:
   std::shared_ptr<model::Model> model_;

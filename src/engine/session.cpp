@@ -4,7 +4,8 @@
 
 namespace ds4::engine {
 
-Session::Session(const backend::Backend& be, backend::NumericsMode mode) : be_(be), state_(be.new_session(mode)) {}
+Session::Session(const backend::Backend& be, const backend::SessionOptions& opt)
+    : be_(be), state_(be.new_session(opt)) {}
 
 std::vector<float> Session::feed_all(std::span<const int32_t> toks) {
   const size_t V = be_.model().config.n_vocab;
@@ -17,10 +18,10 @@ std::vector<float> Session::feed_all(std::span<const int32_t> toks) {
 std::vector<float> Session::feed(std::span<const int32_t> toks) {
   if (toks.empty()) fail("session: feed() needs at least one token");
   const size_t V = be_.model().config.n_vocab;
-  if (toks.size() > 1) prefill(toks.first(toks.size() - 1));
   std::vector<float> logits(V);
-  be_.forward(*state_, toks.last(1), logits);
-  tokens_.push_back(toks.back());
+  const backend::SeqStep step{state_.get(), toks, backend::Logits::last, logits};
+  be_.forward(std::span<const backend::SeqStep>(&step, 1));
+  tokens_.insert(tokens_.end(), toks.begin(), toks.end());
   return logits;
 }
 

@@ -13,10 +13,12 @@ namespace ds4::engine {
 
 class Session {
  public:
-  Session(const backend::Backend& be, backend::NumericsMode mode);
+  Session(const backend::Backend& be, const backend::SessionOptions& opt);
 
   const std::vector<int32_t>& tokens() const { return tokens_; }
   int64_t position() const { return state_->position(); }
+  int64_t capacity() const { return state_->capacity(); }
+  backend::SessionState& state() { return *state_; }
   backend::NumericsMode numerics() const { return state_->numerics(); }
 
   // Appends `toks`; returns the logits of the last one (vocab floats).

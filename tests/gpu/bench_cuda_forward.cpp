@@ -62,11 +62,11 @@ int main(int argc, char** argv) {
     std::vector<int32_t> toks(static_cast<size_t>(P + Dn));
     for (size_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<int32_t>((i * 7919 + 13) % V);
     {  // warm-up: first launches load modules and tables
-      auto w = be->new_session(ds4::backend::NumericsMode::exact);
+      auto w = be->new_session({ds4::backend::NumericsMode::exact, P + Dn + 1});
       std::vector<float> lg(V);
       be->forward(*w, std::span<const int32_t>(toks.data(), 1), lg);
     }
-    auto s = be->new_session(ds4::backend::NumericsMode::exact);
+    auto s = be->new_session({ds4::backend::NumericsMode::exact, P + Dn + 1});
     std::vector<float> lg(static_cast<size_t>(P) * V), one(V);
     auto t0 = std::chrono::steady_clock::now();
     be->forward(*s, std::span<const int32_t>(toks.data(), static_cast<size_t>(P)), lg);

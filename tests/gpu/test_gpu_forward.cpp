@@ -26,6 +26,8 @@
 namespace {
 
 using ds4::backend::NumericsMode;
+// Every test sequence here is far shorter than this context.
+constexpr int64_t kTestCtx = 1 << 15;
 
 std::string model_dir() {
   const char* d = std::getenv("DS4_GPU_MODELS");
@@ -94,7 +96,7 @@ std::vector<int32_t> test_tokens(uint32_t vocab, int n) {
 }
 
 std::vector<float> run(const ds4::backend::Backend& be, NumericsMode mode, const std::vector<int32_t>& toks, size_t chunk) {
-  auto s = be.new_session(mode);
+  auto s = be.new_session({mode, kTestCtx});
   const size_t V = be.model().config.n_vocab;
   std::vector<float> lg(toks.size() * V);
   if (chunk == 0) chunk = toks.size();
@@ -146,9 +148,9 @@ Forced teacher_forced(const ds4::backend::Backend& cpu, const ds4::backend::Back
                       const std::vector<int32_t>& toks) {
   const size_t V = cpu.model().config.n_vocab, n = toks.size();
   Forced f{std::vector<float>(n * V), std::vector<float>(n * V), std::vector<float>(n * V)};
-  auto cs = cpu.new_session(mode);
-  auto gs = gpu.new_session(mode);
-  auto alt = cpu.new_session(mode);
+  auto cs = cpu.new_session({mode, kTestCtx});
+  auto gs = gpu.new_session({mode, kTestCtx});
+  auto alt = cpu.new_session({mode, kTestCtx});
   for (size_t t = 0; t < n; ++t) {
     const std::vector<uint8_t> state = cs->save();
     gs->load(state);
@@ -251,17 +253,17 @@ TEST(GpuForwardSnapshot, SaveLoadContinues) {
   const auto toks = test_tokens(model->config.n_vocab, 80);
   for (NumericsMode mode : {NumericsMode::exact, NumericsMode::faithful}) {
     const auto straight = run(*gpu, mode, toks, 0);
-    auto a = gpu->new_session(mode);
+    auto a = gpu->new_session({mode, kTestCtx});
     std::vector<float> first(37 * V), rest((toks.size() - 37) * V), rest_cpu(rest.size());
     gpu->forward(*a, std::span<const int32_t>(toks.data(), 37), first);
     const std::vector<uint8_t> snap = a->save();
-    auto b = gpu->new_session(mode);
+    auto b = gpu->new_session({mode, kTestCtx});
     b->load(snap);
     EXPECT_EQ(b->position(), 37);
     gpu->forward(*b, std::span<const int32_t>(toks.data() + 37, toks.size() - 37), rest);
     EXPECT_EQ(std::memcmp(rest.data(), straight.data() + 37 * V, rest.size() * sizeof(float)), 0)
         << "CUDA snapshot round trip changed the continuation";
-    auto c = cpu->new_session(mode);
+    auto c = cpu->new_session({mode, kTestCtx});
     c->load(snap);
     cpu->forward(*c, std::span<const int32_t>(toks.data() + 37, toks.size() - 37), rest_cpu);
     // Exact numerics: the whole continuation. Faithful: its first step only;
@@ -301,7 +303,7 @@ TEST(GpuForwardFit, ModelThatDoesNotFitFailsAtLoadWithSizes) {
   std::printf("gpu-forward: fit check: %s\n", msg.c_str());
   // The device still works: a backend loads and runs once the memory is back.
   auto gpu = ds4::backend::make_backend("cuda", model);
-  auto s = gpu->new_session(NumericsMode::exact);
+  auto s = gpu->new_session({NumericsMode::exact, kTestCtx});
   std::vector<float> lg(model->config.n_vocab);
   gpu->forward(*s, std::vector<int32_t>{1}, lg);
   EXPECT_TRUE(std::isfinite(lg[0]));

@@ -1,8 +1,13 @@
-// CPU reference backend: the forward of model-spec §5-§8. Each layer first runs
-// the per-token projections for the whole batch, then streams the tokens in
-// order through the raw ring, compressors, indexer and attention, so prefill,
-// decode and any chunking compute the same values.
+// CPU reference backend: the forward of model-spec §5-§8 over a batch of
+// sequences. The rows of every sequence's tokens are stacked, so each layer
+// runs its projections and experts once over all rows (one pass over each
+// weight for the whole batch), and only the stateful middle (raw ring,
+// compressors, indexer, attention) walks each sequence's tokens in order on
+// its own session. Every row's values depend on that row alone, so a batch,
+// prefill, decode and any chunking compute the same bits.
 #include "backend/cpu/cpu_backend.h"
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -34,6 +39,11 @@ struct LayerFloats {
 Vec floats(const Weight& w) { return w.present() ? w.to_f32() : Vec{}; }
 
 size_t sz(int64_t n) { return static_cast<size_t>(n); }
+
+double physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+}
 
 // One hidden value of a clamped SwiGLU expert, scaled by its routing weight
 // (1 for the shared expert). Both expert paths call this, so decode and
@@ -75,38 +85,87 @@ class CpuBackend final : public Backend {
 
   std::string_view name() const override { return "cpu"; }
   const model::Model& model() const override { return *m_; }
-  std::unique_ptr<SessionState> new_session(NumericsMode mode) const override {
-    return std::make_unique<CpuSession>(c_, mode);
+  SessionMemory session_memory(const SessionOptions& opt) const override {
+    return {state_bytes(c_, opt.ctx_size), 0};
+  }
+  std::unique_ptr<SessionState> new_session(const SessionOptions& opt) const override {
+    if (opt.ctx_size <= 0) fail("cpu backend: context size must be > 0 (got {})", opt.ctx_size);
+    // Rows are reserved, not touched, up front; a session whose full state
+    // could never fit the machine is refused now rather than failing later.
+    const double need = static_cast<double>(session_memory(opt).total()), have = physical_memory_bytes();
+    if (have > 0 && need > have)
+      fail("cpu backend: a session of {} tokens needs {:.1f} MiB of KV state, more than this machine's {:.1f} MiB "
+           "of memory",
+           opt.ctx_size, need / (1024.0 * 1024.0), have / (1024.0 * 1024.0));
+    return std::make_unique<CpuSession>(c_, opt.numerics, opt.ctx_size);
   }
 
-  void forward(SessionState& state, std::span<const int32_t> tokens, std::span<float> logits) const override {
-    auto* S = dynamic_cast<CpuSession*>(&state);
-    if (!S) fail("cpu backend: session was not created by the cpu backend");
-    const int64_t n = static_cast<int64_t>(tokens.size());
+  void forward(std::span<const SeqStep> batch) const override {
+    validate_batch(c_, batch);
+    Rows R;
+    for (const SeqStep& st : batch) {
+      auto* S = dynamic_cast<CpuSession*>(st.state);
+      if (!S) fail("cpu backend: session was not created by the cpu backend");
+      const auto n = static_cast<int64_t>(st.tokens.size());
+      R.seqs.push_back({S, static_cast<int64_t>(R.tok.size()), n});
+      for (int64_t t = 0; t < n; ++t) {
+        R.tok.push_back(st.tokens[sz(t)]);
+        R.pos.push_back(S->pos + t);
+      }
+    }
+    const auto n = static_cast<int64_t>(R.tok.size());
     if (n == 0) return;
-    if (!logits.empty() && logits.size() != sz(n) * c_.n_vocab)
-      fail("cpu backend: logits buffer holds {} floats, need {} ({} tokens x vocab {})", logits.size(),
-           sz(n) * c_.n_vocab, n, c_.n_vocab);
-    for (int64_t t = 0; t < n; ++t)
-      if (tokens[sz(t)] < 0 || static_cast<uint32_t>(tokens[sz(t)]) >= c_.n_vocab)
-        fail("token id {} at index {} is outside the vocabulary (size {})", tokens[sz(t)], t, c_.n_vocab);
 
     const int64_t D = c_.n_embd, hcD = int64_t{c_.hc_count} * D;
     Vec X(sz(n * hcD));
     Vec e(sz(D));
     for (int64_t t = 0; t < n; ++t) {
-      dequantize_row(m_->weights.token_embd, tokens[sz(t)], e.data());
+      dequantize_row(m_->weights.token_embd, R.tok[sz(t)], e.data());
       for (uint32_t i = 0; i < c_.hc_count; ++i) std::copy(e.begin(), e.end(), X.begin() + t * hcD + i * D);
     }
     for (uint32_t l = 0; l < c_.n_layer; ++l) {
-      attention_block(l, *S, n, X);
-      ffn_block(l, tokens, n, X);
+      attention_block(l, R, X);
+      ffn_block(l, R, X);
     }
-    S->pos += n;
-    if (!logits.empty()) head(n, X, logits.data());
+    for (const Seq& q : R.seqs) q.S->pos += q.n;
+
+    // The head runs only on the rows that want logits, gathered.
+    std::vector<int64_t> rows;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const Seq& q = R.seqs[i];
+      if (batch[i].want == Logits::all)
+        for (int64_t t = 0; t < q.n; ++t) rows.push_back(q.at + t);
+      else if (batch[i].want == Logits::last && q.n > 0)
+        rows.push_back(q.at + q.n - 1);
+    }
+    if (rows.empty()) return;
+    const auto m = static_cast<int64_t>(rows.size());
+    Vec Xh(sz(m * hcD));
+    for (int64_t i = 0; i < m; ++i)
+      std::copy(X.begin() + rows[sz(i)] * hcD, X.begin() + (rows[sz(i)] + 1) * hcD, Xh.begin() + i * hcD);
+    Vec lg(sz(m) * c_.n_vocab);
+    head(m, Xh, lg.data());
+    size_t at = 0;
+    for (const SeqStep& st : batch) {
+      std::copy(lg.begin() + static_cast<std::ptrdiff_t>(at), lg.begin() + static_cast<std::ptrdiff_t>(at + st.logits.size()),
+                st.logits.begin());
+      at += st.logits.size();
+    }
   }
 
  private:
+  // One sequence of the batch: its session and its rows [at, at + n).
+  struct Seq {
+    CpuSession* S;
+    int64_t at, n;
+  };
+  // The batch's rows: every sequence's tokens in order, with their positions.
+  struct Rows {
+    std::vector<Seq> seqs;
+    std::vector<int32_t> tok;
+    std::vector<int64_t> pos;
+  };
+
   struct HcMix {
     Vec y, post, comb;
   };
@@ -133,11 +192,14 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void attention_block(uint32_t l, CpuSession& S, int64_t n, Vec& X) const {
+  void attention_block(uint32_t l, const Rows& R, Vec& X) const {
     const auto& W = m_->weights.layers[l];
     const LayerFloats& F = lf_[l];
-    LayerState& L = S.layers[l];
-    const bool faithful = S.mode == NumericsMode::faithful;
+    const auto n = static_cast<int64_t>(R.tok.size());
+    // Numerics are per session: each row follows its own sequence's mode.
+    std::vector<uint8_t> row_faithful(sz(n));
+    for (const Seq& sq : R.seqs)
+      std::fill_n(row_faithful.begin() + sq.at, sq.n, sq.S->mode == NumericsMode::faithful);
     const int64_t D = c_.n_embd, H = c_.n_head, hd = c_.head_dim, qr = c_.q_lora_rank, rd = c_.rope_dim,
                   nope = c_.nope_dim(), win = c_.sliding_window;
     const uint32_t ratio = c_.compress_ratios[l];
@@ -159,15 +221,15 @@ class CpuBackend final : public Backend {
       for (int64_t i = b; i < e; ++i) {
         float* qh = q.data() + i * hd;
         rms_norm(qh, nullptr, hd, c_.rms_eps, qh);
-        rope.apply(qh + nope, S.pos + i / H);
+        rope.apply(qh + nope, R.pos[sz(i / H)]);
       }
     }, 4);
     for (int64_t t = 0; t < n; ++t) {
-      const int64_t p = S.pos + t;
+      const int64_t p = R.pos[sz(t)];
       float* k = kv.data() + t * hd;
       rms_norm(k, F.kv_norm.data(), hd, c_.rms_eps, k);
       rope.apply(k + nope, p);
-      if (faithful) {
+      if (row_faithful[sz(t)]) {
         fp8_simulate_64(std::span<float>(k, sz(nope)));
         for (int64_t j = 0; j < hd; ++j) k[j] = f16_to_f32(f32_to_f16(k[j]));
       }
@@ -196,19 +258,22 @@ class CpuBackend final : public Backend {
       pool_->parallel_for(n * ih, [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
           float* qh = iq.data() + i * id;
-          rope_comp_.apply(qh + id - rd, S.pos + i / ih);
-          if (faithful) indexer_qat(std::span<float>(qh, sz(id)));
+          rope_comp_.apply(qh + id - rd, R.pos[sz(i / ih)]);
+          if (row_faithful[sz(i / ih)]) indexer_qat(std::span<float>(qh, sz(id)));
           iwt[sz(i)] *= wscale;
         }
       }, 4);
     }
 
-    CompressorParams cp{F.comp_ape.data(), F.comp_norm.data(), c_.rms_eps, nope, rd, &rope_comp_, RowKind::attention, S.mode};
-    CompressorParams ip{F.idx_ape.data(), F.idx_norm.data(), c_.rms_eps, 0, rd, &rope_comp_, RowKind::indexer, S.mode};
     Vec o(sz(n * H * hd));
     std::vector<const float*> keys;
-    for (int64_t t = 0; t < n; ++t) {
-      const int64_t p = S.pos + t;
+    // The stateful middle: each sequence's tokens in order on its own session.
+    for (const Seq& sq : R.seqs) {
+    LayerState& L = sq.S->layers[l];
+    CompressorParams cp{F.comp_ape.data(), F.comp_norm.data(), c_.rms_eps, nope, rd, &rope_comp_, RowKind::attention, sq.S->mode};
+    CompressorParams ip{F.idx_ape.data(), F.idx_norm.data(), c_.rms_eps, 0, rd, &rope_comp_, RowKind::indexer, sq.S->mode};
+    for (int64_t t = sq.at; t < sq.at + sq.n; ++t) {
+      const int64_t p = R.pos[sz(t)];
       std::copy(kv.begin() + t * hd, kv.begin() + (t + 1) * hd, L.raw.begin() + (p % win) * hd);
       keys.clear();
       for (int64_t j = std::max<int64_t>(0, p - win + 1); j <= p; ++j) keys.push_back(L.raw.data() + (j % win) * hd);
@@ -224,8 +289,9 @@ class CpuBackend final : public Backend {
       float* ot = o.data() + t * H * hd;
       attend(q.data() + t * H * hd, H, hd, keys, F.sinks.data(), ot, pool_.get());
     }
+    }
     pool_->parallel_for(n * H, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) rope.apply(o.data() + i * hd + nope, S.pos + i / H, /*inverse=*/true);
+      for (int64_t i = b; i < e; ++i) rope.apply(o.data() + i * hd + nope, R.pos[sz(i / H)], /*inverse=*/true);
     }, 4);
 
     // Grouped output projection: group g maps its heads' outputs through its own rows of W_oa.
@@ -238,7 +304,9 @@ class CpuBackend final : public Backend {
     hc_post(h, out, n, X);
   }
 
-  void ffn_block(uint32_t l, std::span<const int32_t> tokens, int64_t n, Vec& X) const {
+  void ffn_block(uint32_t l, const Rows& R, Vec& X) const {
+    const std::vector<int32_t>& tokens = R.tok;
+    const auto n = static_cast<int64_t>(tokens.size());
     const auto& W = m_->weights.layers[l];
     const LayerFloats& F = lf_[l];
     const int64_t D = c_.n_embd, E = c_.n_expert, K = c_.n_expert_used, FF = c_.expert_ff;

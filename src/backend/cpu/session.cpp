@@ -21,7 +21,24 @@ void init_compressor(CompressorState& s, int64_t ratio, int64_t dim, bool overla
 
 }  // namespace
 
-CpuSession::CpuSession(const model::ModelConfig& c, NumericsMode m) : mode(m) {
+size_t state_bytes(const model::ModelConfig& c, int64_t ctx) {
+  size_t floats = 0;
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    floats += static_cast<size_t>(c.sliding_window) * c.head_dim;
+    const uint32_t r = c.compress_ratios[l];
+    auto comp = [&](int64_t dim, bool overlap) {
+      const int64_t width = (overlap ? 2 : 1) * dim;
+      floats += 2 * static_cast<size_t>((overlap ? 2 : 1) * r * width);  // kv + score frontier
+      floats += static_cast<size_t>(ctx / r * dim);                       // emitted rows
+    };
+    if (r != 0) comp(c.head_dim, r == 4);
+    if (r == 4) comp(c.indexer_head_dim, true);
+  }
+  return floats * sizeof(float);
+}
+
+CpuSession::CpuSession(const model::ModelConfig& c, NumericsMode m, int64_t context) : ctx(context), mode(m) {
+  if (ctx <= 0) fail("session: context size must be > 0 (got {})", ctx);
   layers.resize(c.n_layer);
   for (uint32_t l = 0; l < c.n_layer; ++l) {
     LayerState& L = layers[l];
@@ -29,6 +46,8 @@ CpuSession::CpuSession(const model::ModelConfig& c, NumericsMode m) : mode(m) {
     const uint32_t r = c.compress_ratios[l];
     if (r != 0) init_compressor(L.attn, r, c.head_dim, r == 4);
     if (r == 4) init_compressor(L.indexer, r, c.indexer_head_dim, true);
+    for (CompressorState* s : {&L.attn, &L.indexer})
+      if (s->dim) s->rows.reserve(static_cast<size_t>(ctx / s->ratio * s->dim));
   }
 }
 
@@ -95,6 +114,7 @@ void CpuSession::load(std::span<const uint8_t> bytes) {
   r.at = 4;
   if (const auto v = r.get<uint32_t>(); v != 1) fail("session state: unsupported version {}", v);
   const auto p = r.get<int64_t>();
+  if (p < 0 || p > ctx) fail("session state: position {} does not fit this session's context of {} tokens", p, ctx);
   const auto m = r.get<uint8_t>() == 0 ? NumericsMode::exact : NumericsMode::faithful;
   if (m != mode) fail("session state: saved with other numerics");
   if (const auto n = r.get<uint32_t>(); n != layers.size())
@@ -109,6 +129,13 @@ void CpuSession::load(std::span<const uint8_t> bytes) {
       r.floats(c->rows, true);
       if (c->dim ? c->rows.size() % static_cast<size_t>(c->dim) != 0 : !c->rows.empty())
         fail("session state: compressed rows are not a whole number of rows");
+      if (c->dim) {
+        const auto cap = static_cast<size_t>(ctx / c->ratio * c->dim);
+        if (c->rows.size() > cap)
+          fail("session state: {} compressed rows do not fit this session's context of {} tokens",
+               c->rows.size() / static_cast<size_t>(c->dim), ctx);
+        c->rows.reserve(cap);  // the copy above kept only the size
+      }
     }
   }
   if (r.at != bytes.size()) fail("session state: {} trailing bytes", bytes.size() - r.at);

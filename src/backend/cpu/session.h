@@ -26,10 +26,17 @@ struct LayerState {
   CompressorState attn, indexer;
 };
 
+// Bytes of a session's KV state at full context `ctx`, in f32 as the CPU keeps
+// it: raw rings, compressor frontiers and every compressed row ctx can emit.
+size_t state_bytes(const model::ModelConfig& c, int64_t ctx);
+
 class CpuSession final : public SessionState {
  public:
-  CpuSession(const model::ModelConfig& c, NumericsMode mode);
+  // Reserves room for every compressed row `ctx` tokens can emit, so the
+  // session's memory is taken here and not while it runs.
+  CpuSession(const model::ModelConfig& c, NumericsMode mode, int64_t ctx);
   int64_t position() const override { return pos; }
+  int64_t capacity() const override { return ctx; }
   NumericsMode numerics() const override { return mode; }
   // Canonical layout, little-endian: "DS4S", u32 version 1, i64 position,
   // u8 numerics (0 exact, 1 faithful), u32 layers; per layer the raw ring,
@@ -39,6 +46,7 @@ class CpuSession final : public SessionState {
   void load(std::span<const uint8_t> bytes) override;
 
   int64_t pos = 0;
+  int64_t ctx = 0;
   NumericsMode mode;
   std::vector<LayerState> layers;
 };

@@ -207,7 +207,8 @@ DeviceBuffer fb(int64_t n) { return DeviceBuffer(sz(std::max<int64_t>(n, 4)) * s
 
 class CudaSession final : public SessionState {
  public:
-  CudaSession(const ModelConfig& c, NumericsMode m) : c_(c), mode(m) {
+  CudaSession(const ModelConfig& c, NumericsMode m, int64_t context) : c_(c), ctx(context), mode(m) {
+    if (ctx <= 0) fail("session: context size must be > 0 (got {})", ctx);
     layers.resize(c.n_layer);
     for (uint32_t l = 0; l < c.n_layer; ++l) {
       DevLayerState& L = layers[l];
@@ -216,6 +217,9 @@ class CudaSession final : public SessionState {
       const uint32_t r = c.compress_ratios[l];
       if (r != 0) init_comp(L.attn, r, c.head_dim, r == 4);
       if (r == 4) init_comp(L.indexer, r, c.indexer_head_dim, true);
+      // Every row the context can emit, reserved now: forward() never grows them.
+      if (r != 0) reserve_rows(L, L.attn, ctx / r, false);
+      if (r == 4) reserve_rows(L, L.indexer, ctx / r, true);
     }
     const int64_t D = c.n_embd, hc = c.hc_count, hd = c.head_dim, H = c.n_head;
     const int64_t ffmax = std::max<int64_t>(c.expert_ff, c.shared_ff());
@@ -260,13 +264,14 @@ class CudaSession final : public SessionState {
     s.in_b.alloc(max_cols);
   }
   int64_t position() const override { return pos; }
+  int64_t capacity() const override { return ctx; }
   NumericsMode numerics() const override { return mode; }
 
   // Snapshots go through the CPU session's canonical layout, so a state saved
   // on one backend loads on the other.
   std::vector<uint8_t> save() const override {
     DS4_CUDA_CHECK(cudaDeviceSynchronize());
-    cpu::CpuSession h(c_, mode);
+    cpu::CpuSession h(c_, mode, ctx);
     h.pos = pos;
     for (size_t l = 0; l < layers.size(); ++l) {
       const DevLayerState& L = layers[l];
@@ -282,7 +287,7 @@ class CudaSession final : public SessionState {
     return h.save();
   }
   void load(std::span<const uint8_t> bytes) override {
-    cpu::CpuSession h(c_, mode);
+    cpu::CpuSession h(c_, mode, ctx);
     h.load(bytes);  // validates everything before this session changes
     for (size_t l = 0; l < layers.size(); ++l) {
       DevLayerState& L = layers[l];
@@ -318,6 +323,7 @@ class CudaSession final : public SessionState {
 
   const ModelConfig& c_;
   int64_t pos = 0;
+  int64_t ctx = 0;
   NumericsMode mode;
   std::vector<DevLayerState> layers;
   Scratch sc;
@@ -382,33 +388,47 @@ class CudaBackend final : public Backend {
 
   std::string_view name() const override { return "cuda"; }
   const model::Model& model() const override { return *m_; }
-  std::unique_ptr<SessionState> new_session(NumericsMode mode) const override {
-    return std::make_unique<CudaSession>(c_, mode);
+  SessionMemory session_memory(const SessionOptions& opt) const override {
+    // The KV state is kept in f32 like the CPU's; rows are reserved for the
+    // whole context (plus the indexer's per-row top-k scratch).
+    SessionMemory m{cpu::state_bytes(c_, opt.ctx_size), 0};
+    for (uint32_t l = 0; l < c_.n_layer; ++l)
+      if (c_.compress_ratios[l] == 4) m.state_bytes += 2 * sz(std::max<int64_t>(opt.ctx_size / 4, 64)) * sizeof(float);
+    return m;
+  }
+  std::unique_ptr<SessionState> new_session(const SessionOptions& opt) const override {
+    return std::make_unique<CudaSession>(c_, opt.numerics, opt.ctx_size);
   }
 
-  void forward(SessionState& state, std::span<const int32_t> tokens, std::span<float> logits) const override {
-    auto* S = dynamic_cast<CudaSession*>(&state);
-    if (!S) fail("cuda backend: session was not created by the cuda backend");
-    const int64_t n = static_cast<int64_t>(tokens.size());
-    if (n == 0) return;
+  // Sequences run one after another, token by token (the batched kernels are
+  // not written yet); each sequence's logits land where its step asks.
+  void forward(std::span<const SeqStep> batch) const override {
+    validate_batch(c_, batch);
     const int64_t V = c_.n_vocab;
-    if (!logits.empty() && logits.size() != sz(n) * sz(V))
-      fail("cuda backend: logits buffer holds {} floats, need {} ({} tokens x vocab {})", logits.size(), sz(n) * sz(V),
-           n, V);
-    for (int64_t t = 0; t < n; ++t)
-      if (tokens[sz(t)] < 0 || static_cast<uint32_t>(tokens[sz(t)]) >= c_.n_vocab)
-        fail("token id {} at index {} is outside the vocabulary (size {})", tokens[sz(t)], t, c_.n_vocab);
-    Scratch& s = S->sc;
-    if (!logits.empty() && s.logits_cap < n) {
-      s.logits = fb(n * V);
-      s.logits_cap = n;
+    for (const SeqStep& st : batch) {
+      auto* S = dynamic_cast<CudaSession*>(st.state);
+      if (!S) fail("cuda backend: session was not created by the cuda backend");
     }
-    for (int64_t t = 0; t < n; ++t) {
-      token(*S, tokens[sz(t)], S->pos, logits.empty() ? nullptr : s.logits.as<float>() + t * V);
-      ++S->pos;
+    for (const SeqStep& st : batch) {
+      auto* S = static_cast<CudaSession*>(st.state);
+      const auto n = static_cast<int64_t>(st.tokens.size());
+      if (n == 0) continue;
+      Scratch& s = S->sc;
+      const int64_t rows = st.want == Logits::all ? n : st.want == Logits::last ? 1 : 0;
+      if (rows > 0 && s.logits_cap < rows) {
+        s.logits = fb(rows * V);
+        s.logits_cap = rows;
+      }
+      for (int64_t t = 0; t < n; ++t) {
+        float* lg = nullptr;
+        if (st.want == Logits::all) lg = s.logits.as<float>() + t * V;
+        if (st.want == Logits::last && t == n - 1) lg = s.logits.as<float>();
+        token(*S, st.tokens[sz(t)], S->pos, lg);
+        ++S->pos;
+      }
+      if (rows > 0) s.logits.download(st.logits.data(), st.logits.size() * sizeof(float));
     }
-    if (!logits.empty()) s.logits.download(logits.data(), logits.size() * sizeof(float));
-    else DS4_CUDA_CHECK(cudaDeviceSynchronize());  // surface any fault of this call here
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());  // surface any fault of this call here
   }
 
  private:

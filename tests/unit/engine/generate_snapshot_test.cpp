@@ -29,7 +29,7 @@ TEST(GenerateSnapshot, RestoreContinuesBitExactly) {
   for (int i = 0; i < 37; ++i) prompt.push_back((i * 37 + 5) % 500);  // past several compression windows
 
   for (auto mode : {backend::NumericsMode::exact, backend::NumericsMode::faithful}) {
-    Session s(*be, mode);
+    Session s(*be, {mode, 4096});
     s.prefill(prompt);
     const Session::Snapshot snap = s.snapshot();
     EXPECT_GT(snap.bytes(), prompt.size() * sizeof(int32_t));

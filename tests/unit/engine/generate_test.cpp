@@ -41,7 +41,7 @@ class Generate : public ::testing::Test {
   static std::vector<int32_t> prompt() { return single_prompt(*engine_, "", "Tell me a story.", Thinking::none); }
 
   static GenerateResult run(const GenerateOptions& o, std::vector<std::string>* pieces = nullptr) {
-    auto s = engine_->new_session();
+    auto s = engine_->new_session(4096);
     GenerateOptions g = o;
     if (pieces) g.on_text = [pieces](std::string_view t, bool) { pieces->emplace_back(t); };
     return generate(*engine_, *s, prompt(), g);
@@ -67,7 +67,7 @@ TEST_F(Generate, GreedyIsArgmaxOfEachStepAndReproducible) {
   EXPECT_EQ(a.text, b.text);
   EXPECT_EQ(a.stop, StopReason::max_tokens);
   // Oracle: feed the prompt, then each chosen token, taking argmax by hand.
-  auto s = engine_->new_session();
+  auto s = engine_->new_session(4096);
   std::vector<float> logits = s->feed(prompt());
   const int32_t eos = engine_->specials().eos;
   for (size_t i = 0; i < a.tokens.size(); ++i) {
@@ -128,7 +128,7 @@ TEST_F(Generate, ContextOverflowEndsCleanlyWithMessage) {
   const int64_t n_prompt = static_cast<int64_t>(prompt().size());
   GenerateOptions g = greedy(100);
   g.ctx_size = n_prompt + 3;
-  auto s = engine_->new_session();
+  auto s = engine_->new_session(4096);
   const GenerateResult r = generate(*engine_, *s, prompt(), g);
   EXPECT_EQ(r.stop, StopReason::context_full);
   EXPECT_EQ(r.tokens.size(), 3u);
@@ -136,7 +136,7 @@ TEST_F(Generate, ContextOverflowEndsCleanlyWithMessage) {
   EXPECT_NE(r.message.find("context full"), std::string::npos);
   // A prompt that does not fit is refused before anything is fed.
   g.ctx_size = n_prompt;
-  auto s2 = engine_->new_session();
+  auto s2 = engine_->new_session(4096);
   try {
     generate(*engine_, *s2, prompt(), g);
     FAIL() << "expected ds4::Error";
@@ -149,7 +149,7 @@ TEST_F(Generate, ContextOverflowEndsCleanlyWithMessage) {
 TEST_F(Generate, ContinuingASessionEqualsOneLongPrompt) {
   // The REPL relies on this: feeding only a new suffix continues the state.
   GenerateOptions g = greedy(4);
-  auto s = engine_->new_session();
+  auto s = engine_->new_session(4096);
   const auto first = generate(*engine_, *s, prompt(), g);
   std::vector<int32_t> more{*first.unfed, engine_->specials().eos};
   const auto turn = user_turn(*engine_, "And another.", Thinking::none);
@@ -159,7 +159,7 @@ TEST_F(Generate, ContinuingASessionEqualsOneLongPrompt) {
   all.insert(all.end(), first.tokens.begin(), first.tokens.end());
   all.push_back(engine_->specials().eos);
   all.insert(all.end(), turn.begin(), turn.end());
-  auto fresh = engine_->new_session();
+  auto fresh = engine_->new_session(4096);
   const auto once = generate(*engine_, *fresh, all, g);
   EXPECT_EQ(second.tokens, once.tokens);
 }

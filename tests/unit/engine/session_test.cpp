@@ -31,9 +31,9 @@ TEST(Session, PrefillThenDecodeMatchesReference) {
   std::vector<int32_t> toks(tok_f.begin(), tok_f.end());
   const size_t V = m->config.n_vocab, S = toks.size();
 
-  Session a(*be, backend::NumericsMode::exact);
+  Session a(*be, {backend::NumericsMode::exact, 4096});
   const auto all = a.feed_all(toks);
-  Session b(*be, backend::NumericsMode::exact);
+  Session b(*be, {backend::NumericsMode::exact, 4096});
   b.prefill(std::span<const int32_t>(toks).first(10));
   std::vector<float> last;
   for (size_t t = 10; t < S; ++t) last = b.feed(std::span<const int32_t>(toks).subspan(t, 1));
