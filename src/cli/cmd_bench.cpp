@@ -1,9 +1,13 @@
 // `ds4 bench -m MODEL (--prompt-file F | --chat-prompt-file F) --ctx-start A
-//  --ctx-max B (--step-incr N | --step-mul X) --gen-tokens G [--csv FILE]`:
+//  --ctx-max B (--step-incr N | --step-mul X) --gen-tokens G [--sequences S] [--csv FILE]`:
 // prefill and decode throughput at growing context frontiers
-// (reference-behavior §6.6). One fixed token sequence is fed incrementally; at
-// each frontier the live state is snapshotted, G greedy tokens (never EOS) are
-// generated, and the snapshot is restored before moving on.
+// (docs/ARCHITECTURE.md; the CSV of antirez/ds4's ds4-bench plus columns). One
+// fixed token sequence is fed incrementally; at each frontier the live state
+// is snapshotted, G greedy tokens (never EOS) are generated, and the snapshot
+// is restored before moving on. With --sequences S > 1, S copies of the
+// frontier state then decode G steps together, one batched forward per step,
+// each starting from a different token so their routing differs as separate
+// conversations' would: the aggregate and per-sequence tok/s are extra columns.
 #include <fmt/format.h>
 
 #include <chrono>
@@ -24,7 +28,7 @@ namespace {
 struct BenchOpts {
   std::string model, prompt_file, chat_prompt_file, system = "You are a helpful assistant.", csv, backend = "cpu",
       numerics = "faithful";
-  int64_t ctx_start = 2048, ctx_max = 32768, ctx_alloc = 0, step_incr = 2048, gen_tokens = 128;
+  int64_t ctx_start = 2048, ctx_max = 32768, ctx_alloc = 0, step_incr = 2048, gen_tokens = 128, sequences = 1;
   double step_mul = 1;
   int threads = 0;
 };
@@ -54,11 +58,49 @@ double weight_bytes_per_token(const engine::Engine& e) {
   return total;
 }
 
+// S sequences restored from the frontier snapshot decode G steps together
+// (greedy, never EOS); returns the aggregate decode tok/s. Sequence i starts
+// from the frontier token shifted by i so the sequences route differently.
+double batched_decode_tps(const engine::Engine& e, const engine::Session::Snapshot& snap, int32_t last, int64_t S,
+                          int64_t G, int64_t alloc) {
+  const auto V = static_cast<int64_t>(e.model().config.n_vocab);
+  const int32_t eos = e.specials().eos;
+  std::vector<std::unique_ptr<engine::Session>> seqs;
+  std::vector<int32_t> next(static_cast<size_t>(S));
+  for (int64_t i = 0; i < S; ++i) {
+    seqs.push_back(e.new_session(alloc));
+    seqs.back()->restore(snap);
+    int32_t t = static_cast<int32_t>((int64_t{last} + i * 7919) % V);
+    if (t == eos) t = static_cast<int32_t>((t + 1) % V);
+    next[static_cast<size_t>(i)] = t;
+  }
+  std::vector<float> logits(static_cast<size_t>(S * V));
+  std::vector<backend::SeqStep> batch(static_cast<size_t>(S));
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t g = 0; g < G; ++g) {
+    for (int64_t i = 0; i < S; ++i)
+      batch[static_cast<size_t>(i)] = {&seqs[static_cast<size_t>(i)]->state(),
+                                       std::span<const int32_t>(&next[static_cast<size_t>(i)], 1), backend::Logits::last,
+                                       std::span<float>(logits.data() + i * V, static_cast<size_t>(V))};
+    e.backend().forward(batch);
+    for (int64_t i = 0; i < S; ++i) {
+      const float* row = logits.data() + i * V;
+      int64_t best = eos == 0 ? 1 : 0;
+      for (int64_t v = 0; v < V; ++v)
+        if (v != eos && row[v] > row[best]) best = v;
+      next[static_cast<size_t>(i)] = static_cast<int32_t>(best);
+    }
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return s > 0 ? static_cast<double>(S * G) / s : 0;
+}
+
 void run(const BenchOpts& o) {
   if (o.prompt_file.empty() == o.chat_prompt_file.empty()) fail("give exactly one of --prompt-file and --chat-prompt-file");
   if (o.ctx_start <= 0) fail("invalid value for --ctx-start: {} (must be > 0)", o.ctx_start);
   if (o.ctx_max < o.ctx_start) fail("invalid value for --ctx-max: {} (must be >= --ctx-start {})", o.ctx_max, o.ctx_start);
   if (o.gen_tokens <= 0) fail("invalid value for --gen-tokens: {} (must be > 0)", o.gen_tokens);
+  if (o.sequences <= 0 || o.sequences > 4096) fail("invalid value for --sequences: {} (must be 1..4096)", o.sequences);
   if (o.step_incr <= 0) fail("invalid value for --step-incr: {} (must be > 0)", o.step_incr);
   if (!std::isfinite(o.step_mul) || o.step_mul < 1) fail("invalid value for --step-mul: {} (must be >= 1)", o.step_mul);
   const int64_t alloc = o.ctx_alloc > 0 ? o.ctx_alloc : o.ctx_max + o.gen_tokens + 1;
@@ -89,7 +131,9 @@ void run(const BenchOpts& o) {
   std::fprintf(stderr, "ds4-bench: %s, %zu prompt tokens, %.1f MB of weights read per decoded token\n", o.model.c_str(),
                toks.size(), wbytes / 1e6);
 
-  std::fprintf(out, "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes,weight_gbps\n");
+  const bool multi = o.sequences > 1;
+  std::fprintf(out, "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes,weight_gbps%s\n",
+               multi ? ",sequences,agg_gen_tps,seq_gen_tps" : "");
   std::fflush(out);
   auto session = e.new_session(alloc);
   engine::GenerateOptions g;
@@ -115,9 +159,15 @@ void run(const BenchOpts& o) {
     // one decode forward pass, which is what gen_tps measures.
     const double gen_tps = n_gen > 1 && r.gen_seconds > 0 ? static_cast<double>(n_gen - 1) / r.gen_seconds : 0;
     const double prefill_tps = prefill_s > 0 ? static_cast<double>(frontier - from) / prefill_s : 0;
-    std::fprintf(out, "%lld,%lld,%.2f,%lld,%.2f,%zu,%.2f\n", static_cast<long long>(frontier),
+    std::fprintf(out, "%lld,%lld,%.2f,%lld,%.2f,%zu,%.2f", static_cast<long long>(frontier),
                  static_cast<long long>(frontier - from), prefill_tps, static_cast<long long>(n_gen), gen_tps,
                  snap.bytes(), wbytes * gen_tps / 1e9);
+    if (multi) {
+      const double agg = batched_decode_tps(e, snap, last, o.sequences, o.gen_tokens, alloc);
+      std::fprintf(out, ",%lld,%.2f,%.2f", static_cast<long long>(o.sequences), agg,
+                   agg / static_cast<double>(o.sequences));
+    }
+    std::fprintf(out, "\n");
     std::fflush(out);
     // Back to the state before the generation; the frontier's last token is
     // fed again (untimed) so the next interval starts exactly at the frontier.
@@ -143,6 +193,9 @@ Registration reg("bench", 80, [](CLI::App& app) {
   sub->add_option("--step-incr", o->step_incr, "Frontier step when --step-mul is 1")->capture_default_str();
   sub->add_option("--step-mul", o->step_mul, "Frontier multiplier (>= 1)")->capture_default_str();
   sub->add_option("--gen-tokens,-n", o->gen_tokens, "Tokens generated at each frontier")->capture_default_str();
+  sub->add_option("--sequences", o->sequences,
+                  "Also decode this many sequences together at each frontier (aggregate and per-sequence tok/s)")
+      ->capture_default_str();
   sub->add_option("--csv", o->csv, "Write the CSV here instead of stdout");
   sub->add_option("-t,--threads", o->threads, "CPU threads (0: all)");
   sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");

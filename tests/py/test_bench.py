@@ -23,9 +23,9 @@ def text(tmp_path_factory):
     return str(p)
 
 
-def rows(out):
+def rows(out, columns=COLUMNS):
     r = list(csv.DictReader(io.StringIO(out)))
-    assert r and list(r[0].keys()) == COLUMNS
+    assert r and list(r[0].keys()) == columns
     return r
 
 
@@ -72,3 +72,24 @@ def test_bench_bad_flags(ds4_bin, model, text, args, msg):
         args = ["--ctx-start", "40", *args]
     p = run([ds4_bin, "bench", "-m", model, "--prompt-file", text, *args], check=False)
     assert p.returncode == 1 and msg in p.stderr
+
+
+def test_bench_sequences_decode_together(ds4_bin, model, text):
+    # --sequences 4: the usual columns plus four sequences decoding together
+    # at each frontier through one batched forward per step.
+    p = run([ds4_bin, "bench", "-m", model, "--prompt-file", text, "--ctx-start", "40", "--ctx-max", "80",
+             "--step-incr", "40", "--gen-tokens", "3", "--sequences", "4", "-t", "2"])
+    r = rows(p.stdout, COLUMNS + ["sequences", "agg_gen_tps", "seq_gen_tps"])
+    assert [int(x["ctx_tokens"]) for x in r] == [40, 80]
+    for x in r:
+        assert int(x["sequences"]) == 4
+        agg, per = float(x["agg_gen_tps"]), float(x["seq_gen_tps"])
+        assert agg > 0 and abs(per * 4 - agg) <= 0.01 * agg + 0.02
+    print(p.stdout)
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "5000"])
+def test_bench_sequences_out_of_range(ds4_bin, model, text, bad):
+    p = run([ds4_bin, "bench", "-m", model, "--prompt-file", text, "--ctx-start", "40", "--ctx-max", "40",
+             "--sequences", bad], check=False)
+    assert p.returncode != 0 and "--sequences" in p.stderr
