@@ -1,5 +1,6 @@
 #include "backend/backend.h"
 
+#include <cmath>
 #include <unordered_set>
 
 #include "backend/cpu/cpu_backend.h"
@@ -26,7 +27,21 @@ void Backend::forward(SessionState& state, std::span<const int32_t> tokens, std:
   forward(std::span<const SeqStep>(&step, 1));
 }
 
-void validate_batch(const model::ModelConfig& c, std::span<const SeqStep> batch) {
+void Backend::set_steering(std::shared_ptr<const model::SteeringVectors> v) {
+  if (v) fail("{} backend: directional steering is not available on this backend yet", name());
+  steering_.reset();
+}
+
+void Backend::keep_steering(std::shared_ptr<const model::SteeringVectors> v) {
+  const auto& c = model().config;
+  if (v && (v->n_layer != c.n_layer || v->n_embd != c.n_embd))
+    fail("steering {}: vectors of {} x {}, the model has {} layers x {}", v->path, v->n_layer, v->n_embd, c.n_layer,
+         c.n_embd);
+  steering_ = std::move(v);
+}
+
+void validate_batch(const model::ModelConfig& c, std::span<const SeqStep> batch,
+                    const model::SteeringVectors* steering) {
   const size_t V = c.n_vocab;
   std::unordered_set<const SessionState*> seen;
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -44,6 +59,12 @@ void validate_batch(const model::ModelConfig& c, std::span<const SeqStep> batch)
       if (s.tokens[t] < 0 || static_cast<uint32_t>(s.tokens[t]) >= c.n_vocab)
         fail("batch step {}: token id {} at index {} is outside the vocabulary (size {})", i, s.tokens[t], t,
              c.n_vocab);
+    if (!std::isfinite(s.steer.attn) || !std::isfinite(s.steer.ffn))
+      fail("batch step {}: steering scales must be finite (attn {}, ffn {})", i, s.steer.attn, s.steer.ffn);
+    if (s.steer.active() && !steering)
+      fail("batch step {}: steering scales (attn {}, ffn {}) but no steering file is loaded", i, s.steer.attn,
+           s.steer.ffn);
+    if (s.capture && n == 0) fail("batch step {}: a capture needs at least one token", i);
     const int64_t end = s.state->position() + static_cast<int64_t>(n);
     if (end > s.state->capacity())
       fail("batch step {}: {} tokens at position {} pass the session's context of {} tokens", i, n,

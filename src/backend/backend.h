@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "model/steering.h"
 #include "model/weights.h"
 
 namespace ds4::backend {
@@ -64,6 +65,26 @@ class SessionState {
 // Which positions of a sequence's step get logits.
 enum class Logits { none, last, all };
 
+// Directional steering scales of one sequence (docs/steering.md): the
+// backend's loaded direction of each layer is projected out of the attention
+// output and/or the FFN output (y <- y - s d (d.y)). Zero: untouched.
+struct Steering {
+  float attn = 0, ffn = 0;
+  bool active() const { return attn != 0 || ffn != 0; }
+  bool operator==(const Steering&) const = default;
+};
+
+// The layer outputs steering acts on, by name.
+enum class Component { attn, ffn };
+
+// Asks a step to copy one component at every layer for its last token row:
+// `pre` as the layer computed it, `post` after this step's steering (equal
+// when it has none). Each [n_layer][n_embd]. Used to build directions.
+struct Capture {
+  Component component = Component::ffn;
+  std::vector<float> pre, post;
+};
+
 // One sequence's part of a batch.
 struct SeqStep {
   SessionState* state = nullptr;
@@ -71,6 +92,8 @@ struct SeqStep {
   Logits want = Logits::none;
   // none: empty; last: vocab floats; all: tokens.size() * vocab, row-major.
   std::span<float> logits;
+  Steering steer{};
+  Capture* capture = nullptr;  // optional; needs at least one token
 };
 
 class Backend {
@@ -93,12 +116,26 @@ class Backend {
   // A batch of one: logits for every position when `logits` is non-empty
   // (n * vocab floats), none (state only) when it is empty.
   void forward(SessionState& state, std::span<const int32_t> tokens, std::span<float> logits) const;
+
+  // The steering directions that steps with non-zero scales use (null: none).
+  // Called while no forward() runs. Throws for a backend without steering or
+  // vectors of another shape.
+  virtual void set_steering(std::shared_ptr<const model::SteeringVectors> v);
+  const model::SteeringVectors* steering() const { return steering_.get(); }
+
+ protected:
+  // Checks the vectors' shape against the model and keeps them; backends
+  // that apply steering call it from their set_steering.
+  void keep_steering(std::shared_ptr<const model::SteeringVectors> v);
+  std::shared_ptr<const model::SteeringVectors> steering_;
 };
 
 // Throws ds4::Error naming the offending step: a null or repeated session,
-// a token outside the vocabulary, a logits buffer of the wrong size, or a
-// step that would pass the session's capacity.
-void validate_batch(const model::ModelConfig& c, std::span<const SeqStep> batch);
+// a token outside the vocabulary, a logits buffer of the wrong size, a step
+// that would pass the session's capacity, a non-finite steering scale or one
+// without loaded directions, or a capture on a step without tokens.
+void validate_batch(const model::ModelConfig& c, std::span<const SeqStep> batch,
+                    const model::SteeringVectors* steering = nullptr);
 
 struct BackendOptions {
   int threads = 0;  // 0: hardware concurrency

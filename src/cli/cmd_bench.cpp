@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/steering_flags.h"
 #include "engine/generate.h"
 #include "engine/prompt.h"
 #include "util/error.h"
@@ -31,6 +32,7 @@ struct BenchOpts {
   int64_t ctx_start = 2048, ctx_max = 32768, ctx_alloc = 0, step_incr = 2048, gen_tokens = 128, sequences = 1;
   double step_mul = 1;
   int threads = 0;
+  SteeringFlags steering;
 };
 
 std::string slurp(const std::string& path, std::string_view flag) {
@@ -81,7 +83,8 @@ double batched_decode_tps(const engine::Engine& e, const engine::Session::Snapsh
     for (int64_t i = 0; i < S; ++i)
       batch[static_cast<size_t>(i)] = {&seqs[static_cast<size_t>(i)]->state(),
                                        std::span<const int32_t>(&next[static_cast<size_t>(i)], 1), backend::Logits::last,
-                                       std::span<float>(logits.data() + i * V, static_cast<size_t>(V))};
+                                       std::span<float>(logits.data() + i * V, static_cast<size_t>(V)),
+                                       seqs[static_cast<size_t>(i)]->steering()};
     e.backend().forward(batch);
     for (int64_t i = 0; i < S; ++i) {
       const float* row = logits.data() + i * V;
@@ -112,6 +115,7 @@ void run(const BenchOpts& o) {
   eo.backend = o.backend;
   eo.threads = o.threads;
   eo.numerics = backend::parse_numerics(o.numerics);
+  apply_steering_flags(o.steering, eo);
   std::FILE* out = stdout;
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> csv_file(nullptr, &std::fclose);
   if (!o.csv.empty()) {
@@ -200,6 +204,7 @@ Registration reg("bench", 80, [](CLI::App& app) {
   sub->add_option("-t,--threads", o->threads, "CPU threads (0: all)");
   sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");
   sub->add_option("--numerics", o->numerics, "faithful (default) or exact");
+  add_steering_flags(sub, o->steering);
   sub->callback([o] { run(*o); });
 });
 

@@ -182,6 +182,7 @@ void run(RunOptions& o, const CLI::App& sub) {
   eo.backend = o.backend;
   eo.threads = o.threads;
   eo.numerics = backend::parse_numerics(o.numerics);
+  apply_steering_flags(o.steering, eo);
   engine::Engine e(eo);
   if (o.dump_tokens) return dump_tokens(e, prompt);
   note_random_weights(e, o.model);
@@ -214,6 +215,7 @@ Registration reg("run", 10, [](CLI::App& app) {
   sub->add_option("-t,--threads", o->threads, "CPU threads (0: all)");
   sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");
   sub->add_option("--numerics", o->numerics, "faithful (default) or exact");
+  add_steering_flags(sub, o->steering);
   sub->callback([o, sub] { run(*o, *sub); });
 });
 

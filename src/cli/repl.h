@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "cli/steering_flags.h"
 #include "engine/engine.h"
 #include "engine/generate.h"
 #include "engine/prompt.h"
@@ -22,6 +23,7 @@ struct RunOptions {
   int logprobs_top_k = 20, threads = 0;
   bool nothink = false, think = false, think_max = false, dump_tokens = false;
   engine::Thinking thinking = engine::Thinking::high;  // resolved from the flags and ctx
+  SteeringFlags steering;
 };
 
 // Streams generated text to stdout: reasoning dim grey on a terminal, tags

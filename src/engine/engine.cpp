@@ -1,8 +1,10 @@
 #include "engine/engine.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include "util/error.h"
+#include "util/log.h"
 
 namespace ds4::engine {
 namespace {
@@ -31,7 +33,18 @@ Engine::Engine(const EngineOptions& opt)
     : model_(load_model(opt.model_path)),
       backend_(backend::make_backend(opt.backend, model_, backend::BackendOptions{opt.threads})),
       tok_(load_tokenizer(*model_, opt.model_path)),
-      numerics_(opt.numerics) {
+      numerics_(opt.numerics),
+      steering_(opt.steering) {
+  if (!std::isfinite(opt.steering.attn) || !std::isfinite(opt.steering.ffn))
+    fail("steering scales must be finite (attn {}, ffn {})", opt.steering.attn, opt.steering.ffn);
+  if (opt.steering_file.empty() && opt.steering.active())
+    fail("a steering scale (attn {}, ffn {}) needs --dir-steering-file", opt.steering.attn, opt.steering.ffn);
+  if (!opt.steering_file.empty()) {
+    backend_->set_steering(std::make_shared<const model::SteeringVectors>(
+        model::SteeringVectors::load(opt.steering_file, model_->config)));
+    log::info("directional steering enabled: {} attn={} ffn={}", opt.steering_file, opt.steering.attn,
+              opt.steering.ffn);
+  }
   auto need = [&](std::string_view s) {
     auto id = tok_.find_special(s);
     if (!id) fail("{}: the tokenizer lacks the DS4 special token '{}'", opt.model_path, s);

@@ -18,6 +18,10 @@ struct EngineOptions {
   std::string backend = "cpu";
   int threads = 0;  // 0: hardware concurrency
   backend::NumericsMode numerics = backend::NumericsMode::faithful;
+  // Directional steering (docs/steering.md): the direction file and the
+  // scales every session starts with. Non-zero scales need a file.
+  std::string steering_file;
+  backend::Steering steering;
 };
 
 // Ids of the DS4 special tokens the generation loop and prompts need.
@@ -39,8 +43,11 @@ class Engine {
   // A session that holds up to ctx_size tokens; its memory is taken now
   // (throws ds4::Error with the figures when the backend cannot hold it).
   std::unique_ptr<Session> new_session(int64_t ctx_size) const {
-    return std::make_unique<Session>(*backend_, backend::SessionOptions{numerics_, ctx_size});
+    auto s = std::make_unique<Session>(*backend_, backend::SessionOptions{numerics_, ctx_size});
+    s->set_steering(steering_);
+    return s;
   }
+  const backend::Steering& default_steering() const { return steering_; }
 
  private:
   std::shared_ptr<model::Model> model_;
@@ -48,6 +55,7 @@ class Engine {
   tokenizer::Tokenizer tok_;
   SpecialIds ids_;
   backend::NumericsMode numerics_;
+  backend::Steering steering_;
 };
 
 }  // namespace ds4::engine

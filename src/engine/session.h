@@ -19,6 +19,9 @@ class Session {
   int64_t position() const { return state_->position(); }
   int64_t capacity() const { return state_->capacity(); }
   backend::SessionState& state() { return *state_; }
+  // Steering scales used by every later feed (zero: none).
+  void set_steering(const backend::Steering& s) { steer_ = s; }
+  const backend::Steering& steering() const { return steer_; }
   backend::NumericsMode numerics() const { return state_->numerics(); }
 
   // Appends `toks`; returns the logits of the last one (vocab floats).
@@ -45,6 +48,7 @@ class Session {
   const backend::Backend& be_;
   std::unique_ptr<backend::SessionState> state_;
   std::vector<int32_t> tokens_;
+  backend::Steering steer_;
 };
 
 }  // namespace ds4::engine

@@ -88,6 +88,8 @@ class CpuBackend final : public Backend {
   SessionMemory session_memory(const SessionOptions& opt) const override {
     return {state_bytes(c_, opt.ctx_size), 0};
   }
+  void set_steering(std::shared_ptr<const model::SteeringVectors> v) override { keep_steering(std::move(v)); }
+
   std::unique_ptr<SessionState> new_session(const SessionOptions& opt) const override {
     if (opt.ctx_size <= 0) fail("cpu backend: context size must be > 0 (got {})", opt.ctx_size);
     // Rows are reserved, not touched, up front; a session whose full state
@@ -101,13 +103,18 @@ class CpuBackend final : public Backend {
   }
 
   void forward(std::span<const SeqStep> batch) const override {
-    validate_batch(c_, batch);
+    validate_batch(c_, batch, steering());
     Rows R;
     for (const SeqStep& st : batch) {
       auto* S = dynamic_cast<CpuSession*>(st.state);
       if (!S) fail("cpu backend: session was not created by the cpu backend");
       const auto n = static_cast<int64_t>(st.tokens.size());
-      R.seqs.push_back({S, static_cast<int64_t>(R.tok.size()), n});
+      R.seqs.push_back({S, static_cast<int64_t>(R.tok.size()), n, st.steer, st.capture});
+      if (st.capture) {
+        const size_t layer_floats = sz(c_.n_layer) * c_.n_embd;
+        st.capture->pre.assign(layer_floats, 0.0f);
+        st.capture->post.assign(layer_floats, 0.0f);
+      }
       for (int64_t t = 0; t < n; ++t) {
         R.tok.push_back(st.tokens[sz(t)]);
         R.pos.push_back(S->pos + t);
@@ -158,6 +165,8 @@ class CpuBackend final : public Backend {
   struct Seq {
     CpuSession* S;
     int64_t at, n;
+    Steering steer;
+    Capture* capture;
   };
   // The batch's rows: every sequence's tokens in order, with their positions.
   struct Rows {
@@ -190,6 +199,25 @@ class CpuBackend final : public Backend {
     per_token(n, [&](int64_t t) {
       hc_expand(X.data() + t * hc * D, out.data() + t * D, h.post.data() + t * hc, h.comb.data() + t * hc * hc, hc, D);
     });
+  }
+
+  // Steering and capture of one layer component (out: [rows][n_embd]): each
+  // sequence's rows lose their scaled projection on the layer's direction;
+  // a capture copies its last row before and after.
+  void steer(uint32_t l, Component comp, const Rows& R, Vec& out) const {
+    const int64_t D = c_.n_embd;
+    for (const Seq& sq : R.seqs) {
+      if (sq.n == 0) continue;
+      const float s = comp == Component::attn ? sq.steer.attn : sq.steer.ffn;
+      Capture* cap = sq.capture && sq.capture->component == comp ? sq.capture : nullptr;
+      const int64_t last = sq.at + sq.n - 1;
+      if (cap) std::copy_n(out.begin() + last * D, D, cap->pre.begin() + l * D);
+      if (s != 0) {
+        const std::span<const float> d = steering()->layer(l);
+        for (int64_t t = sq.at; t < sq.at + sq.n; ++t) model::steer_row(d, s, std::span<float>(out.data() + t * D, sz(D)));
+      }
+      if (cap) std::copy_n(out.begin() + last * D, D, cap->post.begin() + l * D);
+    }
   }
 
   void attention_block(uint32_t l, const Rows& R, Vec& X) const {
@@ -301,6 +329,7 @@ class CpuBackend final : public Backend {
       mm(row_slice(W.out_a, g * ro, ro), o.data() + g * hpg * hd, H * hd, n, z.data() + g * ro, G * ro);
     Vec out(sz(n * D));
     mm(W.out_b, z.data(), G * ro, n, out.data(), D);
+    steer(l, Component::attn, R, out);
     hc_post(h, out, n, X);
   }
 
@@ -348,6 +377,7 @@ class CpuBackend final : public Backend {
     Vec out(sz(n * D), 0.0f);
     if (n == 1) {
       decode_experts(l, routed, f, out);
+      steer(l, Component::ffn, R, out);
       hc_post(h, out, n, X);
       return;
     }
@@ -385,6 +415,7 @@ class CpuBackend final : public Backend {
       swiglu(W.gate_shexp, W.up_shexp, W.down_shexp, n, c_.shared_ff(), nullptr);
       for (size_t k = 0; k < out.size(); ++k) out[k] += y[k];
     }
+    steer(l, Component::ffn, R, out);
     hc_post(h, out, n, X);
   }
 
