@@ -40,6 +40,11 @@ Vec floats(const Weight& w) { return w.present() ? w.to_f32() : Vec{}; }
 
 size_t sz(int64_t n) { return static_cast<size_t>(n); }
 
+// Up to this many rows in a layer, experts run as one job per (expert, row)
+// use in two pool calls (decode_experts); above it, one matmul per expert
+// over its rows (prefill). Both give the same bits.
+constexpr int64_t kExpertJobRows = 16;
+
 double physical_memory_bytes() {
   const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
   return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
@@ -375,12 +380,6 @@ class CpuBackend final : public Backend {
     }
 
     Vec out(sz(n * D), 0.0f);
-    if (n == 1) {
-      decode_experts(l, routed, f, out);
-      steer(l, Component::ffn, R, out);
-      hc_post(h, out, n, X);
-      return;
-    }
     Vec xe, g, u, y;
     auto swiglu = [&](const Weight& wg, const Weight& wu, const Weight& wd, int64_t m, int64_t ff, const float* weights) {
       g.resize(sz(m * ff));
@@ -395,8 +394,13 @@ class CpuBackend final : public Backend {
       }, 512);
       mm(wd, g.data(), ff, m, y.data(), D);
     };
+    // One token: every expert, the shared one too, in two pool calls. A few
+    // rows: the routed experts that way, the shared one as a matmul below
+    // (read once for all rows rather than once per row).
+    const bool jobs = n <= kExpertJobRows, shared_in_jobs = n == 1;
+    if (jobs) decode_experts(l, routed, n, f, out, shared_in_jobs);
     Vec wts;
-    for (int64_t e = 0; e < E; ++e) {
+    for (int64_t e = 0; e < E && !jobs; ++e) {
       const auto& list = routed[sz(e)];
       if (list.empty()) continue;
       const auto m = static_cast<int64_t>(list.size());
@@ -410,7 +414,7 @@ class CpuBackend final : public Backend {
       for (int64_t i = 0; i < m; ++i)
         for (int64_t d = 0; d < D; ++d) out[sz(list[sz(i)].first * D + d)] += y[sz(i * D + d)];
     }
-    if (c_.n_expert_shared > 0) {
+    if (c_.n_expert_shared > 0 && !(jobs && shared_in_jobs)) {
       xe = f;
       swiglu(W.gate_shexp, W.up_shexp, W.down_shexp, n, c_.shared_ff(), nullptr);
       for (size_t k = 0; k < out.size(); ++k) out[k] += y[k];
@@ -419,20 +423,25 @@ class CpuBackend final : public Backend {
     hc_post(h, out, n, X);
   }
 
-  // One token's experts (the selected ones, then the shared one): the gate and
-  // up rows of all of them in one pass over the pool, then all their down
-  // rows in another, where the many-token path makes four pool calls per
-  // expert (each call costs microseconds of wake-up and hand-off on many
-  // threads, and a Flash layer has seven experts per token). The same kernels
-  // on the same activations, summed in the same order: bit for bit the
-  // many-token path with one token (the prefill == decode tests hold).
-  void decode_experts(uint32_t l, const std::vector<std::vector<std::pair<int64_t, float>>>& routed, const Vec& f,
-                      Vec& out) const {
+  // The experts of a few rows (a decode step of one or several sequences),
+  // the shared one too when `with_shared`:
+  // every (expert, row) use's gate and up rows in one pass over the pool,
+  // then all their down rows in another, where the many-token path makes four
+  // pool calls per expert (each costs microseconds of wake-up and hand-off on
+  // many threads; a Flash layer has seven experts per token, and the rows of
+  // a decode batch mostly route to different experts, so reading an expert
+  // once per row costs little). The same kernels on the same activations
+  // (a matmul row equals a matvec bit for bit), summed per row in the same
+  // order (routed experts in expert order, then the shared one): bit for bit
+  // the many-token path (the prefill == decode and batch == alone tests hold).
+  void decode_experts(uint32_t l, const std::vector<std::vector<std::pair<int64_t, float>>>& routed, int64_t n,
+                      const Vec& f, Vec& out, bool with_shared) const {
     const auto& W = m_->weights.layers[l];
     const int64_t D = c_.n_embd, FF = c_.expert_ff, SF = c_.n_expert_shared > 0 ? c_.shared_ff() : 0;
     const float clamp = c_.swiglu_clamp[l];
     struct Use {
       int64_t e;      // expert, or -1 for the shared one
+      int64_t t;      // row
       float weight;   // routing weight (1 for the shared expert)
       int64_t ff, at; // hidden width, offset in g/u
     };
@@ -442,20 +451,22 @@ class CpuBackend final : public Backend {
     // each is its own row of the many-token path's matmul.
     for (size_t e = 0; e < routed.size(); ++e)
       for (const auto& [t, w] : routed[e]) {
-        uses.push_back({static_cast<int64_t>(e), w, FF, hidden});
+        uses.push_back({static_cast<int64_t>(e), t, w, FF, hidden});
         hidden += FF;
       }
-    if (SF > 0) {
-      uses.push_back({-1, 1.0f, SF, hidden});
-      hidden += SF;
-    }
+    if (SF > 0 && with_shared)
+      for (int64_t t = 0; t < n; ++t) {
+        uses.push_back({-1, t, 1.0f, SF, hidden});
+        hidden += SF;
+      }
     Vec g(sz(hidden)), u(sz(hidden)), y(uses.size() * sz(D));
     std::vector<quant::MatvecJob> jobs;
     for (const Use& s : uses) {
       const Weight& wg = s.e < 0 ? W.gate_shexp : W.gate_exps;
       const Weight& wu = s.e < 0 ? W.up_shexp : W.up_exps;
-      jobs.push_back(matvec_job(s.e < 0 ? wg : wg.slice(s.e), f.data(), g.data() + s.at));
-      jobs.push_back(matvec_job(s.e < 0 ? wu : wu.slice(s.e), f.data(), u.data() + s.at));
+      const float* x = f.data() + s.t * D;
+      jobs.push_back(matvec_job(s.e < 0 ? wg : wg.slice(s.e), x, g.data() + s.at));
+      jobs.push_back(matvec_job(s.e < 0 ? wu : wu.slice(s.e), x, u.data() + s.at));
     }
     quant::matvec_batch(jobs, pool_.get());
     // The activation over all uses' hidden values, split over the pool: one
@@ -476,7 +487,7 @@ class CpuBackend final : public Backend {
     }
     quant::matvec_batch(jobs, pool_.get());
     for (size_t i = 0; i < uses.size(); ++i)
-      for (int64_t d = 0; d < D; ++d) out[sz(d)] += y[i * sz(D) + sz(d)];
+      for (int64_t d = 0; d < D; ++d) out[sz(uses[i].t * D + d)] += y[i * sz(D) + sz(d)];
   }
 
   void head(int64_t n, const Vec& X, float* logits) const {
