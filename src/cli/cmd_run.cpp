@@ -15,6 +15,7 @@
 #include "cli/commands.h"
 #include "cli/progress.h"
 #include "cli/repl.h"
+#include "util/default_model.h"
 #include "util/error.h"
 
 namespace ds4::cli {
@@ -175,6 +176,7 @@ int one_shot(const engine::Engine& e, const RunOptions& o, const std::string& pr
 
 void run(RunOptions& o, const CLI::App& sub) {
   validate(o, sub);
+  o.model = resolve_model_path(o.model);
   std::string prompt = o.prompt;
   if (!o.prompt_file.empty()) prompt = read_file(o.prompt_file, "--prompt-file");
   engine::EngineOptions eo;
@@ -194,7 +196,7 @@ void run(RunOptions& o, const CLI::App& sub) {
 Registration reg("run", 10, [](CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
   CLI::App* sub = app.add_subcommand("run", "Generate text: one-shot with -p, otherwise an interactive chat");
-  sub->add_option("-m,--model", o->model, "Model .gguf")->required();
+  sub->add_option("-m,--model", o->model, "Model .gguf (default: the one `ds4 pull` fetched last)");
   sub->add_option("-p,--prompt", o->prompt, "Prompt text (one-shot mode)");
   sub->add_option("--prompt-file", o->prompt_file, "Read the prompt from a file (one-shot mode)");
   sub->add_option("--system", o->system, "System text (also -sys; \"\" disables)");
