@@ -15,7 +15,7 @@ std::string_view trim(std::string_view s) {
 }
 
 std::optional<int64_t> parse_int(std::string_view s) {
-  if (s.empty() || s.size() > 18) return std::nullopt;  // 18 digits cannot overflow int64
+  if (s.empty() || s.size() > 19) return std::nullopt;  // from_chars reports overflow
   int64_t v = 0;
   const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (ec != std::errc() || end != s.data() + s.size() || v < 0) return std::nullopt;

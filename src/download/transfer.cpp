@@ -101,7 +101,7 @@ bool start_body(State& st) {
     const fs::path dir = fs::absolute(st.part).parent_path();
     const int64_t need = st.total - st.offset, avail = free_bytes(dir.string());
     if (avail >= 0 && need > avail) {
-      st.abort_msg = fmt::format("disk full: {} needs {} more, {} has {} free", fs::path(st.part).filename().string(),
+      st.abort_msg = fmt::format("disk full: {} needs {} more, {} has {} free", fs::path(st.part).stem().string(),
                                  human_bytes(static_cast<double>(need)), dir.string(), human_bytes(static_cast<double>(avail)));
       return false;
     }
