@@ -111,7 +111,9 @@ void dump_tokens(const engine::Engine& e, const std::string& text) {
 void note_random_weights(const engine::Engine& e, const std::string& path) {
   const gguf::Value* name = e.model().file->find("general.name");
   if (name && name->s.starts_with("synth-"))
-    std::fprintf(stderr, "ds4: note: %s has random weights (made by ds4 synth): its output is gibberish\n",
+    std::fprintf(stderr,
+                 "ds4: note: %s has random weights (made by ds4 synth): its output is gibberish; "
+                 "for a real model: ds4 pull q2-imatrix\n",
                  path.c_str());
 }
 
@@ -169,7 +171,7 @@ int one_shot(const engine::Engine& e, const RunOptions& o, const std::string& pr
     dump << doc.dump() << "\n";
     if (!dump.flush()) fail("--dump-logprobs {}: write failed", o.dump_logprobs);
   }
-  if (r.stop == engine::StopReason::context_full) std::fprintf(stderr, "ds4: %s\n", r.message.c_str());
+  print_stop(r, o.tokens);
   print_timing(r);
   return 0;
 }
