@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import re
 import threading
+import time
 
 
 class Served:
@@ -18,6 +19,7 @@ class Served:
         self.token = None       # required Bearer token
         self.ranges = True      # honour Range
         self.claim_size = None  # Content-Length to announce instead of the real one
+        self.chunk_delay = 0    # seconds to wait after each 64 KiB sent (a slow link)
 
 
 class RangeServer:
@@ -76,8 +78,12 @@ class RangeServer:
                     body = body[: max(0, f.cut_after - start)]
                 elif f.claim_size:
                     body = body[:16]  # a start, then the connection drops
-                self.wfile.write(body)
-                self.wfile.flush()
+                step = 65536 if f.chunk_delay else max(1, len(body))
+                for i in range(0, len(body), step):
+                    self.wfile.write(body[i:i + step])
+                    self.wfile.flush()
+                    if f.chunk_delay:
+                        time.sleep(f.chunk_delay)
 
             def reply(self, code, body):
                 self.send_response(code)

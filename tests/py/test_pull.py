@@ -4,8 +4,11 @@ wrong checksum rejected, a 404, a refused connection, a multi-part model, a
 gated file, a full disk, and the default model that `ds4 run` then uses."""
 import hashlib
 import os
+import pty
+import re
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -66,6 +69,33 @@ def test_full_download_verified_and_made_default(ds4_bin, server, env, tmp_path)
     n = len(server.log)
     q = pull(ds4_bin, env, server.url("/org/repo/resolve/main/model.gguf"), "-o", str(out))
     assert q.returncode == 0 and "already there" in q.stderr and len(server.log) == n
+
+
+def test_progress_on_a_terminal_is_one_line_with_rate_and_eta(ds4_bin, server, env, tmp_path):
+    data = blob(MIB, "tty")
+    server.add("/t.gguf", data).chunk_delay = 0.1  # 16 chunks: about 1.6 s
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(ds4_bin, [ds4_bin, "pull", server.url("/t.gguf"), "-o", str(tmp_path)], env)
+    out = b""
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    text = out.decode("utf-8", "replace")
+    assert os.WEXITSTATUS(status) == 0, text
+    # Redrawn in place: carriage return + erase-line before each state.
+    frames = text.split("\r\x1b[2K")
+    assert len(frames) >= 3, text
+    assert re.search(r"t\.gguf: \[#*\.*\] \d+% [\d.]+ KiB of 1\.0 MiB, [\d.]+ KiB/s, ETA \d+s", text), text
+    assert "[########################] 100% 1.0 MiB of 1.0 MiB" in text
+    assert (tmp_path / "t.gguf").read_bytes() == data
 
 
 def test_default_output_dir_is_gguf_or_env(ds4_bin, server, env, tmp_path):
