@@ -31,7 +31,7 @@ void fetch_file(const FileJob& job, const fs::path& path, const std::string& exp
     if (r.complete) break;
     if (attempt >= opt.retries)
       fail("{}: transfer cut ({}); {} is kept: run the same command again to resume", job.name, r.cut_reason, part);
-    const int wait = std::min(1 << attempt, 30);
+    const int wait = attempt < 5 ? 1 << attempt : 30;  // 1, 2, 4, 8, 16, then 30 s
     std::fprintf(stderr, "ds4: %s: %s; resuming in %ds (retry %d of %d)\n", job.name.c_str(), r.cut_reason.c_str(),
                  wait, attempt + 1, opt.retries);
     std::this_thread::sleep_for(std::chrono::seconds(wait));
