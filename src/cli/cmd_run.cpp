@@ -15,6 +15,7 @@
 #include "cli/commands.h"
 #include "cli/progress.h"
 #include "cli/repl.h"
+#include "util/default_model.h"
 #include "util/error.h"
 
 namespace ds4::cli {
@@ -110,7 +111,9 @@ void dump_tokens(const engine::Engine& e, const std::string& text) {
 void note_random_weights(const engine::Engine& e, const std::string& path) {
   const gguf::Value* name = e.model().file->find("general.name");
   if (name && name->s.starts_with("synth-"))
-    std::fprintf(stderr, "ds4: note: %s has random weights (made by ds4 synth): its output is gibberish\n",
+    std::fprintf(stderr,
+                 "ds4: note: %s has random weights (made by ds4 synth): its output is gibberish; "
+                 "for a real model: ds4 pull q2-imatrix\n",
                  path.c_str());
 }
 
@@ -168,13 +171,14 @@ int one_shot(const engine::Engine& e, const RunOptions& o, const std::string& pr
     dump << doc.dump() << "\n";
     if (!dump.flush()) fail("--dump-logprobs {}: write failed", o.dump_logprobs);
   }
-  if (r.stop == engine::StopReason::context_full) std::fprintf(stderr, "ds4: %s\n", r.message.c_str());
+  print_stop(r, o.tokens);
   print_timing(r);
   return 0;
 }
 
 void run(RunOptions& o, const CLI::App& sub) {
   validate(o, sub);
+  o.model = resolve_model_path(o.model);
   std::string prompt = o.prompt;
   if (!o.prompt_file.empty()) prompt = read_file(o.prompt_file, "--prompt-file");
   engine::EngineOptions eo;
@@ -195,7 +199,7 @@ void run(RunOptions& o, const CLI::App& sub) {
 Registration reg("run", 10, [](CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
   CLI::App* sub = app.add_subcommand("run", "Generate text: one-shot with -p, otherwise an interactive chat");
-  sub->add_option("-m,--model", o->model, "Model .gguf")->required();
+  sub->add_option("-m,--model", o->model, "Model .gguf (default: the one `ds4 pull` fetched last)");
   sub->add_option("-p,--prompt", o->prompt, "Prompt text (one-shot mode)");
   sub->add_option("--prompt-file", o->prompt_file, "Read the prompt from a file (one-shot mode)");
   sub->add_option("--system", o->system, "System text (also -sys; \"\" disables)");

@@ -197,7 +197,7 @@ class Repl {
       return;
     }
     if (r.stop == engine::StopReason::interrupted) std::fprintf(stderr, "ds4: interrupted\n");
-    if (r.stop == engine::StopReason::context_full) std::fprintf(stderr, "ds4: %s\n", r.message.c_str());
+    print_stop(r, o_.tokens);
     // The turn joins the transcript with its sampled tokens verbatim
     // (reasoning included) and a closing EOS.
     body_.insert(body_.end(), want.begin() + static_cast<std::ptrdiff_t>(committed), want.end());

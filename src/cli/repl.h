@@ -41,8 +41,11 @@ class TextPrinter {
 };
 
 engine::GenerateOptions generate_options(const RunOptions& o);
-// "ds4: prefill: X t/s, generation: Y t/s" on stderr.
+// "ds4: prefill: X t/s, generation: Y t/s (N tokens)" on stderr.
 void print_timing(const engine::GenerateResult& r);
+// Why generation stopped, on stderr, when it was not the model's own end:
+// "ds4: [stopped: N-token limit] ..." or the context-full message.
+void print_stop(const engine::GenerateResult& r, int64_t max_tokens);
 // The thinking mode the flags ask for, downgraded with a warning when the
 // context is too small for Think Max. `what` names the flag or command.
 engine::Thinking resolve_thinking(engine::Thinking requested, int64_t ctx, std::string_view what);

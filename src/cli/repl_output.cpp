@@ -58,8 +58,17 @@ void print_timing(const engine::GenerateResult& r) {
   const double pre = r.prefill_seconds > 0 ? static_cast<double>(r.prompt_tokens) / r.prefill_seconds : 0;
   const double gen = r.gen_seconds > 0 ? static_cast<double>(r.tokens.size()) / r.gen_seconds : 0;
   const bool tty = isatty(fileno(stderr));
-  std::fprintf(stderr, "%sds4: prefill: %.2f t/s, generation: %.2f t/s%s\n", tty ? "\x1b[36m" : "", pre, gen,
-               tty ? "\x1b[0m" : "");
+  std::fprintf(stderr, "%sds4: prefill: %.2f t/s, generation: %.2f t/s (%zu tokens)%s\n", tty ? "\x1b[36m" : "", pre,
+               gen, r.tokens.size(), tty ? "\x1b[0m" : "");
+}
+
+void print_stop(const engine::GenerateResult& r, int64_t max_tokens) {
+  // An end of text needs no word; any other stop does, or a reply cut at the
+  // limit looks like a model that stopped mid-sentence on its own.
+  if (r.stop == engine::StopReason::max_tokens)
+    std::fprintf(stderr, "ds4: [stopped: %lld-token limit] (-n/--tokens sets it)\n", static_cast<long long>(max_tokens));
+  else if (r.stop == engine::StopReason::context_full)
+    std::fprintf(stderr, "ds4: %s\n", r.message.c_str());
 }
 
 engine::Thinking resolve_thinking(engine::Thinking requested, int64_t ctx, std::string_view what) {
