@@ -76,6 +76,10 @@ PrefixCache::PrefixCache(PrefixCacheOptions opt) : opt_(std::move(opt)) {
   if (opt_.min_tokens < 0) fail("prefix cache: minimum must be >= 0 tokens, got {}", opt_.min_tokens);
   if (opt_.checkpoint_interval < 0)
     fail("prefix cache: checkpoint interval must be >= 0 tokens, got {}", opt_.checkpoint_interval);
+  if (opt_.cold_max_tokens != 0 && opt_.cold_max_tokens < opt_.min_tokens)
+    fail("prefix cache: cold save maximum must be 0 or >= the minimum of {} tokens, got {}", opt_.min_tokens,
+         opt_.cold_max_tokens);
+  if (opt_.boundary_trim < 0) fail("prefix cache: boundary trim must be >= 0 tokens, got {}", opt_.boundary_trim);
   const int64_t B = opt_.block_tokens;
   step_ = opt_.checkpoint_interval ? (opt_.checkpoint_interval + B - 1) / B * B : 0;
   if (!opt_.disk_dir.empty()) {
@@ -513,6 +517,13 @@ int64_t PrefixCache::next_checkpoint(int64_t from, int64_t to) const {
   if (step_ <= 0 || to <= from) return -1;
   const int64_t next = (std::max<int64_t>(from, 0) / step_ + 1) * step_;
   return next <= to ? next : -1;
+}
+
+int64_t PrefixCache::cold_checkpoint(int64_t prompt_len, int64_t anchor) const {
+  if (opt_.cold_max_tokens == 0 || prompt_len < opt_.min_tokens || prompt_len > opt_.cold_max_tokens) return -1;
+  if (anchor >= opt_.min_tokens && anchor < prompt_len) return anchor;
+  const int64_t at = (prompt_len - opt_.boundary_trim) / opt_.block_tokens * opt_.block_tokens;
+  return at >= opt_.min_tokens && at > 0 ? at : -1;
 }
 
 void PrefixCache::unpin(uint64_t key) {

@@ -40,8 +40,13 @@ struct PrefixCacheOptions {
   uint64_t disk_bytes = uint64_t{4096} << 20;  // --kv-disk-space-mb, reference default 4096
   int64_t min_tokens = 512;    // shorter prefixes are cheaper to prefill than to store
   // Periodic checkpoints during long prefills and decodes: every multiple of
-  // this many tokens (rounded up to whole blocks); 0: none. Reference: 10240.
-  int64_t checkpoint_interval = 10240;
+  // this many tokens (rounded up to whole blocks: 10000 -> 10240); 0: none.
+  int64_t checkpoint_interval = 10000;
+  // Cold saves (a prompt prefilled from nothing): prompts of min_tokens ..
+  // cold_max_tokens get a checkpoint `boundary_trim` tokens before their end,
+  // aligned down to a block (0: no cold saves). Reference defaults.
+  int64_t cold_max_tokens = 30000;
+  int64_t boundary_trim = 32;
   // Read and checksum every file at startup (else only headers and token
   // lists; a corrupt payload is then found at restore).
   bool verify_on_scan = true;
@@ -123,6 +128,11 @@ class PrefixCache {
   int64_t checkpoint_step() const { return step_; }
   bool should_checkpoint(int64_t pos) const { return step_ > 0 && pos > 0 && pos % step_ == 0; }
   int64_t next_checkpoint(int64_t from, int64_t to) const;
+  // Where a cold prefill of `prompt_len` tokens should stop to store a `cold`
+  // checkpoint (-1: none). `anchor` (e.g. the end of the system prompt and
+  // tools, shared by every conversation of an agent) wins when it is at least
+  // min_tokens and inside the prompt.
+  int64_t cold_checkpoint(int64_t prompt_len, int64_t anchor = -1) const;
 
   PrefixCacheStats stats() const;
   const PrefixCacheOptions& options() const { return opt_; }

@@ -377,7 +377,22 @@ TEST(PrefixCache, PeriodicCheckpointPositions) {
   EXPECT_EQ(cache.next_checkpoint(25, 48), 48);
   o.checkpoint_interval = 0;
   EXPECT_EQ(PrefixCache(o).next_checkpoint(0, 1000), -1);
+  // Reference defaults: interval 10000 -> 10240 with 256-token blocks.
+  PrefixCacheOptions d;
+  EXPECT_EQ(PrefixCache(d).checkpoint_step(), 10240);
+  // Cold saves: min 512 .. max 30000 tokens, 32 trimmed, aligned down to 256.
+  PrefixCache dc(d);
+  EXPECT_EQ(dc.cold_checkpoint(511), -1);
+  EXPECT_EQ(dc.cold_checkpoint(600), 512);  // 568 aligns down to 512, the minimum
+  EXPECT_EQ(dc.cold_checkpoint(540), -1);   // 508 aligns down to 256, below it
+  EXPECT_EQ(dc.cold_checkpoint(30001), -1);
+  EXPECT_EQ(dc.cold_checkpoint(5000), 4864);
+  EXPECT_EQ(dc.cold_checkpoint(5000, 1500), 1500);  // the anchor wins
+  EXPECT_EQ(dc.cold_checkpoint(5000, 100), 4864);   // an anchor below the minimum does not
   o.block_tokens = 0;
+  EXPECT_THROW(PrefixCache{o}, Error);
+  o.block_tokens = 8;
+  o.cold_max_tokens = 4;  // below min_tokens (8)
   EXPECT_THROW(PrefixCache{o}, Error);
 }
 
