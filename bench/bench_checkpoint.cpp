@@ -123,6 +123,31 @@ void BM_CheckpointLoad(benchmark::State& st) {
   st.SetLabel(cold ? "cold (file pages dropped)" : "warm (page cache)");
 }
 
+// The parts: the backend's serialization, the file write alone (incl. fsync),
+// the file read alone (incl. checksum), the backend's load alone.
+void BM_Part(benchmark::State& st) {
+  auto& s = state();
+  engine::Checkpoint c;
+  c.snapshot.state = s.session->save();
+  c.snapshot.tokens = s.tokens;
+  write_checkpoint(s.path.string(), s.fp, c);
+  backend::cpu::CpuSession target(model::preset_config("flash"), backend::NumericsMode::faithful, s.n);
+  const auto bytes = engine::checkpoint_file_bytes(c);
+  for (auto _ : st) {
+    switch (st.range(0)) {
+      case 0: benchmark::DoNotOptimize(s.session->save().data()); break;
+      case 1: engine::write_checkpoint(s.path.string(), s.fp, c); break;
+      case 2: benchmark::DoNotOptimize(engine::read_checkpoint(s.path.string(), s.fp).snapshot.state.data()); break;
+      case 3: target.load(c.snapshot.state); break;
+    }
+  }
+  static const char* names[] = {"state serialize (backend)", "file write + fsync", "file read + checksum (warm)",
+                                "state load (backend)"};
+  st.SetLabel(names[st.range(0)]);
+  st.SetBytesProcessed(static_cast<int64_t>(bytes) * st.iterations());
+}
+
+BENCHMARK(BM_Part)->DenseRange(0, 3)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
 BENCHMARK(BM_CheckpointSave)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
 BENCHMARK(BM_CheckpointLoad)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
 

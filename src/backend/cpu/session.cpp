@@ -92,7 +92,16 @@ struct Reader {
 }  // namespace
 
 std::vector<uint8_t> CpuSession::save() const {
+  // Sized up front: a 32K-token Flash state is ~0.5 GB, and growing the
+  // vector by doubling copied it several times over (bench_checkpoint).
+  size_t total = 4 + 4 + 8 + 1 + 4;
+  for (const LayerState& L : layers) {
+    total += 8 + L.raw.size() * sizeof(float);
+    for (const CompressorState* c : {&L.attn, &L.indexer})
+      total += 3 * 8 + (c->kv.size() + c->score.size() + c->rows.size()) * sizeof(float);
+  }
   std::vector<uint8_t> out{'D', 'S', '4', 'S'};
+  out.reserve(total);
   put<uint32_t>(out, 1);
   put<int64_t>(out, pos);
   put<uint8_t>(out, mode == NumericsMode::exact ? 0 : 1);
