@@ -427,3 +427,76 @@ TEST(PrefixCache, ConcurrentLookupsStatsAndStores) {
 
 }  // namespace
 }  // namespace ds4::engine
+
+namespace ds4::engine {
+namespace {
+
+// One turn as a scheduler would serve it (docs/prefix-cache.md §How the
+// scheduler calls it): resume from the longest cached prefix, prefill the
+// rest in chunks cut at periodic checkpoints, store there, then "generate"
+// and store the end of the turn. Returns the prompt tokens served from cache.
+int64_t serve_turn(PrefixCache& cache, Session& s, const std::vector<int32_t>& prompt,
+                   const std::vector<int32_t>& reply, std::string* explain) {
+  auto hit = cache.lookup(prompt, static_cast<int64_t>(prompt.size()) - 1);
+  *explain = hit.explain;
+  int64_t done = 0;
+  std::string why;
+  if (hit.matched > 0 && cache.restore(hit.handle, s, nullptr, &why)) done = hit.matched;
+  hit.handle.release();
+  const std::span<const int32_t> all(prompt);
+  for (int64_t pos = done; pos < static_cast<int64_t>(prompt.size());) {
+    const int64_t end = static_cast<int64_t>(prompt.size());
+    const int64_t cut = cache.next_checkpoint(pos, end);
+    const int64_t to = cut > 0 ? cut : end;
+    s.prefill(all.subspan(static_cast<size_t>(pos), static_cast<size_t>(to - pos)));
+    if (cut > 0) cache.store(s, SaveReason::continued);
+    pos = to;
+  }
+  s.prefill(reply);  // what the model "generated"
+  cache.store(s, SaveReason::evict);
+  return done;
+}
+
+TEST(PrefixCache, AgentConversationIsServedFromCacheAcrossTurnsAndARestart) {
+  const TempDir dir("pc_agent");
+  auto o = opts();
+  o.ram_bytes = 4 << 20;
+  o.disk_dir = dir.path.string();
+  o.checkpoint_interval = 32;
+  std::vector<int32_t> convo = toks(40, 11);  // system prompt + first user message
+  int64_t prompt_total = 0, cached_total = 0;
+  auto cache = std::make_unique<PrefixCache>(o);
+  for (int turn = 0; turn < 6; ++turn) {
+    if (turn == 3) {  // restart: RAM is gone, the disk remains
+      cache->flush();
+      cache = std::make_unique<PrefixCache>(o);
+    }
+    const auto reply = toks(9 + turn, 20 + turn);
+    Session s(*fx().be, {kMode, 256});
+    std::string explain;
+    const int64_t cached = serve_turn(*cache, s, convo, reply, &explain);
+    // The session now equals one that prefilled everything from scratch.
+    Session fresh(*fx().be, {kMode, 256});
+    fresh.prefill(concat(convo, reply));
+    EXPECT_EQ(s.snapshot().state, fresh.snapshot().state) << "turn " << turn;
+    if (turn > 0) {
+      // The previous turn's end (its prompt + reply) is cached: everything
+      // but this turn's new user message comes from the cache.
+      EXPECT_EQ(cached, static_cast<int64_t>(convo.size()) - 7) << "turn " << turn << ": " << explain;
+      EXPECT_TRUE(explain.starts_with("hit: ")) << explain;
+      if (turn == 3) {
+        EXPECT_NE(explain.find("from disk"), std::string::npos) << explain;
+      }
+      prompt_total += static_cast<int64_t>(convo.size());
+      cached_total += cached;
+    }
+    convo = concat(concat(convo, reply), toks(7, 40 + turn));  // next user message
+  }
+  const double share = static_cast<double>(cached_total) / static_cast<double>(prompt_total);
+  std::printf("agent conversation: %lld of %lld prompt tokens after turn 1 from cache (%.1f%%)\n",
+              static_cast<long long>(cached_total), static_cast<long long>(prompt_total), 100 * share);
+  EXPECT_GT(share, 0.85);
+}
+
+}  // namespace
+}  // namespace ds4::engine
