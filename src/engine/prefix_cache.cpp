@@ -211,8 +211,8 @@ void PrefixCache::scan_dir() {
     Entry e;
     e.tokens = std::move(head.tokens);
     e.key = entry_key(e.tokens, &e.parent);
-    const std::string want = (fs::path(opt_.disk_dir) / fmt::format("{:016x}{}", e.key, kExt)).string();
-    if (want != f.path || static_cast<int64_t>(e.tokens.size()) < opt_.min_tokens || entries_.count(e.key)) {
+    const std::string want = fmt::format("{:016x}{}", e.key, kExt);
+    if (fs::path(f.path).filename().string() != want || static_cast<int64_t>(e.tokens.size()) < opt_.min_tokens || entries_.count(e.key)) {
       ::unlink(f.path.c_str());
       ++st_.discarded_files;
       note(fmt::format("prefix cache: discarded checkpoint {}: its name does not match its tokens", f.path));
