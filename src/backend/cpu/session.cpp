@@ -135,6 +135,8 @@ void CpuSession::load(std::span<const uint8_t> bytes) {
     for (CompressorState* c : {&L.attn, &L.indexer}) {
       r.floats(c->kv, false);
       r.floats(c->score, false);
+      // Room for the whole context before the rows arrive, so they are copied once.
+      if (c->dim) c->rows.reserve(static_cast<size_t>(ctx / c->ratio * c->dim));
       r.floats(c->rows, true);
       if (c->dim ? c->rows.size() % static_cast<size_t>(c->dim) != 0 : !c->rows.empty())
         fail("session state: compressed rows are not a whole number of rows");
@@ -143,7 +145,6 @@ void CpuSession::load(std::span<const uint8_t> bytes) {
         if (c->rows.size() > cap)
           fail("session state: {} compressed rows do not fit this session's context of {} tokens",
                c->rows.size() / static_cast<size_t>(c->dim), ctx);
-        c->rows.reserve(cap);  // the copy above kept only the size
       }
     }
   }
