@@ -15,6 +15,7 @@
 #include "cli/commands.h"
 #include "cli/progress.h"
 #include "cli/repl.h"
+#include "cli/session_file.h"
 #include "util/default_model.h"
 #include "util/error.h"
 
@@ -117,9 +118,10 @@ void note_random_weights(const engine::Engine& e, const std::string& path) {
                  path.c_str());
 }
 
-int one_shot(const engine::Engine& e, const RunOptions& o, const std::string& prompt) {
+int one_shot(const engine::Engine& e, const RunOptions& o, const SessionFileFlags& sf, const std::string& prompt) {
   const auto toks = engine::single_prompt(e, o.system, prompt, o.thinking);
   auto session = e.new_session(o.ctx);
+  const size_t loaded = load_session_file(e, sf, toks, *session);
   engine::GenerateOptions g = generate_options(o);
   const bool dumping = !o.dump_logprobs.empty();
   // Open outputs before the (long) generation so a bad path fails at once.
@@ -161,8 +163,9 @@ int one_shot(const engine::Engine& e, const RunOptions& o, const std::string& pr
                                                                           nlohmann::json::error_handler_t::replace).c_str());
     }
   };
-  const engine::GenerateResult r = engine::generate(e, *session, toks, g);
+  const engine::GenerateResult r = engine::generate(e, *session, std::span(toks).subspan(loaded), g);
   progress.finish();
+  save_session_file(e, sf, *session);
   if (!dumping) printer.finish();
   if (trace) std::fprintf(trace, "stop %s\n", std::string(engine::stop_reason_name(r.stop)).c_str());
   if (dumping) {
@@ -176,9 +179,12 @@ int one_shot(const engine::Engine& e, const RunOptions& o, const std::string& pr
   return 0;
 }
 
-void run(RunOptions& o, const CLI::App& sub) {
+void run(RunOptions& o, const CLI::App& sub, const SessionFileFlags& sf) {
   validate(o, sub);
   o.model = resolve_model_path(o.model);
+  if (sf.any() && o.prompt.empty() && o.prompt_file.empty())
+    fail("--save-session and --load-session need a prompt (-p or --prompt-file)");
+  check_session_file_flags(sf);
   std::string prompt = o.prompt;
   if (!o.prompt_file.empty()) prompt = read_file(o.prompt_file, "--prompt-file");
   engine::EngineOptions eo;
@@ -191,7 +197,7 @@ void run(RunOptions& o, const CLI::App& sub) {
   if (o.dump_tokens) return dump_tokens(e, prompt);
   note_random_weights(e, o.model);
   const bool have_prompt = !o.prompt.empty() || !o.prompt_file.empty();
-  const int rc = have_prompt ? one_shot(e, o, prompt) : run_repl(e, o);
+  const int rc = have_prompt ? one_shot(e, o, sf, prompt) : run_repl(e, o);
   std::fflush(stdout);
   if (rc != 0) std::exit(rc);
 }
@@ -220,7 +226,9 @@ Registration reg("run", 10, [](CLI::App& app) {
   sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");
   sub->add_option("--numerics", o->numerics, "faithful (default) or exact");
   add_steering_flags(sub, o->steering);
-  sub->callback([o, sub] { run(*o, *sub); });
+  auto sf = std::make_shared<SessionFileFlags>();
+  add_session_file_flags(sub, *sf);
+  sub->callback([o, sub, sf] { run(*o, *sub, *sf); });
 });
 
 }  // namespace

@@ -92,7 +92,16 @@ struct Reader {
 }  // namespace
 
 std::vector<uint8_t> CpuSession::save() const {
+  // Sized up front: a 32K-token Flash state is ~0.5 GB, and growing the
+  // vector by doubling copied it several times over (bench_checkpoint).
+  size_t total = 4 + 4 + 8 + 1 + 4;
+  for (const LayerState& L : layers) {
+    total += 8 + L.raw.size() * sizeof(float);
+    for (const CompressorState* c : {&L.attn, &L.indexer})
+      total += 3 * 8 + (c->kv.size() + c->score.size() + c->rows.size()) * sizeof(float);
+  }
   std::vector<uint8_t> out{'D', 'S', '4', 'S'};
+  out.reserve(total);
   put<uint32_t>(out, 1);
   put<int64_t>(out, pos);
   put<uint8_t>(out, mode == NumericsMode::exact ? 0 : 1);
@@ -126,6 +135,8 @@ void CpuSession::load(std::span<const uint8_t> bytes) {
     for (CompressorState* c : {&L.attn, &L.indexer}) {
       r.floats(c->kv, false);
       r.floats(c->score, false);
+      // Room for the whole context before the rows arrive, so they are copied once.
+      if (c->dim) c->rows.reserve(static_cast<size_t>(ctx / c->ratio * c->dim));
       r.floats(c->rows, true);
       if (c->dim ? c->rows.size() % static_cast<size_t>(c->dim) != 0 : !c->rows.empty())
         fail("session state: compressed rows are not a whole number of rows");
@@ -134,7 +145,6 @@ void CpuSession::load(std::span<const uint8_t> bytes) {
         if (c->rows.size() > cap)
           fail("session state: {} compressed rows do not fit this session's context of {} tokens",
                c->rows.size() / static_cast<size_t>(c->dim), ctx);
-        c->rows.reserve(cap);  // the copy above kept only the size
       }
     }
   }
