@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cuda/cuda_buffer.h"
 #include "backend/cuda/cuda_check.h"
 #include "model/weights.h"
 #include "quant/kernels.h"
@@ -306,6 +307,115 @@ TEST(GpuForwardFit, ModelThatDoesNotFitFailsAtLoadWithSizes) {
   auto s = gpu->new_session({NumericsMode::exact, kTestCtx});
   std::vector<float> lg(model->config.n_vocab);
   gpu->forward(*s, std::vector<int32_t>{1}, lg);
+  EXPECT_TRUE(std::isfinite(lg[0]));
+}
+
+// A session's device memory is allocated when it is created, in the amount
+// session_memory() states; forward() then allocates and frees nothing, in any
+// shape of call (decode, prefill, chunks, logits for more rows than the
+// session keeps on the device, a batch of several sessions). Checked two ways:
+// DeviceBuffer's counters (every device allocation of the backend goes through
+// it) and the driver's own free-memory figure.
+TEST(GpuForwardMemory, NoDeviceAllocationInsideForward) {
+  ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
+  ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";
+  for (const char* name : {"tiny-flash-ds4-q2", "tiny-flash-f32", "tiny-q8_0"}) {
+    auto model = ds4::model::Model::load(model_dir() + "/" + name + ".gguf");
+    auto gpu = ds4::backend::make_backend("cuda", model);
+    const size_t V = model->config.n_vocab;
+    const auto toks = test_tokens(model->config.n_vocab, 150);
+    const ds4::backend::SessionOptions opt{NumericsMode::faithful, 4096};
+    const ds4::backend::SessionMemory need = gpu->session_memory(opt);
+    // Every call shape once per session: prefill with all logits (150 rows),
+    // decode steps, a chunk with the last logits only, a state-only chunk,
+    // then a batch of two sessions.
+    auto exercise = [&](ds4::backend::SessionState& a, ds4::backend::SessionState& b) {
+      std::vector<float> all(100 * V), one(V), two(V);
+      gpu->forward(a, std::span<const int32_t>(toks.data(), 100), all);
+      for (size_t t = 100; t < 110; ++t) gpu->forward(a, std::span<const int32_t>(toks.data() + t, 1), one);
+      gpu->forward(a, std::span<const int32_t>(toks.data() + 110, 20), {});
+      gpu->forward(b, std::span<const int32_t>(toks.data(), 30), {});
+      const ds4::backend::SeqStep steps[2] = {
+          {&a, std::span<const int32_t>(toks.data() + 130, 20), ds4::backend::Logits::last, one},
+          {&b, std::span<const int32_t>(toks.data() + 30, 1), ds4::backend::Logits::last, two}};
+      gpu->forward(steps);
+      EXPECT_TRUE(std::isfinite(one[0]) && std::isfinite(two[0]));
+    };
+    {
+      // Warm-up on other sessions: the driver loads kernel images on first use.
+      auto wa = gpu->new_session(opt), wb = gpu->new_session(opt);
+      exercise(*wa, *wb);
+    }
+    const ds4::cuda::AllocStats before_new = ds4::cuda::alloc_stats();
+    auto a = gpu->new_session(opt), b = gpu->new_session(opt);
+    const ds4::cuda::AllocStats before = ds4::cuda::alloc_stats();
+    EXPECT_EQ(before.live_bytes - before_new.live_bytes, 2 * need.total())
+        << name << ": session_memory() must state what a session takes";
+    size_t free0 = 0, free1 = 0, total = 0;
+    ASSERT_EQ(cudaMemGetInfo(&free0, &total), cudaSuccess);
+    exercise(*a, *b);
+    const ds4::cuda::AllocStats after = ds4::cuda::alloc_stats();
+    ASSERT_EQ(cudaMemGetInfo(&free1, &total), cudaSuccess);
+    std::printf("gpu-forward: memory %-18s session %.2f MiB (state %.2f + scratch %.2f), across forward: %llu "
+                "cudaMalloc, %llu cudaFree, free memory %+lld bytes\n",
+                name, static_cast<double>(need.total()) / 1048576.0, static_cast<double>(need.state_bytes) / 1048576.0,
+                static_cast<double>(need.scratch_bytes) / 1048576.0,
+                static_cast<unsigned long long>(after.mallocs - before.mallocs),
+                static_cast<unsigned long long>(after.frees - before.frees),
+                static_cast<long long>(free1) - static_cast<long long>(free0));
+    EXPECT_EQ(after.mallocs, before.mallocs) << name << ": cudaMalloc inside forward";
+    EXPECT_EQ(after.frees, before.frees) << name << ": cudaFree inside forward";
+    EXPECT_EQ(free1, free0) << name << ": device free memory moved across forward";
+  }
+}
+
+// A session that does not fit in free device memory is refused at
+// new_session with the figures (needed, free), nothing is left allocated, and
+// the device stays usable. Two ways: a context too large for the whole card,
+// and a normal one while another allocation holds nearly all free memory.
+TEST(GpuForwardMemory, SessionLargerThanFreeMemoryIsRefused) {
+  ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
+  ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";
+  auto model = ds4::model::Model::load(model_dir() + "/tiny-flash-ds4-q2.gguf");
+  auto gpu = ds4::backend::make_backend("cuda", model);
+  size_t free_b = 0, total_b = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
+  auto refusal = [&](const ds4::backend::SessionOptions& opt) {
+    const ds4::cuda::AllocStats before = ds4::cuda::alloc_stats();
+    std::string msg;
+    try {
+      auto s = gpu->new_session(opt);
+    } catch (const std::exception& e) {
+      msg = e.what();
+    }
+    const ds4::cuda::AllocStats after = ds4::cuda::alloc_stats();
+    EXPECT_EQ(after.live_bytes, before.live_bytes) << "a refused session left device memory allocated";
+    EXPECT_NE(msg.find("needs"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("MiB"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("free"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(std::to_string(opt.ctx_size)), std::string::npos) << msg;
+    std::printf("gpu-forward: refused: %s\n", msg.c_str());
+  };
+  // The smallest power-of-two context whose session outgrows the whole card.
+  int64_t ctx = 4096;
+  while (gpu->session_memory({NumericsMode::faithful, ctx}).total() <= total_b && ctx < (int64_t{1} << 50)) ctx *= 2;
+  ASSERT_GT(gpu->session_memory({NumericsMode::faithful, ctx}).total(), total_b);
+  refusal({NumericsMode::faithful, ctx});
+
+  const ds4::backend::SessionOptions opt{NumericsMode::exact, kTestCtx};
+  const size_t need = gpu->session_memory(opt).total();
+  ASSERT_EQ(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
+  // Leave half the session's size free.
+  void* hog = nullptr;
+  ASSERT_GT(free_b, need);
+  ASSERT_EQ(cudaMalloc(&hog, free_b - need / 2), cudaSuccess);
+  refusal(opt);
+  ASSERT_EQ(cudaFree(hog), cudaSuccess);
+  // With the memory back the same session is made and runs.
+  auto s = gpu->new_session(opt);
+  std::vector<float> lg(model->config.n_vocab), lg3(3 * lg.size());
+  gpu->forward(*s, std::vector<int32_t>{1, 2, 3}, lg3);
+  gpu->forward(*s, std::vector<int32_t>{4}, lg);
   EXPECT_TRUE(std::isfinite(lg[0]));
 }
 

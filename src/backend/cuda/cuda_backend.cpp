@@ -6,6 +6,13 @@
 // what follows from the position alone (ring slots, when a window closes, how
 // many compressed rows exist). Each step mirrors the CPU reference
 // (cpu_backend.cpp), the oracle this backend is tested against.
+//
+// Memory and streams (docs/cuda-backend.md): a session's device memory (KV
+// state and its scratch, logits for a bounded number of rows included) is one
+// slab allocated when the session is created, laid out by SessionLayout, and
+// session_memory() reports that layout's exact size. forward() allocates and
+// frees nothing and queues all its work on the backend's own non-blocking
+// stream; it waits for that stream only to hand logits back.
 #include "backend/cuda/cuda_backend.h"
 
 #include <cuda_runtime_api.h>
@@ -34,6 +41,8 @@ namespace fwd = ds4::cuda::fwd;
 
 size_t sz(int64_t n) { return static_cast<size_t>(n); }
 constexpr double kMiB = 1024.0 * 1024.0;
+// Device memory new_session() leaves free beyond the session itself.
+constexpr size_t kSessionRoom = size_t{128} << 20;
 
 // A weight in device memory. Types the GPU kernels lack were converted to F32.
 struct DevWeight {
@@ -124,35 +133,63 @@ struct DevLayer {
 
 // ---- session ---------------------------------------------------------------------
 
+using ds4::cuda::DeviceSpan;
+
+// Hands out consecutive 256-byte aligned parts of a slab. With a null base it
+// only measures: the same layout code gives session_memory() its figures and
+// the session its pointers, so the two cannot disagree.
+class Carver {
+ public:
+  explicit Carver(uint8_t* base) : base_(base) {}
+  DeviceSpan take(size_t bytes) {
+    off_ = (off_ + 255) / 256 * 256;
+    if (bytes > (size_t{1} << 60) - off_) fail("cuda session: device memory layout overflows ({} + {} bytes)", off_, bytes);
+    const DeviceSpan s(base_ ? base_ + off_ : nullptr, bytes);
+    off_ += bytes;
+    return s;
+  }
+  DeviceSpan floats(int64_t n) { return take(sz(std::max<int64_t>(n, 4)) * sizeof(float)); }
+  size_t used() const { return (off_ + 255) / 256 * 256; }
+
+ private:
+  uint8_t* base_;
+  size_t off_ = 0;
+};
+
 struct DevCompState {
   int64_t ratio = 0, dim = 0;
   bool overlap = false;
-  DeviceBuffer kv, score, rows;
-  int64_t n_rows = 0, cap = 0;  // rows emitted / allocated
+  DeviceSpan kv, score, rows;
+  int64_t n_rows = 0, cap = 0;  // rows emitted / reserved (every row the context can emit)
   int64_t width() const { return (overlap ? 2 : 1) * dim; }
   int64_t frontier_floats() const { return (overlap ? 2 : 1) * ratio * width(); }
 };
 
 struct DevLayerState {
-  DeviceBuffer raw;
+  DeviceSpan raw;
   DevCompState attn, indexer;
-  DeviceBuffer idx_score, idx_flags;  // indexer top-k scratch, sized to indexer.cap
 };
 
-std::vector<float> fbuf_host(const DeviceBuffer& b, int64_t n) {
+std::vector<float> fbuf_host(const DeviceSpan& b, int64_t n) {
   std::vector<float> v(sz(n));
   if (n) b.download(v.data(), sz(n) * sizeof(float));
   return v;
 }
 
-void init_comp(DevCompState& s, int64_t ratio, int64_t dim, bool overlap) {
+void carve_comp(DevCompState& s, int64_t ratio, int64_t dim, bool overlap, int64_t ctx, Carver& mem) {
   s.ratio = ratio;
   s.dim = dim;
   s.overlap = overlap;
+  s.kv = mem.floats(s.frontier_floats());
+  s.score = mem.floats(s.frontier_floats());
+  // Every row the context can emit (windows closing at positions < ctx).
+  s.cap = ctx / ratio;
+  s.rows = mem.floats(s.cap * dim);
+}
+
+// As the CPU: kv 0 and -inf scores, so a window -1 candidate has weight 0.
+void reset_comp(const DevCompState& s) {
   const int64_t n = s.frontier_floats();
-  s.kv = DeviceBuffer(sz(n) * sizeof(float));
-  s.score = DeviceBuffer(sz(n) * sizeof(float));
-  // As the CPU: kv 0 and -inf scores, so a window -1 candidate has weight 0.
   const std::vector<float> zero(sz(n), 0.0f), ninf(sz(n), -INFINITY);
   s.kv.upload(zero.data(), zero.size() * sizeof(float));
   s.score.upload(ninf.data(), ninf.size() * sizeof(float));
@@ -163,14 +200,15 @@ void init_comp(DevCompState& s, int64_t ratio, int64_t dim, bool overlap) {
 // integer ones. Each form is made at most once per bind(), on first use, so
 // several weights reading the same vector share one quantization.
 struct QAct {
-  DeviceBuffer q80, q8k;
+  DeviceSpan q80, q8k;
   const float* x = nullptr;
   int64_t cols = 0;
   bool has80 = false, has8k = false;
+  cudaStream_t stream = nullptr;
 
-  void alloc(int64_t max_cols) {
-    q80 = DeviceBuffer(ds4::cuda::activation_bytes(GgmlType::Q8_0, max_cols));
-    q8k = DeviceBuffer(ds4::cuda::activation_bytes(GgmlType::Q8_K, max_cols));
+  void carve(int64_t max_cols, Carver& mem) {
+    q80 = mem.take(ds4::cuda::activation_bytes(GgmlType::Q8_0, max_cols));
+    q8k = mem.take(ds4::cuda::activation_bytes(GgmlType::Q8_K, max_cols));
   }
   QAct& bind(const float* v, int64_t n) {
     x = v;
@@ -181,12 +219,12 @@ struct QAct {
   // The activation in the form weight type t takes (F32: x itself).
   const void* as(GgmlType act) {
     if (act == GgmlType::Q8_0) {
-      if (!has80) ds4::cuda::quantize_activation(act, x, cols, q80.get());
+      if (!has80) ds4::cuda::quantize_activation(act, x, cols, q80.get(), stream);
       has80 = true;
       return q80.get();
     }
     if (act == GgmlType::Q8_K) {
-      if (!has8k) ds4::cuda::quantize_activation(act, x, cols, q8k.get());
+      if (!has8k) ds4::cuda::quantize_activation(act, x, cols, q8k.get(), stream);
       has8k = true;
       return q8k.get();
     }
@@ -197,71 +235,108 @@ struct QAct {
 // Scratch of one token's forward; a session is used by one thread at a time.
 struct Scratch {
   QAct in_a, in_b;  // two live inputs at a time (e.g. the normed hidden state and q's latent)
-  DeviceBuffer gq;  // the routed experts' down-projection inputs, quantized (one row per expert)
-  DeviceBuffer X, u, mix, pre, post, comb, y, a, qlat, q, kv, ckv, cg, ikv, ig, iq, iwt, o, z, out, f, logit, sel, wts, g,
-      up, ye, acc, v, topk, e, logits;
-  int64_t logits_cap = 0;
+  DeviceSpan gq;    // the routed experts' down-projection inputs, quantized (one row per expert)
+  DeviceSpan X, u, mix, pre, post, comb, y, a, qlat, q, kv, ckv, cg, ikv, ig, iq, iwt, o, z, out, f, logit, sel, wts, g,
+      up, ye, acc, v, topk, e;
+  DeviceSpan idx_score, idx_flags;  // indexer top-k scratch: one value per compressed row
+  DeviceSpan logits;                // logit_rows rows of vocab floats
+  int64_t logit_rows = 0;
 };
 
-DeviceBuffer fb(int64_t n) { return DeviceBuffer(sz(std::max<int64_t>(n, 4)) * sizeof(float)); }
+// Rows of logits a session keeps on the device: a forward that wants more
+// hands them back in chunks of this many (about 16 MiB, 1 to 64 rows).
+int64_t logit_rows_for(const ModelConfig& c) {
+  const int64_t row = int64_t{c.n_vocab} * int64_t{sizeof(float)};
+  return std::clamp<int64_t>((int64_t{16} << 20) / std::max<int64_t>(row, 1), 1, 64);
+}
 
-class CudaSession final : public SessionState {
- public:
-  CudaSession(const ModelConfig& c, NumericsMode m, int64_t context) : c_(c), ctx(context), mode(m) {
+// Where every part of a session's device memory lives: KV state first, then
+// scratch, in one slab.
+struct SessionLayout {
+  std::vector<DevLayerState> layers;
+  Scratch sc;
+  size_t state_bytes = 0, scratch_bytes = 0;
+
+  SessionLayout(const ModelConfig& c, int64_t ctx, uint8_t* base) {
     if (ctx <= 0) fail("session: context size must be > 0 (got {})", ctx);
+    Carver st(base);
     layers.resize(c.n_layer);
+    int64_t max_idx_rows = 1;
     for (uint32_t l = 0; l < c.n_layer; ++l) {
       DevLayerState& L = layers[l];
-      L.raw = fb(int64_t{c.sliding_window} * c.head_dim);
-      DS4_CUDA_CHECK(cudaMemset(L.raw.get(), 0, L.raw.size()));
+      L.raw = st.floats(int64_t{c.sliding_window} * c.head_dim);
       const uint32_t r = c.compress_ratios[l];
-      if (r != 0) init_comp(L.attn, r, c.head_dim, r == 4);
-      if (r == 4) init_comp(L.indexer, r, c.indexer_head_dim, true);
-      // Every row the context can emit, reserved now: forward() never grows them.
-      if (r != 0) reserve_rows(L, L.attn, ctx / r, false);
-      if (r == 4) reserve_rows(L, L.indexer, ctx / r, true);
+      if (r != 0) carve_comp(L.attn, r, c.head_dim, r == 4, ctx, st);
+      if (r == 4) {
+        carve_comp(L.indexer, r, c.indexer_head_dim, true, ctx, st);
+        max_idx_rows = std::max(max_idx_rows, L.indexer.cap);
+      }
     }
+    state_bytes = st.used();
+    Carver m(base ? base + state_bytes : nullptr);
     const int64_t D = c.n_embd, hc = c.hc_count, hd = c.head_dim, H = c.n_head;
     const int64_t ffmax = std::max<int64_t>(c.expert_ff, c.shared_ff());
     Scratch& s = sc;
-    s.X = fb(hc * D);
-    s.u = fb(hc * D);
-    s.mix = fb(c.hc_mix_rows());
-    s.pre = fb(hc);
-    s.post = fb(hc);
-    s.comb = fb(hc * hc);
-    s.y = fb(D);
-    s.a = fb(D);
-    s.qlat = fb(c.q_lora_rank);
-    s.q = fb(H * hd);
-    s.kv = fb(hd);
-    s.ckv = fb(2 * hd);
-    s.cg = fb(2 * hd);
-    s.ikv = fb(2 * int64_t{c.indexer_head_dim});
-    s.ig = fb(2 * int64_t{c.indexer_head_dim});
-    s.iq = fb(int64_t{c.indexer_heads} * c.indexer_head_dim);
-    s.iwt = fb(c.indexer_heads);
-    s.o = fb(H * hd);
-    s.z = fb(int64_t{c.o_groups} * c.o_lora_rank);
-    s.out = fb(D);
-    s.f = fb(D);
-    s.logit = fb(c.n_expert);
-    s.sel = fb(c.n_expert_used);
-    s.wts = fb(c.n_expert_used);
+    s.X = m.floats(hc * D);
+    s.u = m.floats(hc * D);
+    s.mix = m.floats(c.hc_mix_rows());
+    s.pre = m.floats(hc);
+    s.post = m.floats(hc);
+    s.comb = m.floats(hc * hc);
+    s.y = m.floats(D);
+    s.a = m.floats(D);
+    s.qlat = m.floats(c.q_lora_rank);
+    s.q = m.floats(H * hd);
+    s.kv = m.floats(hd);
+    s.ckv = m.floats(2 * hd);
+    s.cg = m.floats(2 * hd);
+    s.ikv = m.floats(2 * int64_t{c.indexer_head_dim});
+    s.ig = m.floats(2 * int64_t{c.indexer_head_dim});
+    s.iq = m.floats(int64_t{c.indexer_heads} * c.indexer_head_dim);
+    s.iwt = m.floats(c.indexer_heads);
+    s.o = m.floats(H * hd);
+    s.z = m.floats(int64_t{c.o_groups} * c.o_lora_rank);
+    s.out = m.floats(D);
+    s.f = m.floats(D);
+    s.logit = m.floats(c.n_expert);
+    s.sel = m.floats(c.n_expert_used);
+    s.wts = m.floats(c.n_expert_used);
     const int64_t K = c.n_expert_used;
-    s.g = fb(std::max<int64_t>(K * c.expert_ff, c.shared_ff()));
-    s.up = fb(std::max<int64_t>(K * c.expert_ff, c.shared_ff()));
-    s.ye = fb(K * D);
-    s.gq = DeviceBuffer(sz(K) * std::max(ds4::cuda::activation_bytes(GgmlType::Q8_0, c.expert_ff),
-                                         ds4::cuda::activation_bytes(GgmlType::Q8_K, c.expert_ff)));
-    s.acc = fb(D);
-    s.v = fb(std::max<int64_t>(hd, c.indexer_head_dim));
-    s.topk = fb(std::max<uint32_t>(c.indexer_top_k, 1));
-    s.e = fb(D);
+    s.g = m.floats(std::max<int64_t>(K * c.expert_ff, c.shared_ff()));
+    s.up = m.floats(std::max<int64_t>(K * c.expert_ff, c.shared_ff()));
+    s.ye = m.floats(K * D);
+    s.gq = m.take(sz(K) * std::max(ds4::cuda::activation_bytes(GgmlType::Q8_0, c.expert_ff),
+                                   ds4::cuda::activation_bytes(GgmlType::Q8_K, c.expert_ff)));
+    s.acc = m.floats(D);
+    s.v = m.floats(std::max<int64_t>(hd, c.indexer_head_dim));
+    s.topk = m.floats(std::max<uint32_t>(c.indexer_top_k, 1));
+    s.e = m.floats(D);
+    s.idx_score = m.floats(max_idx_rows);
+    s.idx_flags = m.floats(max_idx_rows);
+    s.logit_rows = logit_rows_for(c);
+    s.logits = m.floats(s.logit_rows * c.n_vocab);
     const int64_t max_cols = std::max<int64_t>(
         {hc * D, H * hd, int64_t{c.o_groups} * c.o_lora_rank, ffmax, c.q_lora_rank, D, c.heads_per_group() * hd});
-    s.in_a.alloc(max_cols);
-    s.in_b.alloc(max_cols);
+    s.in_a.carve(max_cols, m);
+    s.in_b.carve(max_cols, m);
+    scratch_bytes = m.used();
+  }
+};
+
+class CudaSession final : public SessionState {
+ public:
+  // `mem`: the slab of SessionLayout(c, context, nullptr)'s size.
+  CudaSession(const ModelConfig& c, NumericsMode m, int64_t context, DeviceBuffer mem, cudaStream_t stream)
+      : c_(c), ctx(context), mode(m), slab(std::move(mem)), lay(c, context, slab.as<uint8_t>()) {
+    lay.sc.in_a.stream = lay.sc.in_b.stream = stream;
+    for (DevLayerState& L : lay.layers) {
+      L.raw.fill_zero();
+      for (const DevCompState* d : {&L.attn, &L.indexer})
+        if (d->dim) reset_comp(*d);
+    }
+    // The copies above are synchronous for the host, but a kernel on the
+    // backend's non-blocking stream must see them done.
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());
   }
   int64_t position() const override { return pos; }
   int64_t capacity() const override { return ctx; }
@@ -273,8 +348,8 @@ class CudaSession final : public SessionState {
     DS4_CUDA_CHECK(cudaDeviceSynchronize());
     cpu::CpuSession h(c_, mode, ctx);
     h.pos = pos;
-    for (size_t l = 0; l < layers.size(); ++l) {
-      const DevLayerState& L = layers[l];
+    for (size_t l = 0; l < lay.layers.size(); ++l) {
+      const DevLayerState& L = lay.layers[l];
       cpu::LayerState& H = h.layers[l];
       H.raw = fbuf_host(L.raw, static_cast<int64_t>(H.raw.size()));
       for (auto [d, c] : {std::pair{&L.attn, &H.attn}, std::pair{&L.indexer, &H.indexer}}) {
@@ -289,44 +364,34 @@ class CudaSession final : public SessionState {
   void load(std::span<const uint8_t> bytes) override {
     cpu::CpuSession h(c_, mode, ctx);
     h.load(bytes);  // validates everything before this session changes
-    for (size_t l = 0; l < layers.size(); ++l) {
-      DevLayerState& L = layers[l];
+    for (size_t l = 0; l < lay.layers.size(); ++l)
+      for (auto [d, c] : {std::pair{&lay.layers[l].attn, &h.layers[l].attn}, std::pair{&lay.layers[l].indexer, &h.layers[l].indexer}})
+        if (d->dim && c->n_rows() > d->cap)
+          fail("cuda session: snapshot holds {} compressed rows in layer {}, the session has room for {}", c->n_rows(), l,
+               d->cap);
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());  // no queued work may still use the state
+    for (size_t l = 0; l < lay.layers.size(); ++l) {
+      DevLayerState& L = lay.layers[l];
       const cpu::LayerState& H = h.layers[l];
       L.raw.upload(H.raw.data(), H.raw.size() * sizeof(float));
       for (auto [d, c] : {std::pair{&L.attn, &H.attn}, std::pair{&L.indexer, &H.indexer}}) {
         if (!d->dim) continue;
         d->kv.upload(c->kv.data(), c->kv.size() * sizeof(float));
         d->score.upload(c->score.data(), c->score.size() * sizeof(float));
-        d->n_rows = 0;
-        reserve_rows(L, *d, c->n_rows(), d == &L.indexer);
         if (!c->rows.empty()) d->rows.upload(c->rows.data(), c->rows.size() * sizeof(float));
         d->n_rows = c->n_rows();
       }
     }
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());
     pos = h.pos;
-  }
-
-  // Room for `need` rows (capacity doubles; old rows are kept).
-  static void reserve_rows(DevLayerState& L, DevCompState& s, int64_t need, bool is_indexer) {
-    if (need <= s.cap) return;
-    const int64_t cap = std::max<int64_t>({need, 2 * s.cap, 64});
-    DeviceBuffer nb(sz(cap * s.dim) * sizeof(float));
-    if (s.n_rows)
-      DS4_CUDA_CHECK(cudaMemcpyAsync(nb.get(), s.rows.get(), sz(s.n_rows * s.dim) * sizeof(float), cudaMemcpyDeviceToDevice));
-    s.rows = std::move(nb);
-    s.cap = cap;
-    if (is_indexer) {
-      L.idx_score = fb(cap);
-      L.idx_flags = fb(cap);
-    }
   }
 
   const ModelConfig& c_;
   int64_t pos = 0;
   int64_t ctx = 0;
   NumericsMode mode;
-  std::vector<DevLayerState> layers;
-  Scratch sc;
+  DeviceBuffer slab;
+  SessionLayout lay;
 };
 
 // ---- backend -----------------------------------------------------------------------
@@ -384,24 +449,45 @@ class CudaBackend final : public Backend {
     rope_plain_ = U.floats(cpu::Rope(c_, false).inv_freq());
     rope_comp_ = U.floats(cpu::Rope(c_, true).inv_freq());
     if (up_.converted) log::info("cuda: {} tensors converted to F32 at load", up_.converted);
+    // Lookup tables now, so that forward() never makes a synchronous copy.
+    ds4::cuda::prepare_tables();
+    DS4_CUDA_CHECK(cudaStreamCreateWithFlags(&st_, cudaStreamNonBlocking));
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());  // uploads done before the stream's first kernel
   }
+  ~CudaBackend() override {
+    // Sessions free their own slabs; a destructor cannot throw.
+    if (st_) (void)cudaStreamDestroy(st_);
+  }
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
 
   std::string_view name() const override { return "cuda"; }
   const model::Model& model() const override { return *m_; }
   SessionMemory session_memory(const SessionOptions& opt) const override {
-    // The KV state is kept in f32 like the CPU's; rows are reserved for the
-    // whole context (plus the indexer's per-row top-k scratch).
-    SessionMemory m{cpu::state_bytes(c_, opt.ctx_size), 0};
-    for (uint32_t l = 0; l < c_.n_layer; ++l)
-      if (c_.compress_ratios[l] == 4) m.state_bytes += 2 * sz(std::max<int64_t>(opt.ctx_size / 4, 64)) * sizeof(float);
-    return m;
+    const SessionLayout lay(c_, opt.ctx_size, nullptr);
+    return {lay.state_bytes, lay.scratch_bytes};
   }
   std::unique_ptr<SessionState> new_session(const SessionOptions& opt) const override {
-    return std::make_unique<CudaSession>(c_, opt.numerics, opt.ctx_size);
+    const SessionMemory need = session_memory(opt);
+    size_t free_b = 0, total_b = 0;
+    DS4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    // Working room for the CUDA context and the kernels' own needs, so a
+    // session that fits never leaves the device without it.
+    const size_t room = kSessionRoom;
+    if (need.total() > free_b || free_b - need.total() < room)
+      fail("cuda backend: a session of {} tokens needs {:.1f} MiB of device memory (KV state {:.1f} MiB + scratch "
+           "{:.1f} MiB, and {:.0f} MiB working room kept free), only {:.1f} MiB of {:.1f} MiB are free",
+           opt.ctx_size, static_cast<double>(need.total()) / kMiB, static_cast<double>(need.state_bytes) / kMiB,
+           static_cast<double>(need.scratch_bytes) / kMiB, static_cast<double>(room) / kMiB,
+           static_cast<double>(free_b) / kMiB, static_cast<double>(total_b) / kMiB);
+    return std::make_unique<CudaSession>(c_, opt.numerics, opt.ctx_size, DeviceBuffer(need.total()), st_);
   }
 
   // Sequences run one after another, token by token (the batched kernels are
-  // not written yet); each sequence's logits land where its step asks.
+  // not written yet); each sequence's logits land where its step asks, in
+  // chunks of the session's logit rows. Everything is queued on st_; the host
+  // waits for it only to hand logits back (and once at the end, so that a
+  // fault of this call surfaces here).
   void forward(std::span<const SeqStep> batch) const override {
     validate_batch(c_, batch);
     const int64_t V = c_.n_vocab;
@@ -413,22 +499,31 @@ class CudaBackend final : public Backend {
       auto* S = static_cast<CudaSession*>(st.state);
       const auto n = static_cast<int64_t>(st.tokens.size());
       if (n == 0) continue;
-      Scratch& s = S->sc;
-      const int64_t rows = st.want == Logits::all ? n : st.want == Logits::last ? 1 : 0;
-      if (rows > 0 && s.logits_cap < rows) {
-        s.logits = fb(rows * V);
-        s.logits_cap = rows;
-      }
+      Scratch& s = S->lay.sc;
+      int64_t pending = 0, first = 0;  // logit rows in s.logits, and the output row of the first
+      auto flush = [&] {
+        if (!pending) return;
+        DS4_CUDA_CHECK(cudaMemcpyAsync(st.logits.data() + first * V, s.logits.get(), sz(pending * V) * sizeof(float),
+                                       cudaMemcpyDeviceToHost, st_));
+        // The host buffer is pageable: the copy is done when the call returns,
+        // and the device rows are free for the next chunk.
+        pending = 0;
+      };
       for (int64_t t = 0; t < n; ++t) {
         float* lg = nullptr;
-        if (st.want == Logits::all) lg = s.logits.as<float>() + t * V;
-        if (st.want == Logits::last && t == n - 1) lg = s.logits.as<float>();
+        const bool want = st.want == Logits::all || (st.want == Logits::last && t == n - 1);
+        if (want) {
+          if (pending == s.logit_rows) flush();
+          if (!pending) first = st.want == Logits::all ? t : 0;
+          lg = s.logits.as<float>() + pending * V;
+          ++pending;
+        }
         token(*S, st.tokens[sz(t)], S->pos, lg);
         ++S->pos;
       }
-      if (rows > 0) s.logits.download(st.logits.data(), st.logits.size() * sizeof(float));
+      flush();
     }
-    DS4_CUDA_CHECK(cudaDeviceSynchronize());  // surface any fault of this call here
+    DS4_CUDA_CHECK(cudaStreamSynchronize(st_));
   }
 
  private:
@@ -462,68 +557,70 @@ class CudaBackend final : public Backend {
 
   // y = rows [row0, row0 + rows) of w times the input. Integer weight types
   // take the input quantized as the CPU's kernels take it (QAct).
-  static void mv(const DevWeight& w, QAct& in, float* y, int64_t row0 = 0, int64_t rows = -1) {
+  void mv(const DevWeight& w, QAct& in, float* y, int64_t row0 = 0, int64_t rows = -1) const {
     if (in.cols != w.cols) fail("cuda backend: input of {} values for a weight of {} columns", in.cols, w.cols);
     const uint8_t* p = w.p + sz(row0) * w.row_bytes;
     const int64_t n = rows < 0 ? w.rows : rows;
     const GgmlType act = ds4::cuda::activation_type(w.type);
-    if (act == GgmlType::F32) ds4::cuda::matvec(w.type, p, n, w.cols, in.x, y);
-    else ds4::cuda::matvec_q8(w.type, p, n, w.cols, in.as(act), y);
+    if (act == GgmlType::F32) ds4::cuda::matvec(w.type, p, n, w.cols, in.x, y, st_);
+    else ds4::cuda::matvec_q8(w.type, p, n, w.cols, in.as(act), y, st_);
   }
   // Matrix *sel of a stack of experts times the input.
-  static void mv_expert(const DevWeight& w, const int32_t* sel, QAct& in, float* y) {
+  void mv_expert(const DevWeight& w, const int32_t* sel, QAct& in, float* y) const {
     const GgmlType act = ds4::cuda::activation_type(w.type);
     const auto stride = static_cast<int64_t>(w.mat_bytes);
-    if (act == GgmlType::F32) ds4::cuda::matvec_indexed(w.type, w.p, stride, sel, w.rows, w.cols, in.x, y);
-    else ds4::cuda::matvec_q8_indexed(w.type, w.p, stride, sel, w.rows, w.cols, in.as(act), y);
+    if (act == GgmlType::F32) ds4::cuda::matvec_indexed(w.type, w.p, stride, sel, w.rows, w.cols, in.x, y, st_);
+    else ds4::cuda::matvec_q8_indexed(w.type, w.p, stride, sel, w.rows, w.cols, in.as(act), y, st_);
   }
 
   // HC pre-mix: rms_norm of the HC stream, mixer, Sinkhorn split, collapse into sc.y.
   void hc_pre(Scratch& s, const DevWeight& fn, const float* scale, const float* base) const {
     const int64_t D = c_.n_embd, hc = c_.hc_count;
-    fwd::rms_norm_rows(s.X.as<float>(), nullptr, 1, hc * D, c_.rms_eps, s.u.as<float>(), nullptr);
+    fwd::rms_norm_rows(s.X.as<float>(), nullptr, 1, hc * D, c_.rms_eps, s.u.as<float>(), st_);
     mv(fn, s.in_b.bind(s.u.as<float>(), hc * D), s.mix.as<float>());
     fwd::hc_split(s.mix.as<float>(), scale, base, static_cast<int>(hc), c_.hc_eps, static_cast<int>(c_.sinkhorn_iters),
-                  s.pre.as<float>(), s.post.as<float>(), s.comb.as<float>(), nullptr);
-    fwd::hc_collapse(s.X.as<float>(), s.pre.as<float>(), static_cast<int>(hc), D, s.y.as<float>(), nullptr);
+                  s.pre.as<float>(), s.post.as<float>(), s.comb.as<float>(), st_);
+    fwd::hc_collapse(s.X.as<float>(), s.pre.as<float>(), static_cast<int>(hc), D, s.y.as<float>(), st_);
   }
 
   void hc_post(Scratch& s) const {
     fwd::hc_expand(s.X.as<float>(), s.out.as<float>(), s.post.as<float>(), s.comb.as<float>(),
-                   static_cast<int>(c_.hc_count), c_.n_embd, nullptr);
+                   static_cast<int>(c_.hc_count), c_.n_embd, st_);
   }
 
   // cpu::compressor_step on the device.
-  void comp_step(DevLayerState& L, DevCompState& st, const DevCompressor& w, bool indexer, bool faithful, int64_t p,
+  void comp_step(DevCompState& st, const DevCompressor& w, bool indexer, bool faithful, int64_t p,
                  const float* kv, const float* gate, Scratch& s) const {
     const int64_t r = st.ratio, d = st.dim, cw = st.width(), rd = c_.rope_dim;
     const int64_t slot = p % r, row = (st.overlap ? r : 0) + slot;
     fwd::comp_store(st.kv.as<float>() + row * cw, st.score.as<float>() + row * cw, kv, gate, w.ape + slot * cw, cw,
-                    nullptr);
+                    st_);
     if ((p + 1) % r != 0) return;
     const int64_t window = (p + 1) / r - 1;
-    CudaSession::reserve_rows(L, st, st.n_rows + 1, indexer);
-    fwd::comp_pool(st.kv.as<float>(), st.score.as<float>(), r, d, st.overlap, s.v.as<float>(), nullptr);
+    // Rows were reserved for the whole context and validate_batch keeps
+    // positions inside it, so this holds; checked all the same.
+    if (st.n_rows >= st.cap) fail("cuda backend: compressed row {} past the {} reserved", st.n_rows, st.cap);
+    fwd::comp_pool(st.kv.as<float>(), st.score.as<float>(), r, d, st.overlap, s.v.as<float>(), st_);
     float* dst = st.rows.as<float>() + st.n_rows * d;
-    fwd::rms_norm_rows(s.v.as<float>(), w.norm, 1, d, c_.rms_eps, dst, nullptr);
-    fwd::rope(dst + d - rd, 0, 1, rope_comp_, static_cast<int>(rd / 2), window * r, false, nullptr);
+    fwd::rms_norm_rows(s.v.as<float>(), w.norm, 1, d, c_.rms_eps, dst, st_);
+    fwd::rope(dst + d - rd, 0, 1, rope_comp_, static_cast<int>(rd / 2), window * r, false, st_);
     if (faithful) {
-      if (indexer) fwd::indexer_qat(dst, 1, d, nullptr);
-      else fwd::kv_round(dst, c_.nope_dim(), d, nullptr);
+      if (indexer) fwd::indexer_qat(dst, 1, d, st_);
+      else fwd::kv_round(dst, c_.nope_dim(), d, st_);
     }
     ++st.n_rows;
     if (st.overlap) {
       // The window just closed becomes the "previous" window of the next one.
       const size_t half = sz(r * cw) * sizeof(float);
-      DS4_CUDA_CHECK(cudaMemcpyAsync(st.kv.get(), st.kv.as<float>() + r * cw, half, cudaMemcpyDeviceToDevice));
-      DS4_CUDA_CHECK(cudaMemcpyAsync(st.score.get(), st.score.as<float>() + r * cw, half, cudaMemcpyDeviceToDevice));
+      DS4_CUDA_CHECK(cudaMemcpyAsync(st.kv.get(), st.kv.as<float>() + r * cw, half, cudaMemcpyDeviceToDevice, st_));
+      DS4_CUDA_CHECK(cudaMemcpyAsync(st.score.get(), st.score.as<float>() + r * cw, half, cudaMemcpyDeviceToDevice, st_));
     }
   }
 
   void attention(uint32_t l, CudaSession& S, int64_t p) const {
     const DevLayer& W = layers_[l];
-    DevLayerState& L = S.layers[l];
-    Scratch& s = S.sc;
+    DevLayerState& L = S.lay.layers[l];
+    Scratch& s = S.lay.sc;
     const bool faithful = S.mode == NumericsMode::faithful;
     const int64_t D = c_.n_embd, H = c_.n_head, hd = c_.head_dim, qr = c_.q_lora_rank, rd = c_.rope_dim,
                   nope = c_.nope_dim(), win = c_.sliding_window;
@@ -534,48 +631,48 @@ class CudaBackend final : public Backend {
 
     hc_pre(s, W.hc_attn_fn, W.hc_attn_scale, W.hc_attn_base);
     float* a = s.a.as<float>();
-    fwd::rms_norm_rows(s.y.as<float>(), W.attn_norm, 1, D, eps, a, nullptr);
+    fwd::rms_norm_rows(s.y.as<float>(), W.attn_norm, 1, D, eps, a, st_);
     QAct& in_a = s.in_a.bind(a, D);
     float* qlat = s.qlat.as<float>();
     mv(W.q_a, in_a, qlat);
-    fwd::rms_norm_rows(qlat, W.q_a_norm, 1, qr, eps, qlat, nullptr);
+    fwd::rms_norm_rows(qlat, W.q_a_norm, 1, qr, eps, qlat, st_);
     QAct& in_q = s.in_b.bind(qlat, qr);
     float* q = s.q.as<float>();
     mv(W.q_b, in_q, q);
-    fwd::rms_norm_rows(q, nullptr, H, hd, eps, q, nullptr);
-    fwd::rope(q + nope, hd, static_cast<int>(H), rope, pairs, p, false, nullptr);
+    fwd::rms_norm_rows(q, nullptr, H, hd, eps, q, st_);
+    fwd::rope(q + nope, hd, static_cast<int>(H), rope, pairs, p, false, st_);
     // The new raw KV row goes straight into its ring slot.
     float* k = L.raw.as<float>() + (p % win) * hd;
     mv(W.kv, in_a, k);
-    fwd::rms_norm_rows(k, W.kv_norm, 1, hd, eps, k, nullptr);
-    fwd::rope(k + nope, 0, 1, rope, pairs, p, false, nullptr);
-    if (faithful) fwd::kv_round(k, nope, hd, nullptr);
+    fwd::rms_norm_rows(k, W.kv_norm, 1, hd, eps, k, st_);
+    fwd::rope(k + nope, 0, 1, rope, pairs, p, false, st_);
+    if (faithful) fwd::kv_round(k, nope, hd, st_);
 
     const int32_t* sel = nullptr;
     int64_t n_comp = 0;
     if (ratio) {
       mv(W.comp.kv, in_a, s.ckv.as<float>());
       mv(W.comp.gate, in_a, s.cg.as<float>());
-      comp_step(L, L.attn, W.comp, false, faithful, p, s.ckv.as<float>(), s.cg.as<float>(), s);
+      comp_step(L.attn, W.comp, false, faithful, p, s.ckv.as<float>(), s.cg.as<float>(), s);
       n_comp = L.attn.n_rows;
     }
     if (ratio == 4) {
       const int64_t ih = c_.indexer_heads, id = c_.indexer_head_dim;
       mv(W.icomp.kv, in_a, s.ikv.as<float>());
       mv(W.icomp.gate, in_a, s.ig.as<float>());
-      comp_step(L, L.indexer, W.icomp, true, faithful, p, s.ikv.as<float>(), s.ig.as<float>(), s);
+      comp_step(L.indexer, W.icomp, true, faithful, p, s.ikv.as<float>(), s.ig.as<float>(), s);
       const int64_t nrows = L.indexer.n_rows, top_k = c_.indexer_top_k;
       if (nrows > top_k) {
         float* iq = s.iq.as<float>();
         mv(W.indexer_q_b, in_q, iq);
-        fwd::rope(iq + id - rd, id, static_cast<int>(ih), rope_comp_, pairs, p, false, nullptr);
-        if (faithful) fwd::indexer_qat(iq, ih, id, nullptr);
+        fwd::rope(iq + id - rd, id, static_cast<int>(ih), rope_comp_, pairs, p, false, st_);
+        if (faithful) fwd::indexer_qat(iq, ih, id, st_);
         float* iwt = s.iwt.as<float>();
         mv(W.indexer_proj, in_a, iwt);
-        fwd::scale(iwt, ih, 1.0f / std::sqrt(static_cast<float>(id * ih)), nullptr);
+        fwd::scale(iwt, ih, 1.0f / std::sqrt(static_cast<float>(id * ih)), st_);
         fwd::indexer_scores(L.indexer.rows.as<float>(), nrows, id, iq, iwt, static_cast<int>(ih),
-                            L.idx_score.as<float>(), nullptr);
-        fwd::topk_select(L.idx_score.as<float>(), nrows, top_k, L.idx_flags.as<int>(), s.topk.as<int32_t>(), nullptr);
+                            s.idx_score.as<float>(), st_);
+        fwd::topk_select(s.idx_score.as<float>(), nrows, top_k, s.idx_flags.as<int>(), s.topk.as<int32_t>(), st_);
         sel = s.topk.as<int32_t>();
         n_comp = top_k;
       } else {
@@ -585,8 +682,8 @@ class CudaBackend final : public Backend {
     const int64_t n_raw = std::min<int64_t>(p + 1, win);
     float* o = s.o.as<float>();
     fwd::attend(q, static_cast<int>(H), hd, L.raw.as<float>(), win, p, n_raw, ratio ? L.attn.rows.as<float>() : nullptr,
-                n_comp, sel, W.sinks, o, nullptr);
-    fwd::rope(o + nope, hd, static_cast<int>(H), rope, pairs, p, true, nullptr);
+                n_comp, sel, W.sinks, o, st_);
+    fwd::rope(o + nope, hd, static_cast<int>(H), rope, pairs, p, true, st_);
 
     // Grouped output projection: group g maps its heads through its rows of W_oa.
     const int64_t G = c_.o_groups, ro = c_.o_lora_rank, hpg = c_.heads_per_group();
@@ -598,21 +695,21 @@ class CudaBackend final : public Backend {
 
   void ffn(uint32_t l, CudaSession& S, int32_t tok) const {
     const DevLayer& W = layers_[l];
-    Scratch& s = S.sc;
+    Scratch& s = S.lay.sc;
     const int64_t D = c_.n_embd, K = c_.n_expert_used, FF = c_.expert_ff;
     const float clamp = c_.swiglu_clamp[l];
     hc_pre(s, W.hc_ffn_fn, W.hc_ffn_scale, W.hc_ffn_base);
     float* f = s.f.as<float>();
-    fwd::rms_norm_rows(s.y.as<float>(), W.ffn_norm, 1, D, c_.rms_eps, f, nullptr);
+    fwd::rms_norm_rows(s.y.as<float>(), W.ffn_norm, 1, D, c_.rms_eps, f, st_);
     QAct& in_f = s.in_a.bind(f, D);
     mv(W.gate_inp, in_f, s.logit.as<float>());
     const int32_t* hash = c_.is_hash_layer(l) ? W.tid2eid + int64_t{tok} * K : nullptr;
     int32_t* sel = s.sel.as<int32_t>();
     float* wts = s.wts.as<float>();
     fwd::route(s.logit.as<float>(), static_cast<int>(c_.n_expert), static_cast<int>(K), hash, W.exp_probs_b,
-               c_.expert_weights_norm, c_.expert_weights_scale, sel, wts, nullptr);
+               c_.expert_weights_norm, c_.expert_weights_scale, sel, wts, st_);
     float* out = s.out.as<float>();
-    DS4_CUDA_CHECK(cudaMemsetAsync(out, 0, sz(D) * sizeof(float)));
+    DS4_CUDA_CHECK(cudaMemsetAsync(out, 0, sz(D) * sizeof(float), st_));
     float *g = s.g.as<float>(), *u = s.up.as<float>(), *ye = s.ye.as<float>();
     using ds4::cuda::activation_type;
     const GgmlType ga = activation_type(W.gate_exps.type), ua = activation_type(W.up_exps.type),
@@ -624,50 +721,51 @@ class CudaBackend final : public Backend {
       using ds4::cuda::matvec_q8_batched;
       const auto kk = static_cast<int>(K);
       matvec_q8_batched(W.gate_exps.type, W.gate_exps.p, static_cast<int64_t>(W.gate_exps.mat_bytes), sel, kk, FF, D,
-                        in_f.as(ga), 0, g, FF);
+                        in_f.as(ga), 0, g, FF, st_);
       matvec_q8_batched(W.up_exps.type, W.up_exps.p, static_cast<int64_t>(W.up_exps.mat_bytes), sel, kk, FF, D,
-                        in_f.as(ua), 0, u, FF);
-      fwd::swiglu_rows(g, u, FF, K, clamp, wts, nullptr);
-      ds4::cuda::quantize_activation_rows(da, g, FF, K, s.gq.get());
+                        in_f.as(ua), 0, u, FF, st_);
+      fwd::swiglu_rows(g, u, FF, K, clamp, wts, st_);
+      ds4::cuda::quantize_activation_rows(da, g, FF, K, s.gq.get(), st_);
       matvec_q8_batched(W.down_exps.type, W.down_exps.p, static_cast<int64_t>(W.down_exps.mat_bytes), sel, kk, D, FF,
-                        s.gq.get(), ds4::cuda::activation_bytes(da, FF), ye, D);
-      fwd::add_rows(out, ye, D, kk, nullptr);
+                        s.gq.get(), ds4::cuda::activation_bytes(da, FF), ye, D, st_);
+      fwd::add_rows(out, ye, D, kk, st_);
     } else {
       for (int64_t k = 0; k < K; ++k) {
         mv_expert(W.gate_exps, sel + k, in_f, g);
         mv_expert(W.up_exps, sel + k, in_f, u);
-        fwd::swiglu(g, u, FF, clamp, wts + k, nullptr);
+        fwd::swiglu(g, u, FF, clamp, wts + k, st_);
         mv_expert(W.down_exps, sel + k, s.in_b.bind(g, FF), ye);
-        fwd::add(out, ye, D, nullptr);
+        fwd::add(out, ye, D, st_);
       }
     }
     if (c_.n_expert_shared > 0) {
       const int64_t SF = c_.shared_ff();
       mv(W.gate_shexp, in_f, g);
       mv(W.up_shexp, in_f, u);
-      fwd::swiglu(g, u, SF, clamp, nullptr, nullptr);
+      fwd::swiglu(g, u, SF, clamp, nullptr, st_);
       mv(W.down_shexp, s.in_b.bind(g, SF), ye);
-      fwd::add(out, ye, D, nullptr);
+      fwd::add(out, ye, D, st_);
     }
     hc_post(s);
   }
 
   void head(Scratch& s, float* logits) const {
     const int64_t D = c_.n_embd, hc = c_.hc_count;
-    fwd::rms_norm_rows(s.X.as<float>(), nullptr, 1, hc * D, c_.rms_eps, s.u.as<float>(), nullptr);
+    fwd::rms_norm_rows(s.X.as<float>(), nullptr, 1, hc * D, c_.rms_eps, s.u.as<float>(), st_);
     mv(output_hc_fn_, s.in_b.bind(s.u.as<float>(), hc * D), s.mix.as<float>());
     fwd::hc_head_pre(s.mix.as<float>(), output_hc_scale_, output_hc_base_, static_cast<int>(hc), c_.hc_eps,
-                     s.pre.as<float>(), nullptr);
-    fwd::hc_collapse(s.X.as<float>(), s.pre.as<float>(), static_cast<int>(hc), D, s.y.as<float>(), nullptr);
-    fwd::rms_norm_rows(s.y.as<float>(), output_norm_, 1, D, c_.rms_eps, s.y.as<float>(), nullptr);
+                     s.pre.as<float>(), st_);
+    fwd::hc_collapse(s.X.as<float>(), s.pre.as<float>(), static_cast<int>(hc), D, s.y.as<float>(), st_);
+    fwd::rms_norm_rows(s.y.as<float>(), output_norm_, 1, D, c_.rms_eps, s.y.as<float>(), st_);
     mv(output_, s.in_b.bind(s.y.as<float>(), D), logits);
   }
 
   void token(CudaSession& S, int32_t tok, int64_t p, float* logits) const {
-    Scratch& s = S.sc;
+    Scratch& s = S.lay.sc;
     const int64_t D = c_.n_embd;
-    ds4::cuda::dequantize_device(token_embd_.type, token_embd_.p + sz(tok) * token_embd_.row_bytes, s.e.as<float>(), D);
-    fwd::hc_fill(s.e.as<float>(), static_cast<int>(c_.hc_count), D, s.X.as<float>(), nullptr);
+    ds4::cuda::dequantize_device(token_embd_.type, token_embd_.p + sz(tok) * token_embd_.row_bytes, s.e.as<float>(), D,
+                                 st_);
+    fwd::hc_fill(s.e.as<float>(), static_cast<int>(c_.hc_count), D, s.X.as<float>(), st_);
     for (uint32_t l = 0; l < c_.n_layer; ++l) {
       attention(l, S, p);
       ffn(l, S, tok);
@@ -682,6 +780,7 @@ class CudaBackend final : public Backend {
   const float *output_hc_base_ = nullptr, *output_hc_scale_ = nullptr, *output_norm_ = nullptr;
   const float *rope_plain_ = nullptr, *rope_comp_ = nullptr;
   std::vector<DevLayer> layers_;
+  cudaStream_t st_ = nullptr;  // every kernel and copy of forward() goes here
 };
 
 }  // namespace

@@ -20,6 +20,12 @@ namespace ds4::cuda {
 // Types with both kernels: F32, F16, BF16, Q8_0, Q2_K, Q4_K, IQ2_XXS.
 bool quant_supported(GgmlType t);
 
+// Uploads the lookup tables some kernels read (IQ2_XXS grid and signs) to the
+// current device, once. Kernels call it themselves on first use; a caller that
+// must not see a synchronous copy later (a forward pass on its own stream, a
+// CUDA graph capture) calls it up front.
+void prepare_tables();
+
 // Requirements (a ds4::Error otherwise): cols a multiple of the type's block
 // size; dW aligned to the type's natural alignment (2 bytes for Q8_0/IQ2_XXS,
 // 4 for Q2_K and F32 rows, 16 for Q4_K; cudaMalloc'd memory always is) and dx
@@ -64,6 +70,7 @@ void matvec_q8_batched(GgmlType t, const void* base, int64_t stride_bytes, const
                        cudaStream_t stream = nullptr);
 
 namespace detail {
+void upload_q8_tables();  // q8_kernels.cu's part of prepare_tables()
 inline constexpr int kBlockPerRow = -1;
 // matvec with an explicit number of rows per warp (1, 2 or 4, or kBlockPerRow:
 // a thread block per row), for the benchmark that chooses matvec's default.

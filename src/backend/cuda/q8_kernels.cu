@@ -405,6 +405,10 @@ void mvq_any(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* 
 
 }  // namespace
 
+namespace detail {
+void upload_q8_tables() { upload_tables(); }
+}  // namespace detail
+
 GgmlType activation_type(GgmlType weight) {
   switch (weight) {
     case GgmlType::Q8_0:
