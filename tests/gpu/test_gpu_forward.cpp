@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -308,6 +309,88 @@ TEST(GpuForwardFit, ModelThatDoesNotFitFailsAtLoadWithSizes) {
   std::vector<float> lg(model->config.n_vocab);
   gpu->forward(*s, std::vector<int32_t>{1}, lg);
   EXPECT_TRUE(std::isfinite(lg[0]));
+}
+
+// A batch of sequences at different positions and lengths equals each
+// sequence run alone. The CUDA backend runs a batch's rows through each weight
+// together (one read for all rows) and each row's per-row kernels are the ones
+// a lone row gets, so the match is asserted bit for bit, as prefill == decode
+// is above. Three sequences: a first batch of prefills of 40, 25 and 7 tokens
+// (72 rows: more than one pass, a sequence split across passes; logits all /
+// last / none), then batches of decode steps, then a step mixing a 5-token
+// chunk with two decodes.
+TEST(GpuForwardBatch, BatchEqualsEachSequenceAlone) {
+  ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
+  ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";
+  using ds4::backend::Logits;
+  using ds4::backend::SeqStep;
+  for (const char* name : {"tiny-flash-ds4-q2", "tiny-flash-ds4-q4", "tiny-flash-f32", "tiny-q8_0"}) {
+    auto model = ds4::model::Model::load(model_dir() + "/" + name + ".gguf");
+    auto gpu = ds4::backend::make_backend("cuda", model);
+    const size_t V = model->config.n_vocab;
+    const auto all = test_tokens(model->config.n_vocab, 300);
+    const size_t kSeq = 3, kLen = 60;
+    const size_t prefill[kSeq] = {40, 25, 7};
+    std::vector<std::vector<int32_t>> toks(kSeq);
+    for (size_t q = 0; q < kSeq; ++q) toks[q].assign(all.begin() + static_cast<long>(q * 80), all.begin() + static_cast<long>(q * 80 + kLen));
+    for (NumericsMode mode : {NumericsMode::exact, NumericsMode::faithful}) {
+      std::vector<std::vector<float>> alone(kSeq), got(kSeq);
+      for (size_t q = 0; q < kSeq; ++q) {
+        alone[q] = run(*gpu, mode, toks[q], 0);
+        got[q].assign(kLen * V, 0.0f);
+      }
+      std::vector<std::unique_ptr<ds4::backend::SessionState>> ss;
+      for (size_t q = 0; q < kSeq; ++q) ss.push_back(gpu->new_session({mode, kTestCtx}));
+      std::vector<size_t> done(kSeq, 0);
+      // Positions compared: a position is checked when its logits were asked.
+      std::vector<std::vector<bool>> have(kSeq, std::vector<bool>(kLen, false));
+      auto step = [&](const size_t (&count)[kSeq], const Logits (&want)[kSeq]) {
+        std::vector<SeqStep> b;
+        std::vector<std::vector<float>> lg(kSeq);
+        for (size_t q = 0; q < kSeq; ++q) {
+          if (!count[q]) continue;
+          const size_t rows = want[q] == Logits::all ? count[q] : want[q] == Logits::last ? 1 : 0;
+          lg[q].assign(rows * V, 0.0f);
+          b.push_back({ss[q].get(), std::span<const int32_t>(toks[q].data() + done[q], count[q]), want[q], lg[q]});
+        }
+        gpu->forward(b);
+        for (size_t q = 0; q < kSeq; ++q) {
+          if (!count[q]) continue;
+          if (want[q] == Logits::all)
+            for (size_t t = 0; t < count[q]; ++t) {
+              std::memcpy(got[q].data() + (done[q] + t) * V, lg[q].data() + t * V, V * sizeof(float));
+              have[q][done[q] + t] = true;
+            }
+          if (want[q] == Logits::last) {
+            std::memcpy(got[q].data() + (done[q] + count[q] - 1) * V, lg[q].data(), V * sizeof(float));
+            have[q][done[q] + count[q] - 1] = true;
+          }
+          done[q] += count[q];
+        }
+      };
+      step({prefill[0], prefill[1], prefill[2]}, {Logits::all, Logits::last, Logits::none});
+      for (int i = 0; i < 6; ++i) step({1, 1, 1}, {Logits::last, Logits::last, Logits::last});
+      step({1, 5, 1}, {Logits::last, Logits::all, Logits::last});
+      for (int i = 0; i < 3; ++i) step({1, 0, 1}, {Logits::last, Logits::none, Logits::last});
+      size_t checked = 0, differ = 0;
+      float max_abs = 0;
+      for (size_t q = 0; q < kSeq; ++q)
+        for (size_t t = 0; t < done[q]; ++t) {
+          if (!have[q][t]) continue;
+          ++checked;
+          const float* a = got[q].data() + t * V;
+          const float* b = alone[q].data() + t * V;
+          if (std::memcmp(a, b, V * sizeof(float)) != 0) ++differ;
+          for (size_t v = 0; v < V; ++v) max_abs = std::max(max_abs, std::fabs(a[v] - b[v]));
+        }
+      std::printf("gpu-forward: batch %-18s %-8s %zu positions with logits, %zu differ from alone, max_abs %.3g\n",
+                  name, std::string(ds4::backend::numerics_name(mode)).c_str(), checked, differ, max_abs);
+      EXPECT_GT(checked, size_t{60});
+      EXPECT_EQ(differ, size_t{0}) << name << " " << ds4::backend::numerics_name(mode)
+                                   << ": batched logits differ from each sequence alone (max_abs " << max_abs << ")";
+      for (size_t q = 0; q < kSeq; ++q) EXPECT_EQ(ss[q]->position(), static_cast<int64_t>(done[q]));
+    }
+  }
 }
 
 // A session's device memory is allocated when it is created, in the amount

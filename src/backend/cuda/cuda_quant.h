@@ -61,6 +61,15 @@ void matvec_q8_indexed(GgmlType t, const void* base, int64_t stride_bytes, const
 // dst + i * activation_bytes(act, cols).
 void quantize_activation_rows(GgmlType act, const float* x, int64_t cols, int64_t nrows, void* dst,
                               cudaStream_t stream = nullptr);
+// The same for rows x_stride floats apart (x_stride >= cols).
+void quantize_activation_strided(GgmlType act, const float* x, int64_t cols, int64_t x_stride, int64_t nrows,
+                                 void* dst, cudaStream_t stream = nullptr);
+// One weight matrix times nact activations (a batch's rows): activation i at
+// act + i * act_stride bytes (a multiple of 16), its result at
+// dy + i * y_stride. Each weight byte is read once per (up to 8) activations,
+// and each result is bit for bit matvec_q8 of that activation alone.
+void matvec_q8_rows(GgmlType t, const void* dW, int64_t rows, int64_t cols, const void* act, size_t act_stride,
+                    int64_t nact, float* dy, int64_t y_stride, cudaStream_t stream = nullptr);
 // nmat products in one launch (MoE experts): product i takes matrix
 // d_index[i] of base (matrices stride_bytes apart), the activation at
 // act + i * act_stride bytes (act_stride 0: the same one for all, else a
