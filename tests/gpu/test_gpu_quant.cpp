@@ -685,3 +685,53 @@ TEST(GpuMatvecQ8Rows, EachRowEqualsItsOwnMatvec) {
 }
 }  // namespace
 }  // namespace ds4
+
+namespace ds4 {
+namespace {
+TEST(GpuMatvecQ8Grouped, EachSlotEqualsItsOwnMatvec) {
+  REQUIRE_DEVICE();
+  // 13 rows x K = 3 choices among 5 experts (so experts are shared by up to
+  // 13 slots: more than one group of 8), one activation per row (gate/up
+  // form) and one per slot (down form): each slot's result must equal
+  // matvec_q8 of its expert and activation, bit for bit.
+  for (GgmlType t : {GgmlType::Q2_K, GgmlType::IQ2_XXS, GgmlType::Q8_0, GgmlType::Q4_K}) {
+    const GgmlType act = cuda::activation_type(t);
+    const int64_t rows = 300, cols = 512, nrows = 13;
+    const int K = 3, E = 5;
+    std::mt19937_64 rng(4242 + ggml_type_id(t));
+    const auto w = random_data(t, E * rows * cols, false, rng);
+    const int64_t stride = static_cast<int64_t>(quant::row_bytes(t, cols)) * rows;
+    std::vector<int32_t> sel(static_cast<size_t>(nrows * K));
+    for (size_t j = 0; j < sel.size(); ++j) sel[j] = static_cast<int32_t>((j * 7 + j / 5) % E);
+    sel[4] = sel[3];  // one row choosing the same expert twice
+    const size_t ab = cuda::activation_bytes(act, cols);
+    for (bool per_slot : {false, true}) {
+      const int64_t nact = per_slot ? nrows * K : nrows;
+      std::vector<float> x(static_cast<size_t>(nact * cols));
+      std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+      for (auto& v : x) v = uni(rng);
+      DeviceBuffer dw(w.size()), dx(x.size() * 4), da(ab * static_cast<size_t>(nact)), ds(sel.size() * 4),
+          y(static_cast<size_t>(rows * nrows * K) * 4), y1(static_cast<size_t>(rows) * 4);
+      dw.upload(w.data(), w.size());
+      dx.upload(x.data(), x.size() * 4);
+      ds.upload(sel.data(), sel.size() * 4);
+      cuda::quantize_activation_rows(act, dx.as<float>(), cols, nact, da.get());
+      cuda::matvec_q8_grouped(t, dw.get(), stride, ds.as<int32_t>(), nrows, K, rows, cols, da.get(),
+                              per_slot ? ab * K : ab, per_slot ? ab : 0, y.as<float>(), rows);
+      std::vector<float> got(static_cast<size_t>(rows * nrows * K)), one(static_cast<size_t>(rows));
+      sync();
+      y.download(got.data(), got.size() * 4);
+      for (int64_t j = 0; j < nrows * K; ++j) {
+        const int64_t a = per_slot ? j : j / K;
+        cuda::matvec_q8(t, dw.as<uint8_t>() + sel[static_cast<size_t>(j)] * stride, rows, cols,
+                        da.as<uint8_t>() + static_cast<size_t>(a) * ab, y1.as<float>());
+        sync();
+        y1.download(one.data(), one.size() * 4);
+        EXPECT_EQ(std::memcmp(one.data(), got.data() + j * rows, one.size() * 4), 0)
+            << type_str(t) << (per_slot ? " per-slot" : " per-row") << " activations, slot " << j;
+      }
+    }
+  }
+}
+}  // namespace
+}  // namespace ds4

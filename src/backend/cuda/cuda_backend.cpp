@@ -764,43 +764,42 @@ class CudaBackend final : public Backend {
     const GgmlType ga = activation_type(W.gate_exps.type), ua = activation_type(W.up_exps.type),
                    da = activation_type(W.down_exps.type);
     const bool integer = ga != GgmlType::F32 && ua != GgmlType::F32 && da != GgmlType::F32;
-    const void* qg = integer ? in_f.as(ga) : nullptr;
-    const void* qu = integer ? in_f.as(ua) : nullptr;
-    const size_t gab = ds4::cuda::activation_bytes(ga, D), uab = ds4::cuda::activation_bytes(ua, D),
-                 dab = ds4::cuda::activation_bytes(da, FF);
     for (int64_t i = 0; i < n; ++i) {
       const int32_t* hash = c_.is_hash_layer(l) ? W.tid2eid + int64_t{rows[sz(i)].tok} * K : nullptr;
-      int32_t* sel = P.sel.as<int32_t>() + i * K;
-      float* wts = P.wts.as<float>() + i * K;
       fwd::route(P.logit.as<float>() + i * E, static_cast<int>(E), static_cast<int>(K), hash, W.exp_probs_b,
-                 c_.expert_weights_norm, c_.expert_weights_scale, sel, wts, st_);
-      float *g = P.g.as<float>() + i * P.gw, *u = P.up.as<float>() + i * P.gw, *ye = P.ye.as<float>() + i * K * D;
-      float* outi = out + i * D;
-      if (integer) {
-        // All K routed experts of the row in one launch per projection: the
-        // expert ids stay on the device (sel).
-        using ds4::cuda::matvec_q8_batched;
-        const auto kk = static_cast<int>(K);
-        const auto* qgi = static_cast<const uint8_t*>(qg) + sz(i) * gab;
-        const auto* qui = static_cast<const uint8_t*>(qu) + sz(i) * uab;
-        matvec_q8_batched(W.gate_exps.type, W.gate_exps.p, static_cast<int64_t>(W.gate_exps.mat_bytes), sel, kk, FF, D,
-                          qgi, 0, g, FF, st_);
-        matvec_q8_batched(W.up_exps.type, W.up_exps.p, static_cast<int64_t>(W.up_exps.mat_bytes), sel, kk, FF, D, qui,
-                          0, u, FF, st_);
-        fwd::swiglu_rows(g, u, FF, K, clamp, wts, st_);
-        uint8_t* gq = P.gq.as<uint8_t>() + sz(i * K) * dab;
-        ds4::cuda::quantize_activation_rows(da, g, FF, K, gq, st_);
-        matvec_q8_batched(W.down_exps.type, W.down_exps.p, static_cast<int64_t>(W.down_exps.mat_bytes), sel, kk, D, FF,
-                          gq, dab, ye, D, st_);
-        fwd::add_rows(outi, ye, D, kk, st_);
-      } else {
-        // Float experts meet f32 activations, one matrix at a time.
+                 c_.expert_weights_norm, c_.expert_weights_scale, P.sel.as<int32_t>() + i * K,
+                 P.wts.as<float>() + i * K, st_);
+    }
+    if (integer) {
+      // The routed experts of all rows grouped by expert (the ids stay on the
+      // device): each chosen expert is read once for the rows that chose it.
+      // Slot j = i * K + k (row i's k-th choice) owns g, up and ye row j.
+      using ds4::cuda::matvec_q8_grouped;
+      const int32_t* sel = P.sel.as<int32_t>();
+      const auto kk = static_cast<int>(K);
+      float *g = P.g.as<float>(), *u = P.up.as<float>(), *ye = P.ye.as<float>();
+      matvec_q8_grouped(W.gate_exps.type, W.gate_exps.p, static_cast<int64_t>(W.gate_exps.mat_bytes), sel, n, kk, FF, D,
+                        in_f.as(ga), ds4::cuda::activation_bytes(ga, D), 0, g, FF, st_);
+      matvec_q8_grouped(W.up_exps.type, W.up_exps.p, static_cast<int64_t>(W.up_exps.mat_bytes), sel, n, kk, FF, D,
+                        in_f.as(ua), ds4::cuda::activation_bytes(ua, D), 0, u, FF, st_);
+      fwd::swiglu_rows(g, u, FF, n * K, clamp, P.wts.as<float>(), st_);
+      const size_t dab = ds4::cuda::activation_bytes(da, FF);
+      ds4::cuda::quantize_activation_rows(da, g, FF, n * K, P.gq.get(), st_);
+      matvec_q8_grouped(W.down_exps.type, W.down_exps.p, static_cast<int64_t>(W.down_exps.mat_bytes), sel, n, kk, D, FF,
+                        P.gq.get(), sz(K) * dab, dab, ye, D, st_);
+      for (int64_t i = 0; i < n; ++i) fwd::add_rows(out + i * D, ye + i * K * D, D, kk, st_);
+    } else {
+      // Float experts meet f32 activations, one matrix at a time.
+      for (int64_t i = 0; i < n; ++i) {
+        const int32_t* sel = P.sel.as<int32_t>() + i * K;
+        const float* wts = P.wts.as<float>() + i * K;
+        float *g = P.g.as<float>(), *u = P.up.as<float>(), *ye = P.ye.as<float>();
         for (int64_t k = 0; k < K; ++k) {
           mv_expert(W.gate_exps, sel + k, f + i * D, g);
           mv_expert(W.up_exps, sel + k, f + i * D, u);
           fwd::swiglu(g, u, FF, clamp, wts + k, st_);
           mv_expert(W.down_exps, sel + k, g, ye);
-          fwd::add(outi, ye, D, st_);
+          fwd::add(out + i * D, ye, D, st_);
         }
       }
     }

@@ -78,6 +78,17 @@ void matvec_q8_batched(GgmlType t, const void* base, int64_t stride_bytes, const
                        int64_t rows, int64_t cols, const void* act, size_t act_stride, float* dy, int64_t y_stride,
                        cudaStream_t stream = nullptr);
 
+// The routed experts of nrows rows at once, grouped by expert: sel holds K
+// expert ids per row (device; slot j = row j / K, choice j % K). Each distinct
+// expert is read once per (up to 8) slots that chose it and multiplied with
+// each such slot's activation, at act + row * act_row_stride + choice *
+// act_k_stride bytes (multiples of 16; act_k_stride 0: one activation per
+// row); slot j's result goes to dy + j * y_stride. Each result is bit for bit
+// matvec_q8 of that expert and activation. nrows * K <= 65535.
+void matvec_q8_grouped(GgmlType t, const void* base, int64_t stride_bytes, const int32_t* d_sel, int64_t nrows, int K,
+                       int64_t rows, int64_t cols, const void* act, size_t act_row_stride, size_t act_k_stride,
+                       float* dy, int64_t y_stride, cudaStream_t stream = nullptr);
+
 namespace detail {
 void upload_q8_tables();  // q8_kernels.cu's part of prepare_tables()
 inline constexpr int kBlockPerRow = -1;

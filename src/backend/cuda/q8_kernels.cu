@@ -344,28 +344,18 @@ __global__ void __launch_bounds__(kThreads) mvq_kernel(const uint8_t* __restrict
 // read once for all N (a batch's rows: decode steps of several sequences, a
 // prefill chunk). acc[r][n] takes the same units in the same order as
 // mvq_kernel's acc[r], and the same warp reduction, so each activation's result
-// is bit for bit what a matvec_q8 of it alone gives.
+// is bit for bit what a matvec_q8 of it alone gives. Activation n < nact goes
+// to yp[n]; the others are not written.
 template <class T, int R, int N>
-__global__ void __launch_bounds__(kThreads) mvq_multi_kernel(const uint8_t* __restrict__ w, int64_t row_bytes,
-                                                             int64_t rows, int64_t nblocks, Act act, size_t act_stride,
-                                                             int nact, float* __restrict__ y, int64_t y_stride) {
-  const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+__device__ __forceinline__ void mvq_rows_body(const typename T::Ctx& ctx, const uint8_t* __restrict__ w,
+                                              int64_t row_bytes, int64_t rows, int64_t nunits, const Act (&a)[N],
+                                              int nact, float* const (&yp)[N]) {
   const int lane = threadIdx.x & 31;
   const int64_t row0 = ((static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) >> 5) * R;
   if (row0 >= rows) return;
-  const int64_t nunits = nblocks * T::PARTS;
   const uint8_t* wr[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) wr[r] = w + (row0 + r < rows ? row0 + r : rows - 1) * row_bytes;
-  Act a[N];
-#pragma unroll
-  for (int n = 0; n < N; ++n) {
-    // Activations past nact repeat the last one; their sums are dropped.
-    const size_t off = static_cast<size_t>(n < nact ? n : nact - 1) * act_stride;
-    a[n].q = reinterpret_cast<const int8_t*>(reinterpret_cast<const uint8_t*>(act.q) + off);
-    a[n].d = reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(act.d) + off);
-    a[n].bsums = reinterpret_cast<const int32_t*>(reinterpret_cast<const uint8_t*>(act.bsums) + off);
-  }
   float acc[R][N];
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -399,8 +389,70 @@ __global__ void __launch_bounds__(kThreads) mvq_multi_kernel(const uint8_t* __re
 #pragma unroll
     for (int n = 0; n < N; ++n) {
       const float v = kc::warp_sum(acc[r][n]);
-      if (lane == 0 && row0 + r < rows && n < nact) y[n * y_stride + row0 + r] = v;
+      if (lane == 0 && row0 + r < rows && n < nact) yp[n][row0 + r] = v;
     }
+}
+
+__device__ __forceinline__ Act act_at(Act act, size_t off) {
+  act.q = reinterpret_cast<const int8_t*>(reinterpret_cast<const uint8_t*>(act.q) + off);
+  act.d = reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(act.d) + off);
+  act.bsums = reinterpret_cast<const int32_t*>(reinterpret_cast<const uint8_t*>(act.bsums) + off);
+  return act;
+}
+
+// matvec_q8_rows: activation n at act + n * act_stride, result at y + n * y_stride.
+template <class T, int R, int N>
+__global__ void __launch_bounds__(kThreads) mvq_multi_kernel(const uint8_t* __restrict__ w, int64_t row_bytes,
+                                                             int64_t rows, int64_t nblocks, Act act, size_t act_stride,
+                                                             int nact, float* __restrict__ y, int64_t y_stride) {
+  const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+  Act a[N];
+  float* yp[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    // Activations past nact repeat the last one; their sums are dropped.
+    a[n] = act_at(act, static_cast<size_t>(n < nact ? n : nact - 1) * act_stride);
+    yp[n] = y + n * y_stride;
+  }
+  mvq_rows_body<T, R, N>(ctx, w, row_bytes, rows, nblocks * T::PARTS, a, nact, yp);
+}
+
+// matvec_q8_grouped: slot j (blockIdx.y) is choice k = j % K of row i = j / K,
+// naming expert sel[j]. The first slot to name an expert multiplies it with
+// the activations of every slot that names it, N at a time, so each chosen
+// expert is read once per N rows that chose it; later slots naming the same
+// expert return at once. Slot j's activation is at act + i * act_row_stride +
+// k * act_k_stride, its result at y + j * y_stride.
+template <class T, int N>
+__global__ void __launch_bounds__(kThreads) mvq_grouped_kernel(const uint8_t* __restrict__ base, int64_t mat_stride,
+                                                               const int32_t* __restrict__ sel, int nslots, int K,
+                                                               int64_t row_bytes, int64_t rows, int64_t nblocks, Act act,
+                                                               size_t act_row_stride, size_t act_k_stride,
+                                                               float* __restrict__ y, int64_t y_stride) {
+  const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+  const int j = static_cast<int>(blockIdx.y);
+  const int32_t e = __ldg(sel + j);
+  for (int i = 0; i < j; ++i)
+    if (__ldg(sel + i) == e) return;  // an earlier slot does this expert
+  const uint8_t* w = base + static_cast<int64_t>(e) * mat_stride;
+  for (int s0 = j; s0 < nslots;) {
+    Act a[N];
+    float* yp[N];
+    int cnt = 0, last = j;
+    for (; s0 < nslots && cnt < N; ++s0) {
+      if (__ldg(sel + s0) != e) continue;
+      last = s0;
+      a[cnt] = act_at(act, static_cast<size_t>(s0 / K) * act_row_stride + static_cast<size_t>(s0 % K) * act_k_stride);
+      yp[cnt] = y + static_cast<int64_t>(s0) * y_stride;
+      ++cnt;
+    }
+    if (cnt == 0) break;
+    for (int c = cnt; c < N; ++c) {
+      a[c] = a[0];
+      yp[c] = y + static_cast<int64_t>(last) * y_stride;
+    }
+    mvq_rows_body<T, 1, N>(ctx, w, row_bytes, rows, nblocks * T::PARTS, a, cnt, yp);
+  }
 }
 
 unsigned grid_for(int64_t threads) { return kc::grid_for(threads, kThreads); }
@@ -483,6 +535,25 @@ void mvq_multi(GgmlType t, const void* w, int64_t rows, int64_t cols, const void
     else if (n <= 4) launch_multi<T, 4>(wb, rb, rows, nb, a, act_stride, n, yn, y_stride, s);
     else launch_multi<T, kMultiMax>(wb, rb, rows, nb, a, act_stride, n, yn, y_stride, s);
   }
+}
+
+template <class T>
+void mvq_grouped(GgmlType t, const void* base, int64_t stride, const int32_t* sel, int64_t nrows, int K, int64_t rows,
+                 int64_t cols, const void* act, size_t act_row_stride, size_t act_k_stride, float* y, int64_t y_stride,
+                 cudaStream_t s) {
+  if (cols % T::QK || cols % T::AQK) fail_shape("matvec_q8_grouped", t, cols, T::AQK > T::QK ? T::AQK : T::QK);
+  if (!aligned(base, T::ALIGN) || stride % T::ALIGN) fail_align("matvec_q8_grouped weights", t, base, T::ALIGN);
+  if (!aligned(act, 16) || act_row_stride % 16 || act_k_stride % 16)
+    fail_align("matvec_q8_grouped activation", t, act, 16);
+  if (rows <= 0 || cols <= 0 || nrows <= 0 || K <= 0) return;
+  const int64_t nslots = nrows * K;
+  if (nslots > 65535) fail_shape("matvec_q8_grouped slots", t, nslots, 1);
+  const int64_t rb = cols / T::QK * T::BYTES, nb = cols / T::QK;
+  const Act a = act_view(act, cols, T::AQK);
+  mvq_grouped_kernel<T, kMultiMax><<<dim3(grid_for(rows * 32), static_cast<unsigned>(nslots)), kThreads, 0, s>>>(
+      static_cast<const uint8_t*>(base), stride, sel, static_cast<int>(nslots), K, rb, rows, nb, a, act_row_stride,
+      act_k_stride, y, y_stride);
+  DS4_CUDA_CHECK_LAUNCH("mvq_grouped_kernel");
 }
 
 void mvq_any(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act, float* y, cudaStream_t s,
@@ -573,6 +644,9 @@ void matvec_q8(GgmlType t, const void* w, int64_t rows, int64_t cols, const void
 
 void matvec_q8_rows(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act, size_t act_stride,
                     int64_t nact, float* y, int64_t y_stride, cudaStream_t s) {
+  // One activation: the single-row kernel (its two-rows-per-warp form is
+  // faster on tall matrices); each row's sum is the same either way.
+  if (nact == 1) return mvq_any(t, w, rows, cols, act, y, s, nullptr, 0);
   switch (t) {
     case GgmlType::Q8_0: return mvq_multi<QQ8_0>(t, w, rows, cols, act, act_stride, nact, y, y_stride, s);
     case GgmlType::Q2_K: return mvq_multi<QQ2_K>(t, w, rows, cols, act, act_stride, nact, y, y_stride, s);
@@ -581,6 +655,27 @@ void matvec_q8_rows(GgmlType t, const void* w, int64_t rows, int64_t cols, const
       upload_tables();
       return mvq_multi<QIQ2_XXS>(t, w, rows, cols, act, act_stride, nact, y, y_stride, s);
     default: fail_unsupported("matvec_q8_rows", t);
+  }
+}
+
+void matvec_q8_grouped(GgmlType t, const void* base, int64_t stride_bytes, const int32_t* d_sel, int64_t nrows, int K,
+                       int64_t rows, int64_t cols, const void* act, size_t act_row_stride, size_t act_k_stride,
+                       float* y, int64_t y_stride, cudaStream_t s) {
+  switch (t) {
+    case GgmlType::Q8_0:
+      return mvq_grouped<QQ8_0>(t, base, stride_bytes, d_sel, nrows, K, rows, cols, act, act_row_stride, act_k_stride,
+                                y, y_stride, s);
+    case GgmlType::Q2_K:
+      return mvq_grouped<QQ2_K>(t, base, stride_bytes, d_sel, nrows, K, rows, cols, act, act_row_stride, act_k_stride,
+                                y, y_stride, s);
+    case GgmlType::Q4_K:
+      return mvq_grouped<QQ4_K>(t, base, stride_bytes, d_sel, nrows, K, rows, cols, act, act_row_stride, act_k_stride,
+                                y, y_stride, s);
+    case GgmlType::IQ2_XXS:
+      upload_tables();
+      return mvq_grouped<QIQ2_XXS>(t, base, stride_bytes, d_sel, nrows, K, rows, cols, act, act_row_stride,
+                                   act_k_stride, y, y_stride, s);
+    default: fail_unsupported("matvec_q8_grouped", t);
   }
 }
 
