@@ -603,16 +603,20 @@ class CudaBackend final : public Backend {
     const int64_t D = c_.n_embd, hc = c_.hc_count, mr = c_.hc_mix_rows();
     fwd::rms_norm_rows(P.X.as<float>(), nullptr, n, hc * D, c_.rms_eps, P.u.as<float>(), st_);
     mv(fn, P.in_b.bind(P.u.as<float>(), hc * D, n), P.mix.as<float>(), mr);
-    fwd::hc_split_rows(P.mix.as<float>(), mr, n, scale, base, static_cast<int>(hc), c_.hc_eps,
-                       static_cast<int>(c_.sinkhorn_iters), P.pre.as<float>(), P.post.as<float>(), P.comb.as<float>(),
-                       st_);
-    fwd::hc_collapse_rows(P.X.as<float>(), P.pre.as<float>(), static_cast<int>(hc), D, n, P.y.as<float>(), st_);
+    for (int64_t i = 0; i < n; ++i) {
+      fwd::hc_split(P.mix.as<float>() + i * mr, scale, base, static_cast<int>(hc), c_.hc_eps,
+                    static_cast<int>(c_.sinkhorn_iters), P.pre.as<float>() + i * hc, P.post.as<float>() + i * hc,
+                    P.comb.as<float>() + i * hc * hc, st_);
+      fwd::hc_collapse(P.X.as<float>() + i * hc * D, P.pre.as<float>() + i * hc, static_cast<int>(hc), D,
+                       P.y.as<float>() + i * D, st_);
+    }
   }
 
   void hc_post(Pass& P, int64_t n) const {
     const int64_t D = c_.n_embd, hc = c_.hc_count;
-    fwd::hc_expand_rows(P.X.as<float>(), P.out.as<float>(), P.post.as<float>(), P.comb.as<float>(), static_cast<int>(hc),
-                        D, n, st_);
+    for (int64_t i = 0; i < n; ++i)
+      fwd::hc_expand(P.X.as<float>() + i * hc * D, P.out.as<float>() + i * D, P.post.as<float>() + i * hc,
+                     P.comb.as<float>() + i * hc * hc, static_cast<int>(hc), D, st_);
   }
 
   // cpu::compressor_step on the device.
@@ -783,7 +787,7 @@ class CudaBackend final : public Backend {
       ds4::cuda::quantize_activation_rows(da, g, FF, n * K, P.gq.get(), st_);
       matvec_q8_grouped(W.down_exps.type, W.down_exps.p, static_cast<int64_t>(W.down_exps.mat_bytes), sel, n, kk, D, FF,
                         P.gq.get(), sz(K) * dab, dab, ye, D, st_);
-      fwd::add_rows_batched(out, ye, D, kk, n, st_);
+      for (int64_t i = 0; i < n; ++i) fwd::add_rows(out + i * D, ye + i * K * D, D, kk, st_);
     } else {
       // Float experts meet f32 activations, one matrix at a time.
       for (int64_t i = 0; i < n; ++i) {

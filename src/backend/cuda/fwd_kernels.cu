@@ -64,12 +64,7 @@ __global__ void k_hc_fill(const float* e, int hc, int64_t D, float* X) {
 // One thread, for hc above 5 (k_hc_split_warp below serves up to 5, V4's 4
 // included): the operations of cpu::hc_split_sinkhorn in the same order.
 __global__ void k_hc_split(const float* m, const float* scale, const float* base, int hc, float eps, int iters,
-                           float* pre, float* post, float* comb, int64_t m_stride) {
-  // Row blockIdx.y of a batch: its mixer output, coefficients and matrix.
-  m += blockIdx.y * m_stride;
-  pre += blockIdx.y * hc;
-  post += blockIdx.y * hc;
-  comb += blockIdx.y * hc * hc;
+                           float* pre, float* post, float* comb) {
   for (int i = 0; i < hc; ++i) {
     pre[i] = sigmoidf(scale[0] * m[i] + base[i]) + eps;
     post[i] = 2.0f * sigmoidf(scale[1] * m[hc + i] + base[hc + i]);
@@ -105,11 +100,7 @@ __global__ void k_hc_split(const float* m, const float* scale, const float* base
 // loops above, so the result is the same, in a fraction of the time (the
 // serial kernel spends most of it waiting on one dependent divide after another).
 __global__ void k_hc_split_warp(const float* m, const float* scale, const float* base, int hc, float eps, int iters,
-                                float* pre, float* post, float* comb_out, int64_t m_stride) {
-  m += blockIdx.y * m_stride;
-  pre += blockIdx.y * hc;
-  post += blockIdx.y * hc;
-  comb_out += blockIdx.y * hc * hc;
+                                float* pre, float* post, float* comb_out) {
   const int l = threadIdx.x;
   if (l < hc) {
     pre[l] = sigmoidf(scale[0] * m[l] + base[l]) + eps;
@@ -137,18 +128,12 @@ __global__ void k_hc_split_warp(const float* m, const float* scale, const float*
   if (live) comb_out[l] = c;
 }
 
-__global__ void k_hc_head_pre(const float* m, const float* scale, const float* base, int hc, float eps, float* pre,
-                              int64_t m_stride) {
-  m += blockIdx.y * m_stride;
-  pre += blockIdx.y * hc;
+__global__ void k_hc_head_pre(const float* m, const float* scale, const float* base, int hc, float eps, float* pre) {
   const int i = threadIdx.x;
   if (i < hc) pre[i] = sigmoidf(m[i] * scale[0] + base[i]) + eps;
 }
 
 __global__ void k_hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y) {
-  X += blockIdx.y * hc * D;
-  pre += blockIdx.y * hc;
-  y += blockIdx.y * D;
   const int64_t d = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (d >= D) return;
   float s = 0;
@@ -159,10 +144,6 @@ __global__ void k_hc_collapse(const float* X, const float* pre, int hc, int64_t 
 constexpr int kMaxHc = 16;
 
 __global__ void k_hc_expand(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D) {
-  X += blockIdx.y * hc * D;
-  out += blockIdx.y * D;
-  post += blockIdx.y * hc;
-  comb += blockIdx.y * hc * hc;
   const int64_t d = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (d >= D) return;
   float old[kMaxHc];
@@ -457,9 +438,6 @@ __global__ void k_swiglu_rows(float* g, const float* u, int64_t ff, int64_t n, f
 
 // y[i] += x[i] + x[n + i] + ... in row order (the order of separate adds).
 __global__ void k_add_rows(float* y, const float* x, int64_t n, int rows) {
-  // Batch entry blockIdx.y: y row blockIdx.y, its `rows` x rows.
-  y += blockIdx.y * n;
-  x += blockIdx.y * rows * n;
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   float v = y[i];
@@ -486,48 +464,24 @@ void hc_fill(const float* e, int hc, int64_t D, float* X, cudaStream_t s) {
 
 void hc_split(const float* m, const float* scale, const float* base, int hc, float eps, int iters, float* pre,
               float* post, float* comb, cudaStream_t s) {
-  hc_split_rows(m, 0, 1, scale, base, hc, eps, iters, pre, post, comb, s);
-}
-
-void hc_split_rows(const float* m, int64_t m_stride, int64_t rows, const float* scale, const float* base, int hc,
-                   float eps, int iters, float* pre, float* post, float* comb, cudaStream_t s) {
-  if (rows <= 0) return;
-  const dim3 grid(1, static_cast<unsigned>(rows));
-  if (hc * hc <= 32) k_hc_split_warp<<<grid, 32, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb, m_stride);
-  else k_hc_split<<<grid, 1, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb, m_stride);
+  if (hc * hc <= 32) k_hc_split_warp<<<1, 32, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb);
+  else k_hc_split<<<1, 1, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb);
   LAUNCH_CHECK("k_hc_split");
 }
 
 void hc_head_pre(const float* m, const float* scale, const float* base, int hc, float eps, float* pre, cudaStream_t s) {
-  hc_head_pre_rows(m, 0, 1, scale, base, hc, eps, pre, s);
-}
-
-void hc_head_pre_rows(const float* m, int64_t m_stride, int64_t rows, const float* scale, const float* base, int hc,
-                      float eps, float* pre, cudaStream_t s) {
-  if (rows <= 0) return;
-  k_hc_head_pre<<<dim3(1, static_cast<unsigned>(rows)), 32, 0, s>>>(m, scale, base, hc, eps, pre, m_stride);
+  k_hc_head_pre<<<1, 32, 0, s>>>(m, scale, base, hc, eps, pre);
   LAUNCH_CHECK("k_hc_head_pre");
 }
 
 void hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y, cudaStream_t s) {
-  hc_collapse_rows(X, pre, hc, D, 1, y, s);
-}
-
-void hc_collapse_rows(const float* X, const float* pre, int hc, int64_t D, int64_t rows, float* y, cudaStream_t s) {
-  if (rows <= 0) return;
-  k_hc_collapse<<<dim3(blocks_for(D), static_cast<unsigned>(rows)), kBlock, 0, s>>>(X, pre, hc, D, y);
+  k_hc_collapse<<<blocks_for(D), kBlock, 0, s>>>(X, pre, hc, D, y);
   LAUNCH_CHECK("k_hc_collapse");
 }
 
 void hc_expand(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D, cudaStream_t s) {
-  hc_expand_rows(X, out, post, comb, hc, D, 1, s);
-}
-
-void hc_expand_rows(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D, int64_t rows,
-                    cudaStream_t s) {
   if (hc > kMaxHc) throw_cuda_error(cudaErrorInvalidValue, "hc_expand: hc_count above 16", __FILE__, __LINE__);
-  if (rows <= 0) return;
-  k_hc_expand<<<dim3(blocks_for(D), static_cast<unsigned>(rows)), kBlock, 0, s>>>(X, out, post, comb, hc, D);
+  k_hc_expand<<<blocks_for(D), kBlock, 0, s>>>(X, out, post, comb, hc, D);
   LAUNCH_CHECK("k_hc_expand");
 }
 
@@ -615,11 +569,8 @@ void swiglu_rows(float* g, const float* u, int64_t ff, int64_t rows, float clamp
   LAUNCH_CHECK("k_swiglu_rows");
 }
 
-void add_rows(float* y, const float* x, int64_t n, int rows, cudaStream_t s) { add_rows_batched(y, x, n, rows, 1, s); }
-
-void add_rows_batched(float* y, const float* x, int64_t n, int rows, int64_t batch, cudaStream_t s) {
-  if (batch <= 0) return;
-  k_add_rows<<<dim3(blocks_for(n), static_cast<unsigned>(batch)), kBlock, 0, s>>>(y, x, n, rows);
+void add_rows(float* y, const float* x, int64_t n, int rows, cudaStream_t s) {
+  k_add_rows<<<blocks_for(n), kBlock, 0, s>>>(y, x, n, rows);
   LAUNCH_CHECK("k_add_rows");
 }
 

@@ -19,23 +19,12 @@ void hc_fill(const float* e, int hc, int64_t D, float* X, cudaStream_t s);
 // HC coefficients from mixer output m (model-spec §5.2), Sinkhorn included.
 void hc_split(const float* m, const float* scale, const float* base, int hc, float eps, int iters, float* pre,
               float* post, float* comb, cudaStream_t s);
-// hc_split of `rows` rows at once: row r reads m + r * m_stride and writes
-// pre/post + r * hc, comb + r * hc * hc (each row as hc_split alone).
-void hc_split_rows(const float* m, int64_t m_stride, int64_t rows, const float* scale, const float* base, int hc,
-                   float eps, int iters, float* pre, float* post, float* comb, cudaStream_t s);
 // Output head: pre[i] = sigmoid(m[i] * scale[0] + base[i]) + eps.
 void hc_head_pre(const float* m, const float* scale, const float* base, int hc, float eps, float* pre, cudaStream_t s);
-void hc_head_pre_rows(const float* m, int64_t m_stride, int64_t rows, const float* scale, const float* base, int hc,
-                      float eps, float* pre, cudaStream_t s);
 // y[d] = sum_i pre[i] X[i*D + d].
 void hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y, cudaStream_t s);
-// The same for `rows` rows: X + r * hc * D, pre + r * hc, y + r * D.
-void hc_collapse_rows(const float* X, const float* pre, int hc, int64_t D, int64_t rows, float* y, cudaStream_t s);
 // X'_j = post_j out + sum_i comb[i][j] X_i, in place.
 void hc_expand(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D, cudaStream_t s);
-// The same for `rows` rows: X + r * hc * D, out + r * D, post + r * hc, comb + r * hc * hc.
-void hc_expand_rows(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D, int64_t rows,
-                    cudaStream_t s);
 // Interleaved-pair RoPE of `heads` tails: x + h*stride holds 2*pairs values.
 void rope(float* x, int64_t stride, int heads, const float* inv_freq, int pairs, int64_t pos, bool inverse,
           cudaStream_t s);
@@ -79,7 +68,5 @@ void swiglu(float* g, const float* u, int64_t n, float clamp, const float* wk, c
 void swiglu_rows(float* g, const float* u, int64_t ff, int64_t rows, float clamp, const float* wts, cudaStream_t s);
 // y += x_0 + x_1 + ... + x_{rows-1} (x_r = x + r * n), added in row order.
 void add_rows(float* y, const float* x, int64_t n, int rows, cudaStream_t s);
-// add_rows for `batch` outputs at once: y + b * n takes x + b * rows * n.
-void add_rows_batched(float* y, const float* x, int64_t n, int rows, int64_t batch, cudaStream_t s);
 
 }  // namespace ds4::cuda::fwd
