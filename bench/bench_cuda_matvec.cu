@@ -161,7 +161,10 @@ double time_matvec(GgmlType t, int64_t rows, int64_t cols, int rpw, cudaStream_t
 
 }  // namespace
 
-int main() {
+// `bench_cuda_matvec [--bandwidth]`: --bandwidth measures and prints only the
+// memory bandwidth line (scripts/bench-gpu divides decode GB/s by it).
+int main(int argc, char** argv) {
+  const bool bandwidth_only = argc > 1 && std::string(argv[1]) == "--bandwidth";
   try {
     if (cuda::device_count() == 0) {
       // Not an error: `make bench` runs every benchmark, also on machines without a GPU.
@@ -176,6 +179,7 @@ int main() {
     const double rd = read_bandwidth(s), cp = copy_bandwidth(s);
     std::printf("device: %s, %d SMs, L2 %d MiB\n", prop.name, g_sms, prop.l2CacheSize >> 20);
     std::printf("memory bandwidth: read kernel %.0f GB/s, device-to-device copy %.0f GB/s (read+write)\n", rd, cp);
+    if (bandwidth_only) return 0;
     std::printf("matvec GB/s of weight bytes (best of 3 graph replays). rpwN/default: f32 activations, N rows per\n"
                 "warp; q8: integer kernel on a quantized activation (what the backend runs), q8+act: quantizing it\n"
                 "in each launch too; %%read = the backend's kernel vs the read kernel\n");

@@ -1,12 +1,16 @@
-// CUDA forward speed: `bench_cuda_forward MODEL.gguf [prefill_tokens] [decode_tokens]`.
+// CUDA forward speed: `bench_cuda_forward MODEL.gguf [prefill_tokens] [decode_tokens] [sequences...]`.
 // Times a prefill of P tokens and then D single-token decode steps (each call
 // returns logits, as generation does) on one session, after a warm-up, and
 // prints tokens/s with the weight bytes one token reads (every weight except
 // the routed experts, plus n_expert_used experts per MoE layer, plus one
-// embedding row) and the bandwidth that implies.
+// embedding row) and the bandwidth that implies. Each further argument N
+// times N sequences decoding together (each prefilled with 8 tokens, then
+// decode_tokens batched steps of one token per sequence) and prints the
+// aggregate and per-sequence tokens/s.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -81,6 +85,31 @@ int main(int argc, char** argv) {
                 bpt * P / tp / 1e9);
     std::printf("bench_cuda_forward: decode %d tokens: %.1f tok/s (%.1f GB/s of weights)\n", Dn, Dn / td,
                 bpt * Dn / td / 1e9);
+    for (int a = 4; a < argc; ++a) {
+      const int N = std::atoi(argv[a]);
+      if (N <= 0) continue;
+      std::vector<std::unique_ptr<ds4::backend::SessionState>> ss;
+      std::vector<std::vector<float>> out(static_cast<size_t>(N), std::vector<float>(V));
+      std::vector<ds4::backend::SeqStep> steps(static_cast<size_t>(N));
+      std::vector<int32_t> stoks(static_cast<size_t>(N) * static_cast<size_t>(Dn + 8));
+      for (size_t i = 0; i < stoks.size(); ++i) stoks[i] = static_cast<int32_t>((i * 104729 + 7) % V);
+      const auto at = [&](int q, int t) { return stoks.data() + static_cast<size_t>(q) * static_cast<size_t>(Dn + 8) + t; };
+      for (int q = 0; q < N; ++q) {
+        ss.push_back(be->new_session({ds4::backend::NumericsMode::exact, Dn + 9}));
+        be->forward(*ss.back(), std::span<const int32_t>(at(q, 0), 8), {});
+      }
+      t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < Dn; ++i) {
+        for (int q = 0; q < N; ++q)
+          steps[static_cast<size_t>(q)] = {ss[static_cast<size_t>(q)].get(), std::span<const int32_t>(at(q, 8 + i), 1),
+                                           ds4::backend::Logits::last, out[static_cast<size_t>(q)]};
+        be->forward(steps);
+      }
+      const double tb = seconds_since(t0);
+      std::printf("bench_cuda_forward: %d sequences decoding together, %d steps: %.1f tok/s aggregate, %.1f tok/s "
+                  "per sequence (%.2fx one sequence's decode)\n",
+                  N, Dn, N * Dn / tb, Dn / tb, (N * Dn / tb) / (Dn / td));
+    }
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_cuda_forward: %s\n", e.what());

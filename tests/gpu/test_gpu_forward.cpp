@@ -15,10 +15,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cuda/cuda_buffer.h"
 #include "backend/cuda/cuda_check.h"
 #include "model/weights.h"
 #include "quant/kernels.h"
@@ -306,6 +308,197 @@ TEST(GpuForwardFit, ModelThatDoesNotFitFailsAtLoadWithSizes) {
   auto s = gpu->new_session({NumericsMode::exact, kTestCtx});
   std::vector<float> lg(model->config.n_vocab);
   gpu->forward(*s, std::vector<int32_t>{1}, lg);
+  EXPECT_TRUE(std::isfinite(lg[0]));
+}
+
+// A batch of sequences at different positions and lengths equals each
+// sequence run alone. The CUDA backend runs a batch's rows through each weight
+// together (one read for all rows) and each row's per-row kernels are the ones
+// a lone row gets, so the match is asserted bit for bit, as prefill == decode
+// is above. Three sequences: a first batch of prefills of 40, 25 and 7 tokens
+// (72 rows: more than one pass, a sequence split across passes; logits all /
+// last / none), then batches of decode steps, then a step mixing a 5-token
+// chunk with two decodes.
+TEST(GpuForwardBatch, BatchEqualsEachSequenceAlone) {
+  ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
+  ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";
+  using ds4::backend::Logits;
+  using ds4::backend::SeqStep;
+  for (const char* name : {"tiny-flash-ds4-q2", "tiny-flash-ds4-q4", "tiny-flash-f32", "tiny-q8_0"}) {
+    auto model = ds4::model::Model::load(model_dir() + "/" + name + ".gguf");
+    auto gpu = ds4::backend::make_backend("cuda", model);
+    const size_t V = model->config.n_vocab;
+    const auto all = test_tokens(model->config.n_vocab, 300);
+    const size_t kSeq = 3, kLen = 60;
+    const size_t prefill[kSeq] = {40, 25, 7};
+    std::vector<std::vector<int32_t>> toks(kSeq);
+    for (size_t q = 0; q < kSeq; ++q) toks[q].assign(all.begin() + static_cast<long>(q * 80), all.begin() + static_cast<long>(q * 80 + kLen));
+    for (NumericsMode mode : {NumericsMode::exact, NumericsMode::faithful}) {
+      std::vector<std::vector<float>> alone(kSeq), got(kSeq);
+      for (size_t q = 0; q < kSeq; ++q) {
+        alone[q] = run(*gpu, mode, toks[q], 0);
+        got[q].assign(kLen * V, 0.0f);
+      }
+      std::vector<std::unique_ptr<ds4::backend::SessionState>> ss;
+      for (size_t q = 0; q < kSeq; ++q) ss.push_back(gpu->new_session({mode, kTestCtx}));
+      std::vector<size_t> done(kSeq, 0);
+      // Positions compared: a position is checked when its logits were asked.
+      std::vector<std::vector<bool>> have(kSeq, std::vector<bool>(kLen, false));
+      auto step = [&](const size_t (&count)[kSeq], const Logits (&want)[kSeq]) {
+        std::vector<SeqStep> b;
+        std::vector<std::vector<float>> lg(kSeq);
+        for (size_t q = 0; q < kSeq; ++q) {
+          if (!count[q]) continue;
+          const size_t rows = want[q] == Logits::all ? count[q] : want[q] == Logits::last ? 1 : 0;
+          lg[q].assign(rows * V, 0.0f);
+          b.push_back({ss[q].get(), std::span<const int32_t>(toks[q].data() + done[q], count[q]), want[q], lg[q]});
+        }
+        gpu->forward(b);
+        for (size_t q = 0; q < kSeq; ++q) {
+          if (!count[q]) continue;
+          if (want[q] == Logits::all)
+            for (size_t t = 0; t < count[q]; ++t) {
+              std::memcpy(got[q].data() + (done[q] + t) * V, lg[q].data() + t * V, V * sizeof(float));
+              have[q][done[q] + t] = true;
+            }
+          if (want[q] == Logits::last) {
+            std::memcpy(got[q].data() + (done[q] + count[q] - 1) * V, lg[q].data(), V * sizeof(float));
+            have[q][done[q] + count[q] - 1] = true;
+          }
+          done[q] += count[q];
+        }
+      };
+      step({prefill[0], prefill[1], prefill[2]}, {Logits::all, Logits::last, Logits::none});
+      for (int i = 0; i < 6; ++i) step({1, 1, 1}, {Logits::last, Logits::last, Logits::last});
+      step({1, 5, 1}, {Logits::last, Logits::all, Logits::last});
+      for (int i = 0; i < 3; ++i) step({1, 0, 1}, {Logits::last, Logits::none, Logits::last});
+      size_t checked = 0, differ = 0;
+      float max_abs = 0;
+      for (size_t q = 0; q < kSeq; ++q)
+        for (size_t t = 0; t < done[q]; ++t) {
+          if (!have[q][t]) continue;
+          ++checked;
+          const float* a = got[q].data() + t * V;
+          const float* b = alone[q].data() + t * V;
+          if (std::memcmp(a, b, V * sizeof(float)) != 0) ++differ;
+          for (size_t v = 0; v < V; ++v) max_abs = std::max(max_abs, std::fabs(a[v] - b[v]));
+        }
+      std::printf("gpu-forward: batch %-18s %-8s %zu positions with logits, %zu differ from alone, max_abs %.3g\n",
+                  name, std::string(ds4::backend::numerics_name(mode)).c_str(), checked, differ, max_abs);
+      EXPECT_GT(checked, size_t{60});
+      EXPECT_EQ(differ, size_t{0}) << name << " " << ds4::backend::numerics_name(mode)
+                                   << ": batched logits differ from each sequence alone (max_abs " << max_abs << ")";
+      for (size_t q = 0; q < kSeq; ++q) EXPECT_EQ(ss[q]->position(), static_cast<int64_t>(done[q]));
+    }
+  }
+}
+
+// A session's device memory is allocated when it is created, in the amount
+// session_memory() states; forward() then allocates and frees nothing, in any
+// shape of call (decode, prefill, chunks, logits for more rows than the
+// session keeps on the device, a batch of several sessions). Checked two ways:
+// DeviceBuffer's counters (every device allocation of the backend goes through
+// it) and the driver's own free-memory figure.
+TEST(GpuForwardMemory, NoDeviceAllocationInsideForward) {
+  ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
+  ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";
+  for (const char* name : {"tiny-flash-ds4-q2", "tiny-flash-f32", "tiny-q8_0"}) {
+    auto model = ds4::model::Model::load(model_dir() + "/" + name + ".gguf");
+    auto gpu = ds4::backend::make_backend("cuda", model);
+    const size_t V = model->config.n_vocab;
+    const auto toks = test_tokens(model->config.n_vocab, 150);
+    const ds4::backend::SessionOptions opt{NumericsMode::faithful, 4096};
+    const ds4::backend::SessionMemory need = gpu->session_memory(opt);
+    // Every call shape once per session: prefill with all logits (150 rows),
+    // decode steps, a chunk with the last logits only, a state-only chunk,
+    // then a batch of two sessions.
+    auto exercise = [&](ds4::backend::SessionState& a, ds4::backend::SessionState& b) {
+      std::vector<float> all(100 * V), one(V), two(V);
+      gpu->forward(a, std::span<const int32_t>(toks.data(), 100), all);
+      for (size_t t = 100; t < 110; ++t) gpu->forward(a, std::span<const int32_t>(toks.data() + t, 1), one);
+      gpu->forward(a, std::span<const int32_t>(toks.data() + 110, 20), {});
+      gpu->forward(b, std::span<const int32_t>(toks.data(), 30), {});
+      const ds4::backend::SeqStep steps[2] = {
+          {&a, std::span<const int32_t>(toks.data() + 130, 20), ds4::backend::Logits::last, one},
+          {&b, std::span<const int32_t>(toks.data() + 30, 1), ds4::backend::Logits::last, two}};
+      gpu->forward(steps);
+      EXPECT_TRUE(std::isfinite(one[0]) && std::isfinite(two[0]));
+    };
+    {
+      // Warm-up on other sessions: the driver loads kernel images on first use.
+      auto wa = gpu->new_session(opt), wb = gpu->new_session(opt);
+      exercise(*wa, *wb);
+    }
+    const ds4::cuda::AllocStats before_new = ds4::cuda::alloc_stats();
+    auto a = gpu->new_session(opt), b = gpu->new_session(opt);
+    const ds4::cuda::AllocStats before = ds4::cuda::alloc_stats();
+    EXPECT_EQ(before.live_bytes - before_new.live_bytes, 2 * need.total())
+        << name << ": session_memory() must state what a session takes";
+    size_t free0 = 0, free1 = 0, total = 0;
+    ASSERT_EQ(cudaMemGetInfo(&free0, &total), cudaSuccess);
+    exercise(*a, *b);
+    const ds4::cuda::AllocStats after = ds4::cuda::alloc_stats();
+    ASSERT_EQ(cudaMemGetInfo(&free1, &total), cudaSuccess);
+    std::printf("gpu-forward: memory %-18s session %.2f MiB (state %.2f + scratch %.2f), across forward: %llu "
+                "cudaMalloc, %llu cudaFree, free memory %+lld bytes\n",
+                name, static_cast<double>(need.total()) / 1048576.0, static_cast<double>(need.state_bytes) / 1048576.0,
+                static_cast<double>(need.scratch_bytes) / 1048576.0,
+                static_cast<unsigned long long>(after.mallocs - before.mallocs),
+                static_cast<unsigned long long>(after.frees - before.frees),
+                static_cast<long long>(free1) - static_cast<long long>(free0));
+    EXPECT_EQ(after.mallocs, before.mallocs) << name << ": cudaMalloc inside forward";
+    EXPECT_EQ(after.frees, before.frees) << name << ": cudaFree inside forward";
+    EXPECT_EQ(free1, free0) << name << ": device free memory moved across forward";
+  }
+}
+
+// A session that does not fit in free device memory is refused at
+// new_session with the figures (needed, free), nothing is left allocated, and
+// the device stays usable. Two ways: a context too large for the whole card,
+// and a normal one while another allocation holds nearly all free memory.
+TEST(GpuForwardMemory, SessionLargerThanFreeMemoryIsRefused) {
+  ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
+  ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";
+  auto model = ds4::model::Model::load(model_dir() + "/tiny-flash-ds4-q2.gguf");
+  auto gpu = ds4::backend::make_backend("cuda", model);
+  size_t free_b = 0, total_b = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
+  auto refusal = [&](const ds4::backend::SessionOptions& opt) {
+    const ds4::cuda::AllocStats before = ds4::cuda::alloc_stats();
+    std::string msg;
+    try {
+      auto s = gpu->new_session(opt);
+    } catch (const std::exception& e) {
+      msg = e.what();
+    }
+    const ds4::cuda::AllocStats after = ds4::cuda::alloc_stats();
+    EXPECT_EQ(after.live_bytes, before.live_bytes) << "a refused session left device memory allocated";
+    EXPECT_NE(msg.find("needs"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("MiB"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("free"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(std::to_string(opt.ctx_size)), std::string::npos) << msg;
+    std::printf("gpu-forward: refused: %s\n", msg.c_str());
+  };
+  // The smallest power-of-two context whose session outgrows the whole card.
+  int64_t ctx = 4096;
+  while (gpu->session_memory({NumericsMode::faithful, ctx}).total() <= total_b && ctx < (int64_t{1} << 50)) ctx *= 2;
+  ASSERT_GT(gpu->session_memory({NumericsMode::faithful, ctx}).total(), total_b);
+  refusal({NumericsMode::faithful, ctx});
+
+  const ds4::backend::SessionOptions opt{NumericsMode::exact, kTestCtx};
+  const size_t need = gpu->session_memory(opt).total();
+  ASSERT_EQ(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
+  // Leave half the session's size free.
+  void* hog = nullptr;
+  ASSERT_GT(free_b, need);
+  ASSERT_EQ(cudaMalloc(&hog, free_b - need / 2), cudaSuccess);
+  refusal(opt);
+  ASSERT_EQ(cudaFree(hog), cudaSuccess);
+  // With the memory back the same session is made and runs.
+  auto s = gpu->new_session(opt);
+  std::vector<float> lg(model->config.n_vocab), lg3(3 * lg.size());
+  gpu->forward(*s, std::vector<int32_t>{1, 2, 3}, lg3);
+  gpu->forward(*s, std::vector<int32_t>{4}, lg);
   EXPECT_TRUE(std::isfinite(lg[0]));
 }
 

@@ -627,3 +627,111 @@ TEST(GpuErrors, UnsupportedTypeAndBadShapeAreErrors) {
 
 }  // namespace
 }  // namespace ds4
+
+namespace ds4 {
+namespace {
+TEST(GpuMatvecQ8Rows, EachRowEqualsItsOwnMatvec) {
+  REQUIRE_DEVICE();
+  // A batch's rows through one weight read (matvec_q8_rows: 1, 2, 3, 4, 7, 8
+  // and 11 activations, the last in two launches), quantized from strided rows,
+  // must equal quantizing and multiplying each activation alone, bit for bit:
+  // prefill, decode and batched decode rest on that. Also the CPU's scalar dot
+  // within f32 rounding, so the batch cannot equal a wrong matvec_q8.
+  for (GgmlType t : {GgmlType::Q2_K, GgmlType::IQ2_XXS, GgmlType::Q8_0, GgmlType::Q4_K}) {
+    const GgmlType act = cuda::activation_type(t);
+    for (int64_t rows : {int64_t{5}, int64_t{1030}}) {
+      const int64_t cols = 1024, xs = cols + 256;  // input rows 1280 floats apart
+      std::mt19937_64 rng(99 + ggml_type_id(t) + static_cast<uint64_t>(rows));
+      const auto w = random_data(t, rows * cols, false, rng);
+      const size_t ab = cuda::activation_bytes(act, cols);
+      for (int n : {1, 2, 3, 4, 7, 8, 11}) {
+        std::vector<float> x(static_cast<size_t>(n * xs));
+        std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+        for (auto& v : x) v = uni(rng);
+        DeviceBuffer dw(w.size()), dx(x.size() * 4), da(ab * static_cast<size_t>(n)), da1(ab),
+            y(static_cast<size_t>(rows * n) * 4), y1(static_cast<size_t>(rows) * 4);
+        dw.upload(w.data(), w.size());
+        dx.upload(x.data(), x.size() * 4);
+        cuda::quantize_activation_strided(act, dx.as<float>(), cols, xs, n, da.get());
+        cuda::matvec_q8_rows(t, dw.get(), rows, cols, da.get(), ab, n, y.as<float>(), rows);
+        std::vector<float> got(static_cast<size_t>(rows * n)), one(static_cast<size_t>(rows));
+        sync();
+        y.download(got.data(), got.size() * 4);
+        std::vector<float> wf(static_cast<size_t>(cols));
+        float worst = 0;
+        for (int i = 0; i < n; ++i) {
+          cuda::quantize_activation(act, dx.as<float>() + i * xs, cols, da1.get());
+          cuda::matvec_q8(t, dw.get(), rows, cols, da1.get(), y1.as<float>());
+          sync();
+          y1.download(one.data(), one.size() * 4);
+          EXPECT_EQ(std::memcmp(one.data(), got.data() + i * rows, one.size() * 4), 0)
+              << type_str(t) << " rows " << rows << " n " << n << " activation " << i;
+          // Against the f32 product of the dequantized weights: within the
+          // activation's 8-bit rounding (loose; the bitwise check is the test).
+          for (int64_t r = 0; r < rows; r += 97) {
+            quant::dequantize_row(t, w.data() + static_cast<size_t>(r) * quant::row_bytes(t, cols), wf.data(), cols);
+            double ref = 0, mag = 0;
+            for (int64_t c = 0; c < cols; ++c) {
+              ref += double(wf[static_cast<size_t>(c)]) * double(x[static_cast<size_t>(i * xs + c)]);
+              mag += std::fabs(double(wf[static_cast<size_t>(c)]) * double(x[static_cast<size_t>(i * xs + c)]));
+            }
+            worst = std::max(worst, static_cast<float>(std::fabs(ref - got[static_cast<size_t>(i * rows + r)]) / (mag + 1e-6)));
+          }
+        }
+        EXPECT_LT(worst, 0.05f) << type_str(t) << " rows " << rows << " n " << n;
+      }
+    }
+  }
+}
+}  // namespace
+}  // namespace ds4
+
+namespace ds4 {
+namespace {
+TEST(GpuMatvecQ8Grouped, EachSlotEqualsItsOwnMatvec) {
+  REQUIRE_DEVICE();
+  // 13 rows x K = 3 choices among 5 experts (so experts are shared by up to
+  // 13 slots: more than one group of 8), one activation per row (gate/up
+  // form) and one per slot (down form): each slot's result must equal
+  // matvec_q8 of its expert and activation, bit for bit.
+  for (GgmlType t : {GgmlType::Q2_K, GgmlType::IQ2_XXS, GgmlType::Q8_0, GgmlType::Q4_K}) {
+    const GgmlType act = cuda::activation_type(t);
+    const int64_t rows = 300, cols = 512, nrows = 13;
+    const int K = 3, E = 5;
+    std::mt19937_64 rng(4242 + ggml_type_id(t));
+    const auto w = random_data(t, E * rows * cols, false, rng);
+    const int64_t stride = static_cast<int64_t>(quant::row_bytes(t, cols)) * rows;
+    std::vector<int32_t> sel(static_cast<size_t>(nrows * K));
+    for (size_t j = 0; j < sel.size(); ++j) sel[j] = static_cast<int32_t>((j * 7 + j / 5) % E);
+    sel[4] = sel[3];  // one row choosing the same expert twice
+    const size_t ab = cuda::activation_bytes(act, cols);
+    for (bool per_slot : {false, true}) {
+      const int64_t nact = per_slot ? nrows * K : nrows;
+      std::vector<float> x(static_cast<size_t>(nact * cols));
+      std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+      for (auto& v : x) v = uni(rng);
+      DeviceBuffer dw(w.size()), dx(x.size() * 4), da(ab * static_cast<size_t>(nact)), ds(sel.size() * 4),
+          y(static_cast<size_t>(rows * nrows * K) * 4), y1(static_cast<size_t>(rows) * 4);
+      dw.upload(w.data(), w.size());
+      dx.upload(x.data(), x.size() * 4);
+      ds.upload(sel.data(), sel.size() * 4);
+      cuda::quantize_activation_rows(act, dx.as<float>(), cols, nact, da.get());
+      cuda::matvec_q8_grouped(t, dw.get(), stride, ds.as<int32_t>(), nrows, K, rows, cols, da.get(),
+                              per_slot ? ab * K : ab, per_slot ? ab : 0, y.as<float>(), rows);
+      std::vector<float> got(static_cast<size_t>(rows * nrows * K)), one(static_cast<size_t>(rows));
+      sync();
+      y.download(got.data(), got.size() * 4);
+      for (int64_t j = 0; j < nrows * K; ++j) {
+        const int64_t a = per_slot ? j : j / K;
+        cuda::matvec_q8(t, dw.as<uint8_t>() + sel[static_cast<size_t>(j)] * stride, rows, cols,
+                        da.as<uint8_t>() + static_cast<size_t>(a) * ab, y1.as<float>());
+        sync();
+        y1.download(one.data(), one.size() * 4);
+        EXPECT_EQ(std::memcmp(one.data(), got.data() + j * rows, one.size() * 4), 0)
+            << type_str(t) << (per_slot ? " per-slot" : " per-row") << " activations, slot " << j;
+      }
+    }
+  }
+}
+}  // namespace
+}  // namespace ds4

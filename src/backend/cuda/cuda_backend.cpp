@@ -6,6 +6,13 @@
 // what follows from the position alone (ring slots, when a window closes, how
 // many compressed rows exist). Each step mirrors the CPU reference
 // (cpu_backend.cpp), the oracle this backend is tested against.
+//
+// Memory and streams (docs/cuda-backend.md): a session's device memory (KV
+// state and its scratch, logits for a bounded number of rows included) is one
+// slab allocated when the session is created, laid out by SessionLayout, and
+// session_memory() reports that layout's exact size. forward() allocates and
+// frees nothing and queues all its work on the backend's own non-blocking
+// stream; it waits for that stream only to hand logits back.
 #include "backend/cuda/cuda_backend.h"
 
 #include <cuda_runtime_api.h>
@@ -34,6 +41,8 @@ namespace fwd = ds4::cuda::fwd;
 
 size_t sz(int64_t n) { return static_cast<size_t>(n); }
 constexpr double kMiB = 1024.0 * 1024.0;
+// Device memory new_session() leaves free beyond the session itself.
+constexpr size_t kSessionRoom = size_t{128} << 20;
 
 // A weight in device memory. Types the GPU kernels lack were converted to F32.
 struct DevWeight {
@@ -124,69 +133,101 @@ struct DevLayer {
 
 // ---- session ---------------------------------------------------------------------
 
+using ds4::cuda::DeviceSpan;
+
+// Hands out consecutive 256-byte aligned parts of a slab. With a null base it
+// only measures: the same layout code gives session_memory() its figures and
+// the session its pointers, so the two cannot disagree.
+class Carver {
+ public:
+  explicit Carver(uint8_t* base) : base_(base) {}
+  DeviceSpan take(size_t bytes) {
+    off_ = (off_ + 255) / 256 * 256;
+    if (bytes > (size_t{1} << 60) - off_) fail("cuda session: device memory layout overflows ({} + {} bytes)", off_, bytes);
+    const DeviceSpan s(base_ ? base_ + off_ : nullptr, bytes);
+    off_ += bytes;
+    return s;
+  }
+  DeviceSpan floats(int64_t n) { return take(sz(std::max<int64_t>(n, 4)) * sizeof(float)); }
+  size_t used() const { return (off_ + 255) / 256 * 256; }
+
+ private:
+  uint8_t* base_;
+  size_t off_ = 0;
+};
+
 struct DevCompState {
   int64_t ratio = 0, dim = 0;
   bool overlap = false;
-  DeviceBuffer kv, score, rows;
-  int64_t n_rows = 0, cap = 0;  // rows emitted / allocated
+  DeviceSpan kv, score, rows;
+  int64_t n_rows = 0, cap = 0;  // rows emitted / reserved (every row the context can emit)
   int64_t width() const { return (overlap ? 2 : 1) * dim; }
   int64_t frontier_floats() const { return (overlap ? 2 : 1) * ratio * width(); }
 };
 
 struct DevLayerState {
-  DeviceBuffer raw;
+  DeviceSpan raw;
   DevCompState attn, indexer;
-  DeviceBuffer idx_score, idx_flags;  // indexer top-k scratch, sized to indexer.cap
 };
 
-std::vector<float> fbuf_host(const DeviceBuffer& b, int64_t n) {
+std::vector<float> fbuf_host(const DeviceSpan& b, int64_t n) {
   std::vector<float> v(sz(n));
   if (n) b.download(v.data(), sz(n) * sizeof(float));
   return v;
 }
 
-void init_comp(DevCompState& s, int64_t ratio, int64_t dim, bool overlap) {
+void carve_comp(DevCompState& s, int64_t ratio, int64_t dim, bool overlap, int64_t ctx, Carver& mem) {
   s.ratio = ratio;
   s.dim = dim;
   s.overlap = overlap;
+  s.kv = mem.floats(s.frontier_floats());
+  s.score = mem.floats(s.frontier_floats());
+  // Every row the context can emit (windows closing at positions < ctx).
+  s.cap = ctx / ratio;
+  s.rows = mem.floats(s.cap * dim);
+}
+
+// As the CPU: kv 0 and -inf scores, so a window -1 candidate has weight 0.
+void reset_comp(const DevCompState& s) {
   const int64_t n = s.frontier_floats();
-  s.kv = DeviceBuffer(sz(n) * sizeof(float));
-  s.score = DeviceBuffer(sz(n) * sizeof(float));
-  // As the CPU: kv 0 and -inf scores, so a window -1 candidate has weight 0.
   const std::vector<float> zero(sz(n), 0.0f), ninf(sz(n), -INFINITY);
   s.kv.upload(zero.data(), zero.size() * sizeof(float));
   s.score.upload(ninf.data(), ninf.size() * sizeof(float));
 }
 
-// An activation vector as the weights it meets need it: as is for float
-// weights, quantized to Q8_0 or Q8_K (as the CPU kernels quantize it) for the
-// integer ones. Each form is made at most once per bind(), on first use, so
-// several weights reading the same vector share one quantization.
-struct QAct {
-  DeviceBuffer q80, q8k;
+// A batch's rows of one input (n rows of `cols` floats, `stride` apart) as the
+// weights they meet need them: as they are for float weights, quantized to
+// Q8_0 or Q8_K (as the CPU kernels quantize them) for the integer ones. Each
+// form is made at most once per bind(), on first use, so several weights
+// reading the same input share one quantization.
+struct QRows {
+  DeviceSpan q80, q8k;
   const float* x = nullptr;
-  int64_t cols = 0;
+  int64_t cols = 0, stride = 0, n = 0;
   bool has80 = false, has8k = false;
+  cudaStream_t stream = nullptr;
 
-  void alloc(int64_t max_cols) {
-    q80 = DeviceBuffer(ds4::cuda::activation_bytes(GgmlType::Q8_0, max_cols));
-    q8k = DeviceBuffer(ds4::cuda::activation_bytes(GgmlType::Q8_K, max_cols));
+  void carve(int64_t max_cols, int64_t max_rows, Carver& mem) {
+    q80 = mem.take(sz(max_rows) * ds4::cuda::activation_bytes(GgmlType::Q8_0, max_cols));
+    q8k = mem.take(sz(max_rows) * ds4::cuda::activation_bytes(GgmlType::Q8_K, max_cols));
   }
-  QAct& bind(const float* v, int64_t n) {
+  QRows& bind(const float* v, int64_t c, int64_t rows, int64_t row_stride = 0) {
     x = v;
-    cols = n;
+    cols = c;
+    n = rows;
+    stride = row_stride ? row_stride : c;
     has80 = has8k = false;
     return *this;
   }
-  // The activation in the form weight type t takes (F32: x itself).
+  // The rows in the form weight activation type `act` takes (F32: x itself).
   const void* as(GgmlType act) {
     if (act == GgmlType::Q8_0) {
-      if (!has80) ds4::cuda::quantize_activation(act, x, cols, q80.get());
+      if (!has80) ds4::cuda::quantize_activation_strided(act, x, cols, stride, n, q80.get(), stream);
       has80 = true;
       return q80.get();
     }
     if (act == GgmlType::Q8_K) {
-      if (!has8k) ds4::cuda::quantize_activation(act, x, cols, q8k.get());
+      if (!has8k) ds4::cuda::quantize_activation_strided(act, x, cols, stride, n, q8k.get(), stream);
       has8k = true;
       return q8k.get();
     }
@@ -194,74 +235,124 @@ struct QAct {
   }
 };
 
-// Scratch of one token's forward; a session is used by one thread at a time.
-struct Scratch {
-  QAct in_a, in_b;  // two live inputs at a time (e.g. the normed hidden state and q's latent)
-  DeviceBuffer gq;  // the routed experts' down-projection inputs, quantized (one row per expert)
-  DeviceBuffer X, u, mix, pre, post, comb, y, a, qlat, q, kv, ckv, cg, ikv, ig, iq, iwt, o, z, out, f, logit, sel, wts, g,
-      up, ye, acc, v, topk, e, logits;
-  int64_t logits_cap = 0;
+// Most rows (tokens of all the batch's sequences) one pass runs through the
+// layers together; a longer batch runs in several passes.
+constexpr int64_t kPassRows = 32;
+
+// The backend's working memory for one pass of up to kPassRows rows: each
+// buffer holds one slice per row (row i at i * its width). Allocated once with
+// the backend; the stateful middle of each row also uses its session's own
+// scratch (SessionScratch).
+struct Pass {
+  QRows in_a, in_b;  // two live inputs at a time (e.g. the normed hidden state and q's latent)
+  DeviceSpan gq;     // per row: the routed experts' down-projection inputs, quantized
+  DeviceSpan X, u, mix, pre, post, comb, y, a, qlat, q, kvt, ckv, cg, ikv, ig, iq, iwt, o, z, out, f, logit, sel, wts, g,
+      up, ye, ys, e, hu, hy, logits;
+  int64_t gw = 0;  // floats per row of g and up
+  int64_t cw = 0, icw = 0;  // widths of the compressor outputs (ckv/cg, ikv/ig)
+  size_t bytes = 0;
+
+  Pass(const ModelConfig& c, uint8_t* base) {
+    Carver m(base);
+    const int64_t R = kPassRows, D = c.n_embd, hc = c.hc_count, hd = c.head_dim, H = c.n_head;
+    const int64_t ffmax = std::max<int64_t>(c.expert_ff, c.shared_ff());
+    const int64_t K = c.n_expert_used;
+    X = m.floats(R * hc * D);
+    u = m.floats(R * hc * D);
+    mix = m.floats(R * c.hc_mix_rows());
+    pre = m.floats(R * hc);
+    post = m.floats(R * hc);
+    comb = m.floats(R * hc * hc);
+    y = m.floats(R * D);
+    a = m.floats(R * D);
+    qlat = m.floats(R * c.q_lora_rank);
+    q = m.floats(R * H * hd);
+    kvt = m.floats(R * hd);
+    cw = 2 * hd;
+    icw = 2 * int64_t{c.indexer_head_dim};
+    ckv = m.floats(R * cw);
+    cg = m.floats(R * cw);
+    ikv = m.floats(R * icw);
+    ig = m.floats(R * icw);
+    iq = m.floats(R * c.indexer_heads * c.indexer_head_dim);
+    iwt = m.floats(R * c.indexer_heads);
+    o = m.floats(R * H * hd);
+    z = m.floats(R * c.o_groups * c.o_lora_rank);
+    out = m.floats(R * D);
+    f = m.floats(R * D);
+    logit = m.floats(R * c.n_expert);
+    sel = m.floats(R * K);
+    wts = m.floats(R * K);
+    gw = std::max<int64_t>(K * c.expert_ff, c.shared_ff());
+    g = m.floats(R * gw);
+    up = m.floats(R * gw);
+    ye = m.floats(R * K * D);
+    ys = m.floats(R * D);
+    gq = m.take(sz(R * K) * std::max(ds4::cuda::activation_bytes(GgmlType::Q8_0, c.expert_ff),
+                                     ds4::cuda::activation_bytes(GgmlType::Q8_K, c.expert_ff)));
+    e = m.floats(R * D);
+    hu = m.floats(R * hc * D);
+    hy = m.floats(R * D);
+    logits = m.floats(R * c.n_vocab);
+    const int64_t max_cols = std::max<int64_t>(
+        {hc * D, H * hd, int64_t{c.o_groups} * c.o_lora_rank, ffmax, c.q_lora_rank, D, c.heads_per_group() * hd});
+    in_a.carve(max_cols, R, m);
+    in_b.carve(max_cols, R, m);
+    bytes = m.used();
+  }
 };
 
-DeviceBuffer fb(int64_t n) { return DeviceBuffer(sz(std::max<int64_t>(n, 4)) * sizeof(float)); }
+// A session's own scratch: what the stateful middle of one row needs, sized
+// by the session's context (the indexer scores one value per compressed row).
+struct SessionScratch {
+  DeviceSpan v, topk, idx_score, idx_flags;
+};
+
+// Where every part of a session's device memory lives: KV state first, then
+// scratch, in one slab.
+struct SessionLayout {
+  std::vector<DevLayerState> layers;
+  SessionScratch sc;
+  size_t state_bytes = 0, scratch_bytes = 0;
+
+  SessionLayout(const ModelConfig& c, int64_t ctx, uint8_t* base) {
+    if (ctx <= 0) fail("session: context size must be > 0 (got {})", ctx);
+    Carver st(base);
+    layers.resize(c.n_layer);
+    int64_t max_idx_rows = 1;
+    for (uint32_t l = 0; l < c.n_layer; ++l) {
+      DevLayerState& L = layers[l];
+      L.raw = st.floats(int64_t{c.sliding_window} * c.head_dim);
+      const uint32_t r = c.compress_ratios[l];
+      if (r != 0) carve_comp(L.attn, r, c.head_dim, r == 4, ctx, st);
+      if (r == 4) {
+        carve_comp(L.indexer, r, c.indexer_head_dim, true, ctx, st);
+        max_idx_rows = std::max(max_idx_rows, L.indexer.cap);
+      }
+    }
+    state_bytes = st.used();
+    Carver m(base ? base + state_bytes : nullptr);
+    sc.v = m.floats(std::max<int64_t>(c.head_dim, c.indexer_head_dim));
+    sc.topk = m.floats(std::max<uint32_t>(c.indexer_top_k, 1));
+    sc.idx_score = m.floats(max_idx_rows);
+    sc.idx_flags = m.floats(max_idx_rows);
+    scratch_bytes = m.used();
+  }
+};
 
 class CudaSession final : public SessionState {
  public:
-  CudaSession(const ModelConfig& c, NumericsMode m, int64_t context) : c_(c), ctx(context), mode(m) {
-    if (ctx <= 0) fail("session: context size must be > 0 (got {})", ctx);
-    layers.resize(c.n_layer);
-    for (uint32_t l = 0; l < c.n_layer; ++l) {
-      DevLayerState& L = layers[l];
-      L.raw = fb(int64_t{c.sliding_window} * c.head_dim);
-      DS4_CUDA_CHECK(cudaMemset(L.raw.get(), 0, L.raw.size()));
-      const uint32_t r = c.compress_ratios[l];
-      if (r != 0) init_comp(L.attn, r, c.head_dim, r == 4);
-      if (r == 4) init_comp(L.indexer, r, c.indexer_head_dim, true);
-      // Every row the context can emit, reserved now: forward() never grows them.
-      if (r != 0) reserve_rows(L, L.attn, ctx / r, false);
-      if (r == 4) reserve_rows(L, L.indexer, ctx / r, true);
+  // `mem`: the slab of SessionLayout(c, context, nullptr)'s size.
+  CudaSession(const ModelConfig& c, NumericsMode m, int64_t context, DeviceBuffer mem)
+      : c_(c), ctx(context), mode(m), slab(std::move(mem)), lay(c, context, slab.as<uint8_t>()) {
+    for (DevLayerState& L : lay.layers) {
+      L.raw.fill_zero();
+      for (const DevCompState* d : {&L.attn, &L.indexer})
+        if (d->dim) reset_comp(*d);
     }
-    const int64_t D = c.n_embd, hc = c.hc_count, hd = c.head_dim, H = c.n_head;
-    const int64_t ffmax = std::max<int64_t>(c.expert_ff, c.shared_ff());
-    Scratch& s = sc;
-    s.X = fb(hc * D);
-    s.u = fb(hc * D);
-    s.mix = fb(c.hc_mix_rows());
-    s.pre = fb(hc);
-    s.post = fb(hc);
-    s.comb = fb(hc * hc);
-    s.y = fb(D);
-    s.a = fb(D);
-    s.qlat = fb(c.q_lora_rank);
-    s.q = fb(H * hd);
-    s.kv = fb(hd);
-    s.ckv = fb(2 * hd);
-    s.cg = fb(2 * hd);
-    s.ikv = fb(2 * int64_t{c.indexer_head_dim});
-    s.ig = fb(2 * int64_t{c.indexer_head_dim});
-    s.iq = fb(int64_t{c.indexer_heads} * c.indexer_head_dim);
-    s.iwt = fb(c.indexer_heads);
-    s.o = fb(H * hd);
-    s.z = fb(int64_t{c.o_groups} * c.o_lora_rank);
-    s.out = fb(D);
-    s.f = fb(D);
-    s.logit = fb(c.n_expert);
-    s.sel = fb(c.n_expert_used);
-    s.wts = fb(c.n_expert_used);
-    const int64_t K = c.n_expert_used;
-    s.g = fb(std::max<int64_t>(K * c.expert_ff, c.shared_ff()));
-    s.up = fb(std::max<int64_t>(K * c.expert_ff, c.shared_ff()));
-    s.ye = fb(K * D);
-    s.gq = DeviceBuffer(sz(K) * std::max(ds4::cuda::activation_bytes(GgmlType::Q8_0, c.expert_ff),
-                                         ds4::cuda::activation_bytes(GgmlType::Q8_K, c.expert_ff)));
-    s.acc = fb(D);
-    s.v = fb(std::max<int64_t>(hd, c.indexer_head_dim));
-    s.topk = fb(std::max<uint32_t>(c.indexer_top_k, 1));
-    s.e = fb(D);
-    const int64_t max_cols = std::max<int64_t>(
-        {hc * D, H * hd, int64_t{c.o_groups} * c.o_lora_rank, ffmax, c.q_lora_rank, D, c.heads_per_group() * hd});
-    s.in_a.alloc(max_cols);
-    s.in_b.alloc(max_cols);
+    // The copies above are synchronous for the host, but a kernel on the
+    // backend's non-blocking stream must see them done.
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());
   }
   int64_t position() const override { return pos; }
   int64_t capacity() const override { return ctx; }
@@ -273,8 +364,8 @@ class CudaSession final : public SessionState {
     DS4_CUDA_CHECK(cudaDeviceSynchronize());
     cpu::CpuSession h(c_, mode, ctx);
     h.pos = pos;
-    for (size_t l = 0; l < layers.size(); ++l) {
-      const DevLayerState& L = layers[l];
+    for (size_t l = 0; l < lay.layers.size(); ++l) {
+      const DevLayerState& L = lay.layers[l];
       cpu::LayerState& H = h.layers[l];
       H.raw = fbuf_host(L.raw, static_cast<int64_t>(H.raw.size()));
       for (auto [d, c] : {std::pair{&L.attn, &H.attn}, std::pair{&L.indexer, &H.indexer}}) {
@@ -289,44 +380,34 @@ class CudaSession final : public SessionState {
   void load(std::span<const uint8_t> bytes) override {
     cpu::CpuSession h(c_, mode, ctx);
     h.load(bytes);  // validates everything before this session changes
-    for (size_t l = 0; l < layers.size(); ++l) {
-      DevLayerState& L = layers[l];
+    for (size_t l = 0; l < lay.layers.size(); ++l)
+      for (auto [d, c] : {std::pair{&lay.layers[l].attn, &h.layers[l].attn}, std::pair{&lay.layers[l].indexer, &h.layers[l].indexer}})
+        if (d->dim && c->n_rows() > d->cap)
+          fail("cuda session: snapshot holds {} compressed rows in layer {}, the session has room for {}", c->n_rows(), l,
+               d->cap);
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());  // no queued work may still use the state
+    for (size_t l = 0; l < lay.layers.size(); ++l) {
+      DevLayerState& L = lay.layers[l];
       const cpu::LayerState& H = h.layers[l];
       L.raw.upload(H.raw.data(), H.raw.size() * sizeof(float));
       for (auto [d, c] : {std::pair{&L.attn, &H.attn}, std::pair{&L.indexer, &H.indexer}}) {
         if (!d->dim) continue;
         d->kv.upload(c->kv.data(), c->kv.size() * sizeof(float));
         d->score.upload(c->score.data(), c->score.size() * sizeof(float));
-        d->n_rows = 0;
-        reserve_rows(L, *d, c->n_rows(), d == &L.indexer);
         if (!c->rows.empty()) d->rows.upload(c->rows.data(), c->rows.size() * sizeof(float));
         d->n_rows = c->n_rows();
       }
     }
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());
     pos = h.pos;
-  }
-
-  // Room for `need` rows (capacity doubles; old rows are kept).
-  static void reserve_rows(DevLayerState& L, DevCompState& s, int64_t need, bool is_indexer) {
-    if (need <= s.cap) return;
-    const int64_t cap = std::max<int64_t>({need, 2 * s.cap, 64});
-    DeviceBuffer nb(sz(cap * s.dim) * sizeof(float));
-    if (s.n_rows)
-      DS4_CUDA_CHECK(cudaMemcpyAsync(nb.get(), s.rows.get(), sz(s.n_rows * s.dim) * sizeof(float), cudaMemcpyDeviceToDevice));
-    s.rows = std::move(nb);
-    s.cap = cap;
-    if (is_indexer) {
-      L.idx_score = fb(cap);
-      L.idx_flags = fb(cap);
-    }
   }
 
   const ModelConfig& c_;
   int64_t pos = 0;
   int64_t ctx = 0;
   NumericsMode mode;
-  std::vector<DevLayerState> layers;
-  Scratch sc;
+  DeviceBuffer slab;
+  SessionLayout lay;
 };
 
 // ---- backend -----------------------------------------------------------------------
@@ -384,51 +465,76 @@ class CudaBackend final : public Backend {
     rope_plain_ = U.floats(cpu::Rope(c_, false).inv_freq());
     rope_comp_ = U.floats(cpu::Rope(c_, true).inv_freq());
     if (up_.converted) log::info("cuda: {} tensors converted to F32 at load", up_.converted);
+    // Lookup tables now, so that forward() never makes a synchronous copy.
+    ds4::cuda::prepare_tables();
+    DS4_CUDA_CHECK(cudaStreamCreateWithFlags(&st_, cudaStreamNonBlocking));
+    pass_mem_ = DeviceBuffer(Pass(c_, nullptr).bytes);
+    pass_ = std::make_unique<Pass>(c_, pass_mem_.as<uint8_t>());
+    pass_->in_a.stream = pass_->in_b.stream = st_;
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());  // uploads done before the stream's first kernel
   }
+  ~CudaBackend() override {
+    // Sessions free their own slabs; a destructor cannot throw.
+    if (st_) (void)cudaStreamDestroy(st_);
+  }
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
 
   std::string_view name() const override { return "cuda"; }
   const model::Model& model() const override { return *m_; }
   SessionMemory session_memory(const SessionOptions& opt) const override {
-    // The KV state is kept in f32 like the CPU's; rows are reserved for the
-    // whole context (plus the indexer's per-row top-k scratch).
-    SessionMemory m{cpu::state_bytes(c_, opt.ctx_size), 0};
-    for (uint32_t l = 0; l < c_.n_layer; ++l)
-      if (c_.compress_ratios[l] == 4) m.state_bytes += 2 * sz(std::max<int64_t>(opt.ctx_size / 4, 64)) * sizeof(float);
-    return m;
+    const SessionLayout lay(c_, opt.ctx_size, nullptr);
+    return {lay.state_bytes, lay.scratch_bytes};
   }
   std::unique_ptr<SessionState> new_session(const SessionOptions& opt) const override {
-    return std::make_unique<CudaSession>(c_, opt.numerics, opt.ctx_size);
+    const SessionMemory need = session_memory(opt);
+    size_t free_b = 0, total_b = 0;
+    DS4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    // Working room for the CUDA context and the kernels' own needs, so a
+    // session that fits never leaves the device without it.
+    const size_t room = kSessionRoom;
+    if (need.total() > free_b || free_b - need.total() < room)
+      fail("cuda backend: a session of {} tokens needs {:.1f} MiB of device memory (KV state {:.1f} MiB + scratch "
+           "{:.1f} MiB, and {:.0f} MiB working room kept free), only {:.1f} MiB of {:.1f} MiB are free",
+           opt.ctx_size, static_cast<double>(need.total()) / kMiB, static_cast<double>(need.state_bytes) / kMiB,
+           static_cast<double>(need.scratch_bytes) / kMiB, static_cast<double>(room) / kMiB,
+           static_cast<double>(free_b) / kMiB, static_cast<double>(total_b) / kMiB);
+    return std::make_unique<CudaSession>(c_, opt.numerics, opt.ctx_size, DeviceBuffer(need.total()));
   }
 
-  // Sequences run one after another, token by token (the batched kernels are
-  // not written yet); each sequence's logits land where its step asks.
+  // The batch's rows (every token of every sequence, in order) run through
+  // the layers in passes of up to kPassRows rows: each weight is read once per
+  // pass for all its rows, and only the stateful middle of attention (ring,
+  // compressors, indexer, attention itself) walks the rows one by one, in
+  // order, on each row's own session. Logits come back after each pass that
+  // has some. Everything is queued on st_; the host waits for the stream only
+  // to hand logits back (a copy into pageable memory returns when done) and
+  // once at the end, so that a fault of this call surfaces here.
   void forward(std::span<const SeqStep> batch) const override {
     validate_batch(c_, batch);
-    const int64_t V = c_.n_vocab;
     for (const SeqStep& st : batch) {
       auto* S = dynamic_cast<CudaSession*>(st.state);
       if (!S) fail("cuda backend: session was not created by the cuda backend");
     }
+    std::vector<Row> rows;
+    rows.reserve(sz(kPassRows));
     for (const SeqStep& st : batch) {
       auto* S = static_cast<CudaSession*>(st.state);
       const auto n = static_cast<int64_t>(st.tokens.size());
-      if (n == 0) continue;
-      Scratch& s = S->sc;
-      const int64_t rows = st.want == Logits::all ? n : st.want == Logits::last ? 1 : 0;
-      if (rows > 0 && s.logits_cap < rows) {
-        s.logits = fb(rows * V);
-        s.logits_cap = rows;
-      }
       for (int64_t t = 0; t < n; ++t) {
-        float* lg = nullptr;
-        if (st.want == Logits::all) lg = s.logits.as<float>() + t * V;
-        if (st.want == Logits::last && t == n - 1) lg = s.logits.as<float>();
-        token(*S, st.tokens[sz(t)], S->pos, lg);
+        float* dst = nullptr;
+        if (st.want == Logits::all) dst = st.logits.data() + t * int64_t{c_.n_vocab};
+        if (st.want == Logits::last && t == n - 1) dst = st.logits.data();
+        rows.push_back({S, st.tokens[sz(t)], S->pos, dst});
         ++S->pos;
+        if (static_cast<int64_t>(rows.size()) == kPassRows) {
+          pass(rows);
+          rows.clear();
+        }
       }
-      if (rows > 0) s.logits.download(st.logits.data(), st.logits.size() * sizeof(float));
     }
-    DS4_CUDA_CHECK(cudaDeviceSynchronize());  // surface any fault of this call here
+    if (!rows.empty()) pass(rows);
+    DS4_CUDA_CHECK(cudaStreamSynchronize(st_));
   }
 
  private:
@@ -447,6 +553,7 @@ class CudaBackend final : public Backend {
             &L.ffn_norm, &L.gate_inp, &L.exp_probs_b, &L.tid2eid, &L.gate_exps, &L.up_exps, &L.down_exps,
             &L.gate_shexp, &L.up_shexp, &L.down_shexp})
         add(*w);
+    need += Pass(c_, nullptr).bytes;  // the backend's pass scratch
     size_t free_b = 0, total_b = 0;
     DS4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
     // Headroom for sessions, scratch and the CUDA context's own allocations.
@@ -460,219 +567,297 @@ class CudaBackend final : public Backend {
               static_cast<double>(free_b) / kMiB);
   }
 
-  // y = rows [row0, row0 + rows) of w times the input. Integer weight types
-  // take the input quantized as the CPU's kernels take it (QAct).
-  static void mv(const DevWeight& w, QAct& in, float* y, int64_t row0 = 0, int64_t rows = -1) {
+  // One row of a pass: a token of a sequence at its position, and where its
+  // logits go (null: none).
+  struct Row {
+    CudaSession* S;
+    int32_t tok;
+    int64_t pos;
+    float* logits;
+  };
+
+  // For every bound row i: y + i * y_stride = rows [row0, row0 + rows) of w
+  // times input row i. Integer weight types take the input quantized as the
+  // CPU's kernels take it (QRows) and read the weight once for all rows.
+  void mv(const DevWeight& w, QRows& in, float* y, int64_t y_stride, int64_t row0 = 0, int64_t rows = -1) const {
     if (in.cols != w.cols) fail("cuda backend: input of {} values for a weight of {} columns", in.cols, w.cols);
     const uint8_t* p = w.p + sz(row0) * w.row_bytes;
     const int64_t n = rows < 0 ? w.rows : rows;
     const GgmlType act = ds4::cuda::activation_type(w.type);
-    if (act == GgmlType::F32) ds4::cuda::matvec(w.type, p, n, w.cols, in.x, y);
-    else ds4::cuda::matvec_q8(w.type, p, n, w.cols, in.as(act), y);
+    if (act == GgmlType::F32) {
+      for (int64_t i = 0; i < in.n; ++i) ds4::cuda::matvec(w.type, p, n, w.cols, in.x + i * in.stride, y + i * y_stride, st_);
+    } else {
+      ds4::cuda::matvec_q8_rows(w.type, p, n, w.cols, in.as(act), ds4::cuda::activation_bytes(act, w.cols), in.n, y,
+                                y_stride, st_);
+    }
   }
-  // Matrix *sel of a stack of experts times the input.
-  static void mv_expert(const DevWeight& w, const int32_t* sel, QAct& in, float* y) {
-    const GgmlType act = ds4::cuda::activation_type(w.type);
+  // Matrix *sel of a stack of experts times row i of the input (F32 activations).
+  void mv_expert(const DevWeight& w, const int32_t* sel, const float* x, float* y) const {
     const auto stride = static_cast<int64_t>(w.mat_bytes);
-    if (act == GgmlType::F32) ds4::cuda::matvec_indexed(w.type, w.p, stride, sel, w.rows, w.cols, in.x, y);
-    else ds4::cuda::matvec_q8_indexed(w.type, w.p, stride, sel, w.rows, w.cols, in.as(act), y);
+    ds4::cuda::matvec_indexed(w.type, w.p, stride, sel, w.rows, w.cols, x, y, st_);
   }
 
-  // HC pre-mix: rms_norm of the HC stream, mixer, Sinkhorn split, collapse into sc.y.
-  void hc_pre(Scratch& s, const DevWeight& fn, const float* scale, const float* base) const {
+  // HC pre-mix of n rows: rms_norm of each row's HC stream, mixer (one weight
+  // read for all rows), Sinkhorn split, collapse into P.y.
+  void hc_pre(Pass& P, int64_t n, const DevWeight& fn, const float* scale, const float* base) const {
+    const int64_t D = c_.n_embd, hc = c_.hc_count, mr = c_.hc_mix_rows();
+    fwd::rms_norm_rows(P.X.as<float>(), nullptr, n, hc * D, c_.rms_eps, P.u.as<float>(), st_);
+    mv(fn, P.in_b.bind(P.u.as<float>(), hc * D, n), P.mix.as<float>(), mr);
+    for (int64_t i = 0; i < n; ++i) {
+      fwd::hc_split(P.mix.as<float>() + i * mr, scale, base, static_cast<int>(hc), c_.hc_eps,
+                    static_cast<int>(c_.sinkhorn_iters), P.pre.as<float>() + i * hc, P.post.as<float>() + i * hc,
+                    P.comb.as<float>() + i * hc * hc, st_);
+      fwd::hc_collapse(P.X.as<float>() + i * hc * D, P.pre.as<float>() + i * hc, static_cast<int>(hc), D,
+                       P.y.as<float>() + i * D, st_);
+    }
+  }
+
+  void hc_post(Pass& P, int64_t n) const {
     const int64_t D = c_.n_embd, hc = c_.hc_count;
-    fwd::rms_norm_rows(s.X.as<float>(), nullptr, 1, hc * D, c_.rms_eps, s.u.as<float>(), nullptr);
-    mv(fn, s.in_b.bind(s.u.as<float>(), hc * D), s.mix.as<float>());
-    fwd::hc_split(s.mix.as<float>(), scale, base, static_cast<int>(hc), c_.hc_eps, static_cast<int>(c_.sinkhorn_iters),
-                  s.pre.as<float>(), s.post.as<float>(), s.comb.as<float>(), nullptr);
-    fwd::hc_collapse(s.X.as<float>(), s.pre.as<float>(), static_cast<int>(hc), D, s.y.as<float>(), nullptr);
-  }
-
-  void hc_post(Scratch& s) const {
-    fwd::hc_expand(s.X.as<float>(), s.out.as<float>(), s.post.as<float>(), s.comb.as<float>(),
-                   static_cast<int>(c_.hc_count), c_.n_embd, nullptr);
+    for (int64_t i = 0; i < n; ++i)
+      fwd::hc_expand(P.X.as<float>() + i * hc * D, P.out.as<float>() + i * D, P.post.as<float>() + i * hc,
+                     P.comb.as<float>() + i * hc * hc, static_cast<int>(hc), D, st_);
   }
 
   // cpu::compressor_step on the device.
-  void comp_step(DevLayerState& L, DevCompState& st, const DevCompressor& w, bool indexer, bool faithful, int64_t p,
-                 const float* kv, const float* gate, Scratch& s) const {
+  void comp_step(DevCompState& st, const DevCompressor& w, bool indexer, bool faithful, int64_t p, const float* kv,
+                 const float* gate, SessionScratch& s) const {
     const int64_t r = st.ratio, d = st.dim, cw = st.width(), rd = c_.rope_dim;
     const int64_t slot = p % r, row = (st.overlap ? r : 0) + slot;
     fwd::comp_store(st.kv.as<float>() + row * cw, st.score.as<float>() + row * cw, kv, gate, w.ape + slot * cw, cw,
-                    nullptr);
+                    st_);
     if ((p + 1) % r != 0) return;
     const int64_t window = (p + 1) / r - 1;
-    CudaSession::reserve_rows(L, st, st.n_rows + 1, indexer);
-    fwd::comp_pool(st.kv.as<float>(), st.score.as<float>(), r, d, st.overlap, s.v.as<float>(), nullptr);
+    // Rows were reserved for the whole context and validate_batch keeps
+    // positions inside it, so this holds; checked all the same.
+    if (st.n_rows >= st.cap) fail("cuda backend: compressed row {} past the {} reserved", st.n_rows, st.cap);
+    fwd::comp_pool(st.kv.as<float>(), st.score.as<float>(), r, d, st.overlap, s.v.as<float>(), st_);
     float* dst = st.rows.as<float>() + st.n_rows * d;
-    fwd::rms_norm_rows(s.v.as<float>(), w.norm, 1, d, c_.rms_eps, dst, nullptr);
-    fwd::rope(dst + d - rd, 0, 1, rope_comp_, static_cast<int>(rd / 2), window * r, false, nullptr);
+    fwd::rms_norm_rows(s.v.as<float>(), w.norm, 1, d, c_.rms_eps, dst, st_);
+    fwd::rope(dst + d - rd, 0, 1, rope_comp_, static_cast<int>(rd / 2), window * r, false, st_);
     if (faithful) {
-      if (indexer) fwd::indexer_qat(dst, 1, d, nullptr);
-      else fwd::kv_round(dst, c_.nope_dim(), d, nullptr);
+      if (indexer) fwd::indexer_qat(dst, 1, d, st_);
+      else fwd::kv_round(dst, c_.nope_dim(), d, st_);
     }
     ++st.n_rows;
     if (st.overlap) {
       // The window just closed becomes the "previous" window of the next one.
       const size_t half = sz(r * cw) * sizeof(float);
-      DS4_CUDA_CHECK(cudaMemcpyAsync(st.kv.get(), st.kv.as<float>() + r * cw, half, cudaMemcpyDeviceToDevice));
-      DS4_CUDA_CHECK(cudaMemcpyAsync(st.score.get(), st.score.as<float>() + r * cw, half, cudaMemcpyDeviceToDevice));
+      DS4_CUDA_CHECK(cudaMemcpyAsync(st.kv.get(), st.kv.as<float>() + r * cw, half, cudaMemcpyDeviceToDevice, st_));
+      DS4_CUDA_CHECK(cudaMemcpyAsync(st.score.get(), st.score.as<float>() + r * cw, half, cudaMemcpyDeviceToDevice, st_));
     }
   }
 
-  void attention(uint32_t l, CudaSession& S, int64_t p) const {
+  // Projections of all rows at once; then each row's stateful middle, in
+  // order, on its own session; then the output projection of all rows.
+  void attention(uint32_t l, std::span<const Row> rows) const {
     const DevLayer& W = layers_[l];
-    DevLayerState& L = S.layers[l];
-    Scratch& s = S.sc;
-    const bool faithful = S.mode == NumericsMode::faithful;
+    Pass& P = *pass_;
+    const auto n = static_cast<int64_t>(rows.size());
     const int64_t D = c_.n_embd, H = c_.n_head, hd = c_.head_dim, qr = c_.q_lora_rank, rd = c_.rope_dim,
                   nope = c_.nope_dim(), win = c_.sliding_window;
     const int pairs = static_cast<int>(rd / 2);
     const uint32_t ratio = c_.compress_ratios[l];
     const float* rope = ratio ? rope_comp_ : rope_plain_;
     const float eps = c_.rms_eps;
+    const int64_t ih = c_.indexer_heads, id = c_.indexer_head_dim;
 
-    hc_pre(s, W.hc_attn_fn, W.hc_attn_scale, W.hc_attn_base);
-    float* a = s.a.as<float>();
-    fwd::rms_norm_rows(s.y.as<float>(), W.attn_norm, 1, D, eps, a, nullptr);
-    QAct& in_a = s.in_a.bind(a, D);
-    float* qlat = s.qlat.as<float>();
-    mv(W.q_a, in_a, qlat);
-    fwd::rms_norm_rows(qlat, W.q_a_norm, 1, qr, eps, qlat, nullptr);
-    QAct& in_q = s.in_b.bind(qlat, qr);
-    float* q = s.q.as<float>();
-    mv(W.q_b, in_q, q);
-    fwd::rms_norm_rows(q, nullptr, H, hd, eps, q, nullptr);
-    fwd::rope(q + nope, hd, static_cast<int>(H), rope, pairs, p, false, nullptr);
-    // The new raw KV row goes straight into its ring slot.
-    float* k = L.raw.as<float>() + (p % win) * hd;
-    mv(W.kv, in_a, k);
-    fwd::rms_norm_rows(k, W.kv_norm, 1, hd, eps, k, nullptr);
-    fwd::rope(k + nope, 0, 1, rope, pairs, p, false, nullptr);
-    if (faithful) fwd::kv_round(k, nope, hd, nullptr);
-
-    const int32_t* sel = nullptr;
-    int64_t n_comp = 0;
+    hc_pre(P, n, W.hc_attn_fn, W.hc_attn_scale, W.hc_attn_base);
+    float* a = P.a.as<float>();
+    fwd::rms_norm_rows(P.y.as<float>(), W.attn_norm, n, D, eps, a, st_);
+    QRows& in_a = P.in_a.bind(a, D, n);
+    float* qlat = P.qlat.as<float>();
+    mv(W.q_a, in_a, qlat, qr);
+    fwd::rms_norm_rows(qlat, W.q_a_norm, n, qr, eps, qlat, st_);
+    QRows& in_q = P.in_b.bind(qlat, qr, n);
+    float* q = P.q.as<float>();
+    mv(W.q_b, in_q, q, H * hd);
+    fwd::rms_norm_rows(q, nullptr, n * H, hd, eps, q, st_);
+    float* kvt = P.kvt.as<float>();
+    mv(W.kv, in_a, kvt, hd);
     if (ratio) {
-      mv(W.comp.kv, in_a, s.ckv.as<float>());
-      mv(W.comp.gate, in_a, s.cg.as<float>());
-      comp_step(L, L.attn, W.comp, false, faithful, p, s.ckv.as<float>(), s.cg.as<float>(), s);
-      n_comp = L.attn.n_rows;
+      mv(W.comp.kv, in_a, P.ckv.as<float>(), P.cw);
+      mv(W.comp.gate, in_a, P.cg.as<float>(), P.cw);
     }
+    bool need_indexer = false;  // does any row score compressed rows this pass?
     if (ratio == 4) {
-      const int64_t ih = c_.indexer_heads, id = c_.indexer_head_dim;
-      mv(W.icomp.kv, in_a, s.ikv.as<float>());
-      mv(W.icomp.gate, in_a, s.ig.as<float>());
-      comp_step(L, L.indexer, W.icomp, true, faithful, p, s.ikv.as<float>(), s.ig.as<float>(), s);
-      const int64_t nrows = L.indexer.n_rows, top_k = c_.indexer_top_k;
-      if (nrows > top_k) {
-        float* iq = s.iq.as<float>();
-        mv(W.indexer_q_b, in_q, iq);
-        fwd::rope(iq + id - rd, id, static_cast<int>(ih), rope_comp_, pairs, p, false, nullptr);
-        if (faithful) fwd::indexer_qat(iq, ih, id, nullptr);
-        float* iwt = s.iwt.as<float>();
-        mv(W.indexer_proj, in_a, iwt);
-        fwd::scale(iwt, ih, 1.0f / std::sqrt(static_cast<float>(id * ih)), nullptr);
-        fwd::indexer_scores(L.indexer.rows.as<float>(), nrows, id, iq, iwt, static_cast<int>(ih),
-                            L.idx_score.as<float>(), nullptr);
-        fwd::topk_select(L.idx_score.as<float>(), nrows, top_k, L.idx_flags.as<int>(), s.topk.as<int32_t>(), nullptr);
-        sel = s.topk.as<int32_t>();
-        n_comp = top_k;
-      } else {
-        n_comp = nrows;  // all rows, in order, as indexer_select returns them
+      mv(W.icomp.kv, in_a, P.ikv.as<float>(), P.icw);
+      mv(W.icomp.gate, in_a, P.ig.as<float>(), P.icw);
+      // After its compressor step a row at position p has (p + 1) / ratio rows.
+      for (const Row& r : rows) need_indexer |= (r.pos + 1) / ratio > int64_t{c_.indexer_top_k};
+      if (need_indexer) {
+        mv(W.indexer_q_b, in_q, P.iq.as<float>(), ih * id);
+        mv(W.indexer_proj, in_a, P.iwt.as<float>(), ih);
       }
     }
-    const int64_t n_raw = std::min<int64_t>(p + 1, win);
-    float* o = s.o.as<float>();
-    fwd::attend(q, static_cast<int>(H), hd, L.raw.as<float>(), win, p, n_raw, ratio ? L.attn.rows.as<float>() : nullptr,
-                n_comp, sel, W.sinks, o, nullptr);
-    fwd::rope(o + nope, hd, static_cast<int>(H), rope, pairs, p, true, nullptr);
+
+    for (int64_t i = 0; i < n; ++i) {
+      CudaSession& S = *rows[sz(i)].S;
+      const int64_t p = rows[sz(i)].pos;
+      DevLayerState& L = S.lay.layers[l];
+      SessionScratch& s = S.lay.sc;
+      const bool faithful = S.mode == NumericsMode::faithful;
+      float* qi = q + i * H * hd;
+      fwd::rope(qi + nope, hd, static_cast<int>(H), rope, pairs, p, false, st_);
+      // The new raw KV row goes into its ring slot, normalised there.
+      float* k = L.raw.as<float>() + (p % win) * hd;
+      fwd::rms_norm_rows(kvt + i * hd, W.kv_norm, 1, hd, eps, k, st_);
+      fwd::rope(k + nope, 0, 1, rope, pairs, p, false, st_);
+      if (faithful) fwd::kv_round(k, nope, hd, st_);
+
+      const int32_t* sel = nullptr;
+      int64_t n_comp = 0;
+      if (ratio) {
+        comp_step(L.attn, W.comp, false, faithful, p, P.ckv.as<float>() + i * P.cw, P.cg.as<float>() + i * P.cw, s);
+        n_comp = L.attn.n_rows;
+      }
+      if (ratio == 4) {
+        comp_step(L.indexer, W.icomp, true, faithful, p, P.ikv.as<float>() + i * P.icw, P.ig.as<float>() + i * P.icw,
+                  s);
+        const int64_t nrows = L.indexer.n_rows, top_k = c_.indexer_top_k;
+        if (nrows > top_k) {
+          if (!need_indexer) fail("cuda backend: indexer rows {} at position {} were not foreseen", nrows, p);
+          float* iq = P.iq.as<float>() + i * ih * id;
+          fwd::rope(iq + id - rd, id, static_cast<int>(ih), rope_comp_, pairs, p, false, st_);
+          if (faithful) fwd::indexer_qat(iq, ih, id, st_);
+          float* iwt = P.iwt.as<float>() + i * ih;
+          fwd::scale(iwt, ih, 1.0f / std::sqrt(static_cast<float>(id * ih)), st_);
+          fwd::indexer_scores(L.indexer.rows.as<float>(), nrows, id, iq, iwt, static_cast<int>(ih),
+                              s.idx_score.as<float>(), st_);
+          fwd::topk_select(s.idx_score.as<float>(), nrows, top_k, s.idx_flags.as<int>(), s.topk.as<int32_t>(), st_);
+          sel = s.topk.as<int32_t>();
+          n_comp = top_k;
+        } else {
+          n_comp = nrows;  // all rows, in order, as indexer_select returns them
+        }
+      }
+      const int64_t n_raw = std::min<int64_t>(p + 1, win);
+      float* o = P.o.as<float>() + i * H * hd;
+      fwd::attend(qi, static_cast<int>(H), hd, L.raw.as<float>(), win, p, n_raw,
+                  ratio ? L.attn.rows.as<float>() : nullptr, n_comp, sel, W.sinks, o, st_);
+      fwd::rope(o + nope, hd, static_cast<int>(H), rope, pairs, p, true, st_);
+    }
 
     // Grouped output projection: group g maps its heads through its rows of W_oa.
     const int64_t G = c_.o_groups, ro = c_.o_lora_rank, hpg = c_.heads_per_group();
     for (int64_t g = 0; g < G; ++g)
-      mv(W.out_a, s.in_b.bind(o + g * hpg * hd, hpg * hd), s.z.as<float>() + g * ro, g * ro, ro);
-    mv(W.out_b, s.in_b.bind(s.z.as<float>(), G * ro), s.out.as<float>());
-    hc_post(s);
+      mv(W.out_a, P.in_b.bind(P.o.as<float>() + g * hpg * hd, hpg * hd, n, H * hd), P.z.as<float>() + g * ro, G * ro,
+         g * ro, ro);
+    mv(W.out_b, P.in_b.bind(P.z.as<float>(), G * ro, n), P.out.as<float>(), D);
+    hc_post(P, n);
   }
 
-  void ffn(uint32_t l, CudaSession& S, int32_t tok) const {
+  void ffn(uint32_t l, std::span<const Row> rows) const {
     const DevLayer& W = layers_[l];
-    Scratch& s = S.sc;
-    const int64_t D = c_.n_embd, K = c_.n_expert_used, FF = c_.expert_ff;
+    Pass& P = *pass_;
+    const auto n = static_cast<int64_t>(rows.size());
+    const int64_t D = c_.n_embd, K = c_.n_expert_used, FF = c_.expert_ff, E = c_.n_expert;
     const float clamp = c_.swiglu_clamp[l];
-    hc_pre(s, W.hc_ffn_fn, W.hc_ffn_scale, W.hc_ffn_base);
-    float* f = s.f.as<float>();
-    fwd::rms_norm_rows(s.y.as<float>(), W.ffn_norm, 1, D, c_.rms_eps, f, nullptr);
-    QAct& in_f = s.in_a.bind(f, D);
-    mv(W.gate_inp, in_f, s.logit.as<float>());
-    const int32_t* hash = c_.is_hash_layer(l) ? W.tid2eid + int64_t{tok} * K : nullptr;
-    int32_t* sel = s.sel.as<int32_t>();
-    float* wts = s.wts.as<float>();
-    fwd::route(s.logit.as<float>(), static_cast<int>(c_.n_expert), static_cast<int>(K), hash, W.exp_probs_b,
-               c_.expert_weights_norm, c_.expert_weights_scale, sel, wts, nullptr);
-    float* out = s.out.as<float>();
-    DS4_CUDA_CHECK(cudaMemsetAsync(out, 0, sz(D) * sizeof(float)));
-    float *g = s.g.as<float>(), *u = s.up.as<float>(), *ye = s.ye.as<float>();
+    hc_pre(P, n, W.hc_ffn_fn, W.hc_ffn_scale, W.hc_ffn_base);
+    float* f = P.f.as<float>();
+    fwd::rms_norm_rows(P.y.as<float>(), W.ffn_norm, n, D, c_.rms_eps, f, st_);
+    QRows& in_f = P.in_a.bind(f, D, n);
+    mv(W.gate_inp, in_f, P.logit.as<float>(), E);
+    float* out = P.out.as<float>();
+    DS4_CUDA_CHECK(cudaMemsetAsync(out, 0, sz(n * D) * sizeof(float), st_));
     using ds4::cuda::activation_type;
     const GgmlType ga = activation_type(W.gate_exps.type), ua = activation_type(W.up_exps.type),
                    da = activation_type(W.down_exps.type);
-    if (ga != GgmlType::F32 && ua != GgmlType::F32 && da != GgmlType::F32) {
-      // All K routed experts in one launch per projection: the expert ids
-      // stay on the device (sel), and the matrices are big enough together
-      // to keep the memory system busy where one expert's is not.
-      using ds4::cuda::matvec_q8_batched;
+    const bool integer = ga != GgmlType::F32 && ua != GgmlType::F32 && da != GgmlType::F32;
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t* hash = c_.is_hash_layer(l) ? W.tid2eid + int64_t{rows[sz(i)].tok} * K : nullptr;
+      fwd::route(P.logit.as<float>() + i * E, static_cast<int>(E), static_cast<int>(K), hash, W.exp_probs_b,
+                 c_.expert_weights_norm, c_.expert_weights_scale, P.sel.as<int32_t>() + i * K,
+                 P.wts.as<float>() + i * K, st_);
+    }
+    if (integer) {
+      // The routed experts of all rows grouped by expert (the ids stay on the
+      // device): each chosen expert is read once for the rows that chose it.
+      // Slot j = i * K + k (row i's k-th choice) owns g, up and ye row j.
+      using ds4::cuda::matvec_q8_grouped;
+      const int32_t* sel = P.sel.as<int32_t>();
       const auto kk = static_cast<int>(K);
-      matvec_q8_batched(W.gate_exps.type, W.gate_exps.p, static_cast<int64_t>(W.gate_exps.mat_bytes), sel, kk, FF, D,
-                        in_f.as(ga), 0, g, FF);
-      matvec_q8_batched(W.up_exps.type, W.up_exps.p, static_cast<int64_t>(W.up_exps.mat_bytes), sel, kk, FF, D,
-                        in_f.as(ua), 0, u, FF);
-      fwd::swiglu_rows(g, u, FF, K, clamp, wts, nullptr);
-      ds4::cuda::quantize_activation_rows(da, g, FF, K, s.gq.get());
-      matvec_q8_batched(W.down_exps.type, W.down_exps.p, static_cast<int64_t>(W.down_exps.mat_bytes), sel, kk, D, FF,
-                        s.gq.get(), ds4::cuda::activation_bytes(da, FF), ye, D);
-      fwd::add_rows(out, ye, D, kk, nullptr);
+      float *g = P.g.as<float>(), *u = P.up.as<float>(), *ye = P.ye.as<float>();
+      matvec_q8_grouped(W.gate_exps.type, W.gate_exps.p, static_cast<int64_t>(W.gate_exps.mat_bytes), sel, n, kk, FF, D,
+                        in_f.as(ga), ds4::cuda::activation_bytes(ga, D), 0, g, FF, st_);
+      matvec_q8_grouped(W.up_exps.type, W.up_exps.p, static_cast<int64_t>(W.up_exps.mat_bytes), sel, n, kk, FF, D,
+                        in_f.as(ua), ds4::cuda::activation_bytes(ua, D), 0, u, FF, st_);
+      fwd::swiglu_rows(g, u, FF, n * K, clamp, P.wts.as<float>(), st_);
+      const size_t dab = ds4::cuda::activation_bytes(da, FF);
+      ds4::cuda::quantize_activation_rows(da, g, FF, n * K, P.gq.get(), st_);
+      matvec_q8_grouped(W.down_exps.type, W.down_exps.p, static_cast<int64_t>(W.down_exps.mat_bytes), sel, n, kk, D, FF,
+                        P.gq.get(), sz(K) * dab, dab, ye, D, st_);
+      for (int64_t i = 0; i < n; ++i) fwd::add_rows(out + i * D, ye + i * K * D, D, kk, st_);
     } else {
-      for (int64_t k = 0; k < K; ++k) {
-        mv_expert(W.gate_exps, sel + k, in_f, g);
-        mv_expert(W.up_exps, sel + k, in_f, u);
-        fwd::swiglu(g, u, FF, clamp, wts + k, nullptr);
-        mv_expert(W.down_exps, sel + k, s.in_b.bind(g, FF), ye);
-        fwd::add(out, ye, D, nullptr);
+      // Float experts meet f32 activations, one matrix at a time.
+      for (int64_t i = 0; i < n; ++i) {
+        const int32_t* sel = P.sel.as<int32_t>() + i * K;
+        const float* wts = P.wts.as<float>() + i * K;
+        float *g = P.g.as<float>(), *u = P.up.as<float>(), *ye = P.ye.as<float>();
+        for (int64_t k = 0; k < K; ++k) {
+          mv_expert(W.gate_exps, sel + k, f + i * D, g);
+          mv_expert(W.up_exps, sel + k, f + i * D, u);
+          fwd::swiglu(g, u, FF, clamp, wts + k, st_);
+          mv_expert(W.down_exps, sel + k, g, ye);
+          fwd::add(out + i * D, ye, D, st_);
+        }
       }
     }
     if (c_.n_expert_shared > 0) {
+      // Shared expert: rows [n][SF] in g and up, read once for all rows.
       const int64_t SF = c_.shared_ff();
-      mv(W.gate_shexp, in_f, g);
-      mv(W.up_shexp, in_f, u);
-      fwd::swiglu(g, u, SF, clamp, nullptr, nullptr);
-      mv(W.down_shexp, s.in_b.bind(g, SF), ye);
-      fwd::add(out, ye, D, nullptr);
+      float *g = P.g.as<float>(), *u = P.up.as<float>(), *ys = P.ys.as<float>();
+      mv(W.gate_shexp, in_f, g, SF);
+      mv(W.up_shexp, in_f, u, SF);
+      fwd::swiglu(g, u, n * SF, clamp, nullptr, st_);
+      mv(W.down_shexp, P.in_b.bind(g, SF, n), ys, D);
+      fwd::add(out, ys, n * D, st_);
     }
-    hc_post(s);
+    hc_post(P, n);
   }
 
-  void head(Scratch& s, float* logits) const {
-    const int64_t D = c_.n_embd, hc = c_.hc_count;
-    fwd::rms_norm_rows(s.X.as<float>(), nullptr, 1, hc * D, c_.rms_eps, s.u.as<float>(), nullptr);
-    mv(output_hc_fn_, s.in_b.bind(s.u.as<float>(), hc * D), s.mix.as<float>());
-    fwd::hc_head_pre(s.mix.as<float>(), output_hc_scale_, output_hc_base_, static_cast<int>(hc), c_.hc_eps,
-                     s.pre.as<float>(), nullptr);
-    fwd::hc_collapse(s.X.as<float>(), s.pre.as<float>(), static_cast<int>(hc), D, s.y.as<float>(), nullptr);
-    fwd::rms_norm_rows(s.y.as<float>(), output_norm_, 1, D, c_.rms_eps, s.y.as<float>(), nullptr);
-    mv(output_, s.in_b.bind(s.y.as<float>(), D), logits);
+  // The output head for the m rows that want logits (their indices in `which`):
+  // logits of row j at P.logits + j * vocab.
+  void head(std::span<const int64_t> which) const {
+    Pass& P = *pass_;
+    const auto m = static_cast<int64_t>(which.size());
+    const int64_t D = c_.n_embd, hc = c_.hc_count, mr = c_.hc_mix_rows();
+    for (int64_t j = 0; j < m; ++j)
+      fwd::rms_norm_rows(P.X.as<float>() + which[sz(j)] * hc * D, nullptr, 1, hc * D, c_.rms_eps,
+                         P.hu.as<float>() + j * hc * D, st_);
+    mv(output_hc_fn_, P.in_b.bind(P.hu.as<float>(), hc * D, m), P.mix.as<float>(), mr);
+    for (int64_t j = 0; j < m; ++j) {
+      fwd::hc_head_pre(P.mix.as<float>() + j * mr, output_hc_scale_, output_hc_base_, static_cast<int>(hc), c_.hc_eps,
+                       P.pre.as<float>() + j * hc, st_);
+      fwd::hc_collapse(P.X.as<float>() + which[sz(j)] * hc * D, P.pre.as<float>() + j * hc, static_cast<int>(hc), D,
+                       P.hy.as<float>() + j * D, st_);
+    }
+    fwd::rms_norm_rows(P.hy.as<float>(), output_norm_, m, D, c_.rms_eps, P.hy.as<float>(), st_);
+    mv(output_, P.in_b.bind(P.hy.as<float>(), D, m), P.logits.as<float>(), c_.n_vocab);
   }
 
-  void token(CudaSession& S, int32_t tok, int64_t p, float* logits) const {
-    Scratch& s = S.sc;
-    const int64_t D = c_.n_embd;
-    ds4::cuda::dequantize_device(token_embd_.type, token_embd_.p + sz(tok) * token_embd_.row_bytes, s.e.as<float>(), D);
-    fwd::hc_fill(s.e.as<float>(), static_cast<int>(c_.hc_count), D, s.X.as<float>(), nullptr);
+  // One pass: up to kPassRows rows through every layer, then the head for the
+  // rows that want logits, whose values are copied to where they go.
+  void pass(std::span<const Row> rows) const {
+    Pass& P = *pass_;
+    const int64_t D = c_.n_embd, hc = c_.hc_count, V = c_.n_vocab;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      float* e = P.e.as<float>() + sz(D) * i;
+      ds4::cuda::dequantize_device(token_embd_.type, token_embd_.p + sz(rows[i].tok) * token_embd_.row_bytes, e, D, st_);
+      fwd::hc_fill(e, static_cast<int>(hc), D, P.X.as<float>() + sz(hc * D) * i, st_);
+    }
     for (uint32_t l = 0; l < c_.n_layer; ++l) {
-      attention(l, S, p);
-      ffn(l, S, tok);
+      attention(l, rows);
+      ffn(l, rows);
     }
-    if (logits) head(s, logits);
+    std::vector<int64_t> which;
+    for (size_t i = 0; i < rows.size(); ++i)
+      if (rows[i].logits) which.push_back(static_cast<int64_t>(i));
+    if (which.empty()) return;
+    head(which);
+    for (size_t j = 0; j < which.size(); ++j)
+      DS4_CUDA_CHECK(cudaMemcpyAsync(rows[sz(which[j])].logits, P.logits.as<float>() + sz(V) * j, sz(V) * sizeof(float),
+                                     cudaMemcpyDeviceToHost, st_));
   }
 
   std::shared_ptr<const model::Model> m_;
@@ -682,6 +867,9 @@ class CudaBackend final : public Backend {
   const float *output_hc_base_ = nullptr, *output_hc_scale_ = nullptr, *output_norm_ = nullptr;
   const float *rope_plain_ = nullptr, *rope_comp_ = nullptr;
   std::vector<DevLayer> layers_;
+  cudaStream_t st_ = nullptr;  // every kernel and copy of forward() goes here
+  DeviceBuffer pass_mem_;
+  std::unique_ptr<Pass> pass_;  // carved from pass_mem_; one pass at a time (one thread drives a backend)
 };
 
 }  // namespace

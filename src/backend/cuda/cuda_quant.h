@@ -20,6 +20,12 @@ namespace ds4::cuda {
 // Types with both kernels: F32, F16, BF16, Q8_0, Q2_K, Q4_K, IQ2_XXS.
 bool quant_supported(GgmlType t);
 
+// Uploads the lookup tables some kernels read (IQ2_XXS grid and signs) to the
+// current device, once. Kernels call it themselves on first use; a caller that
+// must not see a synchronous copy later (a forward pass on its own stream, a
+// CUDA graph capture) calls it up front.
+void prepare_tables();
+
 // Requirements (a ds4::Error otherwise): cols a multiple of the type's block
 // size; dW aligned to the type's natural alignment (2 bytes for Q8_0/IQ2_XXS,
 // 4 for Q2_K and F32 rows, 16 for Q4_K; cudaMalloc'd memory always is) and dx
@@ -55,6 +61,15 @@ void matvec_q8_indexed(GgmlType t, const void* base, int64_t stride_bytes, const
 // dst + i * activation_bytes(act, cols).
 void quantize_activation_rows(GgmlType act, const float* x, int64_t cols, int64_t nrows, void* dst,
                               cudaStream_t stream = nullptr);
+// The same for rows x_stride floats apart (x_stride >= cols).
+void quantize_activation_strided(GgmlType act, const float* x, int64_t cols, int64_t x_stride, int64_t nrows,
+                                 void* dst, cudaStream_t stream = nullptr);
+// One weight matrix times nact activations (a batch's rows): activation i at
+// act + i * act_stride bytes (a multiple of 16), its result at
+// dy + i * y_stride. Each weight byte is read once per (up to 8) activations,
+// and each result is bit for bit matvec_q8 of that activation alone.
+void matvec_q8_rows(GgmlType t, const void* dW, int64_t rows, int64_t cols, const void* act, size_t act_stride,
+                    int64_t nact, float* dy, int64_t y_stride, cudaStream_t stream = nullptr);
 // nmat products in one launch (MoE experts): product i takes matrix
 // d_index[i] of base (matrices stride_bytes apart), the activation at
 // act + i * act_stride bytes (act_stride 0: the same one for all, else a
@@ -63,7 +78,19 @@ void matvec_q8_batched(GgmlType t, const void* base, int64_t stride_bytes, const
                        int64_t rows, int64_t cols, const void* act, size_t act_stride, float* dy, int64_t y_stride,
                        cudaStream_t stream = nullptr);
 
+// The routed experts of nrows rows at once, grouped by expert: sel holds K
+// expert ids per row (device; slot j = row j / K, choice j % K). Each distinct
+// expert is read once per (up to 8) slots that chose it and multiplied with
+// each such slot's activation, at act + row * act_row_stride + choice *
+// act_k_stride bytes (multiples of 16; act_k_stride 0: one activation per
+// row); slot j's result goes to dy + j * y_stride. Each result is bit for bit
+// matvec_q8 of that expert and activation. nrows * K <= 65535.
+void matvec_q8_grouped(GgmlType t, const void* base, int64_t stride_bytes, const int32_t* d_sel, int64_t nrows, int K,
+                       int64_t rows, int64_t cols, const void* act, size_t act_row_stride, size_t act_k_stride,
+                       float* dy, int64_t y_stride, cudaStream_t stream = nullptr);
+
 namespace detail {
+void upload_q8_tables();  // q8_kernels.cu's part of prepare_tables()
 inline constexpr int kBlockPerRow = -1;
 // matvec with an explicit number of rows per warp (1, 2 or 4, or kBlockPerRow:
 // a thread block per row), for the benchmark that chooses matvec's default.

@@ -72,10 +72,10 @@ __device__ __forceinline__ float warp_max(float v) {
 // quant::quantize_row_q8_0: d = amax / 127 (stored as f16), q = round-half-away(x / d)
 // computed as x * (1 / d) with the unrounded d. One warp per block of 32.
 // Row blockIdx.y of a batch: x + row * cols, output at dst + row * dst_stride.
-__global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t cols, uint8_t* __restrict__ dst,
-                                     size_t dst_stride, size_t d_offset) {
+__global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t cols, int64_t x_stride,
+                                     uint8_t* __restrict__ dst, size_t dst_stride, size_t d_offset) {
   const int64_t nblocks = cols / 32;
-  x += blockIdx.y * cols;
+  x += blockIdx.y * x_stride;
   auto* q = reinterpret_cast<int8_t*>(dst + blockIdx.y * dst_stride);
   auto* d = reinterpret_cast<float*>(dst + blockIdx.y * dst_stride + d_offset);
   const int64_t b = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
@@ -92,10 +92,10 @@ __global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t cols, 
 // quant::quantize_row_q8_k: iscale = 127 / amax, q = clamp(round-half-even(iscale * x),
 // -127, 127), d = 1 / iscale, bsums of each 16. One thread block of 256 per block.
 __global__ void __launch_bounds__(256) quantize_q8_k_kernel(const float* __restrict__ x, int64_t cols,
-                                                            uint8_t* __restrict__ dst, size_t dst_stride,
-                                                            size_t d_offset, size_t s_offset) {
+                                                            int64_t x_stride, uint8_t* __restrict__ dst,
+                                                            size_t dst_stride, size_t d_offset, size_t s_offset) {
   __shared__ float wmax[8];
-  x += blockIdx.y * cols;
+  x += blockIdx.y * x_stride;
   auto* q = reinterpret_cast<int8_t*>(dst + blockIdx.y * dst_stride);
   auto* d = reinterpret_cast<float*>(dst + blockIdx.y * dst_stride + d_offset);
   auto* bsums = reinterpret_cast<int32_t*>(dst + blockIdx.y * dst_stride + s_offset);
@@ -340,6 +340,121 @@ __global__ void __launch_bounds__(kThreads) mvq_kernel(const uint8_t* __restrict
                                          });
 }
 
+// N activations against the same R weight rows per warp: each weight byte is
+// read once for all N (a batch's rows: decode steps of several sequences, a
+// prefill chunk). acc[r][n] takes the same units in the same order as
+// mvq_kernel's acc[r], and the same warp reduction, so each activation's result
+// is bit for bit what a matvec_q8 of it alone gives. Activation n < nact goes
+// to yp[n]; the others are not written.
+template <class T, int R, int N>
+__device__ __forceinline__ void mvq_rows_body(const typename T::Ctx& ctx, const uint8_t* __restrict__ w,
+                                              int64_t row_bytes, int64_t rows, int64_t nunits, const Act (&a)[N],
+                                              int nact, float* const (&yp)[N]) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row0 = ((static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) >> 5) * R;
+  if (row0 >= rows) return;
+  const uint8_t* wr[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) wr[r] = w + (row0 + r < rows ? row0 + r : rows - 1) * row_bytes;
+  float acc[R][N];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int n = 0; n < N; ++n) acc[r][n] = 0.0f;
+  for (int64_t u0 = lane; u0 < nunits; u0 += 32 * kUnroll) {
+    typename T::Raw raw[kUnroll][R];
+#pragma unroll
+    for (int k = 0; k < kUnroll; ++k) {
+      const int64_t u = u0 + 32 * k;
+      if (u < nunits) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) raw[k][r] = T::load(wr[r] + u / T::PARTS * T::BYTES, static_cast<int>(u % T::PARTS));
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kUnroll; ++k) {
+      const int64_t u = u0 + 32 * k;
+      if (u < nunits) {
+        const int64_t b = u / T::PARTS;
+        const int p = static_cast<int>(u % T::PARTS);
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int n = 0; n < N; ++n) acc[r][n] = __fadd_rn(acc[r][n], T::dot(ctx, raw[k][r], p, a[n], b));
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+      const float v = kc::warp_sum(acc[r][n]);
+      if (lane == 0 && row0 + r < rows && n < nact) yp[n][row0 + r] = v;
+    }
+}
+
+__device__ __forceinline__ Act act_at(Act act, size_t off) {
+  act.q = reinterpret_cast<const int8_t*>(reinterpret_cast<const uint8_t*>(act.q) + off);
+  act.d = reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(act.d) + off);
+  act.bsums = reinterpret_cast<const int32_t*>(reinterpret_cast<const uint8_t*>(act.bsums) + off);
+  return act;
+}
+
+// matvec_q8_rows: activation n at act + n * act_stride, result at y + n * y_stride.
+template <class T, int R, int N>
+__global__ void __launch_bounds__(kThreads) mvq_multi_kernel(const uint8_t* __restrict__ w, int64_t row_bytes,
+                                                             int64_t rows, int64_t nblocks, Act act, size_t act_stride,
+                                                             int nact, float* __restrict__ y, int64_t y_stride) {
+  const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+  Act a[N];
+  float* yp[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    // Activations past nact repeat the last one; their sums are dropped.
+    a[n] = act_at(act, static_cast<size_t>(n < nact ? n : nact - 1) * act_stride);
+    yp[n] = y + n * y_stride;
+  }
+  mvq_rows_body<T, R, N>(ctx, w, row_bytes, rows, nblocks * T::PARTS, a, nact, yp);
+}
+
+// matvec_q8_grouped: slot j (blockIdx.y) is choice k = j % K of row i = j / K,
+// naming expert sel[j]. The first slot to name an expert multiplies it with
+// the activations of every slot that names it, N at a time, so each chosen
+// expert is read once per N rows that chose it; later slots naming the same
+// expert return at once. Slot j's activation is at act + i * act_row_stride +
+// k * act_k_stride, its result at y + j * y_stride.
+template <class T, int N>
+__global__ void __launch_bounds__(kThreads) mvq_grouped_kernel(const uint8_t* __restrict__ base, int64_t mat_stride,
+                                                               const int32_t* __restrict__ sel, int nslots, int K,
+                                                               int64_t row_bytes, int64_t rows, int64_t nblocks, Act act,
+                                                               size_t act_row_stride, size_t act_k_stride,
+                                                               float* __restrict__ y, int64_t y_stride) {
+  const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+  const int j = static_cast<int>(blockIdx.y);
+  const int32_t e = __ldg(sel + j);
+  for (int i = 0; i < j; ++i)
+    if (__ldg(sel + i) == e) return;  // an earlier slot does this expert
+  const uint8_t* w = base + static_cast<int64_t>(e) * mat_stride;
+  for (int s0 = j; s0 < nslots;) {
+    Act a[N];
+    float* yp[N];
+    int cnt = 0, last = j;
+    for (; s0 < nslots && cnt < N; ++s0) {
+      if (__ldg(sel + s0) != e) continue;
+      last = s0;
+      a[cnt] = act_at(act, static_cast<size_t>(s0 / K) * act_row_stride + static_cast<size_t>(s0 % K) * act_k_stride);
+      yp[cnt] = y + static_cast<int64_t>(s0) * y_stride;
+      ++cnt;
+    }
+    if (cnt == 0) break;
+    for (int c = cnt; c < N; ++c) {
+      a[c] = a[0];
+      yp[c] = y + static_cast<int64_t>(last) * y_stride;
+    }
+    mvq_rows_body<T, 1, N>(ctx, w, row_bytes, rows, nblocks * T::PARTS, a, cnt, yp);
+  }
+}
+
 unsigned grid_for(int64_t threads) { return kc::grid_for(threads, kThreads); }
 
 struct TablesTag {};
@@ -390,6 +505,57 @@ void mvq(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act,
   DS4_CUDA_CHECK_LAUNCH("mvq_kernel");
 }
 
+// Up to kMultiMax activations per launch; more go in several launches.
+constexpr int kMultiMax = 8;
+
+template <class T, int N>
+void launch_multi(const uint8_t* wb, int64_t rb, int64_t rows, int64_t nb, Act a, size_t act_stride, int nact, float* y,
+                  int64_t y_stride, cudaStream_t s) {
+  // One row per warp keeps the accumulators (R x N) in registers.
+  mvq_multi_kernel<T, 1, N><<<grid_for(rows * 32), kThreads, 0, s>>>(wb, rb, rows, nb, a, act_stride, nact, y, y_stride);
+  DS4_CUDA_CHECK_LAUNCH("mvq_multi_kernel");
+}
+
+template <class T>
+void mvq_multi(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act, size_t act_stride, int64_t nact,
+               float* y, int64_t y_stride, cudaStream_t s) {
+  if (cols % T::QK || cols % T::AQK) fail_shape("matvec_q8_rows", t, cols, T::AQK > T::QK ? T::AQK : T::QK);
+  if (!aligned(w, T::ALIGN)) fail_align("matvec_q8_rows weights", t, w, T::ALIGN);
+  if (!aligned(act, 16)) fail_align("matvec_q8_rows activation", t, act, 16);
+  if (act_stride % 16) fail_align("matvec_q8_rows activation stride", t, reinterpret_cast<const void*>(act_stride), 16);
+  if (rows <= 0 || cols <= 0 || nact <= 0) return;
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const int64_t rb = cols / T::QK * T::BYTES, nb = cols / T::QK;
+  for (int64_t n0 = 0; n0 < nact; n0 += kMultiMax) {
+    const int n = static_cast<int>(nact - n0 < kMultiMax ? nact - n0 : kMultiMax);
+    Act a = act_view(static_cast<const uint8_t*>(act) + static_cast<size_t>(n0) * act_stride, cols, T::AQK);
+    float* yn = y + n0 * y_stride;
+    if (n == 1) launch_multi<T, 1>(wb, rb, rows, nb, a, act_stride, n, yn, y_stride, s);
+    else if (n == 2) launch_multi<T, 2>(wb, rb, rows, nb, a, act_stride, n, yn, y_stride, s);
+    else if (n <= 4) launch_multi<T, 4>(wb, rb, rows, nb, a, act_stride, n, yn, y_stride, s);
+    else launch_multi<T, kMultiMax>(wb, rb, rows, nb, a, act_stride, n, yn, y_stride, s);
+  }
+}
+
+template <class T>
+void mvq_grouped(GgmlType t, const void* base, int64_t stride, const int32_t* sel, int64_t nrows, int K, int64_t rows,
+                 int64_t cols, const void* act, size_t act_row_stride, size_t act_k_stride, float* y, int64_t y_stride,
+                 cudaStream_t s) {
+  if (cols % T::QK || cols % T::AQK) fail_shape("matvec_q8_grouped", t, cols, T::AQK > T::QK ? T::AQK : T::QK);
+  if (!aligned(base, T::ALIGN) || stride % T::ALIGN) fail_align("matvec_q8_grouped weights", t, base, T::ALIGN);
+  if (!aligned(act, 16) || act_row_stride % 16 || act_k_stride % 16)
+    fail_align("matvec_q8_grouped activation", t, act, 16);
+  if (rows <= 0 || cols <= 0 || nrows <= 0 || K <= 0) return;
+  const int64_t nslots = nrows * K;
+  if (nslots > 65535) fail_shape("matvec_q8_grouped slots", t, nslots, 1);
+  const int64_t rb = cols / T::QK * T::BYTES, nb = cols / T::QK;
+  const Act a = act_view(act, cols, T::AQK);
+  mvq_grouped_kernel<T, kMultiMax><<<dim3(grid_for(rows * 32), static_cast<unsigned>(nslots)), kThreads, 0, s>>>(
+      static_cast<const uint8_t*>(base), stride, sel, static_cast<int>(nslots), K, rb, rows, nb, a, act_row_stride,
+      act_k_stride, y, y_stride);
+  DS4_CUDA_CHECK_LAUNCH("mvq_grouped_kernel");
+}
+
 void mvq_any(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act, float* y, cudaStream_t s,
              const int32_t* index, int64_t index_stride, Batch bt = {}) {
   switch (t) {
@@ -404,6 +570,10 @@ void mvq_any(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* 
 }
 
 }  // namespace
+
+namespace detail {
+void upload_q8_tables() { upload_tables(); }
+}  // namespace detail
 
 GgmlType activation_type(GgmlType weight) {
   switch (weight) {
@@ -434,7 +604,13 @@ void quantize_activation(GgmlType act, const float* x, int64_t cols, void* dst, 
 }
 
 void quantize_activation_rows(GgmlType act, const float* x, int64_t cols, int64_t nrows, void* dst, cudaStream_t s) {
+  quantize_activation_strided(act, x, cols, cols, nrows, dst, s);
+}
+
+void quantize_activation_strided(GgmlType act, const float* x, int64_t cols, int64_t x_stride, int64_t nrows,
+                                 void* dst, cudaStream_t s) {
   if (!aligned(dst, 16)) fail_align("quantize_activation output", act, dst, 16);
+  if (x_stride < cols) fail_shape("quantize_activation row stride", act, x_stride, 1);
   if (cols <= 0 || nrows <= 0) return;
   if (nrows > 65535) fail_shape("quantize_activation rows", act, nrows, 1);
   auto* b = static_cast<uint8_t*>(dst);
@@ -444,7 +620,7 @@ void quantize_activation_rows(GgmlType act, const float* x, int64_t cols, int64_
   switch (act) {
     case GgmlType::Q8_0: {
       if (cols % 32) fail_shape("quantize_activation", act, cols, 32);
-      quantize_q8_0_kernel<<<dim3(grid_for(cols), rows), kThreads, 0, s>>>(x, cols, b, stride, d_off);
+      quantize_q8_0_kernel<<<dim3(grid_for(cols), rows), kThreads, 0, s>>>(x, cols, x_stride, b, stride, d_off);
       DS4_CUDA_CHECK_LAUNCH("quantize_q8_0_kernel");
       return;
     }
@@ -453,7 +629,8 @@ void quantize_activation_rows(GgmlType act, const float* x, int64_t cols, int64_
       const int64_t nb = cols / 256;
       if (nb > 0x7fffffff) fail_shape("quantize_activation (too many blocks)", act, cols, 256);
       const size_t s_off = d_off + align16(4 * static_cast<size_t>(nb));
-      quantize_q8_k_kernel<<<dim3(static_cast<unsigned>(nb), rows), 256, 0, s>>>(x, cols, b, stride, d_off, s_off);
+      quantize_q8_k_kernel<<<dim3(static_cast<unsigned>(nb), rows), 256, 0, s>>>(x, cols, x_stride, b, stride, d_off,
+                                                                            s_off);
       DS4_CUDA_CHECK_LAUNCH("quantize_q8_k_kernel");
       return;
     }
@@ -463,6 +640,43 @@ void quantize_activation_rows(GgmlType act, const float* x, int64_t cols, int64_
 
 void matvec_q8(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act, float* y, cudaStream_t s) {
   mvq_any(t, w, rows, cols, act, y, s, nullptr, 0);
+}
+
+void matvec_q8_rows(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act, size_t act_stride,
+                    int64_t nact, float* y, int64_t y_stride, cudaStream_t s) {
+  // One activation: the single-row kernel (its two-rows-per-warp form is
+  // faster on tall matrices); each row's sum is the same either way.
+  if (nact == 1) return mvq_any(t, w, rows, cols, act, y, s, nullptr, 0);
+  switch (t) {
+    case GgmlType::Q8_0: return mvq_multi<QQ8_0>(t, w, rows, cols, act, act_stride, nact, y, y_stride, s);
+    case GgmlType::Q2_K: return mvq_multi<QQ2_K>(t, w, rows, cols, act, act_stride, nact, y, y_stride, s);
+    case GgmlType::Q4_K: return mvq_multi<QQ4_K>(t, w, rows, cols, act, act_stride, nact, y, y_stride, s);
+    case GgmlType::IQ2_XXS:
+      upload_tables();
+      return mvq_multi<QIQ2_XXS>(t, w, rows, cols, act, act_stride, nact, y, y_stride, s);
+    default: fail_unsupported("matvec_q8_rows", t);
+  }
+}
+
+void matvec_q8_grouped(GgmlType t, const void* base, int64_t stride_bytes, const int32_t* d_sel, int64_t nrows, int K,
+                       int64_t rows, int64_t cols, const void* act, size_t act_row_stride, size_t act_k_stride,
+                       float* y, int64_t y_stride, cudaStream_t s) {
+  switch (t) {
+    case GgmlType::Q8_0:
+      return mvq_grouped<QQ8_0>(t, base, stride_bytes, d_sel, nrows, K, rows, cols, act, act_row_stride, act_k_stride,
+                                y, y_stride, s);
+    case GgmlType::Q2_K:
+      return mvq_grouped<QQ2_K>(t, base, stride_bytes, d_sel, nrows, K, rows, cols, act, act_row_stride, act_k_stride,
+                                y, y_stride, s);
+    case GgmlType::Q4_K:
+      return mvq_grouped<QQ4_K>(t, base, stride_bytes, d_sel, nrows, K, rows, cols, act, act_row_stride, act_k_stride,
+                                y, y_stride, s);
+    case GgmlType::IQ2_XXS:
+      upload_tables();
+      return mvq_grouped<QIQ2_XXS>(t, base, stride_bytes, d_sel, nrows, K, rows, cols, act, act_row_stride,
+                                   act_k_stride, y, y_stride, s);
+    default: fail_unsupported("matvec_q8_grouped", t);
+  }
 }
 
 void matvec_q8_indexed(GgmlType t, const void* base, int64_t stride_bytes, const int32_t* d_index, int64_t rows,

@@ -560,6 +560,11 @@ int default_rows_per_warp(GgmlType t, int64_t rows, int64_t cols) {
 
 }  // namespace
 
+void prepare_tables() {
+  upload_iq2_tables();
+  detail::upload_q8_tables();
+}
+
 bool quant_supported(GgmlType t) {
   switch (t) {
     case GgmlType::F32:
