@@ -503,3 +503,88 @@ TEST(GpuForwardMemory, SessionLargerThanFreeMemoryIsRefused) {
 }
 
 }  // namespace
+
+// Steering on CUDA equals the CPU's (docs/steering.md): the same directions
+// and per-sequence scales give captures whose post rows are their pre rows
+// steered, and logits close to the CPU's; zero scales stay bit for bit the
+// unsteered CUDA path; one batch may mix scales (each equals its run alone).
+TEST(GpuForwardSteering, MatchesCpuAndBatchMixesScales) {
+  ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
+  ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";
+  using ds4::backend::Capture;
+  using ds4::backend::Component;
+  using ds4::backend::Logits;
+  using ds4::backend::SeqStep;
+  using ds4::backend::Steering;
+  auto model = ds4::model::Model::load(model_dir() + "/tiny-flash-f32.gguf");
+  const auto& c = model->config;
+  auto dirs = std::make_shared<ds4::model::SteeringVectors>();
+  dirs->n_layer = c.n_layer;
+  dirs->n_embd = c.n_embd;
+  dirs->dirs.resize(size_t{c.n_layer} * c.n_embd);
+  uint32_t x = 99;
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    double n = 0;
+    for (uint32_t i = 0; i < c.n_embd; ++i) {
+      x = x * 1664525u + 1013904223u;
+      const float v = static_cast<float>(static_cast<int32_t>(x >> 8) % 2001 - 1000) / 1000.0f;
+      dirs->dirs[l * c.n_embd + i] = v;
+      n += double{v} * v;
+    }
+    for (uint32_t i = 0; i < c.n_embd; ++i) dirs->dirs[l * c.n_embd + i] /= static_cast<float>(std::sqrt(n));
+  }
+  auto gpu = ds4::backend::make_backend("cuda", model);
+  auto cpu = ds4::backend::make_backend("cpu", model);
+  auto plain = ds4::backend::make_backend("cuda", model);
+  gpu->set_steering(dirs);
+  cpu->set_steering(dirs);
+  const size_t V = c.n_vocab;
+  const auto toks = test_tokens(c.n_vocab, 30);
+  auto run1 = [&](const ds4::backend::Backend& be, Steering s, Capture* cap) {
+    auto st = be.new_session({NumericsMode::exact, kTestCtx});
+    std::vector<float> lg(toks.size() * V);
+    const SeqStep step{st.get(), toks, Logits::all, lg, s, cap};
+    be.forward(std::span<const SeqStep>(&step, 1));
+    return lg;
+  };
+  EXPECT_EQ(run1(*gpu, {}, nullptr), run1(*plain, {}, nullptr));  // zero scales: the plain path, bit for bit
+  for (Component comp : {Component::attn, Component::ffn}) {
+    const Steering s = comp == Component::attn ? Steering{0.6f, 0} : Steering{0, -1.2f};
+    Capture cg, cc;
+    cg.component = cc.component = comp;
+    const auto lg_gpu = run1(*gpu, s, &cg), lg_cpu = run1(*cpu, s, &cc);
+    double max_lg = 0, max_cap = 0, max_rel = 0;
+    for (size_t i = 0; i < lg_gpu.size(); ++i) max_lg = std::max(max_lg, double{std::fabs(lg_gpu[i] - lg_cpu[i])});
+    for (size_t i = 0; i < cg.post.size(); ++i) max_cap = std::max(max_cap, double{std::fabs(cg.post[i] - cc.post[i])});
+    // On the GPU's own capture: post = pre - s d (d.pre), in double.
+    const float sc = comp == Component::attn ? s.attn : s.ffn;
+    for (uint32_t l = 0; l < c.n_layer; ++l) {
+      double dot = 0, mx = 1e-30;
+      for (uint32_t i = 0; i < c.n_embd; ++i) {
+        dot += double{dirs->dirs[l * c.n_embd + i]} * cg.pre[l * c.n_embd + i];
+        mx = std::max(mx, double{std::fabs(cg.pre[l * c.n_embd + i])});
+      }
+      for (uint32_t i = 0; i < c.n_embd; ++i) {
+        const double want = cg.pre[l * c.n_embd + i] - sc * dot * dirs->dirs[l * c.n_embd + i];
+        max_rel = std::max(max_rel, std::fabs(want - cg.post[l * c.n_embd + i]) / mx);
+      }
+    }
+    std::printf("gpu-forward: steering %s: logits max |gpu-cpu| %.3g, capture max |gpu-cpu| %.3g, post vs formula %.3g\n",
+                comp == Component::attn ? "attn" : "ffn", max_lg, max_cap, max_rel);
+    EXPECT_LT(max_rel, 1e-5);
+    EXPECT_LT(max_lg, 1e-2);  // f32 exact: the unsteered bound of this file
+    EXPECT_LT(max_cap, 1e-2);
+    EXPECT_NE(lg_gpu, run1(*plain, {}, nullptr));  // steering did something
+  }
+  // One batch, three sequences with different scales, each equal to its run alone.
+  const std::vector<Steering> scales = {{}, {0.5f, 0}, {0, 1.5f}};
+  std::vector<std::unique_ptr<ds4::backend::SessionState>> ss;
+  std::vector<std::vector<float>> got(scales.size(), std::vector<float>(toks.size() * V));
+  std::vector<SeqStep> batch;
+  for (size_t i = 0; i < scales.size(); ++i) {
+    ss.push_back(gpu->new_session({NumericsMode::exact, kTestCtx}));
+    batch.push_back({ss[i].get(), toks, Logits::all, got[i], scales[i]});
+  }
+  gpu->forward(batch);
+  for (size_t i = 0; i < scales.size(); ++i) EXPECT_EQ(got[i], run1(*gpu, scales[i], nullptr)) << "sequence " << i;
+}

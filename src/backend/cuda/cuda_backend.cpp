@@ -510,11 +510,25 @@ class CudaBackend final : public Backend {
   // has some. Everything is queued on st_; the host waits for the stream only
   // to hand logits back (a copy into pageable memory returns when done) and
   // once at the end, so that a fault of this call surfaces here.
+  // Directions go to the device here, outside any forward.
+  void set_steering(std::shared_ptr<const model::SteeringVectors> v) override {
+    keep_steering(v);
+    steer_dirs_ = DeviceBuffer();
+    if (v) {
+      steer_dirs_ = DeviceBuffer(v->dirs.size() * sizeof(float));
+      steer_dirs_.upload(v->dirs.data(), v->dirs.size() * sizeof(float));
+    }
+  }
+
   void forward(std::span<const SeqStep> batch) const override {
-    validate_batch(c_, batch);
+    validate_batch(c_, batch, steering());
     for (const SeqStep& st : batch) {
       auto* S = dynamic_cast<CudaSession*>(st.state);
       if (!S) fail("cuda backend: session was not created by the cuda backend");
+      if (st.capture) {
+        st.capture->pre.assign(sz(c_.n_layer) * c_.n_embd, 0.0f);
+        st.capture->post.assign(sz(c_.n_layer) * c_.n_embd, 0.0f);
+      }
     }
     std::vector<Row> rows;
     rows.reserve(sz(kPassRows));
@@ -525,7 +539,7 @@ class CudaBackend final : public Backend {
         float* dst = nullptr;
         if (st.want == Logits::all) dst = st.logits.data() + t * int64_t{c_.n_vocab};
         if (st.want == Logits::last && t == n - 1) dst = st.logits.data();
-        rows.push_back({S, st.tokens[sz(t)], S->pos, dst});
+        rows.push_back({S, st.tokens[sz(t)], S->pos, dst, st.steer, t == n - 1 ? st.capture : nullptr});
         ++S->pos;
         if (static_cast<int64_t>(rows.size()) == kPassRows) {
           pass(rows);
@@ -574,6 +588,8 @@ class CudaBackend final : public Backend {
     int32_t tok;
     int64_t pos;
     float* logits;
+    Steering steer;
+    Capture* capture;  // set on the last row of a sequence whose step asks for one
   };
 
   // For every bound row i: y + i * y_stride = rows [row0, row0 + rows) of w
@@ -744,6 +760,7 @@ class CudaBackend final : public Backend {
       mv(W.out_a, P.in_b.bind(P.o.as<float>() + g * hpg * hd, hpg * hd, n, H * hd), P.z.as<float>() + g * ro, G * ro,
          g * ro, ro);
     mv(W.out_b, P.in_b.bind(P.z.as<float>(), G * ro, n), P.out.as<float>(), D);
+    steer(l, Component::attn, rows, P.out.as<float>());
     hc_post(P, n);
   }
 
@@ -813,6 +830,7 @@ class CudaBackend final : public Backend {
       mv(W.down_shexp, P.in_b.bind(g, SF, n), ys, D);
       fwd::add(out, ys, n * D, st_);
     }
+    steer(l, Component::ffn, rows, out);
     hc_post(P, n);
   }
 
@@ -838,6 +856,25 @@ class CudaBackend final : public Backend {
 
   // One pass: up to kPassRows rows through every layer, then the head for the
   // rows that want logits, whose values are copied to where they go.
+  // Steering and capture of one layer component (out: [rows][n_embd]), as
+  // the CPU backend does it: a capture copies its row before and after.
+  void steer(uint32_t l, Component comp, std::span<const Row> rows, float* out) const {
+    const int64_t D = c_.n_embd;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      const float s = comp == Component::attn ? r.steer.attn : r.steer.ffn;
+      Capture* cap = r.capture && r.capture->component == comp ? r.capture : nullptr;
+      float* y = out + sz(D) * i;
+      if (cap)
+        DS4_CUDA_CHECK(cudaMemcpyAsync(cap->pre.data() + sz(l) * sz(D), y, sz(D) * sizeof(float),
+                                       cudaMemcpyDeviceToHost, st_));
+      if (s != 0) fwd::steer_row(y, steer_dirs_.as<float>() + sz(l) * sz(D), D, s, st_);
+      if (cap)
+        DS4_CUDA_CHECK(cudaMemcpyAsync(cap->post.data() + sz(l) * sz(D), y, sz(D) * sizeof(float),
+                                       cudaMemcpyDeviceToHost, st_));
+    }
+  }
+
   void pass(std::span<const Row> rows) const {
     Pass& P = *pass_;
     const int64_t D = c_.n_embd, hc = c_.hc_count, V = c_.n_vocab;
@@ -868,6 +905,7 @@ class CudaBackend final : public Backend {
   const float *rope_plain_ = nullptr, *rope_comp_ = nullptr;
   std::vector<DevLayer> layers_;
   cudaStream_t st_ = nullptr;  // every kernel and copy of forward() goes here
+  DeviceBuffer steer_dirs_;     // the steering directions, [n_layer][n_embd], when set
   DeviceBuffer pass_mem_;
   std::unique_ptr<Pass> pass_;  // carved from pass_mem_; one pass at a time (one thread drives a backend)
 };

@@ -510,6 +510,19 @@ void scale(float* x, int64_t n, float a, cudaStream_t s) {
   LAUNCH_CHECK("k_scale");
 }
 
+__global__ void k_steer_row(float* y, const float* d, int64_t n, float s) {
+  double dot = 0;
+  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) dot += static_cast<double>(d[k]) * y[k];
+  dot = block_sum(dot);
+  const auto c = static_cast<float>(static_cast<double>(s) * dot);
+  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) y[k] -= c * d[k];
+}
+
+void steer_row(float* y, const float* d, int64_t n, float s, cudaStream_t st) {
+  k_steer_row<<<1, kBlock, 0, st>>>(y, d, n, s);
+  LAUNCH_CHECK("k_steer_row");
+}
+
 void add(float* y, const float* x, int64_t n, cudaStream_t s) {
   k_add<<<blocks_for(n), kBlock, 0, s>>>(y, x, n);
   LAUNCH_CHECK("k_add");

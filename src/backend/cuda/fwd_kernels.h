@@ -36,6 +36,9 @@ void indexer_qat(float* x, int64_t rows, int64_t d, cudaStream_t s);
 void scale(float* x, int64_t n, float a, cudaStream_t s);
 // y += x
 void add(float* y, const float* x, int64_t n, cudaStream_t s);
+// Directional steering of one row (docs/steering.md): y -= s * d * (d . y),
+// the dot product in double as the CPU computes it.
+void steer_row(float* y, const float* d, int64_t n, float s, cudaStream_t st);
 
 // Compressor frontier write: kv_row = kv, score_row = gate + ape_slot (width cw).
 void comp_store(float* kv_row, float* score_row, const float* kv, const float* gate, const float* ape_slot, int64_t cw,
