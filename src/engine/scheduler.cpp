@@ -358,8 +358,9 @@ void Scheduler::sample_into(Slot& s, std::span<float> logits) {
   if (hit) return finish(s, Finish::stop_string);
   if (v.stop) return finish(s, Finish::sink);
   if (s.generated >= r.max_tokens) return finish(s, Finish::length);
-  // The token must be fed at position history.size(), which must exist.
-  if (static_cast<int64_t>(s.history.size()) + 1 > opt_.ctx_size)
+  // The sequence (history + this token) may not outgrow the context, so a
+  // reply never holds more than ctx - prompt tokens (reference-behavior §3.6).
+  if (static_cast<int64_t>(s.history.size()) + 1 >= opt_.ctx_size)
     return finish(s, Finish::context_full, fmt::format("context full ({} tokens): generation stopped", opt_.ctx_size));
   s.unfed = tok;
 }
