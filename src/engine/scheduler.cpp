@@ -380,6 +380,7 @@ void Scheduler::finish(Slot& s, Finish why, std::string message) {
       f.tail += s.stop->flush();
     }
   }
+  if (f.reason == Finish::stop_string && s.stop) f.stop_string = s.stop->matched();
   const auto now = Clock::now();
   Usage& u = f.usage;
   u.prompt_tokens = static_cast<int64_t>(r.prompt.size());

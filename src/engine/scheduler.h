@@ -68,6 +68,7 @@ struct FinishInfo {
   Finish reason = Finish::eos;
   std::string message;  // error / context_full text
   std::string tail;     // text released at the end (held-back bytes), shown after the last token
+  std::string stop_string;  // Finish::stop_string: which one matched
   Usage usage;
 };
 

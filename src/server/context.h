@@ -47,5 +47,7 @@ void add_basic_routes(httplib::Server& s, ServerContext& ctx);        // /health
 void add_tokenize_routes(httplib::Server& s, ServerContext& ctx);     // /tokenize, /detokenize
 void add_openai_chat_routes(httplib::Server& s, ServerContext& ctx);  // /v1/chat/completions
 void add_openai_completions_routes(httplib::Server& s, ServerContext& ctx);  // /v1/completions
+void add_anthropic_routes(httplib::Server& s, ServerContext& ctx);         // /v1/messages, /v1/messages/count_tokens
+void add_openai_responses_routes(httplib::Server& s, ServerContext& ctx);  // /v1/responses
 
 }  // namespace ds4::server

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "server/anthropic_request.h"
 #include "server/context.h"
 #include "server/http_io.h"
 #include "util/error.h"
@@ -84,8 +85,9 @@ void serve(engine::Scheduler& sched, const RunnerOptions& runner_opt, const Serv
     if (opt.api_key.empty() || req.method == "OPTIONS" || req.path == "/health")
       return httplib::Server::HandlerResponse::Unhandled;
     if (authorized(req, opt.api_key)) return httplib::Server::HandlerResponse::Unhandled;
-    send_json(res, 401,
-              openai_error_body(ApiError(401, "invalid or missing API key (send 'Authorization: Bearer KEY' or 'x-api-key: KEY')")));
+    const ApiError denied(401, "invalid or missing API key (send 'Authorization: Bearer KEY' or 'x-api-key: KEY')");
+    // Anthropic clients get their API's error shape.
+    send_json(res, 401, req.path.rfind("/v1/messages", 0) == 0 ? anthropic_error_body(denied) : openai_error_body(denied));
     return httplib::Server::HandlerResponse::Handled;
   });
   svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
@@ -115,6 +117,8 @@ void serve(engine::Scheduler& sched, const RunnerOptions& runner_opt, const Serv
   add_tokenize_routes(svr, ctx);
   add_openai_chat_routes(svr, ctx);
   add_openai_completions_routes(svr, ctx);
+  add_anthropic_routes(svr, ctx);
+  add_openai_responses_routes(svr, ctx);
 
   const std::string host = opt.host == "localhost" ? "127.0.0.1" : opt.host;
   int port = opt.port;

@@ -71,6 +71,7 @@ struct TurnEvent {
   // Done:
   TurnFinish finish = TurnFinish::stop;
   std::string error;            // finish == error / cancelled
+  std::string stop_sequence;    // finish == stop because this client stop string matched
   chat::ParsedMessage parsed;   // final parse (chat); for completions content is the whole text
   TurnUsage usage;
 };

@@ -71,6 +71,7 @@ class TurnSink : public engine::RequestSink {
       case F::error: done.finish = TurnFinish::error; break;
     }
     done.error = f.message;
+    done.stop_sequence = f.stop_string;
     if (parser_ && done.finish != TurnFinish::error && done.finish != TurnFinish::cancelled) {
       // §4.8: a tool block that never closed cannot be retracted; the turn fails.
       if (parser_->unterminated()) {
@@ -126,10 +127,9 @@ std::vector<int32_t> TurnRunner::encode(const chat::Segments& segs) const {
   return out;
 }
 
-PreparedTurn TurnRunner::prepare(const Turn& t, std::string_view param) const {
+PreparedTurn TurnRunner::render(const Turn& t) const {
   PreparedTurn p;
-  const int64_t ctx = ctx_size();
-  const chat::ThinkMode think = chat::effective_think_mode(t.think, ctx);
+  const chat::ThinkMode think = chat::effective_think_mode(t.think, ctx_size());
   p.thinking = think != chat::ThinkMode::None;
   chat::Segments segs;
   if (t.kind == Turn::Kind::Completion) {
@@ -142,6 +142,12 @@ PreparedTurn TurnRunner::prepare(const Turn& t, std::string_view param) const {
     segs = chat::render_chat(t.messages, ro);
   }
   p.tokens = encode(segs);
+  return p;
+}
+
+PreparedTurn TurnRunner::prepare(const Turn& t, std::string_view param) const {
+  PreparedTurn p = render(t);
+  const int64_t ctx = ctx_size();
   const auto n = static_cast<int64_t>(p.tokens.size());
   if (n >= ctx) {
     ApiError e(400, fmt::format("Prompt has {} tokens, but the configured context size is {} tokens", n, ctx),

@@ -53,6 +53,9 @@ class TurnRunner {
   // Throws ApiError: 400 context_length_exceeded when the prompt does not fit.
   // `param` names the request field holding the prompt ("messages", "prompt", "input").
   PreparedTurn prepare(const Turn& t, std::string_view param) const;
+  // Rendering and tokenizing alone (no context check, no token limit): what
+  // prepare() runs, for counting a prompt (Anthropic count_tokens).
+  PreparedTurn render(const Turn& t) const;
   // Throws ApiError 503 when the queue is full or the server is stopping.
   std::unique_ptr<TurnStream> start(const Turn& t, const PreparedTurn& p);
 
