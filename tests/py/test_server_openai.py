@@ -360,9 +360,15 @@ def test_concurrent_streams_are_batched_and_equal_sequential(start_server):
         t.join(120)
     assert not errors, errors
     assert got == want  # batched with others == alone, token for token
+    key = 'ds4_http_requests_total{endpoint="/v1/chat/completions",status="200"}'
+    # The HTTP counter is bumped once the server has finished writing, which
+    # can be a moment after the client has read the last byte.
+    deadline = time.time() + 5
+    while s.metrics().get(key) != 12 and time.time() < deadline:
+        time.sleep(0.05)
     m = s.metrics()
     assert m["ds4_batch_sequences_max"] >= 2, "no forward step ever held two sequences"
-    assert m['ds4_http_requests_total{endpoint="/v1/chat/completions",status="200"}'] == 12
+    assert m[key] == 12
     assert m["ds4_generated_tokens_total"] > 0 and m["ds4_decode_tokens_per_second"] > 0
     assert m["ds4_time_to_first_token_seconds_count"] == 12
     assert m["ds4_active_sessions"] == 0 and m["ds4_queue_length"] == 0
@@ -390,3 +396,18 @@ def test_disconnect_frees_the_slot(start_server):
     # The only slot serves the next request.
     ok = greedy_chat(client(s), "next", max_tokens=2)
     assert ok.usage.completion_tokens <= 2
+
+
+def test_keepalive_during_long_prefill(start_server):
+    # One prompt token per step makes an 8000-token prefill last well over the
+    # 5 s keepalive period on the demo model.
+    s = start_server("--batch-tokens", "1", parallel=1, ctx=16384)
+    r = requests.post(s.url + "/v1/chat/completions", stream=True, timeout=120, json={
+        "messages": [{"role": "user", "content": "word " * 8000}], "max_tokens": 2, "stream": True,
+        "think": False})
+    lines = [line for line in r.iter_lines() if line]
+    assert b": prefill" in lines, lines[:5]
+    assert lines[-1] == b"data: [DONE]"
+    first_data = next(i for i, line in enumerate(lines) if line.startswith(b"data: "))
+    keep = lines.index(b": prefill")
+    assert first_data < keep  # the role chunk went out at once, the comments during prefill
