@@ -411,3 +411,67 @@ def test_keepalive_during_long_prefill(start_server):
     first_data = next(i for i, line in enumerate(lines) if line.startswith(b"data: "))
     keep = lines.index(b": prefill")
     assert first_data < keep  # the role chunk went out at once, the comments during prefill
+
+
+def test_many_clients_some_disconnecting_health_answers(start_server):
+    """16 streaming clients on 4 slots (the rest queue), every fourth one
+    leaving mid-stream, while /health is polled: no errors, every finished
+    stream well-formed, /health always answering quickly, nothing left busy."""
+    s = start_server(parallel=4, ctx=2048)
+    errors, finished, health_worst = [], [], [0.0]
+    stop_polling = threading.Event()
+
+    def poll():
+        while not stop_polling.is_set():
+            t0 = time.monotonic()
+            try:
+                assert requests.get(s.url + "/health", timeout=5).status_code == 200
+            except Exception as e:  # noqa: BLE001
+                errors.append("health: " + repr(e))
+            health_worst[0] = max(health_worst[0], time.monotonic() - t0)
+            time.sleep(0.05)
+
+    def client_run(i):
+        try:
+            r = requests.post(s.url + "/v1/chat/completions", stream=True, timeout=120, json={
+                "messages": [{"role": "user", "content": f"client {i}"}], "max_tokens": 40 if i % 4 else 4000,
+                "stream": True, "think": False})
+            assert r.status_code == 200, r.text
+            events = []
+            for line in r.iter_lines():
+                if not line:
+                    continue
+                if line.startswith(b": "):
+                    continue
+                assert line.startswith(b"data: "), line
+                events.append(line[6:])
+                if i % 4 == 0 and len(events) >= 5:
+                    r.close()  # leaves mid-stream
+                    return
+            assert events[-1] == b"[DONE]"
+            chunks = [json.loads(e) for e in events[:-1]]
+            assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+            assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+            assert all(c["id"] == chunks[0]["id"] for c in chunks)
+            finished.append(i)
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"client {i}: {e!r}")
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    threads = [threading.Thread(target=client_run, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    stop_polling.set()
+    poller.join()
+    assert not errors, errors
+    assert sorted(finished) == [i for i in range(16) if i % 4]
+    assert health_worst[0] < 2.0, f"/health took {health_worst[0]:.2f} s"
+    deadline = time.time() + 10
+    while time.time() < deadline and requests.get(s.url + "/health", timeout=5).json()["active"]:
+        time.sleep(0.1)
+    h = requests.get(s.url + "/health", timeout=5).json()
+    assert h["active"] == 0 and h["queue"] == 0
+    assert s.alive()
