@@ -390,16 +390,21 @@ void Scheduler::finish(Slot& s, Finish why, std::string message) {
   u.prefill_seconds = secs(s.taken, s.have_first ? s.first_token : now);
   u.decode_seconds = s.have_first ? secs(s.first_token, now) : 0.0;
   u.ttft_seconds = s.have_first ? secs(s.job->submitted, s.first_token) : 0.0;
-  r.sink->on_finish(f);
-  {
-    std::lock_guard lk(mu_);
-    ++stats_.requests_done;
-    stats_.generated_tokens += s.generated;
-    stats_.cached_tokens += s.cached;
-  }
+  const std::shared_ptr<RequestSink> sink = r.sink;
   s.job.reset();
   s.unfed.reset();
   s.last_used = ++lru_clock_;
+  {
+    // Counted before the sink hears of it, so a client that reads /metrics
+    // right after its response sees its own request.
+    std::lock_guard lk(mu_);
+    ++stats_.requests_done;
+    stats_.generated_tokens += u.completion_tokens;
+    stats_.cached_tokens += u.cached_tokens;
+    stats_.active = 0;
+    for (auto& sl : slots_) stats_.active += sl->job ? 1 : 0;
+  }
+  sink->on_finish(f);
 }
 
 }  // namespace ds4::engine
