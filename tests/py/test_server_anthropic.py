@@ -171,6 +171,11 @@ def test_tool_round_trip(tool_server):
     assert counted == reply.usage.input_tokens + reply.usage.cache_read_input_tokens \
         + reply.usage.cache_creation_input_tokens
 
+    # tool_choice none: the tools are neither rendered nor parsed, the block stays text.
+    plain = c.messages.create(model=MODEL, max_tokens=200, tools=TOOLS, tool_choice={"type": "none"}, messages=first)
+    assert plain.stop_reason == "end_turn" and not texts(plain, "tool_use")
+    assert "get_weather" in texts(plain, "text")[0].text
+
 
 
 def test_tool_result_for_unknown_id_is_refused(tool_server):
