@@ -167,6 +167,10 @@ def test_tool_round_trip(tool_server):
     ]
     reply = c.messages.create(model=MODEL, max_tokens=200, tools=TOOLS, messages=second)
     assert reply.stop_reason == "tool_use"  # the script answers every turn with the call
+    # The replayed thinking + tool_use render as the model wrote them, so the
+    # whole first turn (less its last token, never fed) is a reused prefix.
+    first_total = msg.usage.input_tokens + msg.usage.cache_read_input_tokens
+    assert reply.usage.cache_read_input_tokens == first_total + msg.usage.output_tokens - 1
     counted = c.messages.count_tokens(model=MODEL, tools=TOOLS, messages=second).input_tokens
     assert counted == reply.usage.input_tokens + reply.usage.cache_read_input_tokens \
         + reply.usage.cache_creation_input_tokens
