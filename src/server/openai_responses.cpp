@@ -68,8 +68,10 @@ struct ResponseState {
     return item;
   }
   Json reasoning_item(const std::string& text, const std::string& status) const {
-    return {{"id", reasoning_id}, {"type", "reasoning"}, {"status", status},
-            {"summary", Json::array({{{"type", "summary_text"}, {"text", text}}})}};
+    Json item = {{"id", reasoning_id}, {"type", "reasoning"}, {"status", status}, {"summary", Json::array()}};
+    if (req.summaries) item["summary"].push_back({{"type", "summary_text"}, {"text", text}});
+    if (req.encrypted_reasoning) item["encrypted_content"] = std::string(kReasoningBlobPrefix) + text;
+    return item;
   }
   Json message_item(const std::string& text, const std::string& status) const {
     return {{"id", message_id}, {"type", "message"}, {"status", status}, {"role", "assistant"},
@@ -113,19 +115,23 @@ class ResponseStream {
   bool on_stream(SseWriter& w, const chat::StreamEvent& s) {
     using K = chat::StreamEvent::Kind;
     if (s.kind == K::Reasoning) {
-      if (!st_->req.summaries || s.text.empty()) return true;
+      if (!st_->req.reasoning_items() || s.text.empty()) return true;
       if (!reasoning_open_) {
         reasoning_open_ = true;
         reasoning_index_ = next_index_++;
         Json item = st_->reasoning_item("", "in_progress");
         item["summary"] = Json::array();
-        if (!send(w, "response.output_item.added", {{"output_index", reasoning_index_}, {"item", item}}) ||
+        item.erase("encrypted_content");
+        if (!send(w, "response.output_item.added", {{"output_index", reasoning_index_}, {"item", item}}))
+          return false;
+        if (st_->req.summaries &&
             !send(w, "response.reasoning_summary_part.added",
                   {{"item_id", st_->reasoning_id}, {"output_index", reasoning_index_}, {"summary_index", 0},
                    {"part", {{"type", "summary_text"}, {"text", ""}}}}))
           return false;
       }
       reasoning_ += s.text;
+      if (!st_->req.summaries) return true;
       return send(w, "response.reasoning_summary_text.delta",
                   {{"item_id", st_->reasoning_id}, {"output_index", reasoning_index_}, {"summary_index", 0}, {"delta", s.text}});
     }
@@ -221,8 +227,10 @@ class ResponseStream {
     p["part"] = part;
     Json item = st_->reasoning_item(reasoning_, status);
     st_->output.push_back(item);
-    return send(w, "response.reasoning_summary_text.done", d) && send(w, "response.reasoning_summary_part.done", p) &&
-           send(w, "response.output_item.done", {{"output_index", reasoning_index_}, {"item", item}});
+    if (st_->req.summaries &&
+        (!send(w, "response.reasoning_summary_text.done", d) || !send(w, "response.reasoning_summary_part.done", p)))
+      return false;
+    return send(w, "response.output_item.done", {{"output_index", reasoning_index_}, {"item", item}});
   }
 
   std::shared_ptr<ResponseState> st_;
@@ -246,7 +254,7 @@ void handle(const httplib::Request& req, httplib::Response& res, ServerContext& 
     const std::string status = status_of(done.finish);
     const std::string item_status = status == "completed" ? "completed" : "incomplete";
     const chat::ParsedMessage& p = done.parsed;
-    if (st->req.summaries && p.reasoning && !p.reasoning->empty())
+    if (st->req.reasoning_items() && p.reasoning && !p.reasoning->empty())
       st->output.push_back(st->reasoning_item(*p.reasoning, item_status));
     if (!p.content.empty()) st->output.push_back(st->message_item(p.content, item_status));
     for (const auto& c : p.calls) st->output.push_back(st->call_item(c, item_status));

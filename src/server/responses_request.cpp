@@ -148,6 +148,8 @@ struct InputReader {
       std::string text = join_texts(it, "summary", path);
       const std::string content = join_texts(it, "content", path);
       if (!content.empty()) text += (text.empty() ? "" : "\n") + content;
+      const std::string blob = get_string(it, "encrypted_content", path).value_or("");
+      if (text.empty() && blob.rfind(kReasoningBlobPrefix, 0) == 0) text = blob.substr(kReasoningBlobPrefix.size());
       pending_reasoning = pending_reasoning ? *pending_reasoning + "\n" + text : text;
     } else if (type == "function_call") call(it, path, false);
     else if (type == "custom_tool_call") call(it, path, true);
@@ -307,6 +309,9 @@ ResponsesRequest read_responses_request(const Json& body, const std::string& def
     r.turn.sampling.top_p = static_cast<float>(*v);
   }
   r.stream = get_bool(body, "stream", "").value_or(false);
+  if (const Json* inc = get_array(body, "include", ""))
+    for (const auto& v : *inc)
+      if (v.is_string() && v.get<std::string>() == "reasoning.encrypted_content") r.encrypted_reasoning = true;
   return r;
 }
 
