@@ -89,7 +89,10 @@ std::vector<chat::Message> read_messages(const Json& body) {
     chat::Message msg;
     if (role == "user") msg.role = chat::Role::User;
     else if (role == "assistant") msg.role = chat::Role::Assistant;
-    else bad(path + ".role", fmt::format("has unknown role '{}' (expected user or assistant)", role), "messages");
+    // Claude Code sends system reminders as messages of role system; they
+    // join the system region like the top-level system field (§2.4).
+    else if (role == "system") msg.role = chat::Role::System;
+    else bad(path + ".role", fmt::format("has unknown role '{}' (expected user, assistant or system)", role), "messages");
     const Json* content = field(m, "content");
     if (content && content->is_string()) {
       msg.content = content->get<std::string>();
