@@ -28,6 +28,10 @@ bool authorized(const httplib::Request& req, const std::string& key) {
   return req.get_header_value("x-api-key") == key;
 }
 
+// Anthropic clients get their API's error shape also from the errors raised
+// before a handler runs (auth, body too large, unknown method).
+bool anthropic_path(const std::string& path) { return path.rfind("/v1/messages", 0) == 0; }
+
 }  // namespace
 
 GenerationTicket::GenerationTicket(ServerContext& ctx) : ctx_(ctx) {
@@ -86,16 +90,16 @@ void serve(engine::Scheduler& sched, const RunnerOptions& runner_opt, const Serv
       return httplib::Server::HandlerResponse::Unhandled;
     if (authorized(req, opt.api_key)) return httplib::Server::HandlerResponse::Unhandled;
     const ApiError denied(401, "invalid or missing API key (send 'Authorization: Bearer KEY' or 'x-api-key: KEY')");
-    // Anthropic clients get their API's error shape.
-    send_json(res, 401, req.path.rfind("/v1/messages", 0) == 0 ? anthropic_error_body(denied) : openai_error_body(denied));
+    send_json(res, 401, anthropic_path(req.path) ? anthropic_error_body(denied) : openai_error_body(denied));
     return httplib::Server::HandlerResponse::Handled;
   });
-  svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
+  svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     std::string msg = res.status == 404   ? "unknown endpoint"
                       : res.status == 413 ? "request body too large (limit 64 MiB)"
                                           : "bad HTTP request";
-    send_json(res, res.status, openai_error_body(ApiError(res.status, msg)));
+    const ApiError e(res.status, msg);
+    send_json(res, res.status, anthropic_path(req.path) ? anthropic_error_body(e) : openai_error_body(e));
     return httplib::Server::HandlerResponse::Handled;
   }));
   svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {

@@ -277,3 +277,17 @@ def test_prompt_over_the_context(start_server):
     n = requests.post(s.url + "/v1/messages/count_tokens", timeout=30, json={
         "model": MODEL, "messages": [{"role": "user", "content": "word " * 400}]}).json()["input_tokens"]
     assert n == err["n_prompt_tokens"]
+
+
+def test_errors_before_the_handler_are_anthropic_shaped(server):
+    """Raised by the HTTP layer, not the adapter: an unrouted method, a body over
+    the 64 MiB limit (announced by Content-Length, never sent)."""
+    r = requests.get(server.url + "/v1/messages", timeout=10)
+    assert r.status_code == 404 and r.json()["type"] == "error" and r.json()["error"]["type"] == "not_found_error"
+    import socket
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100000000\r\n\r\n{")
+        head = s.recv(65536).decode("latin-1")
+    assert head.startswith("HTTP/1.1 413"), head
+    assert '"type":"error"' in head and '"request_too_large"' in head
