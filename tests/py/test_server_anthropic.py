@@ -291,3 +291,21 @@ def test_errors_before_the_handler_are_anthropic_shaped(server):
         head = s.recv(65536).decode("latin-1")
     assert head.startswith("HTTP/1.1 413"), head
     assert '"type":"error"' in head and '"request_too_large"' in head
+
+
+def test_unterminated_tool_call_is_an_error(start_server, tmp_path_factory):
+    """A tool block the model never closed must not end as end_turn: the client
+    would run a half-streamed call (reference-behavior §4.8)."""
+    s = scripted(start_server, tmp_path_factory,
+                 "Calling.</think>\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n"
+                 "<｜DSML｜parameter name=\"city\" string=\"true\">Par")
+    c = client(s)
+    with pytest.raises(anthropic.InternalServerError) as e:
+        c.messages.create(model=MODEL, max_tokens=100, tools=TOOLS, messages=[{"role": "user", "content": "w?"}])
+    assert e.value.body["error"]["type"] == "api_error" and "unterminated" in e.value.body["error"]["message"]
+    with pytest.raises(anthropic.APIStatusError) as e:
+        with c.messages.stream(model=MODEL, max_tokens=100, tools=TOOLS,
+                               messages=[{"role": "user", "content": "w?"}]) as st:
+            for _ in st:
+                pass
+    assert "unterminated" in str(e.value)

@@ -253,3 +253,23 @@ def test_openai_agents_turns(text_server, tool_server):
     with pytest.raises(agents.MaxTurnsExceeded):
         agents.Runner.run_sync(agent, "Weather in Paris?", max_turns=2)
     assert seen == [("Paris", 3), ("Paris", 3)]
+
+
+# ---- failed turns -----------------------------------------------------------
+
+BROKEN_REPLY = ("Calling.</think>\n\n<｜DSML｜tool_calls>\n"
+                '<｜DSML｜invoke name="get_weather">\n'
+                '<｜DSML｜parameter name="city" string="true">Par')  # then EOS: never closed
+
+
+def test_unterminated_tool_call_fails_the_response(start_server, tmp_path_factory):
+    """A tool block the model never closed cannot be executed: the stream still
+    ends with exactly one terminal event, response.failed (reference-behavior §4.8)."""
+    s = scripted(start_server, tmp_path_factory, BROKEN_REPLY)
+    c = client(s)
+    events, final = collect(c.responses.create(model=MODEL, input="weather?", tools=FUNCTION_TOOLS, stream=True))
+    assert events[-1].type == "response.failed" and final.status == "failed"
+    assert final.error.code == "server_error" and "unterminated" in final.error.message
+    assert not [o for o in final.output if o.type == "function_call"]
+    r = c.responses.create(model=MODEL, input="weather?", tools=FUNCTION_TOOLS)
+    assert r.status == "failed" and "unterminated" in r.error.message
