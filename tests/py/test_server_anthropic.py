@@ -285,7 +285,7 @@ def test_errors_before_the_handler_are_anthropic_shaped(server):
     r = requests.get(server.url + "/v1/messages", timeout=10)
     assert r.status_code == 404 and r.json()["type"] == "error" and r.json()["error"]["type"] == "not_found_error"
     import socket
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
         s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: 100000000\r\n\r\n{")
         head = s.recv(65536).decode("latin-1")
