@@ -155,6 +155,7 @@ PreparedTurn TurnRunner::prepare(const Turn& t, std::string_view param) const {
     segs = chat::render_chat(t.messages, ro);
   }
   p.tokens = encode(segs);
+  p.segments = std::make_shared<const chat::Segments>(std::move(segs));
   const auto n = static_cast<int64_t>(p.tokens.size());
   if (n >= ctx) {
     ApiError e(400, fmt::format("Prompt has {} tokens, but the configured context size is {} tokens", n, ctx),
@@ -179,6 +180,7 @@ std::unique_ptr<TurnStream> TurnRunner::start(const Turn& t, const PreparedTurn&
   r.stop = t.stop;
   r.top_logprobs = t.top_logprobs;
   r.forced = opt_.scripted_reply;
+  r.segments = p.segments;
   r.sink = std::make_shared<TurnSink>(q, sched_.tokenizer(), t, p);
   std::shared_ptr<engine::RequestHandle> h;
   try {

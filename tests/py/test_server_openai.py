@@ -174,6 +174,25 @@ def test_prefix_reuse_shows_in_cached_tokens(server):
     assert m["ds4_prompt_tokens_cached_total"] >= first.usage.prompt_tokens
 
 
+def test_reply_sent_back_is_reused_even_in_other_tokens(server):
+    """The client sends the model's reply back as text; re-tokenized it need not
+    be the sampled tokens, yet the slot that holds them is reused (§5.1
+    memory-text)."""
+    c = client(server)
+    first = greedy_chat(c, "Prompt number 37", max_tokens=12)
+    reply = first.choices[0].message.content
+    assert "\ufffd" not in reply  # preconditions of this prompt on the demo model:
+    retok = requests.post(server.url + "/tokenize", json={"content": reply}, timeout=10).json()["tokens"]
+    assert len(retok) != first.usage.completion_tokens  # the reply re-tokenizes differently
+    msgs = [{"role": "user", "content": "Prompt number 37"}, {"role": "assistant", "content": reply},
+            {"role": "user", "content": "Another one?"}]
+    second = c.chat.completions.create(model="m", messages=msgs, max_tokens=2, temperature=0,
+                                       extra_body={"think": False})
+    # Everything the slot fed (prompt + all generated tokens but the last) is reused.
+    assert second.usage.prompt_tokens_details.cached_tokens == \
+        first.usage.prompt_tokens + first.usage.completion_tokens - 1
+
+
 # ---- completions ----------------------------------------------------------------
 
 def test_completions(server):
