@@ -405,6 +405,13 @@ void Scheduler::finish(Slot& s, Finish why, std::string message) {
   u.prefill_seconds = secs(s.taken, s.have_first ? s.first_token : now);
   u.decode_seconds = s.have_first ? secs(s.first_token, now) : 0.0;
   u.ttft_seconds = s.have_first ? secs(s.job->submitted, s.first_token) : 0.0;
+  // One line per request (reference-behavior §3.15 keeps one too).
+  log::info("ds4 serve: request done: prompt={} cached={} gen={} finish={}{}{} queue={:.3f}s ttft={:.3f}s prefill={:.1f} t/s decode={:.1f} t/s",
+            u.prompt_tokens, u.cached_tokens, u.completion_tokens, finish_name(f.reason), f.message.empty() ? "" : " msg=",
+            f.message, u.queue_seconds, u.ttft_seconds,
+            u.prefill_seconds > 0 ? static_cast<double>(u.prompt_tokens - u.cached_tokens) / u.prefill_seconds : 0.0,
+            u.decode_seconds > 0 && u.completion_tokens > 1 ? static_cast<double>(u.completion_tokens - 1) / u.decode_seconds
+                                                            : 0.0);
   const std::shared_ptr<RequestSink> sink = r.sink;
   s.job.reset();
   s.unfed.reset();

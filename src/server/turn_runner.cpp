@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "server/api_error.h"
+#include "server/dsml_greedy.h"
 #include "util/error.h"
 
 namespace ds4::server {
@@ -31,6 +32,7 @@ class TurnSink : public engine::RequestSink {
         logprobs_(t.top_logprobs >= 0),
         tools_(p.parse_tools) {
     if (!raw_) parser_.emplace(chat::StreamOptions{p.thinking, p.parse_tools}, chat::IdGenerator(t.id_style));
+    if (tools_) greedy_.emplace(p.thinking);
   }
 
   void on_prefill(int64_t done, int64_t total) override {
@@ -50,7 +52,8 @@ class TurnSink : public engine::RequestSink {
       q_->push(std::move(e));
     }
     feed(t.text);
-    return {parser_ && parser_->done(), false};
+    if (greedy_) greedy_->feed(t.text);
+    return {parser_ && parser_->done(), greedy_ && greedy_->greedy()};
   }
 
   void on_finish(const engine::FinishInfo& f) override {
@@ -120,6 +123,7 @@ class TurnSink : public engine::RequestSink {
   bool raw_, logprobs_, tools_;
   std::string shown_text_;  // every Text event so far
   std::optional<chat::StreamParser> parser_;
+  std::optional<DsmlGreedyTracker> greedy_;  // with tools: DSML structure sampled greedily
   std::string raw_text_;
 };
 
