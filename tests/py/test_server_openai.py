@@ -494,3 +494,30 @@ def test_many_clients_some_disconnecting_health_answers(start_server):
     h = requests.get(s.url + "/health", timeout=5).json()
     assert h["active"] == 0 and h["queue"] == 0
     assert s.alive()
+
+
+def test_saturated_server_answers_503_and_health(start_server):
+    """Beyond --parallel + --queue generation requests get 503 at once (they
+    would otherwise hold HTTP threads), and /health still answers."""
+    s = start_server("--queue", "1", parallel=1, ctx=8192)
+    body = {"messages": [{"role": "user", "content": "long"}], "max_tokens": 100000, "stream": True,
+            "think": False}
+    held = [requests.post(s.url + "/v1/chat/completions", json=body, stream=True, timeout=60) for _ in range(2)]
+    for r in held:
+        assert r.status_code == 200
+    r = requests.post(s.url + "/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 503 and "busy" in r.json()["error"]["message"]
+    deadline = time.time() + 10
+    h = requests.get(s.url + "/health", timeout=5).json()
+    while (h["active"], h["queue"]) != (1, 1) and time.time() < deadline:
+        time.sleep(0.05)
+        h = requests.get(s.url + "/health", timeout=5).json()
+    assert h["active"] == 1 and h["queue"] == 1
+    for r in held:
+        r.close()
+    deadline = time.time() + 20
+    while time.time() < deadline and requests.get(s.url + "/health", timeout=5).json()["active"]:
+        time.sleep(0.1)
+    ok = requests.post(s.url + "/v1/chat/completions", timeout=60, json={
+        "model": "my-alias", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1})
+    assert ok.status_code == 200 and ok.json()["model"] == "my-alias"
