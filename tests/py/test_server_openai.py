@@ -521,3 +521,23 @@ def test_saturated_server_answers_503_and_health(start_server):
     ok = requests.post(s.url + "/v1/chat/completions", timeout=60, json={
         "model": "my-alias", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1})
     assert ok.status_code == 200 and ok.json()["model"] == "my-alias"
+
+
+def test_serve_without_model_uses_the_demo_model(ds4_bin, demo_model_path):
+    from serve_util import Server
+    s = Server(ds4_bin, None, parallel=1, ctx=1024)
+    try:
+        assert any("demo model" in line and demo_model_path in line for line in s.log), s.log
+        r = greedy_chat(client(s), "hi", max_tokens=2)
+        assert r.usage.completion_tokens <= 2
+    finally:
+        assert s.stop() == 0
+
+
+def test_bad_flags_fail_with_one_clear_message(ds4_bin, demo_model_path):
+    import subprocess
+    for args, needle in [(["--parallel", "0"], "--parallel"), (["--ctx", "1"], "--ctx"),
+                         (["--port", "70000"], "--port"), (["-m", "/nonexistent.gguf"], "does not exist")]:
+        model = [] if "-m" in args else ["-m", demo_model_path]
+        p = subprocess.run([ds4_bin, "serve", *model, *args], capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and needle in p.stderr, (args, p.stderr)
