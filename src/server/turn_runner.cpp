@@ -25,8 +25,9 @@ TurnUsage usage_of(const engine::Usage& u) {
 class TurnSink : public engine::RequestSink {
  public:
   TurnSink(std::shared_ptr<EventQueue<TurnEvent>> q, const tokenizer::Tokenizer& tok, const Turn& t,
-           const PreparedTurn& p)
+           const PreparedTurn& p, std::shared_ptr<ToolMemory> memory)
       : q_(std::move(q)),
+        memory_(std::move(memory)),
         tok_(tok),
         raw_(t.kind == Turn::Kind::Completion),
         logprobs_(t.top_logprobs >= 0),
@@ -92,6 +93,9 @@ class TurnSink : public engine::RequestSink {
         done.error = "unterminated tool call";
       } else if (done.parsed.ok && !done.parsed.calls.empty()) {
         done.finish = TurnFinish::tool_calls;
+        std::vector<std::string> ids;
+        for (const auto& c : done.parsed.calls) ids.push_back(c.id);
+        memory_->remember(ids, done.parsed.raw_dsml);
       }
     }
     q_->push(std::move(done));
@@ -119,6 +123,7 @@ class TurnSink : public engine::RequestSink {
   }
 
   std::shared_ptr<EventQueue<TurnEvent>> q_;
+  std::shared_ptr<ToolMemory> memory_;
   tokenizer::Tokenizer tok_;
   bool raw_, logprobs_, tools_;
   std::string shown_text_;  // every Text event so far
@@ -156,7 +161,11 @@ PreparedTurn TurnRunner::prepare(const Turn& t, std::string_view param) const {
     ro.think = think;
     if (t.tools_active) ro.tools = t.tools;
     p.parse_tools = t.tools_active && !t.tools.empty();
-    segs = chat::render_chat(t.messages, ro);
+    // Calls the client sends back are rendered as the model wrote them when
+    // this server handed them out (§4.5); others canonically.
+    std::vector<chat::Message> messages = t.messages;
+    tools_->apply(messages);
+    segs = chat::render_chat(messages, ro);
   }
   p.tokens = encode(segs);
   p.segments = std::make_shared<const chat::Segments>(std::move(segs));
@@ -185,7 +194,7 @@ std::unique_ptr<TurnStream> TurnRunner::start(const Turn& t, const PreparedTurn&
   r.top_logprobs = t.top_logprobs;
   r.forced = opt_.scripted_reply;
   r.segments = p.segments;
-  r.sink = std::make_shared<TurnSink>(q, sched_.tokenizer(), t, p);
+  r.sink = std::make_shared<TurnSink>(q, sched_.tokenizer(), t, p, tools_);
   std::shared_ptr<engine::RequestHandle> h;
   try {
     h = sched_.submit(std::move(r));

@@ -354,6 +354,44 @@ def test_tool_choice_none_returns_text(tool_server):
     assert not r.choices[0].message.tool_calls
 
 
+ODD_DSML_REPLY = (
+    "</think>\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n"
+    '<｜DSML｜parameter name="city" string="true">Paris</｜DSML｜parameter>\n'
+    '<｜DSML｜parameter name="opts" string="false">{"unit":  "c" ,"n": 2}</｜DSML｜parameter>\n'
+    "</｜DSML｜invoke>\n</｜DSML｜tool_calls>"
+)
+
+
+def test_tool_calls_sent_back_replay_exactly(start_server, tmp_path):
+    """The model wrote a JSON value with odd spacing; the client sends back the
+    compact arguments it was given. The server renders the block the model
+    sampled (§4.5), so the whole first turn is reused; a call id it never
+    issued is rendered canonically instead."""
+    script = tmp_path / "odd.txt"
+    script.write_text(ODD_DSML_REPLY, encoding="utf-8")
+    s = start_server("--test-script", str(script), parallel=1, ctx=4096)
+    c = client(s)
+    msgs = [{"role": "user", "content": "weather?"}]
+    r = c.chat.completions.create(model="m", messages=msgs, tools=TOOLS)
+    (call,) = r.choices[0].message.tool_calls
+    assert json.loads(call.function.arguments) == {"city": "Paris", "opts": {"unit": "c", "n": 2}}
+
+    def back(call_id):
+        return msgs + [
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"id": call_id, "type": "function",
+                 "function": {"name": "get_weather", "arguments": call.function.arguments}}]},
+            {"role": "tool", "tool_call_id": call_id, "content": "Sunny"}]
+
+    r2 = c.chat.completions.create(model="m", messages=back(call.id), tools=TOOLS)
+    assert r2.usage.prompt_tokens_details.cached_tokens == r.usage.prompt_tokens + r.usage.completion_tokens - 1
+    # Unknown id: canonical rendering, which differs from the sampled block, so
+    # only what precedes the call can match and the slot is not reused.
+    r3 = c.chat.completions.create(model="m", messages=back("call_someone_else"), tools=TOOLS)
+    assert r3.usage.prompt_tokens_details.cached_tokens == 0
+    assert r3.usage.prompt_tokens != r2.usage.prompt_tokens
+
+
 # ---- many clients ------------------------------------------------------------------
 
 def test_concurrent_streams_are_batched_and_equal_sequential(start_server):
