@@ -67,6 +67,10 @@ void run_serve(ServeOptions o) {
   eo.threads = o.threads;
   eo.numerics = backend::parse_numerics(o.numerics);
   auto eng = std::make_unique<engine::Engine>(eo);
+  const auto mem = eng->backend().session_memory(backend::SessionOptions{eng->numerics(), o.ctx});
+  log::info("ds4 serve: each slot's session takes {:.1f} MiB at {} tokens of context ({} slots: {:.1f} MiB when all are used)",
+            static_cast<double>(mem.total()) / 1048576.0, o.ctx, o.parallel,
+            static_cast<double>(mem.total()) * o.parallel / 1048576.0);
   engine::SchedulerOptions so;
   so.parallel = o.parallel;
   so.ctx_size = o.ctx;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "server/api_error.h"
+#include "server/dsml_greedy.h"
 #include "util/error.h"
 
 namespace ds4::server {
@@ -24,13 +25,15 @@ TurnUsage usage_of(const engine::Usage& u) {
 class TurnSink : public engine::RequestSink {
  public:
   TurnSink(std::shared_ptr<EventQueue<TurnEvent>> q, const tokenizer::Tokenizer& tok, const Turn& t,
-           const PreparedTurn& p)
+           const PreparedTurn& p, std::shared_ptr<ToolMemory> memory)
       : q_(std::move(q)),
+        memory_(std::move(memory)),
         tok_(tok),
         raw_(t.kind == Turn::Kind::Completion),
         logprobs_(t.top_logprobs >= 0),
         tools_(p.parse_tools) {
     if (!raw_) parser_.emplace(chat::StreamOptions{p.thinking, p.parse_tools}, chat::IdGenerator(t.id_style));
+    if (tools_) greedy_.emplace(p.thinking);
   }
 
   void on_prefill(int64_t done, int64_t total) override {
@@ -50,7 +53,8 @@ class TurnSink : public engine::RequestSink {
       q_->push(std::move(e));
     }
     feed(t.text);
-    return {parser_ && parser_->done(), false};
+    if (greedy_) greedy_->feed(t.text);
+    return {parser_ && parser_->done(), greedy_ && greedy_->greedy()};
   }
 
   void on_finish(const engine::FinishInfo& f) override {
@@ -90,6 +94,9 @@ class TurnSink : public engine::RequestSink {
         done.error = "unterminated tool call";
       } else if (done.parsed.ok && !done.parsed.calls.empty()) {
         done.finish = TurnFinish::tool_calls;
+        std::vector<std::string> ids;
+        for (const auto& c : done.parsed.calls) ids.push_back(c.id);
+        memory_->remember(ids, done.parsed.raw_dsml);
       }
     }
     q_->push(std::move(done));
@@ -117,10 +124,12 @@ class TurnSink : public engine::RequestSink {
   }
 
   std::shared_ptr<EventQueue<TurnEvent>> q_;
+  std::shared_ptr<ToolMemory> memory_;
   tokenizer::Tokenizer tok_;
   bool raw_, logprobs_, tools_;
   std::string shown_text_;  // every Text event so far
   std::optional<chat::StreamParser> parser_;
+  std::optional<DsmlGreedyTracker> greedy_;  // with tools: DSML structure sampled greedily
   std::string raw_text_;
 };
 
@@ -152,9 +161,14 @@ PreparedTurn TurnRunner::render(const Turn& t) const {
     ro.think = think;
     if (t.tools_active) ro.tools = t.tools;
     p.parse_tools = t.tools_active && !t.tools.empty();
-    segs = chat::render_chat(t.messages, ro);
+    // Calls the client sends back are rendered as the model wrote them when
+    // this server handed them out (§4.5); others canonically.
+    std::vector<chat::Message> messages = t.messages;
+    tools_->apply(messages);
+    segs = chat::render_chat(messages, ro);
   }
   p.tokens = encode(segs);
+  p.segments = std::make_shared<const chat::Segments>(std::move(segs));
   return p;
 }
 
@@ -185,7 +199,8 @@ std::unique_ptr<TurnStream> TurnRunner::start(const Turn& t, const PreparedTurn&
   r.stop = t.stop;
   r.top_logprobs = t.top_logprobs;
   r.forced = opt_.scripted_reply;
-  r.sink = std::make_shared<TurnSink>(q, sched_.tokenizer(), t, p);
+  r.segments = p.segments;
+  r.sink = std::make_shared<TurnSink>(q, sched_.tokenizer(), t, p, tools_);
   std::shared_ptr<engine::RequestHandle> h;
   try {
     h = sched_.submit(std::move(r));

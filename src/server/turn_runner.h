@@ -11,6 +11,7 @@
 
 #include "engine/scheduler.h"
 #include "server/event_queue.h"
+#include "server/tool_memory.h"
 #include "server/turn.h"
 
 namespace ds4::server {
@@ -69,6 +70,9 @@ class TurnRunner {
  private:
   engine::Scheduler& sched_;
   RunnerOptions opt_;
+  // Tool call id -> the DSML block the model sampled; shared with the sinks,
+  // which may outlive a request's handler.
+  std::shared_ptr<ToolMemory> tools_ = std::make_shared<ToolMemory>();
 };
 
 }  // namespace ds4::server

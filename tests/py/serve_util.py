@@ -23,7 +23,8 @@ def demo_model(repo, ds4_bin):
 
 class Server:
     def __init__(self, ds4_bin, model, *args, ctx=4096, parallel=4, threads=2):
-        cmd = [ds4_bin, "serve", "-m", model, "--port", "0", "--ctx", str(ctx),
+        model_args = ["-m", model] if model else []  # none: ds4 serve finds the demo model itself
+        cmd = [ds4_bin, "serve", *model_args, "--port", "0", "--ctx", str(ctx),
                "--parallel", str(parallel), "-t", str(threads), *map(str, args)]
         self.cmd = cmd
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -174,6 +174,25 @@ def test_prefix_reuse_shows_in_cached_tokens(server):
     assert m["ds4_prompt_tokens_cached_total"] >= first.usage.prompt_tokens
 
 
+def test_reply_sent_back_is_reused_even_in_other_tokens(server):
+    """The client sends the model's reply back as text; re-tokenized it need not
+    be the sampled tokens, yet the slot that holds them is reused (§5.1
+    memory-text)."""
+    c = client(server)
+    first = greedy_chat(c, "Prompt number 37", max_tokens=12)
+    reply = first.choices[0].message.content
+    assert "\ufffd" not in reply  # preconditions of this prompt on the demo model:
+    retok = requests.post(server.url + "/tokenize", json={"content": reply}, timeout=10).json()["tokens"]
+    assert len(retok) != first.usage.completion_tokens  # the reply re-tokenizes differently
+    msgs = [{"role": "user", "content": "Prompt number 37"}, {"role": "assistant", "content": reply},
+            {"role": "user", "content": "Another one?"}]
+    second = c.chat.completions.create(model="m", messages=msgs, max_tokens=2, temperature=0,
+                                       extra_body={"think": False})
+    # Everything the slot fed (prompt + all generated tokens but the last) is reused.
+    assert second.usage.prompt_tokens_details.cached_tokens == \
+        first.usage.prompt_tokens + first.usage.completion_tokens - 1
+
+
 # ---- completions ----------------------------------------------------------------
 
 def test_completions(server):
@@ -335,6 +354,44 @@ def test_tool_choice_none_returns_text(tool_server):
     assert not r.choices[0].message.tool_calls
 
 
+ODD_DSML_REPLY = (
+    "</think>\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n"
+    '<｜DSML｜parameter name="city" string="true">Paris</｜DSML｜parameter>\n'
+    '<｜DSML｜parameter name="opts" string="false">{"unit":  "c" ,"n": 2}</｜DSML｜parameter>\n'
+    "</｜DSML｜invoke>\n</｜DSML｜tool_calls>"
+)
+
+
+def test_tool_calls_sent_back_replay_exactly(start_server, tmp_path):
+    """The model wrote a JSON value with odd spacing; the client sends back the
+    compact arguments it was given. The server renders the block the model
+    sampled (§4.5), so the whole first turn is reused; a call id it never
+    issued is rendered canonically instead."""
+    script = tmp_path / "odd.txt"
+    script.write_text(ODD_DSML_REPLY, encoding="utf-8")
+    s = start_server("--test-script", str(script), parallel=1, ctx=4096)
+    c = client(s)
+    msgs = [{"role": "user", "content": "weather?"}]
+    r = c.chat.completions.create(model="m", messages=msgs, tools=TOOLS)
+    (call,) = r.choices[0].message.tool_calls
+    assert json.loads(call.function.arguments) == {"city": "Paris", "opts": {"unit": "c", "n": 2}}
+
+    def back(call_id):
+        return msgs + [
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"id": call_id, "type": "function",
+                 "function": {"name": "get_weather", "arguments": call.function.arguments}}]},
+            {"role": "tool", "tool_call_id": call_id, "content": "Sunny"}]
+
+    r2 = c.chat.completions.create(model="m", messages=back(call.id), tools=TOOLS)
+    assert r2.usage.prompt_tokens_details.cached_tokens == r.usage.prompt_tokens + r.usage.completion_tokens - 1
+    # Unknown id: canonical rendering, which differs from the sampled block, so
+    # only what precedes the call can match and the slot is not reused.
+    r3 = c.chat.completions.create(model="m", messages=back("call_someone_else"), tools=TOOLS)
+    assert r3.usage.prompt_tokens_details.cached_tokens == 0
+    assert r3.usage.prompt_tokens != r2.usage.prompt_tokens
+
+
 # ---- many clients ------------------------------------------------------------------
 
 def test_concurrent_streams_are_batched_and_equal_sequential(start_server):
@@ -475,3 +532,50 @@ def test_many_clients_some_disconnecting_health_answers(start_server):
     h = requests.get(s.url + "/health", timeout=5).json()
     assert h["active"] == 0 and h["queue"] == 0
     assert s.alive()
+
+
+def test_saturated_server_answers_503_and_health(start_server):
+    """Beyond --parallel + --queue generation requests get 503 at once (they
+    would otherwise hold HTTP threads), and /health still answers."""
+    s = start_server("--queue", "1", parallel=1, ctx=8192)
+    body = {"messages": [{"role": "user", "content": "long"}], "max_tokens": 100000, "stream": True,
+            "think": False}
+    held = [requests.post(s.url + "/v1/chat/completions", json=body, stream=True, timeout=60) for _ in range(2)]
+    for r in held:
+        assert r.status_code == 200
+    r = requests.post(s.url + "/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 503 and "busy" in r.json()["error"]["message"]
+    deadline = time.time() + 10
+    h = requests.get(s.url + "/health", timeout=5).json()
+    while (h["active"], h["queue"]) != (1, 1) and time.time() < deadline:
+        time.sleep(0.05)
+        h = requests.get(s.url + "/health", timeout=5).json()
+    assert h["active"] == 1 and h["queue"] == 1
+    for r in held:
+        r.close()
+    deadline = time.time() + 20
+    while time.time() < deadline and requests.get(s.url + "/health", timeout=5).json()["active"]:
+        time.sleep(0.1)
+    ok = requests.post(s.url + "/v1/chat/completions", timeout=60, json={
+        "model": "my-alias", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1})
+    assert ok.status_code == 200 and ok.json()["model"] == "my-alias"
+
+
+def test_serve_without_model_uses_the_demo_model(ds4_bin, demo_model_path):
+    from serve_util import Server
+    s = Server(ds4_bin, None, parallel=1, ctx=1024)
+    try:
+        assert any("demo model" in line and demo_model_path in line for line in s.log), s.log
+        r = greedy_chat(client(s), "hi", max_tokens=2)
+        assert r.usage.completion_tokens <= 2
+    finally:
+        assert s.stop() == 0
+
+
+def test_bad_flags_fail_with_one_clear_message(ds4_bin, demo_model_path):
+    import subprocess
+    for args, needle in [(["--parallel", "0"], "--parallel"), (["--ctx", "1"], "--ctx"),
+                         (["--port", "70000"], "--port"), (["-m", "/nonexistent.gguf"], "does not exist")]:
+        model = [] if "-m" in args else ["-m", demo_model_path]
+        p = subprocess.run([ds4_bin, "serve", *model, *args], capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and needle in p.stderr, (args, p.stderr)
