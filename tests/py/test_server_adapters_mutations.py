@@ -67,6 +67,8 @@ def test_every_field_of_every_type(server, endpoint, body):
         if path == ("stream",):
             continue  # a streamed answer is a different response, tested elsewhere
         for value in OTHERS:
+            if value is None and path in (("max_tokens",), ("max_output_tokens",)):
+                continue  # null is "not given": the server's default limit, a long generation
             r = requests.post(server.url + endpoint, json=replaced(body, path, value), timeout=60)
             n += 1
             assert r.status_code in (200, 400), (path, value, r.status_code, r.text)
