@@ -17,9 +17,15 @@ std::string StopMatcher::push(std::string_view piece) {
   if (stops_.empty()) return std::exchange(pending_, {});
   // Earliest full match wins (the text before it is all that is ever shown).
   size_t first = std::string::npos;
-  for (const auto& s : stops_) first = std::min(first, pending_.find(s));
-  if (first != std::string::npos) {
+  const std::string* which = nullptr;
+  for (const auto& s : stops_)
+    if (const size_t at = pending_.find(s); at < first) {
+      first = at;
+      which = &s;
+    }
+  if (which) {
     hit_ = true;
+    matched_ = *which;
     std::string out = pending_.substr(0, first);
     pending_.clear();
     return out;

@@ -18,6 +18,8 @@ class StopMatcher {
   // End of stream (or of a channel): releases held-back text.
   std::string flush();
   bool hit() const { return hit_; }
+  // After a hit: the stop string that matched (Anthropic reports it).
+  const std::string& matched() const { return matched_; }
   // Bytes currently held back.
   size_t held() const { return pending_.size(); }
 
@@ -25,6 +27,7 @@ class StopMatcher {
   std::vector<std::string> stops_;
   std::string pending_;
   bool hit_ = false;
+  std::string matched_;
 };
 
 }  // namespace ds4::engine

@@ -51,9 +51,14 @@ TEST(StopMatcher, FalseStartIsReleased) {
 TEST(StopMatcher, EarliestOfSeveralStopsWins) {
   StopMatcher m({"cd", "b"});
   EXPECT_EQ(feed_all(m, {"a", "bcd"}), "a");
+  EXPECT_EQ(m.matched(), "b");  // the one that ended the text, not the first listed
   StopMatcher m2({"xyz", "yq"});
   // "xy" is held for "xyz"; then "q" completes "yq", which starts earlier than any "xyz".
   EXPECT_EQ(feed_all(m2, {"axy", "q"}), "ax");
+  EXPECT_EQ(m2.matched(), "yq");
+  StopMatcher m3({"zz"});
+  EXPECT_EQ(feed_all(m3, {"abc"}), "abc");
+  EXPECT_EQ(m3.matched(), "");  // no hit, nothing matched
 }
 
 TEST(StopMatcher, EmptyStopStringsAreIgnored) {

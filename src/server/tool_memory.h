@@ -1,0 +1,37 @@
+#pragma once
+// Exact DSML replay (reference-behavior §4.5): the server remembers, for every
+// tool call id it handed out, the DSML block the model actually sampled. When
+// a client sends those calls back, the block is rendered byte for byte instead
+// of the canonical form built from the client's JSON (which may differ in key
+// order, spacing or number formatting), so the prompt matches what the model
+// wrote and the slot that holds it is reused.
+#include <cstddef>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "chat/chat.h"
+
+namespace ds4::server {
+
+class ToolMemory {
+ public:
+  explicit ToolMemory(size_t max_ids = 100000, size_t max_bytes = 64u << 20) : max_ids_(max_ids), max_bytes_(max_bytes) {}
+  // Thread-safe.
+  void remember(const std::vector<std::string>& ids, const std::string& block);
+  // The block when every id is known and all map to the same block.
+  std::optional<std::string> lookup(const std::vector<std::string>& ids) const;
+  // Sets raw_dsml on assistant messages whose calls resolve to one block.
+  void apply(std::vector<chat::Message>& messages) const;
+
+ private:
+  mutable std::mutex mu_;
+  size_t max_ids_, max_bytes_, bytes_ = 0;
+  std::unordered_map<std::string, std::shared_ptr<const std::string>> by_id_;
+  std::deque<std::string> order_;  // oldest first
+};
+
+}  // namespace ds4::server

@@ -1,0 +1,50 @@
+// The exact-DSML replay map: lookups need every id known and one shared
+// block; the oldest ids go first when the bounds are reached.
+#include <gtest/gtest.h>
+
+#include "server/tool_memory.h"
+
+namespace ds4::server {
+namespace {
+
+TEST(ToolMemory, LooksUpOneBlockForAllIds) {
+  ToolMemory m;
+  m.remember({"call_a", "call_b"}, "\n\nBLOCK1");
+  m.remember({"call_c"}, "\n\nBLOCK2");
+  EXPECT_EQ(m.lookup({"call_a"}), "\n\nBLOCK1");
+  EXPECT_EQ(m.lookup({"call_a", "call_b"}), "\n\nBLOCK1");
+  EXPECT_FALSE(m.lookup({"call_a", "call_c"}).has_value());  // two blocks: canonical rendering
+  EXPECT_FALSE(m.lookup({"call_a", "call_x"}).has_value());  // an unknown id
+  EXPECT_FALSE(m.lookup({}).has_value());
+
+  std::vector<chat::Message> msgs(3);
+  msgs[0].role = chat::Role::User;
+  msgs[1].role = chat::Role::Assistant;
+  msgs[1].tool_calls = {{"call_c", "f", "{}"}};
+  msgs[2].role = chat::Role::Assistant;
+  msgs[2].tool_calls = {{"call_zzz", "f", "{}"}};
+  m.apply(msgs);
+  EXPECT_EQ(msgs[1].raw_dsml, "\n\nBLOCK2");
+  EXPECT_EQ(msgs[2].raw_dsml, "");
+  EXPECT_EQ(msgs[0].raw_dsml, "");
+}
+
+TEST(ToolMemory, OldestIdsAreDroppedAtTheBounds) {
+  ToolMemory by_count(2);
+  by_count.remember({"a"}, "A");
+  by_count.remember({"b"}, "B");
+  by_count.remember({"c"}, "C");
+  EXPECT_FALSE(by_count.lookup({"a"}).has_value());
+  EXPECT_EQ(by_count.lookup({"b"}), "B");
+  EXPECT_EQ(by_count.lookup({"c"}), "C");
+
+  ToolMemory by_bytes(100, 10);  // 10 bytes: one 4-byte block + 1-byte id fits twice, not three times
+  by_bytes.remember({"a"}, "AAAA");
+  by_bytes.remember({"b"}, "BBBB");
+  by_bytes.remember({"c"}, "CCCC");
+  EXPECT_FALSE(by_bytes.lookup({"a"}).has_value());
+  EXPECT_EQ(by_bytes.lookup({"c"}), "CCCC");
+}
+
+}  // namespace
+}  // namespace ds4::server
