@@ -47,5 +47,6 @@ void add_basic_routes(httplib::Server& s, ServerContext& ctx);        // /health
 void add_tokenize_routes(httplib::Server& s, ServerContext& ctx);     // /tokenize, /detokenize
 void add_openai_chat_routes(httplib::Server& s, ServerContext& ctx);  // /v1/chat/completions
 void add_openai_completions_routes(httplib::Server& s, ServerContext& ctx);  // /v1/completions
+void add_chat_page_route(httplib::Server& s);                                // GET /: the browser chat page
 
 }  // namespace ds4::server

@@ -81,7 +81,8 @@ void serve(engine::Scheduler& sched, const RunnerOptions& runner_opt, const Serv
                              {"Access-Control-Allow-Headers", "*"}});
   svr.Options(R"(.*)", [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
   svr.set_pre_routing_handler([&](const httplib::Request& req, httplib::Response& res) {
-    if (opt.api_key.empty() || req.method == "OPTIONS" || req.path == "/health")
+    // The chat page (GET /) holds no data and asks the user for the key itself.
+    if (opt.api_key.empty() || req.method == "OPTIONS" || req.path == "/health" || req.path == "/")
       return httplib::Server::HandlerResponse::Unhandled;
     if (authorized(req, opt.api_key)) return httplib::Server::HandlerResponse::Unhandled;
     send_json(res, 401,
@@ -115,6 +116,7 @@ void serve(engine::Scheduler& sched, const RunnerOptions& runner_opt, const Serv
   add_tokenize_routes(svr, ctx);
   add_openai_chat_routes(svr, ctx);
   add_openai_completions_routes(svr, ctx);
+  add_chat_page_route(svr);
 
   const std::string host = opt.host == "localhost" ? "127.0.0.1" : opt.host;
   int port = opt.port;
