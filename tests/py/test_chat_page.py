@@ -358,3 +358,57 @@ def test_page_is_self_contained(server):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, re.I)
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
     assert "connect-src 'self'" in r.headers["Content-Security-Policy"]
+
+
+def test_errors_are_shown_and_the_page_recovers(server, browser):
+    page = Page(browser, server.url)
+    page.settings(tools="not a list", **{"max-tokens": "4"})
+    page.send("First")
+    assert page.wait_finished(10) == "error"
+    assert "JSON" in text_of(page.last_reply().find_element(By.CSS_SELECTOR, ".error"))
+
+    # A request the server refuses: its own 400 message is what the page shows.
+    bad_tools = [{"type": "function"}]
+    want = requests.post(server.url + "/v1/chat/completions", timeout=30,
+                         json={"messages": [{"role": "user", "content": "x"}], "tools": bad_tools})
+    assert want.status_code == 400
+    page.settings(tools=json.dumps(bad_tools))
+    page.send("Second")
+    assert page.wait_finished(10) == "error"
+    shown = text_of(page.last_reply().find_element(By.CSS_SELECTOR, ".error"))
+    assert shown == "HTTP 400: " + want.json()["error"]["message"]
+
+    page.settings(tools="")
+    page.send("Third")
+    assert page.wait_finished() == "done"
+    assert "4 generated" in text_of(page.last_reply())
+    assert server.health()["active"] == 0
+
+
+def test_api_key_is_asked_for_and_kept(ds4_bin, model, browser, tmp_path):
+    s = start_server(ds4_bin, model, tmp_path, "serve-key", "--api-key", "s3cret")
+    try:
+        assert requests.get(s.url + "/v1/models", timeout=10).status_code == 401
+        assert requests.get(s.url + "/", timeout=10).status_code == 200  # the page itself is open
+        browser.get(s.url + "/")
+
+        def alert():
+            try:
+                return browser.switch_to.alert
+            except Exception:
+                return None
+
+        prompt = wait_for("the page to ask for the key", alert, 20)
+        prompt.send_keys("s3cret")
+        prompt.accept()
+        info = requests.get(s.url + "/v1/models", headers={"Authorization": "Bearer s3cret"}, timeout=10).json()
+        wait_for("the model's name", lambda: info["data"][0]["id"] in text_of(browser.find_element(By.ID, "model")))
+        # Reloaded, the page uses the kept key without asking again.
+        page = Page(browser, s.url)
+        assert alert() is None
+        page.settings(**{"max-tokens": "3"})
+        page.send("Hi")
+        assert page.wait_finished() == "done"
+        assert "3 generated" in text_of(page.last_reply())
+    finally:
+        s.stop()
