@@ -60,13 +60,16 @@ class Server:
         return requests.get(self.url + "/health", timeout=10).json()
 
     def stop(self):
+        """SIGTERM; the server must shut down cleanly (under ASan: with no report)."""
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(timeout=30)
+            rc = self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+            rc = "killed after 60 s"
         self.log.close()
+        assert rc == 0, f"ds4 serve did not shut down cleanly ({rc}):\n{self.log_path.read_text()[-4000:]}"
 
 
 def start_server(ds4_bin, model, tmp, name, *extra):
