@@ -5,6 +5,7 @@
 #include <limits>
 #include <numeric>
 
+#include "engine/prefix_match.h"
 #include "engine/stop_matcher.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -170,7 +171,8 @@ bool Scheduler::step() {
 
   // Waiting requests take idle slots: the slot whose history is the longest
   // prefix of the prompt (and shorter than it, since the last prompt token
-  // must be fed to get logits), else the least recently used one. A session
+  // must be fed to get logits), else one whose history spells the prompt's
+  // start (prefix_match.h), else the least recently used one. A session
   // cannot be rewound (its compressed KV rows summarize the past), so only a
   // whole history can be reused (docs/server.md).
   while (!waiting_.empty()) {
@@ -187,6 +189,20 @@ bool Scheduler::step() {
         best = &s;
     }
     if (!lru) break;  // every slot is busy
+    if (!best && waiting_.front()->req.segments) {
+      // No slot holds a token prefix; one may still spell the prompt's start.
+      std::optional<std::vector<int32_t>> extended;
+      for (auto& sp : slots_) {
+        Slot& s = *sp;
+        if (s.job || !s.state || s.history.empty() || (best && s.history.size() <= best->history.size())) continue;
+        auto e = extend_by_text(engine_->tokenizer(), s.history, *waiting_.front()->req.segments);
+        if (e && static_cast<int64_t>(e->size()) < opt_.ctx_size) {
+          best = &s;
+          extended = std::move(e);
+        }
+      }
+      if (best) waiting_.front()->req.prompt = std::move(*extended);
+    }
     Slot& s = best ? *best : *lru;
     s.job = std::move(waiting_.front());
     waiting_.pop_front();
@@ -389,16 +405,21 @@ void Scheduler::finish(Slot& s, Finish why, std::string message) {
   u.prefill_seconds = secs(s.taken, s.have_first ? s.first_token : now);
   u.decode_seconds = s.have_first ? secs(s.first_token, now) : 0.0;
   u.ttft_seconds = s.have_first ? secs(s.job->submitted, s.first_token) : 0.0;
-  r.sink->on_finish(f);
-  {
-    std::lock_guard lk(mu_);
-    ++stats_.requests_done;
-    stats_.generated_tokens += s.generated;
-    stats_.cached_tokens += s.cached;
-  }
+  const std::shared_ptr<RequestSink> sink = r.sink;
   s.job.reset();
   s.unfed.reset();
   s.last_used = ++lru_clock_;
+  {
+    // Counted before the sink hears of it, so a client that reads /metrics
+    // right after its response sees its own request.
+    std::lock_guard lk(mu_);
+    ++stats_.requests_done;
+    stats_.generated_tokens += u.completion_tokens;
+    stats_.cached_tokens += u.cached_tokens;
+    stats_.active = 0;
+    for (auto& sl : slots_) stats_.active += sl->job ? 1 : 0;
+  }
+  sink->on_finish(f);
 }
 
 }  // namespace ds4::engine

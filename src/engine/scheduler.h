@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "chat/chat.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
 
@@ -98,6 +99,10 @@ struct GenRequest {
   // Test hook: when non-empty these tokens are "sampled" in order (the forward
   // still runs), then EOS.
   std::vector<int32_t> forced;
+  // The prompt as rendered segments, when it has them: lets a slot whose
+  // history spells the prompt's start in other tokens be reused
+  // (engine/prefix_match.h).
+  std::shared_ptr<const chat::Segments> segments;
   std::shared_ptr<RequestSink> sink;
 };
 

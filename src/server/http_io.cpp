@@ -22,6 +22,7 @@ Json openai_error_body(const ApiError& e) {
 bool SseWriter::raw(const std::string& s) {
   if (!ok_) return false;
   if (!sink_.write(s.data(), s.size())) ok_ = false;
+  written_ += s.size();
   return ok_;
 }
 
@@ -39,17 +40,20 @@ void stream_turn(httplib::Response& res, std::shared_ptr<TurnStream> stream, std
         }
         auto last_write = Clock::now();
         while (!stream->done()) {
+          // Events that write nothing (prefill progress) do not count as
+          // activity: the client needs bytes to know the server is alive.
+          if (std::chrono::duration<double>(Clock::now() - last_write).count() >= kKeepaliveSeconds) {
+            if (!w.comment("prefill")) break;
+            last_write = Clock::now();
+          }
           auto ev = stream->next(std::chrono::milliseconds(250));
           if (!ev) {
-            if (std::chrono::duration<double>(Clock::now() - last_write).count() >= kKeepaliveSeconds) {
-              if (!w.comment("prefill")) break;
-              last_write = Clock::now();
-            }
             continue;
           }
+          const size_t before = w.written();
           const bool go_on = on_event(w, *ev);
           if (!w.ok()) break;
-          last_write = Clock::now();
+          if (w.written() != before) last_write = Clock::now();
           if (!go_on) break;
         }
         if (!stream->done() || !w.ok()) {

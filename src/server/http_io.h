@@ -34,10 +34,12 @@ class SseWriter {
   bool comment(std::string_view text) { return raw(": " + std::string(text) + "\n\n"); }
   bool raw(const std::string& s);
   bool ok() const { return ok_; }
+  size_t written() const { return written_; }  // bytes so far
 
  private:
   httplib::DataSink& sink_;
   bool ok_ = true;
+  size_t written_ = 0;
 };
 
 // Per-event callback of a streamed turn: writes what the event means in the

@@ -5,6 +5,7 @@
 // its own JSON / SSE; nothing below this file knows about any API
 // (docs/server.md).
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,6 +37,7 @@ struct Turn {
 // such as a prompt over the context become a 400 before anything is queued).
 struct PreparedTurn {
   std::vector<int32_t> tokens;
+  std::shared_ptr<const chat::Segments> segments;  // what `tokens` encode (for text-level prefix reuse)
   bool thinking = false;  // the prompt ends with <think>
   bool parse_tools = false;
   int64_t max_tokens = 0;

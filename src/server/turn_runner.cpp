@@ -25,7 +25,11 @@ class TurnSink : public engine::RequestSink {
  public:
   TurnSink(std::shared_ptr<EventQueue<TurnEvent>> q, const tokenizer::Tokenizer& tok, const Turn& t,
            const PreparedTurn& p)
-      : q_(std::move(q)), tok_(tok), raw_(t.kind == Turn::Kind::Completion), logprobs_(t.top_logprobs >= 0) {
+      : q_(std::move(q)),
+        tok_(tok),
+        raw_(t.kind == Turn::Kind::Completion),
+        logprobs_(t.top_logprobs >= 0),
+        tools_(p.parse_tools) {
     if (!raw_) parser_.emplace(chat::StreamOptions{p.thinking, p.parse_tools}, chat::IdGenerator(t.id_style));
   }
 
@@ -57,6 +61,13 @@ class TurnSink : public engine::RequestSink {
     if (parser_) {
       for (auto& ev : parser_->finish()) push_stream(std::move(ev));
       done.parsed = parser_->result();
+      if (!tools_ && !done.parsed.calls.empty()) {
+        // Tools are off (none given, or tool_choice "none"): a DSML block the
+        // model wrote anyway is text, exactly as it was streamed.
+        done.parsed.calls.clear();
+        done.parsed.raw_dsml.clear();
+        done.parsed.content = shown_text_;
+      }
     } else {
       done.parsed.content = raw_text_;
     }
@@ -97,6 +108,7 @@ class TurnSink : public engine::RequestSink {
     for (auto& ev : parser_->feed(text)) push_stream(std::move(ev));
   }
   void push_stream(chat::StreamEvent ev) {
+    if (ev.kind == chat::StreamEvent::Kind::Text) shown_text_ += ev.text;
     TurnEvent e;
     e.kind = TurnEvent::Kind::Stream;
     e.stream = std::move(ev);
@@ -105,7 +117,8 @@ class TurnSink : public engine::RequestSink {
 
   std::shared_ptr<EventQueue<TurnEvent>> q_;
   tokenizer::Tokenizer tok_;
-  bool raw_, logprobs_;
+  bool raw_, logprobs_, tools_;
+  std::string shown_text_;  // every Text event so far
   std::optional<chat::StreamParser> parser_;
   std::string raw_text_;
 };
@@ -142,6 +155,7 @@ PreparedTurn TurnRunner::prepare(const Turn& t, std::string_view param) const {
     segs = chat::render_chat(t.messages, ro);
   }
   p.tokens = encode(segs);
+  p.segments = std::make_shared<const chat::Segments>(std::move(segs));
   const auto n = static_cast<int64_t>(p.tokens.size());
   if (n >= ctx) {
     ApiError e(400, fmt::format("Prompt has {} tokens, but the configured context size is {} tokens", n, ctx),
@@ -166,6 +180,7 @@ std::unique_ptr<TurnStream> TurnRunner::start(const Turn& t, const PreparedTurn&
   r.stop = t.stop;
   r.top_logprobs = t.top_logprobs;
   r.forced = opt_.scripted_reply;
+  r.segments = p.segments;
   r.sink = std::make_shared<TurnSink>(q, sched_.tokenizer(), t, p);
   std::shared_ptr<engine::RequestHandle> h;
   try {

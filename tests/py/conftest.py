@@ -39,3 +39,34 @@ def run(cmd, check=True, **kw):
     if check and p.returncode != 0:
         raise AssertionError(f"{cmd} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
+
+
+@pytest.fixture(scope="session")
+def demo_model_path(repo, ds4_bin):
+    """The cached demo model (random weights, real tokenizer)."""
+    from serve_util import demo_model
+    return demo_model(repo, ds4_bin)
+
+
+@pytest.fixture(scope="session")
+def start_server(ds4_bin, demo_model_path):
+    """Factory: start_server(*extra_flags, ctx=, parallel=) -> serve_util.Server,
+    stopped (and checked for a clean exit) at the end of the session."""
+    from serve_util import Server
+    started = []
+
+    def start(*args, **kw):
+        s = Server(ds4_bin, demo_model_path, *args, **kw)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        rc = s.stop()
+        assert rc == 0, f"ds4 serve exited with {rc}\n{''.join(s.log)}"
+
+
+@pytest.fixture(scope="session")
+def server(start_server):
+    """A shared ds4 serve on the demo model: 4 slots, 4096 tokens of context."""
+    return start_server(ctx=4096, parallel=4)

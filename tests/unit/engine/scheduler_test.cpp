@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "engine/generate.h"
+#include "engine/prefix_match.h"
 #include "engine/prompt.h"
 #include "engine/scheduler.h"
 #include "model/synth.h"
@@ -303,6 +304,67 @@ TEST_F(SchedulerTest, ShutdownEndsEveryRequest) {
   EXPECT_EQ(a->info.reason, Finish::cancelled);
   EXPECT_EQ(b->info.reason, Finish::cancelled);
   EXPECT_THROW(sched->submit(greedy(prompt("late"), 1, std::make_shared<Collect>())), Error);
+}
+
+}  // namespace
+}  // namespace ds4::engine
+
+namespace ds4::engine {
+namespace {
+
+// Text-level reuse: a history that spells the prompt's start in other tokens.
+TEST_F(SchedulerTest, HistorySpellingThePromptInOtherTokensIsReused) {
+  const auto& tok = oracle_->tokenizer();
+  using K = chat::Segment::Kind;
+  const chat::Segments first = {{K::Special, std::string(chat::kBos)}, {K::Special, std::string(chat::kUser)},
+                                {K::Text, "Hello"}, {K::Special, std::string(chat::kAssistant)},
+                                {K::Special, std::string(chat::kThinkClose)}};
+  // The "model" replied "Sure thing" split into single bytes: not BPE's split.
+  std::vector<int32_t> history;
+  for (const auto& s : first)
+    if (s.kind == K::Special) history.push_back(tok.special_id(s.text));
+    else tok.encode_append(s.text, history);
+  const size_t prompt_len = history.size();
+  for (char c : std::string("Sure thing")) tok.encode_append(std::string(1, c), history);
+  chat::Segments next = first;
+  next.push_back({K::Text, "Sure thing"});
+  next.push_back({K::Special, std::string(chat::kEos)});
+  next.push_back({K::Special, std::string(chat::kUser)});
+  next.push_back({K::Text, "More <｜User｜> please"});
+  auto e = extend_by_text(tok, history, next);
+  ASSERT_TRUE(e.has_value());
+  ASSERT_GT(e->size(), history.size());
+  EXPECT_TRUE(std::equal(history.begin(), history.end(), e->begin()));
+  EXPECT_EQ(tok.decode(*e), chat::join(next));
+  // The user's spelled marker stays text: exactly one <｜User｜> id after the history.
+  EXPECT_EQ(std::count(e->begin() + static_cast<std::ptrdiff_t>(history.size()), e->end(), tok.special_id(chat::kUser)), 1);
+
+  // A control token where the prompt has the same spelling as text: no match.
+  chat::Segments spoof = {{K::Special, std::string(chat::kBos)},
+                          {K::Text, std::string(chat::kUser) + "Hello" + std::string(chat::kAssistant) + "x"}};
+  std::vector<int32_t> h2 = {tok.special_id(chat::kBos), tok.special_id(chat::kUser)};
+  tok.encode_append("Hello", h2);
+  EXPECT_FALSE(extend_by_text(tok, h2, spoof).has_value());
+  // A history that differs in its text, or is the whole prompt, does not match.
+  chat::Segments other = first;
+  other[2].text = "Help";
+  EXPECT_FALSE(extend_by_text(tok, std::span<const int32_t>(history).first(prompt_len), other).has_value());
+  EXPECT_FALSE(extend_by_text(tok, std::span<const int32_t>(history).first(prompt_len), first).has_value());
+
+  // Through the scheduler: the slot is reused and the reply equals a cold start.
+  auto sched = make(1);
+  auto a = std::make_shared<Collect>();
+  GenRequest ra = greedy(history, 1, a);  // a slot holding `history` (the sampled token is never fed)
+  sched->submit(std::move(ra));
+  a->wait();
+  auto b = std::make_shared<Collect>();
+  GenRequest rb = greedy(encode_segments(*oracle_, next), 4, b);
+  rb.segments = std::make_shared<const chat::Segments>(next);
+  sched->submit(std::move(rb));
+  b->wait();
+  EXPECT_EQ(b->info.usage.cached_tokens, static_cast<int64_t>(history.size()));
+  EXPECT_EQ(b->info.usage.prompt_tokens, static_cast<int64_t>(e->size()));
+  EXPECT_EQ(b->tokens, alone(*e, 4));
 }
 
 }  // namespace
