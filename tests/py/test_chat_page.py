@@ -1,10 +1,10 @@
 """The chat page of `ds4 serve` (GET /) driven by a real headless Chromium
 (Debian's chromium + chromium-driver, through selenium) against the server on
-a small random-weight model.
+the demo model (random weights; conftest's start_server fixture).
 
 What the page shows is checked against the official OpenAI SDK asking the same
-server the same question without streaming (greedy, so both runs pick the same
-tokens): the streamed reply, the folded thinking, tool calls, the context use.
+server the same question (greedy, so both runs pick the same tokens): the
+streamed reply, the folded thinking, tool calls, the context use.
 The stop button must end the reply and free the server's slot (/health).
 Screenshots go to pytest's tmp dir; their paths are printed (pytest -s)."""
 import json
@@ -12,8 +12,6 @@ import os
 import pathlib
 import re
 import shutil
-import signal
-import subprocess
 import time
 
 import pytest
@@ -25,7 +23,6 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from test_run import make_model
 
 # A reply the --test-script hook forces: thinking, text, then one DSML tool
 # call (the canonical block of docs/ and the chat parser's fixtures).
@@ -39,66 +36,22 @@ TOOLS = [{"type": "function", "function": {
                    "required": ["city"]}}}]
 
 
-class Server:
-    """`ds4 serve` on a free port; its stderr goes to a file, read for the port."""
-
-    def __init__(self, argv, log_path):
-        self.log_path = log_path
-        self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        while True:
-            m = re.search(r"listening on (http://[\d.]+:\d+)", log_path.read_text(errors="replace"))
-            if m:
-                self.url = m.group(1)
-                break
-            assert self.proc.poll() is None, f"ds4 serve exited ({self.proc.returncode}):\n{log_path.read_text()}"
-            assert time.time() < deadline, f"ds4 serve did not start:\n{log_path.read_text()}"
-            time.sleep(0.1)
-
-    def health(self):
-        return requests.get(self.url + "/health", timeout=10).json()
-
-    def stop(self):
-        """SIGTERM; the server must shut down cleanly (under ASan: with no report)."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            rc = "killed after 60 s"
-        self.log.close()
-        assert rc == 0, f"ds4 serve did not shut down cleanly ({rc}):\n{self.log_path.read_text()[-4000:]}"
-
-
-def start_server(ds4_bin, model, tmp, name, *extra):
-    # One slot, so /health's "active" is this page's request; a context long
+@pytest.fixture(scope="module")
+def server(start_server):
+    # This module's own server (not conftest's shared one). One slot, so /health's "active" is this page's request; a context long
     # enough that an unbounded random reply runs until the stop button ends it.
-    argv = [ds4_bin, "serve", "-m", model, "--port", "0", "--parallel", "1", "-t", "2", "-c", "16384", *extra]
-    return Server(argv, tmp / f"{name}.log")
+    return start_server(ctx=16384, parallel=1)
 
 
 @pytest.fixture(scope="module")
-def model(ds4_bin, tmp_path_factory):
-    return make_model(ds4_bin, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def server(ds4_bin, model, tmp_path_factory):
-    s = start_server(ds4_bin, model, tmp_path_factory.mktemp("serve"), "serve")
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def tool_server(ds4_bin, model, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("serve-tools")
-    script = tmp / "reply.txt"
+def tool_server(start_server, tmp_path_factory):
+    script = tmp_path_factory.mktemp("serve-tools") / "reply.txt"
     script.write_text(TOOL_SCRIPT)
-    s = start_server(ds4_bin, model, tmp, "serve", "--test-script", str(script))
-    yield s
-    s.stop()
+    return start_server("--test-script", str(script), ctx=4096, parallel=1)
+
+
+def health(server):
+    return requests.get(server.url + "/health", timeout=10).json()
 
 
 def find_chrome():
@@ -218,11 +171,6 @@ def reasoning_of(message):
     return (message.model_extra or {}).get("reasoning_content") or ""
 
 
-def metrics(server):
-    text = requests.get(server.url + "/metrics", timeout=10).text
-    return {k: float(v) for k, v in re.findall(r"^(ds4_\w+) (\S+)$", text, re.M)}
-
-
 def model_of(server):
     return requests.get(server.url + "/v1/models", timeout=10).json()["data"][0]
 
@@ -293,11 +241,11 @@ def test_streamed_replies_equal_the_api_and_history_carries_over(server, browser
 
 def test_stop_button_ends_the_reply_and_frees_the_slot(server, browser, tmp_path):
     page = Page(browser, server.url)
-    assert server.health()["active"] == 0
+    assert health(server)["active"] == 0
     page.send("Tell me a very long story.")  # no max tokens: runs until the context is full
     reply = page.last_reply()
     wait_for("the reply to stream", lambda: len(text_of(reply)) > 200, 60)
-    assert server.health()["active"] == 1
+    assert health(server)["active"] == 1
     assert page.by_id("send").get_attribute("disabled") is not None
     # Still growing: the reply is streaming, not finished.
     before = len(text_of(reply))
@@ -308,16 +256,16 @@ def test_stop_button_ends_the_reply_and_frees_the_slot(server, browser, tmp_path
     assert page.wait_finished(10) == "stopped"
     stopped_at = len(text_of(reply))
     # The server cancels on its next failed write: the only slot is free again.
-    wait_for("the slot to be freed", lambda: server.health()["active"] == 0, 10)
+    wait_for("the slot to be freed", lambda: health(server)["active"] == 0, 10)
     time.sleep(1.0)
     assert len(text_of(reply)) == stopped_at
     assert "stopped by you" in text_of(reply)
     assert page.by_id("send").get_attribute("disabled") is None
     assert page.by_id("stop").get_attribute("disabled") is not None
     # And the model stopped generating, not only the page showing it.
-    m1 = metrics(server)
+    m1 = server.metrics()
     time.sleep(1.0)
-    m2 = metrics(server)
+    m2 = server.metrics()
     assert m1["ds4_active_sessions"] == 0
     assert m2["ds4_generated_tokens_total"] == m1["ds4_generated_tokens_total"]
 
@@ -327,7 +275,7 @@ def test_stop_button_ends_the_reply_and_frees_the_slot(server, browser, tmp_path
     page.send("Shorter, please.")
     assert page.wait_finished() == "done"
     assert "8 generated" in text_of(page.last_reply())
-    assert server.health()["active"] == 0
+    assert health(server)["active"] == 0
     page.screenshot(tmp_path / "chat_page_stopped.png")
 
 
@@ -385,33 +333,30 @@ def test_errors_are_shown_and_the_page_recovers(server, browser):
     page.send("Third")
     assert page.wait_finished() == "done"
     assert "4 generated" in text_of(page.last_reply())
-    assert server.health()["active"] == 0
+    assert health(server)["active"] == 0
 
 
-def test_api_key_is_asked_for_and_kept(ds4_bin, model, browser, tmp_path):
-    s = start_server(ds4_bin, model, tmp_path, "serve-key", "--api-key", "s3cret")
-    try:
-        assert requests.get(s.url + "/v1/models", timeout=10).status_code == 401
-        assert requests.get(s.url + "/", timeout=10).status_code == 200  # the page itself is open
-        browser.get(s.url + "/")
+def test_api_key_is_asked_for_and_kept(start_server, browser):
+    s = start_server("--api-key", "s3cret", ctx=4096, parallel=1)
+    assert requests.get(s.url + "/v1/models", timeout=10).status_code == 401
+    assert requests.get(s.url + "/", timeout=10).status_code == 200  # the page itself is open
+    browser.get(s.url + "/")
 
-        def alert():
-            try:
-                return browser.switch_to.alert
-            except Exception:
-                return None
+    def alert():
+        try:
+            return browser.switch_to.alert
+        except Exception:
+            return None
 
-        prompt = wait_for("the page to ask for the key", alert, 20)
-        prompt.send_keys("s3cret")
-        prompt.accept()
-        info = requests.get(s.url + "/v1/models", headers={"Authorization": "Bearer s3cret"}, timeout=10).json()
-        wait_for("the model's name", lambda: info["data"][0]["id"] in text_of(browser.find_element(By.ID, "model")))
-        # Reloaded, the page uses the kept key without asking again.
-        page = Page(browser, s.url)
-        assert alert() is None
-        page.settings(**{"max-tokens": "3"})
-        page.send("Hi")
-        assert page.wait_finished() == "done"
-        assert "3 generated" in text_of(page.last_reply())
-    finally:
-        s.stop()
+    prompt = wait_for("the page to ask for the key", alert, 20)
+    prompt.send_keys("s3cret")
+    prompt.accept()
+    info = requests.get(s.url + "/v1/models", headers={"Authorization": "Bearer s3cret"}, timeout=10).json()
+    wait_for("the model's name", lambda: info["data"][0]["id"] in text_of(browser.find_element(By.ID, "model")))
+    # Reloaded, the page uses the kept key without asking again.
+    page = Page(browser, s.url)
+    assert alert() is None
+    page.settings(**{"max-tokens": "3"})
+    page.send("Hi")
+    assert page.wait_finished() == "done"
+    assert "3 generated" in text_of(page.last_reply())
