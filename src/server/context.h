@@ -49,5 +49,6 @@ void add_openai_chat_routes(httplib::Server& s, ServerContext& ctx);  // /v1/cha
 void add_openai_completions_routes(httplib::Server& s, ServerContext& ctx);  // /v1/completions
 void add_anthropic_routes(httplib::Server& s, ServerContext& ctx);         // /v1/messages, /v1/messages/count_tokens
 void add_openai_responses_routes(httplib::Server& s, ServerContext& ctx);  // /v1/responses
+void add_chat_page_route(httplib::Server& s);                                // GET /: the browser chat page
 
 }  // namespace ds4::server

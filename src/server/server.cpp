@@ -86,7 +86,8 @@ void serve(engine::Scheduler& sched, const RunnerOptions& runner_opt, const Serv
                              {"Access-Control-Allow-Headers", "*"}});
   svr.Options(R"(.*)", [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
   svr.set_pre_routing_handler([&](const httplib::Request& req, httplib::Response& res) {
-    if (opt.api_key.empty() || req.method == "OPTIONS" || req.path == "/health")
+    // The chat page (GET /) holds no data and asks the user for the key itself.
+    if (opt.api_key.empty() || req.method == "OPTIONS" || req.path == "/health" || req.path == "/")
       return httplib::Server::HandlerResponse::Unhandled;
     if (authorized(req, opt.api_key)) return httplib::Server::HandlerResponse::Unhandled;
     const ApiError denied(401, "invalid or missing API key (send 'Authorization: Bearer KEY' or 'x-api-key: KEY')");
@@ -123,6 +124,7 @@ void serve(engine::Scheduler& sched, const RunnerOptions& runner_opt, const Serv
   add_openai_completions_routes(svr, ctx);
   add_anthropic_routes(svr, ctx);
   add_openai_responses_routes(svr, ctx);
+  add_chat_page_route(svr);
 
   const std::string host = opt.host == "localhost" ? "127.0.0.1" : opt.host;
   int port = opt.port;
