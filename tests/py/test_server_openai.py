@@ -475,9 +475,9 @@ def test_disconnect_frees_the_slot(start_server):
 
 
 def test_keepalive_during_long_prefill(start_server):
-    # One prompt token per step makes an 8000-token prefill last well over the
-    # 5 s keepalive period on the demo model.
-    s = start_server("--batch-tokens", "1", parallel=1, ctx=16384)
+    # One prompt token per step makes an 8000-token prefill last seconds on the
+    # demo model, far over a 0.2 s keepalive period.
+    s = start_server("--batch-tokens", "1", "--sse-keepalive", "0.2", parallel=1, ctx=16384)
     r = requests.post(s.url + "/v1/chat/completions", stream=True, timeout=120, json={
         "messages": [{"role": "user", "content": "word " * 8000}], "max_tokens": 2, "stream": True,
         "think": False})
