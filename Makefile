@@ -7,7 +7,7 @@ FUZZ  ?= build-fuzz
 ARGS  ?=
 FUZZ_SECONDS ?= 20
 
-.PHONY: all deps build asan fuzz-build run test fuzz bench clean
+.PHONY: all deps build asan fuzz-build run serve test fuzz bench clean
 
 all: build
 
@@ -40,6 +40,11 @@ fuzz: fuzz-build
 run: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) --target ds4 -j $(JOBS)
 	scripts/demo-model $(BUILD)/src/cli/ds4 $(ARGS)
+
+# `ds4 serve` on the demo model unless ARGS has -m (http://127.0.0.1:8000).
+serve: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) --target ds4 -j $(JOBS)
+	scripts/demo-model $(BUILD)/src/cli/ds4 serve $(ARGS)
 
 test: build asan fuzz-build
 	scripts/run-tests $(BUILD) $(ASAN) $(FUZZ) $(FUZZ_SECONDS)

@@ -59,6 +59,8 @@ void run_serve(ServeOptions o) {
   if (o.batch_tokens < 1) fail("invalid value for --batch-tokens: {} (must be >= 1)", o.batch_tokens);
   if (o.http.port < 0 || o.http.port > 65535) fail("invalid value for --port: {} (must be in [0, 65535])", o.http.port);
   if (o.threads < 0) fail("invalid value for --threads: {} (must be >= 0)", o.threads);
+  if (!(o.http.keepalive_seconds >= 0.05 && o.http.keepalive_seconds <= 3600))
+    fail("invalid value for --sse-keepalive: {} (must be in [0.05, 3600] seconds)", o.http.keepalive_seconds);
   if (o.model.empty()) o.model = demo_model_path();
 
   engine::EngineOptions eo;
@@ -104,6 +106,9 @@ Registration reg("serve", 20, [](CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--api-key", o->http.api_key, "Require this key (Authorization: Bearer KEY or x-api-key: KEY)");
   sub->add_flag("--cors", o->http.cors, "Send Access-Control-Allow-* headers");
+  sub->add_option("--sse-keepalive", o->http.keepalive_seconds,
+                  "Seconds without output (queue wait, long prefill) before a ': prefill' SSE comment")
+      ->capture_default_str();
   sub->add_option("--model-id", o->http.model_id, "Model id in /v1/models")->capture_default_str();
   sub->add_option("-t,--threads", o->threads, "CPU threads (0: all)");
   sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");

@@ -40,18 +40,35 @@ std::optional<std::vector<int32_t>> extend_by_text(const tokenizer::Tokenizer& t
     }
   }
   const chat::Segments p = merged(prompt);
-  if (hist.size() > p.size()) return std::nullopt;
-  for (size_t i = 0; i + 1 < hist.size(); ++i)
-    if (!(hist[i] == p[i])) return std::nullopt;
-  const size_t last = hist.size() - 1;
+  const size_t hn = hist.size();
+  size_t hi = 0, pi = 0;
+  for (;;) {
+    if (pi >= p.size()) return std::nullopt;
+    // Hidden reasoning (reference-behavior §4.9 "thinking visible-prefix"):
+    // the slot holds <think>R</think> where the client, who never sees R
+    // again, renders a bare </think>. The slot's state, reasoning included,
+    // continues the conversation.
+    if (hist[hi].kind == Kind::Special && hist[hi].text == chat::kThinkOpen && p[pi].kind == Kind::Special &&
+        p[pi].text == chat::kThinkClose) {
+      size_t j = hi + 1;
+      if (j < hn && hist[j].kind == Kind::Text) ++j;
+      if (j >= hn || !(hist[j].kind == Kind::Special && hist[j].text == chat::kThinkClose)) return std::nullopt;
+      hi = j;
+    }
+    if (hi == hn - 1) break;
+    if (!(hist[hi] == p[pi])) return std::nullopt;
+    ++hi;
+    ++pi;
+  }
+  const size_t last = hi;
   std::string rest_text;
-  size_t next = last + 1;
+  size_t next = pi + 1;
   if (hist[last].kind == Kind::Special) {
-    if (!(hist[last] == p[last])) return std::nullopt;
+    if (!(hist[last] == p[pi])) return std::nullopt;
   } else {
-    if (p[last].kind != Kind::Text || p[last].text.compare(0, hist[last].text.size(), hist[last].text) != 0)
+    if (p[pi].kind != Kind::Text || p[pi].text.compare(0, hist[last].text.size(), hist[last].text) != 0)
       return std::nullopt;
-    rest_text = p[last].text.substr(hist[last].text.size());
+    rest_text = p[pi].text.substr(hist[last].text.size());
   }
   std::vector<int32_t> out(history.begin(), history.end());
   const size_t before = out.size();

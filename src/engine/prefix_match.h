@@ -5,6 +5,11 @@
 // BPE gives when the client sends that reply back. Then the slot's tokens are
 // kept and only the rest of the prompt is tokenized.
 //
+// A history holding <think>reasoning</think> where the prompt has a bare
+// </think> (clients do not send old reasoning back) matches too: the slot's
+// state keeps the reasoning, as the reference server's thinking continuation
+// does (reference-behavior §4.9).
+//
 // Control tokens must line up with the prompt's special segments: a history
 // whose control token sits where the prompt has the same spelling as plain
 // user text does not match (user text never becomes control tokens).

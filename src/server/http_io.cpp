@@ -1,8 +1,16 @@
 #include "server/http_io.h"
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 
 namespace ds4::server {
+
+namespace {
+std::atomic<double> g_keepalive{kKeepaliveSeconds};
+}  // namespace
+
+void set_keepalive_seconds(double s) { g_keepalive.store(s); }
 
 std::string dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
@@ -42,11 +50,12 @@ void stream_turn(httplib::Response& res, std::shared_ptr<TurnStream> stream, std
         while (!stream->done()) {
           // Events that write nothing (prefill progress) do not count as
           // activity: the client needs bytes to know the server is alive.
-          if (std::chrono::duration<double>(Clock::now() - last_write).count() >= kKeepaliveSeconds) {
+          if (std::chrono::duration<double>(Clock::now() - last_write).count() >= g_keepalive.load()) {
             if (!w.comment("prefill")) break;
             last_write = Clock::now();
           }
-          auto ev = stream->next(std::chrono::milliseconds(250));
+          auto ev = stream->next(std::chrono::milliseconds(std::clamp<int64_t>(
+              static_cast<int64_t>(g_keepalive.load() * 250.0), 10, 250)));
           if (!ev) {
             continue;
           }

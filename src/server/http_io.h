@@ -51,6 +51,8 @@ using StreamHandler = std::function<bool(SseWriter&, const TurnEvent&)>;
 // long prefill) a comment line keeps the connection alive (§3.14). A client
 // that goes away cancels the turn, freeing its slot within one step.
 inline constexpr double kKeepaliveSeconds = 5.0;
+// The period actually used (--sse-keepalive; kKeepaliveSeconds by default).
+void set_keepalive_seconds(double s);
 void stream_turn(httplib::Response& res, std::shared_ptr<TurnStream> stream,
                  std::function<bool(SseWriter&)> begin, StreamHandler on_event);
 

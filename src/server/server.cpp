@@ -68,6 +68,7 @@ std::vector<int32_t> encode_script(const tokenizer::Tokenizer& tok, std::string_
 }
 
 void serve(engine::Scheduler& sched, const RunnerOptions& runner_opt, const ServerOptions& opt) {
+  set_keepalive_seconds(opt.keepalive_seconds);
   TurnRunner runner(sched, runner_opt);
   Metrics metrics;
   ServerContext ctx{opt, sched, runner, metrics};

@@ -17,6 +17,7 @@ struct ServerOptions {
   bool cors = false;
   std::string model_id = "deepseek-v4-flash";
   std::string model_name = "DeepSeek V4 Flash";
+  double keepalive_seconds = 5.0;  // SSE comment while nothing else was written (reference-behavior §3.14)
 };
 
 // Serves until SIGINT/SIGTERM. Throws ds4::Error when the address cannot be bound.

@@ -392,6 +392,25 @@ def test_tool_calls_sent_back_replay_exactly(start_server, tmp_path):
     assert r3.usage.prompt_tokens != r2.usage.prompt_tokens
 
 
+def test_thinking_answer_sent_back_without_reasoning_is_reused(start_server, tmp_path):
+    """Clients drop old reasoning; the slot still holds it. The conversation
+    continues on that state (§4.9 thinking visible-prefix) instead of a cold
+    prefill."""
+    script = tmp_path / "think.txt"
+    script.write_text("Two and two.</think>The answer is four.", encoding="utf-8")
+    s = start_server("--test-script", str(script), parallel=1, ctx=4096)
+    c = client(s)
+    msgs = [{"role": "user", "content": "What is 2+2?"}]
+    r1 = c.chat.completions.create(model="m", messages=msgs)
+    m = r1.choices[0].message
+    assert m.reasoning_content == "Two and two." and m.content == "The answer is four."
+    assert r1.choices[0].finish_reason == "stop"
+    msgs += [{"role": "assistant", "content": m.content}, {"role": "user", "content": "And 3+3?"}]
+    r2 = c.chat.completions.create(model="m", messages=msgs)
+    # The scripted reply ended in EOS, so every one of its tokens was fed.
+    assert r2.usage.prompt_tokens_details.cached_tokens == r1.usage.prompt_tokens + r1.usage.completion_tokens
+
+
 # ---- many clients ------------------------------------------------------------------
 
 def test_concurrent_streams_are_batched_and_equal_sequential(start_server):
@@ -456,9 +475,9 @@ def test_disconnect_frees_the_slot(start_server):
 
 
 def test_keepalive_during_long_prefill(start_server):
-    # One prompt token per step makes an 8000-token prefill last well over the
-    # 5 s keepalive period on the demo model.
-    s = start_server("--batch-tokens", "1", parallel=1, ctx=16384)
+    # One prompt token per step makes an 8000-token prefill last seconds on the
+    # demo model, far over a 0.2 s keepalive period.
+    s = start_server("--batch-tokens", "1", "--sse-keepalive", "0.2", parallel=1, ctx=16384)
     r = requests.post(s.url + "/v1/chat/completions", stream=True, timeout=120, json={
         "messages": [{"role": "user", "content": "word " * 8000}], "max_tokens": 2, "stream": True,
         "think": False})

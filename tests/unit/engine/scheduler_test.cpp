@@ -369,3 +369,38 @@ TEST_F(SchedulerTest, HistorySpellingThePromptInOtherTokensIsReused) {
 
 }  // namespace
 }  // namespace ds4::engine
+
+namespace ds4::engine {
+namespace {
+
+TEST_F(SchedulerTest, HiddenReasoningStillMatchesABareThinkClose) {
+  const auto& tok = oracle_->tokenizer();
+  using K = chat::Segment::Kind;
+  auto sp = [](std::string_view s) { return chat::Segment{K::Special, std::string(s)}; };
+  auto tx = [](std::string s) { return chat::Segment{K::Text, std::move(s)}; };
+  // The slot: a thinking turn, its reasoning and the start of its answer.
+  const chat::Segments held = {sp(chat::kBos), sp(chat::kUser), tx("Hi"), sp(chat::kAssistant), sp(chat::kThinkOpen),
+                               tx("Let me think."), sp(chat::kThinkClose), tx("Hello")};
+  const auto history = encode_segments(*oracle_, held);
+  // The client sends the answer back without the reasoning.
+  const chat::Segments next = {sp(chat::kBos), sp(chat::kUser), tx("Hi"), sp(chat::kAssistant), sp(chat::kThinkClose),
+                               tx("Hello there"), sp(chat::kEos), sp(chat::kUser), tx("More"), sp(chat::kAssistant),
+                               sp(chat::kThinkOpen)};
+  auto e = extend_by_text(tok, history, next);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_TRUE(std::equal(history.begin(), history.end(), e->begin()));
+  const std::vector<int32_t> rest(e->begin() + static_cast<std::ptrdiff_t>(history.size()), e->end());
+  EXPECT_EQ(tok.decode(rest), std::string(" there") + std::string(chat::kEos) + std::string(chat::kUser) + "More" +
+                                  std::string(chat::kAssistant) + std::string(chat::kThinkOpen));
+  // The same with an empty reasoning.
+  chat::Segments held2 = held;
+  held2.erase(held2.begin() + 5);
+  EXPECT_TRUE(extend_by_text(tok, encode_segments(*oracle_, held2), next).has_value());
+  // A history that stopped inside its reasoning cannot continue a bare </think>.
+  const chat::Segments cut = {sp(chat::kBos), sp(chat::kUser), tx("Hi"), sp(chat::kAssistant), sp(chat::kThinkOpen),
+                              tx("Let me")};
+  EXPECT_FALSE(extend_by_text(tok, encode_segments(*oracle_, cut), next).has_value());
+}
+
+}  // namespace
+}  // namespace ds4::engine
