@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/steering_flags.h"
 #include "engine/scheduler.h"
 #include "server/server.h"
 #include "util/error.h"
@@ -21,6 +22,7 @@ struct ServeOptions {
   server::ServerOptions http;
   int64_t ctx = 32768, tokens = 393216, batch_tokens = 512;
   int parallel = 4, queue = 64, threads = 0;
+  SteeringFlags steering;
 };
 
 // Path of the cached demo model, built on first use by scripts/demo-model.
@@ -68,6 +70,7 @@ void run_serve(ServeOptions o) {
   eo.backend = o.backend;
   eo.threads = o.threads;
   eo.numerics = backend::parse_numerics(o.numerics);
+  apply_steering_flags(o.steering, eo);
   auto eng = std::make_unique<engine::Engine>(eo);
   const auto mem = eng->backend().session_memory(backend::SessionOptions{eng->numerics(), o.ctx});
   log::info("ds4 serve: each slot's session takes {:.1f} MiB at {} tokens of context ({} slots: {:.1f} MiB when all are used)",
@@ -113,6 +116,7 @@ Registration reg("serve", 20, [](CLI::App& app) {
   sub->add_option("-t,--threads", o->threads, "CPU threads (0: all)");
   sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");
   sub->add_option("--numerics", o->numerics, "faithful (default) or exact");
+  add_steering_flags(sub, o->steering);
   sub->add_option("--test-script", o->test_script,
                   "TEST HOOK: every reply is forced to spell this file's text (the forward still runs); for tests only");
   sub->callback([o] { run_serve(*o); });

@@ -43,6 +43,7 @@ struct Scheduler::Job {
 struct Scheduler::Slot {
   std::unique_ptr<backend::SessionState> state;
   std::vector<int32_t> history;  // the tokens `state` holds, in order
+  backend::Steering steer;       // the steering `history` was computed with
   uint64_t last_used = 0;
 
   std::unique_ptr<Job> job;  // null: idle
@@ -183,7 +184,7 @@ bool Scheduler::step() {
       Slot& s = *sp;
       if (s.job) continue;
       if (!lru || s.last_used < lru->last_used) lru = &s;
-      if (s.state && !s.history.empty() && s.history.size() < prompt.size() &&
+      if (s.state && !s.history.empty() && s.history.size() < prompt.size() && s.steer == waiting_.front()->req.steering &&
           std::equal(s.history.begin(), s.history.end(), prompt.begin()) &&
           (!best || s.history.size() > best->history.size()))
         best = &s;
@@ -194,7 +195,9 @@ bool Scheduler::step() {
       std::optional<std::vector<int32_t>> extended;
       for (auto& sp : slots_) {
         Slot& s = *sp;
-        if (s.job || !s.state || s.history.empty() || (best && s.history.size() <= best->history.size())) continue;
+        if (s.job || !s.state || s.history.empty() || (best && s.history.size() <= best->history.size()) ||
+            !(s.steer == waiting_.front()->req.steering))
+          continue;
         auto e = extend_by_text(engine_->tokenizer(), s.history, *waiting_.front()->req.segments);
         if (e && static_cast<int64_t>(e->size()) < opt_.ctx_size) {
           best = &s;
@@ -217,6 +220,7 @@ bool Scheduler::step() {
       }
     }
     const GenRequest& r = s.job->req;
+    s.steer = r.steering;
     s.cached = static_cast<int64_t>(s.history.size());
     s.prefill_pos = s.history.size();
     s.unfed.reset();
@@ -245,7 +249,8 @@ bool Scheduler::step() {
     Slot& s = *slots_[i];
     if (!s.job || !s.unfed) continue;
     decode_tokens[i] = *s.unfed;
-    batch.push_back({s.state.get(), std::span<const int32_t>(&decode_tokens[i], 1), backend::Logits::last, s.logits});
+    batch.push_back(
+        {s.state.get(), std::span<const int32_t>(&decode_tokens[i], 1), backend::Logits::last, s.logits, s.steer});
     owners.push_back(&s);
     ++n_decode;
   }
@@ -263,7 +268,7 @@ bool Scheduler::step() {
     const bool last = s->prefill_pos + static_cast<size_t>(n) == prompt.size();
     batch.push_back({s->state.get(), std::span<const int32_t>(prompt).subspan(s->prefill_pos, static_cast<size_t>(n)),
                      last ? backend::Logits::last : backend::Logits::none,
-                     last ? std::span<float>(s->logits) : std::span<float>()});
+                     last ? std::span<float>(s->logits) : std::span<float>(), s->steer});
     owners.push_back(s);
     budget -= n;
     n_prefill += n;

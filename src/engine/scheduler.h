@@ -104,6 +104,9 @@ struct GenRequest {
   // history spells the prompt's start in other tokens be reused
   // (engine/prefix_match.h).
   std::shared_ptr<const chat::Segments> segments;
+  // Directional steering scales of this request (docs/steering.md). A slot's
+  // state is reused only by requests with the scales it was computed with.
+  backend::Steering steering;
   std::shared_ptr<RequestSink> sink;
 };
 
@@ -159,6 +162,10 @@ class Scheduler {
   const tokenizer::Tokenizer& tokenizer() const { return engine_->tokenizer(); }
   const SpecialIds& specials() const { return engine_->specials(); }
   const model::ModelConfig& config() const { return engine_->model().config; }
+  // Steering every request gets unless it asks for its own, and whether
+  // directions are loaded at all (a request's scales need them).
+  const backend::Steering& default_steering() const { return engine_->default_steering(); }
+  bool has_steering() const { return engine_->backend().steering() != nullptr; }
   const SchedulerOptions& options() const { return opt_; }
   SchedulerStats stats() const;
   // Stops accepting, cancels everything, joins the thread. Idempotent.

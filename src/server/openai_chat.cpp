@@ -192,7 +192,8 @@ void handle(const httplib::Request& req, httplib::Response& res, ServerContext& 
                {"model", r.model},
                {"choices", Json::array({choice})},
                {"usage", usage_json(done.usage)},
-               {"timings", timings_json(done.usage)}});
+               {"timings", timings_json(done.usage)},
+               {"ds4_steering", steering_json(done.usage)}});
     return;
   }
 
@@ -249,7 +250,8 @@ void handle(const httplib::Request& req, httplib::Response& res, ServerContext& 
             if (!w.data(chunk(Json::object(), finish_reason(e.finish)))) return false;
             if (include_usage) {
               Json u = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model},
-                        {"choices", Json::array()}, {"usage", usage_json(e.usage)}, {"timings", timings_json(e.usage)}};
+                        {"choices", Json::array()}, {"usage", usage_json(e.usage)}, {"timings", timings_json(e.usage)},
+                        {"ds4_steering", steering_json(e.usage)}};
               if (!w.data(u)) return false;
             }
             return w.raw("data: [DONE]\n\n");

@@ -1,13 +1,30 @@
 #include "server/openai_common.h"
 
 #include <atomic>
+#include <cmath>
 #include <chrono>
 
 #include <fmt/format.h>
 
 namespace ds4::server {
 
+void read_steering(const Json& body, Turn& t) {
+  const Json* v = get_object(body, "ds4_steering", "");
+  if (!v) return;
+  backend::Steering s;
+  for (auto [key, dst] : {std::pair{"ffn", &s.ffn}, std::pair{"attn", &s.attn}}) {
+    if (auto x = get_number(*v, key, "ds4_steering")) {
+      if (!std::isfinite(*x) || std::fabs(*x) > 100)
+        throw ApiError(400, fmt::format("invalid JSON request: field 'ds4_steering.{}' must be a number in [-100, 100]", key),
+                       "ds4_steering");
+      *dst = static_cast<float>(*x);
+    }
+  }
+  t.steering = s;
+}
+
 void read_sampling(const Json& body, Turn& t) {
+  read_steering(body, t);
   if (auto v = get_number(body, "temperature", "")) {
     if (*v < 0 || *v > 100) throw ApiError(400, "invalid JSON request: field 'temperature' must be in [0, 100]", "temperature");
     t.sampling.temperature = static_cast<float>(*v);
@@ -114,6 +131,11 @@ std::string finish_reason(TurnFinish f) {
     case TurnFinish::cancelled: return "error";
   }
   return "error";
+}
+
+Json steering_json(const TurnUsage& u) {
+  if (!u.steering.active()) return nullptr;
+  return {{"ffn", u.steering.ffn}, {"attn", u.steering.attn}};
 }
 
 Json usage_json(const TurnUsage& u) {

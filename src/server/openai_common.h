@@ -10,7 +10,11 @@
 namespace ds4::server {
 
 // temperature, top_p, min_p, top_k, seed.
+// Also reads the `ds4_steering` extension ({"ffn": S, "attn": S}).
 void read_sampling(const Json& body, Turn& t);
+void read_steering(const Json& body, Turn& t);
+// {"ffn": S, "attn": S} when the turn ran steered, else null.
+Json steering_json(const TurnUsage& u);
 // thinking / think / reasoning_effort and the deepseek-chat / -reasoner aliases.
 void read_thinking(const Json& body, Turn& t);
 // stop: a string or an array of strings (empty strings ignored).

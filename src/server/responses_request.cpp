@@ -297,6 +297,7 @@ ResponsesRequest read_responses_request(const Json& body, const std::string& def
     r.turn.tools_active = c != "none";
   }
   read_reasoning(body, r);
+  read_steering(body, r.turn);
   constexpr int64_t kBig = int64_t{1} << 53;
   if (auto v = get_int(body, "max_tokens", "", -kBig, kBig)) r.turn.max_tokens = *v;
   if (auto v = get_int(body, "max_output_tokens", "", -kBig, kBig)) r.turn.max_tokens = *v;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "chat/chat.h"
 #include "engine/sampler.h"
 
@@ -31,6 +32,8 @@ struct Turn {
   std::vector<std::string> stop;
   int top_logprobs = -1;  // < 0: no logprobs
   chat::IdStyle id_style = chat::IdStyle::OpenAI;
+  // `ds4_steering` (docs/steering.md): absent, the server's own scales.
+  std::optional<backend::Steering> steering;
 };
 
 // A turn after rendering and tokenizing (done on the HTTP thread, so errors
@@ -41,6 +44,7 @@ struct PreparedTurn {
   bool thinking = false;  // the prompt ends with <think>
   bool parse_tools = false;
   int64_t max_tokens = 0;
+  backend::Steering steering;  // the request's, else the server's
 };
 
 // Why a turn ended, in API-neutral words (reference-behavior §3.12).
@@ -51,6 +55,7 @@ struct TurnUsage {
   int64_t cached_tokens = 0;
   int64_t completion_tokens = 0;
   double prefill_seconds = 0, decode_seconds = 0, ttft_seconds = 0;
+  backend::Steering steering;  // the scales the turn ran with (reported when non-zero)
 };
 
 struct TokenAlt {

@@ -31,7 +31,8 @@ class TurnSink : public engine::RequestSink {
         tok_(tok),
         raw_(t.kind == Turn::Kind::Completion),
         logprobs_(t.top_logprobs >= 0),
-        tools_(p.parse_tools) {
+        tools_(p.parse_tools),
+        steering_(p.steering) {
     if (!raw_) parser_.emplace(chat::StreamOptions{p.thinking, p.parse_tools}, chat::IdGenerator(t.id_style));
     if (tools_) greedy_.emplace(p.thinking);
   }
@@ -62,6 +63,7 @@ class TurnSink : public engine::RequestSink {
     TurnEvent done;
     done.kind = TurnEvent::Kind::Done;
     done.usage = usage_of(f.usage);
+    done.usage.steering = steering_;
     if (parser_) {
       for (auto& ev : parser_->finish()) push_stream(std::move(ev));
       done.parsed = parser_->result();
@@ -131,6 +133,7 @@ class TurnSink : public engine::RequestSink {
   std::optional<chat::StreamParser> parser_;
   std::optional<DsmlGreedyTracker> greedy_;  // with tools: DSML structure sampled greedily
   std::string raw_text_;
+  backend::Steering steering_;
 };
 
 }  // namespace
@@ -183,6 +186,10 @@ PreparedTurn TurnRunner::prepare(const Turn& t, std::string_view param) const {
     e.extra = {{"n_prompt_tokens", n}, {"n_ctx", ctx}};
     throw e;
   }
+  p.steering = t.steering.value_or(sched_.default_steering());
+  if (p.steering.active() && !sched_.has_steering())
+    throw ApiError(400, "invalid JSON request: 'ds4_steering' needs the server started with --dir-steering-file",
+                   "ds4_steering");
   const int64_t asked = t.max_tokens ? std::max<int64_t>(0, *t.max_tokens) : opt_.default_max_tokens;
   p.max_tokens = std::min(asked, ctx - n);
   return p;
@@ -200,6 +207,7 @@ std::unique_ptr<TurnStream> TurnRunner::start(const Turn& t, const PreparedTurn&
   r.top_logprobs = t.top_logprobs;
   r.forced = opt_.scripted_reply;
   r.segments = p.segments;
+  r.steering = p.steering;
   r.sink = std::make_shared<TurnSink>(q, sched_.tokenizer(), t, p, tools_);
   std::shared_ptr<engine::RequestHandle> h;
   try {
