@@ -18,6 +18,8 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/engine_options.h"
+#include "cli/read_file.h"
 #include "cli/steering_flags.h"
 #include "engine/generate.h"
 #include "engine/prompt.h"
@@ -35,13 +37,6 @@ struct BenchOpts {
   SteeringFlags steering;
 };
 
-std::string slurp(const std::string& path, std::string_view flag) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("{} {}: cannot open for reading", flag, path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // Weight bytes one decode step reads: every tensor once, except that only
 // n_expert_used of the routed experts run and the embedding is one row.
@@ -110,12 +105,7 @@ void run(const BenchOpts& o) {
   if (alloc <= o.ctx_max + o.gen_tokens)
     fail("invalid value for --ctx-alloc: {} (must exceed ctx-max + gen-tokens = {})", alloc, o.ctx_max + o.gen_tokens);
 
-  engine::EngineOptions eo;
-  eo.model_path = o.model;
-  eo.backend = o.backend;
-  eo.threads = o.threads;
-  eo.numerics = backend::parse_numerics(o.numerics);
-  apply_steering_flags(o.steering, eo);
+  const engine::EngineOptions eo = engine_options(o.model, o.backend, o.threads, o.numerics, &o.steering);
   std::FILE* out = stdout;
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> csv_file(nullptr, &std::fclose);
   if (!o.csv.empty()) {
@@ -123,7 +113,7 @@ void run(const BenchOpts& o) {
     if (!csv_file) fail("--csv {}: cannot open for writing", o.csv);
     out = csv_file.get();
   }
-  const std::string text = slurp(o.prompt_file.empty() ? o.chat_prompt_file : o.prompt_file,
+  const std::string text = read_file(o.prompt_file.empty() ? o.chat_prompt_file : o.prompt_file,
                                  o.prompt_file.empty() ? "--chat-prompt-file" : "--prompt-file");
   engine::Engine e(eo);
   const std::vector<int32_t> toks = o.prompt_file.empty()

@@ -13,6 +13,8 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/engine_options.h"
+#include "cli/read_file.h"
 #include "cli/progress.h"
 #include "cli/repl.h"
 #include "cli/session_file.h"
@@ -22,14 +24,6 @@
 namespace ds4::cli {
 namespace {
 
-std::string read_file(const std::string& path, std::string_view flag) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("{} {}: cannot open for reading", flag, path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) fail("{} {}: read error", flag, path);
-  return ss.str();
-}
 
 void check_range(std::string_view flag, double v, double lo, double hi) {
   if (!std::isfinite(v) || v < lo || v > hi) fail("invalid value for {}: {} (must be in [{}, {}])", flag, v, lo, hi);
@@ -187,13 +181,7 @@ void run(RunOptions& o, const CLI::App& sub, const SessionFileFlags& sf) {
   check_session_file_flags(sf);
   std::string prompt = o.prompt;
   if (!o.prompt_file.empty()) prompt = read_file(o.prompt_file, "--prompt-file");
-  engine::EngineOptions eo;
-  eo.model_path = o.model;
-  eo.backend = o.backend;
-  eo.threads = o.threads;
-  eo.numerics = backend::parse_numerics(o.numerics);
-  apply_steering_flags(o.steering, eo);
-  engine::Engine e(eo);
+  engine::Engine e(engine_options(o.model, o.backend, o.threads, o.numerics, &o.steering));
   if (o.dump_tokens) return dump_tokens(e, prompt);
   note_random_weights(e, o.model);
   const bool have_prompt = !o.prompt.empty() || !o.prompt_file.empty();

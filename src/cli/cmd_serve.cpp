@@ -8,6 +8,8 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/engine_options.h"
+#include "cli/read_file.h"
 #include "cli/steering_flags.h"
 #include "engine/scheduler.h"
 #include "server/server.h"
@@ -45,13 +47,6 @@ std::string demo_model_path() {
   return out;
 }
 
-std::string read_text_file(const std::string& path, std::string_view flag) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("{} {}: cannot open for reading", flag, path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 void run_serve(ServeOptions o) {
   if (o.ctx < 2) fail("invalid value for --ctx: {} (must be >= 2)", o.ctx);
@@ -65,13 +60,7 @@ void run_serve(ServeOptions o) {
     fail("invalid value for --sse-keepalive: {} (must be in [0.05, 3600] seconds)", o.http.keepalive_seconds);
   if (o.model.empty()) o.model = demo_model_path();
 
-  engine::EngineOptions eo;
-  eo.model_path = o.model;
-  eo.backend = o.backend;
-  eo.threads = o.threads;
-  eo.numerics = backend::parse_numerics(o.numerics);
-  apply_steering_flags(o.steering, eo);
-  auto eng = std::make_unique<engine::Engine>(eo);
+  auto eng = std::make_unique<engine::Engine>(engine_options(o.model, o.backend, o.threads, o.numerics, &o.steering));
   const auto mem = eng->backend().session_memory(backend::SessionOptions{eng->numerics(), o.ctx});
   log::info("ds4 serve: each slot's session takes {:.1f} MiB at {} tokens of context ({} slots: {:.1f} MiB when all are used)",
             static_cast<double>(mem.total()) / 1048576.0, o.ctx, o.parallel,
@@ -86,7 +75,7 @@ void run_serve(ServeOptions o) {
   server::RunnerOptions ro;
   ro.default_max_tokens = o.tokens;
   if (!o.test_script.empty()) {
-    ro.scripted_reply = server::encode_script(sched.tokenizer(), read_text_file(o.test_script, "--test-script"));
+    ro.scripted_reply = server::encode_script(sched.tokenizer(), read_file(o.test_script, "--test-script"));
     log::warn("ds4 serve: --test-script: every reply is the {} tokens of {} (test hook)", ro.scripted_reply.size(),
               o.test_script);
   }

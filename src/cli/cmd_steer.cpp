@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/engine_options.h"
 #include "cli/steering_flags.h"
 #include "engine/steering_build.h"
 #include "util/error.h"
@@ -31,15 +32,6 @@ backend::Component parse_component(const std::string& s) {
   fail("invalid value for --component: '{}' (expected ffn or attn)", s);
 }
 
-engine::EngineOptions engine_options(const SteerOpts& o) {
-  engine::EngineOptions eo;
-  eo.model_path = o.model;
-  eo.backend = o.backend;
-  eo.threads = o.threads;
-  eo.numerics = backend::parse_numerics(o.numerics);
-  return eo;
-}
-
 void write_floats(const std::string& path, const std::vector<float>& a, const std::vector<float>& b) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "wb"), &std::fclose);
   if (!f) fail("{}: cannot open for writing", path);
@@ -49,9 +41,7 @@ void write_floats(const std::string& path, const std::vector<float>& a, const st
 }
 
 void capture(const SteerOpts& o) {
-  engine::EngineOptions eo = engine_options(o);
-  apply_steering_flags(o.steering, eo);
-  const engine::Engine e(eo);
+  const engine::Engine e(engine_options(o.model, o.backend, o.threads, o.numerics, &o.steering));
   engine::CaptureOptions co{parse_component(o.component), o.think, o.system};
   const backend::Capture cap = engine::capture_prompt(e, o.prompt, co, e.default_steering());
   write_floats(o.out, cap.pre, cap.post);
@@ -60,7 +50,7 @@ void capture(const SteerOpts& o) {
 }
 
 void build(const SteerOpts& o) {
-  const engine::Engine e(engine_options(o));
+  const engine::Engine e(engine_options(o.model, o.backend, o.threads, o.numerics));
   const auto& c = e.model().config;
   engine::CaptureOptions co{parse_component(o.component), o.think, o.system};
   const bool tty = ::isatty(2) != 0;

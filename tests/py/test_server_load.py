@@ -42,6 +42,8 @@ def one_round(url, rnd, errors, finished):
             chunks = [json.loads(e) for e in events[:-1]]
             assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
             assert all(c["id"] == chunks[0]["id"] for c in chunks)
+            finals = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0].get("finish_reason")]
+            assert finals in (["stop"], ["length"]), finals
             assert chunks[-1]["usage"]["completion_tokens"] >= 1
             finished.append((rnd, i))
         except Exception as e:  # noqa: BLE001

@@ -12,32 +12,16 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "model/synth.h"
+#include "engine_test_util.h"
 #include "util/error.h"
 
 namespace ds4::backend {
 namespace {
 
-namespace fs = std::filesystem;
+using engine::test::tiny_model;
 
-std::shared_ptr<model::Model> tiny(const std::string& recipe) {
-  const fs::path path =
-      fs::temp_directory_path() / ("ds4_batch_test_" + recipe + "_" + std::to_string(::getpid()) + ".gguf");
-  model::SynthOptions so;
-  so.shape = "tiny";  // sliding, CSA (with indexer) and HCA layers
-  so.recipe = recipe;
-  so.output = path.string();
-  model::synth(so);
-  auto m = model::Model::load(path.string());
-  fs::remove(path);  // the mapping stays valid
-  return m;
-}
-
-std::vector<int32_t> seq(int n, int salt) {
-  std::vector<int32_t> t;
-  for (int i = 0; i < n; ++i) t.push_back((i * 37 + salt * 101 + 5) % 500);
-  return t;
-}
+// Token sequences: equal salts share prefixes.
+std::vector<int32_t> seq(int n, int salt) { return engine::test::toks(n, salt); }
 
 // A sequence of the test: how much it prefilled before, what it feeds in the
 // batch, which logits it wants, in which numerics.
@@ -51,7 +35,7 @@ struct Case {
 class BatchForward : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(BatchForward, EqualsEachSequenceAlone) {
-  auto m = tiny(GetParam());
+  auto m = tiny_model(GetParam());
   auto be = make_backend("cpu", m, {2});
   const size_t V = m->config.n_vocab;
   const std::vector<Case> cases = {
@@ -95,7 +79,7 @@ TEST_P(BatchForward, EqualsEachSequenceAlone) {
 }
 
 TEST_P(BatchForward, DecodeStepsTogetherEqualAlone) {
-  auto m = tiny(GetParam());
+  auto m = tiny_model(GetParam());
   auto be = make_backend("cpu", m, {2});
   const size_t V = m->config.n_vocab;
   constexpr int B = 4, steps = 12;
@@ -124,7 +108,7 @@ TEST_P(BatchForward, DecodeStepsTogetherEqualAlone) {
 INSTANTIATE_TEST_SUITE_P(Recipes, BatchForward, ::testing::Values("f32", "ds4-q2"));
 
 TEST(BatchValidation, BadBatchIsRefusedWholeBeforeAnyStateChanges) {
-  auto m = tiny("f32");
+  auto m = tiny_model("f32");
   auto be = make_backend("cpu", m, {1});
   const size_t V = m->config.n_vocab;
   auto a = be->new_session({NumericsMode::exact, 16});
@@ -155,7 +139,7 @@ TEST(BatchValidation, BadBatchIsRefusedWholeBeforeAnyStateChanges) {
 }
 
 TEST(SessionMemory, KnownUpFrontAndGrowsWithContext) {
-  auto m = tiny("f32");
+  auto m = tiny_model("f32");
   auto be = make_backend("cpu", m, {1});
   const SessionMemory small = be->session_memory({NumericsMode::exact, 1024});
   const SessionMemory big = be->session_memory({NumericsMode::exact, 8192});

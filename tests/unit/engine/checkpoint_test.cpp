@@ -12,7 +12,7 @@
 #include <cstring>
 #include <fstream>
 
-#include "cache_test_util.h"
+#include "engine_test_util.h"
 #include "util/error.h"
 
 namespace ds4::engine {

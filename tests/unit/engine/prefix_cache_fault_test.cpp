@@ -12,7 +12,7 @@
 #include <random>
 #include <thread>
 
-#include "cache_test_util.h"
+#include "engine_test_util.h"
 #include "engine/prefix_cache.h"
 
 namespace ds4::engine {

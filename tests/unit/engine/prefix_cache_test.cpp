@@ -10,7 +10,7 @@
 #include <fstream>
 #include <thread>
 
-#include "cache_test_util.h"
+#include "engine_test_util.h"
 #include "util/error.h"
 
 namespace ds4::engine {

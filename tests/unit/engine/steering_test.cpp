@@ -12,25 +12,13 @@
 
 #include "backend/backend.h"
 #include "model/steering.h"
-#include "model/synth.h"
+#include "engine_test_util.h"
 #include "util/error.h"
 
 namespace ds4::backend {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::shared_ptr<model::Model> tiny() {
-  const fs::path path = fs::temp_directory_path() / ("ds4_steer_test_" + std::to_string(::getpid()) + ".gguf");
-  model::SynthOptions so;
-  so.shape = "tiny";
-  so.recipe = "f32";
-  so.output = path.string();
-  model::synth(so);
-  auto m = model::Model::load(path.string());
-  fs::remove(path);
-  return m;
-}
 
 std::shared_ptr<model::SteeringVectors> random_dirs(const model::ModelConfig& c, uint32_t seed) {
   auto v = std::make_shared<model::SteeringVectors>();
@@ -47,11 +35,7 @@ std::shared_ptr<model::SteeringVectors> random_dirs(const model::ModelConfig& c,
   return v;
 }
 
-std::vector<int32_t> toks(int n, int salt) {
-  std::vector<int32_t> t;
-  for (int i = 0; i < n; ++i) t.push_back((i * 31 + salt * 7 + 3) % 500);
-  return t;
-}
+using engine::test::toks;
 
 std::vector<float> run_alone(const Backend& be, const std::vector<int32_t>& t, Steering s) {
   auto st = be.new_session({NumericsMode::faithful, 64});
@@ -62,7 +46,7 @@ std::vector<float> run_alone(const Backend& be, const std::vector<int32_t>& t, S
 }
 
 TEST(Steering, ZeroScalesAreTheUnsteeredPathBitForBit) {
-  auto m = tiny();
+  auto m = engine::test::tiny_model();
   auto plain = make_backend("cpu", m, {2});
   auto steered = make_backend("cpu", m, {2});
   steered->set_steering(random_dirs(m->config, 1));
@@ -73,7 +57,7 @@ TEST(Steering, ZeroScalesAreTheUnsteeredPathBitForBit) {
 }
 
 TEST(Steering, BatchWithDifferentScalesEqualsEachAlone) {
-  auto m = tiny();
+  auto m = engine::test::tiny_model();
   auto be = make_backend("cpu", m, {2});
   be->set_steering(random_dirs(m->config, 2));
   const std::vector<Steering> scales = {{}, {0, 1.0f}, {-2.0f, 0}, {0.5f, 0.25f}};
@@ -93,7 +77,7 @@ TEST(Steering, BatchWithDifferentScalesEqualsEachAlone) {
 }
 
 TEST(Steering, CapturePostIsPreSteered) {
-  auto m = tiny();
+  auto m = engine::test::tiny_model();
   auto be = make_backend("cpu", m, {1});
   auto dirs = random_dirs(m->config, 3);
   be->set_steering(dirs);
@@ -121,7 +105,7 @@ TEST(Steering, CapturePostIsPreSteered) {
 }
 
 TEST(Steering, BadVectorsAndScalesAreRefused) {
-  auto m = tiny();
+  auto m = engine::test::tiny_model();
   auto be = make_backend("cpu", m, {1});
   const auto& c = m->config;
   const fs::path dir = fs::temp_directory_path() / ("ds4_steer_files_" + std::to_string(::getpid()));

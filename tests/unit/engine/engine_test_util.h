@@ -1,5 +1,5 @@
 #pragma once
-// Shared by the checkpoint and prefix cache tests: a tiny synthetic model
+// Shared by the engine tests (batch, steering, checkpoint, prefix cache): a tiny synthetic model
 // (sliding, CSA and HCA layers) on the CPU backend, token sequences, and a
 // scratch directory removed at the end.
 #include <unistd.h>
