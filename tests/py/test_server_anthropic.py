@@ -288,7 +288,15 @@ def test_errors_before_the_handler_are_anthropic_shaped(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
         s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: 100000000\r\n\r\n{")
-        head = s.recv(65536).decode("latin-1")
+        # The server answers with Connection: close; the head and body may come in
+        # separate segments, so read until it closes.
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head = data.decode("latin-1")
     assert head.startswith("HTTP/1.1 413"), head
     assert '"type":"error"' in head and '"request_too_large"' in head
 
