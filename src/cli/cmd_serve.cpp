@@ -7,6 +7,7 @@
 #include <memory>
 #include <sstream>
 
+#include "cli/cache_flags.h"
 #include "cli/commands.h"
 #include "cli/engine_options.h"
 #include "cli/read_file.h"
@@ -25,6 +26,7 @@ struct ServeOptions {
   int64_t ctx = 32768, tokens = 393216, batch_tokens = 512;
   int parallel = 4, queue = 64, threads = 0;
   SteeringFlags steering;
+  CacheFlags cache;
 };
 
 // Path of the cached demo model, built on first use by scripts/demo-model.
@@ -70,6 +72,15 @@ void run_serve(ServeOptions o) {
   so.ctx_size = o.ctx;
   so.batch_tokens = o.batch_tokens;
   so.max_queue = o.queue;
+  so.cache = make_prefix_cache(o.cache, *eng);
+  if (so.cache) {
+    const auto& co = so.cache->options();
+    log::info("ds4 serve: prefix cache: ram {} MiB, disk {} ({} MiB), checkpoints of >= {} tokens, block {} tokens",
+              co.ram_bytes >> 20, co.disk_dir.empty() ? "off" : co.disk_dir, co.disk_bytes >> 20, co.min_tokens,
+              co.block_tokens);
+  } else {
+    log::info("ds4 serve: prefix cache off (--cache-ram-mb 0 and no --kv-disk-dir): only live slots are reused");
+  }
   engine::Scheduler sched(std::move(eng), so);
 
   server::RunnerOptions ro;
@@ -106,6 +117,7 @@ Registration reg("serve", 20, [](CLI::App& app) {
   sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");
   sub->add_option("--numerics", o->numerics, "faithful (default) or exact");
   add_steering_flags(sub, o->steering);
+  add_cache_flags(sub, o->cache);
   sub->add_option("--test-script", o->test_script,
                   "TEST HOOK: every reply is forced to spell this file's text (the forward still runs); for tests only");
   sub->callback([o] { run_serve(*o); });

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <filesystem>
 #include <system_error>
+#include <utility>
 
 #include "util/error.h"
 #include "util/log.h"
@@ -198,6 +199,7 @@ void PrefixCache::scan_dir() {
         head.file_bytes = checkpoint_file_bytes(c);
         head.tokens = std::move(c.snapshot.tokens);
         head.reason = c.reason;
+        if (!c.extra.empty()) scanned_extras_.push_back(std::move(c.extra));
       } else {
         head = read_checkpoint_head(f.path, opt_.fingerprint);
       }
@@ -288,6 +290,27 @@ PrefixCache::Lookup PrefixCache::lookup(std::span<const int32_t> tokens, int64_t
 }
 
 bool PrefixCache::restore(const Handle& h, Session& session, std::string* extra, std::string* why) {
+  return restore_impl(h, [&](const Session::Snapshot& s) { session.restore(s); }, extra, why);
+}
+
+bool PrefixCache::restore(const Handle& h, backend::SessionState& state, std::vector<int32_t>* tokens,
+                          std::string* extra, std::string* why) {
+  return restore_impl(
+      h,
+      [&](const Session::Snapshot& s) {
+        state.load(s.state);
+        if (tokens) *tokens = s.tokens;
+      },
+      extra, why);
+}
+
+std::vector<std::string> PrefixCache::take_scanned_extras() {
+  std::lock_guard lk(mu_);
+  return std::exchange(scanned_extras_, {});
+}
+
+bool PrefixCache::restore_impl(const Handle& h, const std::function<void(const Session::Snapshot&)>& load,
+                               std::string* extra, std::string* why) {
   auto say = [&](std::string s) {
     if (why) *why = std::move(s);
     return false;
@@ -323,7 +346,7 @@ bool PrefixCache::restore(const Handle& h, Session& session, std::string* extra,
     }
   }
   try {
-    session.restore(data->snapshot);
+    load(data->snapshot);
   } catch (const Error& e) {
     std::lock_guard lk(mu_);
     ++st_.restore_failures;
@@ -421,10 +444,21 @@ void PrefixCache::fit_disk(uint64_t protect) {
 }
 
 PrefixCache::StoreResult PrefixCache::store(const Session& session, SaveReason reason, std::string extra) {
+  return store_impl(session.tokens(), session.position(), [&] { return session.state_bytes(); }, reason,
+                    std::move(extra));
+}
+
+PrefixCache::StoreResult PrefixCache::store(const backend::SessionState& state, std::span<const int32_t> tokens,
+                                            SaveReason reason, std::string extra) {
+  return store_impl(tokens, state.position(), [&] { return state.save(); }, reason, std::move(extra));
+}
+
+PrefixCache::StoreResult PrefixCache::store_impl(std::span<const int32_t> toks, int64_t position,
+                                                 const std::function<std::vector<uint8_t>()>& save, SaveReason reason,
+                                                 std::string extra) {
   StoreResult r;
-  const auto& toks = session.tokens();
-  if (session.position() != static_cast<int64_t>(toks.size())) {
-    r.explain = fmt::format("not stored: session at position {} holds {} tokens", session.position(), toks.size());
+  if (position != static_cast<int64_t>(toks.size())) {
+    r.explain = fmt::format("not stored: session at position {} holds {} tokens", position, toks.size());
     return r;
   }
   if (static_cast<int64_t>(toks.size()) < opt_.min_tokens) {
@@ -442,14 +476,16 @@ PrefixCache::StoreResult PrefixCache::store(const Session& session, SaveReason r
     if (auto it = entries_.find(key); it != entries_.end()) {
       it->second.last_used = ++tick_;
       r.tier = it->second.ram ? Tier::ram : Tier::disk;
-      r.explain = it->second.tokens == toks ? fmt::format("not stored: {} tokens already cached", toks.size())
+      r.explain = std::equal(it->second.tokens.begin(), it->second.tokens.end(), toks.begin(), toks.end())
+                      ? fmt::format("not stored: {} tokens already cached", toks.size())
                                             : "not stored: key collision with another entry";
       return r;
     }
   }
   // The copy out of the session runs without the lock.
   auto c = std::make_shared<Checkpoint>();
-  c->snapshot = session.snapshot();
+  c->snapshot.state = save();
+  c->snapshot.tokens.assign(toks.begin(), toks.end());
   c->extra = std::move(extra);
   c->reason = reason;
   const uint64_t ram_bytes = c->snapshot.bytes() + c->extra.size();
@@ -462,7 +498,7 @@ PrefixCache::StoreResult PrefixCache::store(const Session& session, SaveReason r
   Entry e;
   e.key = key;
   e.parent = parent;
-  e.tokens = toks;
+  e.tokens.assign(toks.begin(), toks.end());
   e.reason = reason;
   e.last_used = ++tick_;
   std::string why;

@@ -116,10 +116,20 @@ class PrefixCache {
   // dropped and the file deleted) or a session too small for it. `extra`
   // receives the entry's extra bytes.
   bool restore(const Handle& h, Session& session, std::string* extra = nullptr, std::string* why = nullptr);
+  // The same for a bare backend state (the scheduler's slots): `tokens`
+  // receives the entry's token history.
+  bool restore(const Handle& h, backend::SessionState& state, std::vector<int32_t>* tokens,
+               std::string* extra = nullptr, std::string* why = nullptr);
   // Stores the session's whole state (position == tokens().size()). Not
   // stored, with the reason in `explain`: shorter than min_tokens, already
   // cached, larger than every budget, or a failed write (ENOSPC: serving goes on).
   StoreResult store(const Session& session, SaveReason reason, std::string extra = {});
+  // The same for a bare backend state holding exactly `tokens`.
+  StoreResult store(const backend::SessionState& state, std::span<const int32_t> tokens, SaveReason reason,
+                    std::string extra = {});
+  // Extra bytes of the entries found on disk at startup (with verify_on_scan),
+  // handed over once: the server reloads the tool-id replay map from them.
+  std::vector<std::string> take_scanned_extras();
   // Writes RAM-only entries to disk (shutdown); no-op without a disk tier.
   void flush();
 
@@ -162,6 +172,10 @@ class PrefixCache {
   void unpin(uint64_t key);
   void publish();  // copies the counters stats() reads
   void note(const std::string& line) const;
+  StoreResult store_impl(std::span<const int32_t> toks, int64_t position,
+                         const std::function<std::vector<uint8_t>()>& save, SaveReason reason, std::string extra);
+  bool restore_impl(const Handle& h, const std::function<void(const Session::Snapshot&)>& load, std::string* extra,
+                    std::string* why);
 
   PrefixCacheOptions opt_;
   int64_t step_ = 0;
@@ -173,6 +187,7 @@ class PrefixCache {
   PrefixCacheStats st_;
   mutable std::mutex stats_mu_;
   PrefixCacheStats published_;
+  std::vector<std::string> scanned_extras_;  // under mu_
 };
 
 }  // namespace ds4::engine

@@ -49,6 +49,9 @@ struct Scheduler::Slot {
   std::unique_ptr<Job> job;  // null: idle
   size_t prefill_pos = 0;    // next prompt token to feed
   int64_t cached = 0;        // prompt tokens found in `history` when the job came
+  std::string cache_source;  // slot, ram, disk or none
+  std::string cache_explain; // for the request's log line: where its prefix came from, or why it missed
+  int64_t cold_at = -1;      // where this prefill stops to store a cold checkpoint (-1: none)
   std::optional<int32_t> unfed;
   std::optional<Sampler> sampler;
   std::optional<tokenizer::StreamDecoder> dec;
@@ -140,6 +143,12 @@ void Scheduler::loop() {
   // Shutdown: nobody is left waiting forever.
   for (auto& s : slots_)
     if (s->job) finish(*s, Finish::cancelled, "server shutting down");
+  // Live sessions go to the prefix cache, then RAM-only entries to disk, so a
+  // restarted server resumes them.
+  if (opt_.cache) {
+    for (auto& s : slots_) checkpoint(*s, SaveReason::shutdown);
+    opt_.cache->flush();
+  }
   for (auto& j : waiting_) {
     FinishInfo f;
     f.reason = Finish::cancelled;
@@ -177,52 +186,98 @@ bool Scheduler::step() {
   // cannot be rewound (its compressed KV rows summarize the past), so only a
   // whole history can be reused (docs/server.md).
   while (!waiting_.empty()) {
-    const auto& prompt = waiting_.front()->req.prompt;
+    Job& job = *waiting_.front();
+    const auto& prompt = job.req.prompt;
     Slot* best = nullptr;
     Slot* lru = nullptr;
     for (auto& sp : slots_) {
       Slot& s = *sp;
       if (s.job) continue;
       if (!lru || s.last_used < lru->last_used) lru = &s;
-      if (s.state && !s.history.empty() && s.history.size() < prompt.size() && s.steer == waiting_.front()->req.steering &&
+      if (s.state && !s.history.empty() && s.history.size() < prompt.size() && s.steer == job.req.steering &&
           std::equal(s.history.begin(), s.history.end(), prompt.begin()) &&
           (!best || s.history.size() > best->history.size()))
         best = &s;
     }
     if (!lru) break;  // every slot is busy
-    if (!best && waiting_.front()->req.segments) {
+    // The prefix cache may hold a longer prefix than any live slot (states
+    // computed with steering are never cached).
+    PrefixCache::Lookup hit;
+    std::string explain;
+    if (opt_.cache && !job.req.steering.active()) {
+      hit = opt_.cache->lookup(prompt, static_cast<int64_t>(prompt.size()) - 1);
+      explain = "cache " + hit.explain;
+      if (hit.matched <= (best ? static_cast<int64_t>(best->history.size()) : 0)) {
+        hit.handle.release();
+        hit.matched = 0;
+      }
+    } else {
+      explain = job.req.steering.active() ? "prefix cache not used with steering" : "prefix cache off";
+    }
+    if (!best && hit.matched == 0 && job.req.segments) {
       // No slot holds a token prefix; one may still spell the prompt's start.
       std::optional<std::vector<int32_t>> extended;
       for (auto& sp : slots_) {
         Slot& s = *sp;
         if (s.job || !s.state || s.history.empty() || (best && s.history.size() <= best->history.size()) ||
-            !(s.steer == waiting_.front()->req.steering))
+            !(s.steer == job.req.steering))
           continue;
-        auto e = extend_by_text(engine_->tokenizer(), s.history, *waiting_.front()->req.segments);
+        auto e = extend_by_text(engine_->tokenizer(), s.history, *job.req.segments);
         if (e && static_cast<int64_t>(e->size()) < opt_.ctx_size) {
           best = &s;
           extended = std::move(e);
         }
       }
-      if (best) waiting_.front()->req.prompt = std::move(*extended);
+      if (best) job.req.prompt = std::move(*extended);
     }
     Slot& s = best ? *best : *lru;
     s.job = std::move(waiting_.front());
     waiting_.pop_front();
+    s.cached = 0;  // until known (an error below reports this request, not the last one)
+    s.generated = 0;
+    s.have_first = false;
+    s.taken = Clock::now();
+    s.cache_source = best ? "slot" : "none";
+    s.cache_explain = best ? fmt::format("live slot holds {} prompt tokens", best->history.size()) : explain;
     if (!best) {
+      checkpoint(s, SaveReason::evict);  // the slot's conversation may come back
       s.state.reset();  // free the old session's memory before taking the new one
       s.history.clear();
       try {
         s.state = engine_->backend().new_session(backend::SessionOptions{engine_->numerics(), opt_.ctx_size});
+        if (hit.matched > 0) {
+          std::string extra, why;
+          if (opt_.cache->restore(hit.handle, *s.state, &s.history, &extra, &why)) {
+            s.cache_source = std::string(tier_name(hit.tier));
+            if (!extra.empty() && extra_hooks_.restored) extra_hooks_.restored(extra);
+          } else {
+            // A half-loaded state is unusable: start over from nothing.
+            log::warn("ds4 serve: prefix cache restore failed, prefilling from the start: {}", why);
+            s.cache_explain += "; restore failed: " + why;
+            s.history.clear();
+            s.state.reset();
+            s.state = engine_->backend().new_session(backend::SessionOptions{engine_->numerics(), opt_.ctx_size});
+            std::lock_guard lk(mu_);
+            ++stats_.cache_restore_failures;
+          }
+        }
       } catch (const std::exception& e) {
+        hit.handle.release();
+        s.history.clear();
         finish(s, Finish::error, e.what());
         continue;
       }
+      hit.handle.release();
     }
     const GenRequest& r = s.job->req;
     s.steer = r.steering;
     s.cached = static_cast<int64_t>(s.history.size());
     s.prefill_pos = s.history.size();
+    // A prompt prefilled from nothing stores a checkpoint on the way (at the
+    // chat anchor: system prompt and tools, shared by an agent's sessions).
+    s.cold_at = opt_.cache && s.cached == 0 && !s.steer.active()
+                    ? opt_.cache->cold_checkpoint(static_cast<int64_t>(r.prompt.size()), chat_anchor(r.prompt))
+                    : -1;
     s.unfed.reset();
     s.sampler.emplace(r.sampling);
     s.dec.emplace(engine_->tokenizer());
@@ -264,7 +319,12 @@ bool Scheduler::step() {
   for (Slot* s : pre) {
     if (budget <= 0) break;
     const auto& prompt = s->job->req.prompt;
-    const auto n = std::min<int64_t>(budget, static_cast<int64_t>(prompt.size() - s->prefill_pos));
+    auto n = std::min<int64_t>(budget, static_cast<int64_t>(prompt.size() - s->prefill_pos));
+    // Chunks end where a checkpoint is due, so the state there can be stored.
+    const auto pos = static_cast<int64_t>(s->prefill_pos);
+    if (s->cold_at > pos) n = std::min(n, s->cold_at - pos);
+    if (opt_.cache && !s->steer.active())
+      if (const int64_t at = opt_.cache->next_checkpoint(pos, pos + n); at > 0) n = at - pos;
     const bool last = s->prefill_pos + static_cast<size_t>(n) == prompt.size();
     batch.push_back({s->state.get(), std::span<const int32_t>(prompt).subspan(s->prefill_pos, static_cast<size_t>(n)),
                      last ? backend::Logits::last : backend::Logits::none,
@@ -313,6 +373,15 @@ bool Scheduler::step() {
       s.prefill_pos += batch[i].tokens.size();
       const auto total = static_cast<int64_t>(s.job->req.prompt.size()) - s.cached;
       s.job->req.sink->on_prefill(static_cast<int64_t>(s.prefill_pos) - s.cached, total);
+    }
+    // Cold and periodic checkpoints (docs/prefix-cache.md), before sampling
+    // may end the request; the state is exactly `history` here.
+    if (opt_.cache && !s.steer.active()) {
+      const auto at = static_cast<int64_t>(s.history.size());
+      if (at == s.cold_at)
+        checkpoint(s, SaveReason::cold);
+      else if (opt_.cache->should_checkpoint(at))
+        checkpoint(s, SaveReason::continued);
     }
     if (batch[i].want == backend::Logits::last) sample_into(s, s.logits);
   }
@@ -406,18 +475,20 @@ void Scheduler::finish(Slot& s, Finish why, std::string message) {
   Usage& u = f.usage;
   u.prompt_tokens = static_cast<int64_t>(r.prompt.size());
   u.cached_tokens = s.cached;
+  u.cache_source = s.cached > 0 ? s.cache_source : "none";
   u.completion_tokens = s.generated;
   u.queue_seconds = secs(s.job->submitted, s.taken);
   u.prefill_seconds = secs(s.taken, s.have_first ? s.first_token : now);
   u.decode_seconds = s.have_first ? secs(s.first_token, now) : 0.0;
   u.ttft_seconds = s.have_first ? secs(s.job->submitted, s.first_token) : 0.0;
   // One line per request (reference-behavior §3.15 keeps one too).
-  log::info("ds4 serve: request done: prompt={} cached={} gen={} finish={}{}{} queue={:.3f}s ttft={:.3f}s prefill={:.1f} t/s decode={:.1f} t/s",
-            u.prompt_tokens, u.cached_tokens, u.completion_tokens, finish_name(f.reason), f.message.empty() ? "" : " msg=",
-            f.message, u.queue_seconds, u.ttft_seconds,
+  log::info("ds4 serve: request done: prompt={} cached={} from={} gen={} finish={}{}{} queue={:.3f}s ttft={:.3f}s prefill={:.1f} t/s decode={:.1f} t/s ({})",
+            u.prompt_tokens, u.cached_tokens, u.cache_source, u.completion_tokens, finish_name(f.reason),
+            f.message.empty() ? "" : " msg=", f.message, u.queue_seconds, u.ttft_seconds,
             u.prefill_seconds > 0 ? static_cast<double>(u.prompt_tokens - u.cached_tokens) / u.prefill_seconds : 0.0,
             u.decode_seconds > 0 && u.completion_tokens > 1 ? static_cast<double>(u.completion_tokens - 1) / u.decode_seconds
-                                                            : 0.0);
+                                                            : 0.0,
+            s.cache_explain);
   const std::shared_ptr<RequestSink> sink = r.sink;
   s.job.reset();
   s.unfed.reset();
@@ -429,10 +500,47 @@ void Scheduler::finish(Slot& s, Finish why, std::string message) {
     ++stats_.requests_done;
     stats_.generated_tokens += u.completion_tokens;
     stats_.cached_tokens += u.cached_tokens;
+    if (u.cache_source == "slot") stats_.cached_tokens_slot += u.cached_tokens;
+    if (u.cache_source == "ram") stats_.cached_tokens_ram += u.cached_tokens;
+    if (u.cache_source == "disk") stats_.cached_tokens_disk += u.cached_tokens;
     stats_.active = 0;
     for (auto& sl : slots_) stats_.active += sl->job ? 1 : 0;
   }
   sink->on_finish(f);
+}
+
+std::optional<PrefixCacheStats> Scheduler::cache_stats() const {
+  if (!opt_.cache) return std::nullopt;
+  return opt_.cache->stats();
+}
+
+// Stores a slot's whole state in the prefix cache when it is worth keeping:
+// the cache decides (too short, already cached, over budget), and a failed
+// write is its problem, not the request's.
+void Scheduler::checkpoint(Slot& s, SaveReason why) {
+  if (!opt_.cache || !s.state || s.steer.active() || s.history.empty() ||
+      static_cast<int64_t>(s.history.size()) < opt_.cache->options().min_tokens)
+    return;
+  std::string extra;
+  if (extra_hooks_.make) extra = extra_hooks_.make(s.history);
+  try {
+    opt_.cache->store(*s.state, s.history, why, std::move(extra));
+  } catch (const std::exception& e) {
+    log::warn("ds4 serve: prefix cache store failed: {}", e.what());
+  }
+}
+
+// The end of the part of a chat prompt that every conversation of one agent
+// shares: the last User marker before the first Assistant marker (system
+// prompt, tools and leading scaffolding). -1 when the prompt has no such marker.
+int64_t Scheduler::chat_anchor(std::span<const int32_t> prompt) const {
+  const SpecialIds& ids = engine_->specials();
+  int64_t anchor = -1;
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    if (prompt[i] == ids.assistant) break;
+    if (prompt[i] == ids.user) anchor = static_cast<int64_t>(i);
+  }
+  return anchor;
 }
 
 }  // namespace ds4::engine

@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -26,6 +27,7 @@
 
 #include "chat/chat.h"
 #include "engine/engine.h"
+#include "engine/prefix_cache.h"
 #include "engine/sampler.h"
 
 namespace ds4::engine {
@@ -57,7 +59,8 @@ struct TokenOut {
 
 struct Usage {
   int64_t prompt_tokens = 0;
-  int64_t cached_tokens = 0;  // prompt tokens reused from the slot's state
+  int64_t cached_tokens = 0;  // prompt tokens not prefilled: from a live slot or the prefix cache
+  std::string cache_source = "none";  // where they came from: slot, ram, disk or none
   int64_t completion_tokens = 0;
   double queue_seconds = 0;   // submit -> taken by a slot
   double prefill_seconds = 0; // taken -> first token sampled
@@ -125,13 +128,28 @@ struct SchedulerOptions {
   int64_t ctx_size = 4096;    // every slot's context
   int64_t batch_tokens = 512; // most tokens one forward call carries
   int max_queue = 64;         // waiting requests beyond the slots; more are refused
+  // The prefix cache shared by every slot (docs/prefix-cache.md): a request
+  // no live slot serves resumes from its longest cached prefix; a slot's state
+  // is stored before it is replaced, at cold and periodic checkpoints and at
+  // shutdown. Null: only live slots are reused. Steered sequences bypass it.
+  std::shared_ptr<PrefixCache> cache;
+};
+
+// Bytes that travel with a checkpoint (the server's tool-id replay map): made
+// from a slot's token history when it is stored, handed back at a restore.
+// Both run on the scheduler thread.
+struct CacheExtraHooks {
+  std::function<std::string(std::span<const int32_t> tokens)> make;
+  std::function<void(const std::string& extra)> restored;
 };
 
 // Counters for /metrics (a consistent copy).
 struct SchedulerStats {
   int64_t requests_done = 0;
   int64_t prompt_tokens = 0;      // prompt tokens actually prefilled (suffixes)
-  int64_t cached_tokens = 0;      // prompt tokens reused from slots
+  int64_t cached_tokens = 0;      // prompt tokens not prefilled (all sources)
+  int64_t cached_tokens_slot = 0, cached_tokens_ram = 0, cached_tokens_disk = 0;  // ... by source
+  int64_t cache_restore_failures = 0;  // cache hits whose restore failed (prefilled cold instead)
   int64_t generated_tokens = 0;
   int64_t prefix_hits = 0;        // requests that reused a slot's prefix
   double prefill_seconds = 0;     // forward time spent on steps with prompt chunks, split by token share
@@ -168,6 +186,12 @@ class Scheduler {
   bool has_steering() const { return engine_->backend().steering() != nullptr; }
   const SchedulerOptions& options() const { return opt_; }
   SchedulerStats stats() const;
+  // The prefix cache's counters (null when there is none).
+  std::optional<PrefixCacheStats> cache_stats() const;
+  // The prefix cache (null: none); for the server's startup (scanned extras).
+  PrefixCache* cache() const { return opt_.cache.get(); }
+  // Set before the first submit.
+  void set_cache_extra_hooks(CacheExtraHooks h) { extra_hooks_ = std::move(h); }
   // Stops accepting, cancels everything, joins the thread. Idempotent.
   void shutdown();
 
@@ -178,6 +202,8 @@ class Scheduler {
   bool step();
   void finish(Slot& s, Finish why, std::string message = {});
   void sample_into(Slot& s, std::span<float> logits);
+  void checkpoint(Slot& s, SaveReason why);
+  int64_t chat_anchor(std::span<const int32_t> prompt) const;
 
   std::unique_ptr<Engine> engine_;
   SchedulerOptions opt_;
@@ -191,6 +217,7 @@ class Scheduler {
   SchedulerStats stats_;                        // under mu_
   uint64_t lru_clock_ = 0;
   uint64_t next_seq_ = 0;
+  CacheExtraHooks extra_hooks_;
   std::thread thread_;
 };
 

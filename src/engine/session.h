@@ -39,6 +39,7 @@ class Session {
     size_t bytes() const { return state.size() + tokens.size() * sizeof(int32_t); }
   };
   Snapshot snapshot() const { return {state_->save(), tokens_}; }
+  std::vector<uint8_t> state_bytes() const { return state_->save(); }
   void restore(const Snapshot& s) {
     state_->load(s.state);
     tokens_ = s.tokens;

@@ -35,7 +35,7 @@ void add_basic_routes(httplib::Server& s, ServerContext& ctx) {
               {{"status", "ok"}, {"slots", st.parallel}, {"active", st.active}, {"queue", st.queue_length}});
   });
   s.Get("/metrics", [&ctx](const httplib::Request&, httplib::Response& res) {
-    res.set_content(ctx.metrics.render(ctx.sched.stats()), "text/plain; version=0.0.4");
+    res.set_content(ctx.metrics.render(ctx.sched.stats(), ctx.sched.cache_stats()), "text/plain; version=0.0.4");
   });
   s.Get("/v1/models", [&ctx](const httplib::Request&, httplib::Response& res) {
     send_json(res, 200, {{"object", "list"}, {"data", Json::array({model_object(ctx)})}});

@@ -1,10 +1,12 @@
 #pragma once
 // Prometheus text for GET /metrics: HTTP requests by endpoint and status (kept
 // here) and the scheduler's counters (prompt / generated tokens, prefill and
-// decode speed, time to first token, queue, active slots, prefix-reuse hits).
+// decode speed, time to first token, queue, active slots, prefix-reuse hits)
+// and the prefix cache's (hits and tokens by tier, stores, evictions, bytes).
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -15,7 +17,8 @@ namespace ds4::server {
 class Metrics {
  public:
   void count_request(const std::string& endpoint, int status);
-  std::string render(const engine::SchedulerStats& s) const;
+  // `cache`: the prefix cache's counters, when the server has one.
+  std::string render(const engine::SchedulerStats& s, const std::optional<engine::PrefixCacheStats>& cache = std::nullopt) const;
 
  private:
   mutable std::mutex mu_;

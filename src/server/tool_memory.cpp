@@ -1,5 +1,10 @@
 #include "server/tool_memory.h"
 
+#include <algorithm>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
 namespace ds4::server {
 
 void ToolMemory::remember(const std::vector<std::string>& ids, const std::string& block) {
@@ -44,6 +49,42 @@ void ToolMemory::apply(std::vector<chat::Message>& messages) const {
     for (const auto& c : m.tool_calls) ids.push_back(c.id);
     if (auto b = lookup(ids)) m.raw_dsml = *b;
   }
+}
+
+std::string ToolMemory::export_for(std::string_view text) const {
+  std::map<const std::string*, std::vector<std::string>> groups;  // block -> its ids, in id order
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& [id, block] : by_id_)
+      if (text.find(*block) != std::string_view::npos) groups[block.get()].push_back(id);
+    if (groups.empty()) return {};
+    nlohmann::json out = {{"v", 1}, {"tool_replay", nlohmann::json::array()}};
+    for (auto& [block, ids] : groups) {
+      std::sort(ids.begin(), ids.end());
+      out["tool_replay"].push_back({{"ids", ids}, {"dsml", *block}});
+    }
+    return out.dump();
+  }
+}
+
+bool ToolMemory::import(std::string_view bytes) {
+  const auto j = nlohmann::json::parse(bytes, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || j.value("v", 0) != 1 || !j.contains("tool_replay") ||
+      !j["tool_replay"].is_array())
+    return false;
+  std::vector<std::pair<std::vector<std::string>, std::string>> groups;
+  for (const auto& g : j["tool_replay"]) {
+    if (!g.is_object() || !g.contains("ids") || !g["ids"].is_array() || !g.contains("dsml") || !g["dsml"].is_string())
+      return false;
+    std::vector<std::string> ids;
+    for (const auto& id : g["ids"]) {
+      if (!id.is_string()) return false;
+      ids.push_back(id.get<std::string>());
+    }
+    groups.emplace_back(std::move(ids), g["dsml"].get<std::string>());
+  }
+  for (const auto& [ids, block] : groups) remember(ids, block);
+  return true;
 }
 
 }  // namespace ds4::server

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -26,6 +27,15 @@ class ToolMemory {
   std::optional<std::string> lookup(const std::vector<std::string>& ids) const;
   // Sets raw_dsml on assistant messages whose calls resolve to one block.
   void apply(std::vector<chat::Message>& messages) const;
+
+  // The remembered (ids, block) groups whose block occurs in `text`, as JSON
+  // bytes that travel with a prefix-cache checkpoint of that text
+  // (docs/prefix-cache.md): after a restart, exact replay still renders the
+  // conversation the checkpoint holds. "" when none.
+  std::string export_for(std::string_view text) const;
+  // Remembers the groups of an export_for() result. False (nothing taken) for
+  // bytes that are not one.
+  bool import(std::string_view bytes);
 
  private:
   mutable std::mutex mu_;

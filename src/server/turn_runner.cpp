@@ -1,5 +1,7 @@
 #include "server/turn_runner.h"
 
+#include "util/log.h"
+
 #include <fmt/format.h>
 
 #include "server/api_error.h"
@@ -138,7 +140,20 @@ class TurnSink : public engine::RequestSink {
 
 }  // namespace
 
-TurnRunner::TurnRunner(engine::Scheduler& sched, RunnerOptions opt) : sched_(sched), opt_(std::move(opt)) {}
+TurnRunner::TurnRunner(engine::Scheduler& sched, RunnerOptions opt) : sched_(sched), opt_(std::move(opt)) {
+  // The tool-id replay map travels with prefix-cache checkpoints
+  // (docs/prefix-cache.md): what the checkpoints on disk carried is known
+  // again after a restart, so their conversations render byte for byte.
+  if (auto* cache = sched.cache()) {
+    size_t loaded = 0;
+    for (const auto& e : cache->take_scanned_extras()) loaded += tools_->import(e) ? 1 : 0;
+    if (loaded > 0) log::info("ds4 serve: tool-call replay map loaded from {} cached checkpoints", loaded);
+    auto tools = tools_;
+    const tokenizer::Tokenizer& tok = sched.tokenizer();
+    sched.set_cache_extra_hooks({[tools, &tok](std::span<const int32_t> t) { return tools->export_for(tok.decode(t)); },
+                                 [tools](const std::string& e) { tools->import(e); }});
+  }
+}
 
 std::vector<int32_t> TurnRunner::encode(const chat::Segments& segs) const {
   std::vector<int32_t> out;

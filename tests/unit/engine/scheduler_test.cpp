@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "engine/generate.h"
+#include "engine/prefix_cache.h"
 #include "engine/prefix_match.h"
 #include "engine/prompt.h"
 #include "engine/scheduler.h"
@@ -100,6 +101,46 @@ class SchedulerTest : public ::testing::Test {
     so.batch_tokens = batch_tokens;
     return std::make_unique<Scheduler>(std::make_unique<Engine>(engine_options()), so);
   }
+  // A scheduler whose slots share a prefix cache (docs/prefix-cache.md) with
+  // small blocks and thresholds, so short test prompts exercise it.
+  static std::unique_ptr<Scheduler> make_cached(int parallel, PrefixCacheOptions co, int64_t batch_tokens = 512) {
+    auto eng = std::make_unique<Engine>(engine_options());
+    co.fingerprint = model_fingerprint(eng->model(), eng->numerics());
+    co.log = [](const std::string&) {};
+    SchedulerOptions so;
+    so.parallel = parallel;
+    so.ctx_size = 1024;
+    so.batch_tokens = batch_tokens;
+    so.cache = std::make_shared<PrefixCache>(std::move(co));
+    return std::make_unique<Scheduler>(std::move(eng), so);
+  }
+  static PrefixCacheOptions small_cache() {
+    PrefixCacheOptions co;
+    co.block_tokens = 8;
+    co.min_tokens = 16;
+    co.ram_bytes = 64u << 20;
+    co.checkpoint_interval = 0;
+    co.cold_max_tokens = 0;
+    return co;
+  }
+  // The conversation after `p` and its reply: what a client sends next.
+  static std::vector<int32_t> next_turn(const std::vector<int32_t>& p, const std::vector<int32_t>& reply,
+                                        std::string_view user) {
+    std::vector<int32_t> q = p;
+    q.insert(q.end(), reply.begin(), reply.end());
+    q.push_back(oracle_->specials().eos);
+    const auto turn = user_turn(*oracle_, user, Thinking::none);
+    q.insert(q.end(), turn.begin(), turn.end());
+    return q;
+  }
+  static std::vector<int32_t> run(Scheduler& s, const std::vector<int32_t>& p, int64_t n, FinishInfo* info = nullptr) {
+    auto c = std::make_shared<Collect>();
+    s.submit(greedy(p, n, c));
+    c->wait();
+    if (info) *info = c->info;
+    return c->tokens;
+  }
+
   static std::vector<int32_t> prompt(std::string_view user) {
     return single_prompt(*oracle_, "", user, Thinking::none);
   }
@@ -192,6 +233,103 @@ TEST_F(SchedulerTest, PrefixReuseEqualsColdStart) {
   c->wait();
   EXPECT_EQ(c->info.usage.cached_tokens, 0);
   EXPECT_EQ(c->tokens, alone(prompt("Something else entirely"), 3));
+}
+
+TEST_F(SchedulerTest, PrefixCacheServesAnEvictedConversation) {
+  // One slot: an unrelated request replaces the conversation's live state,
+  // which goes to the RAM tier first; its next turn resumes from there.
+  auto sched = make_cached(1, small_cache());
+  const auto p1 = prompt("Tell me a long story about a lighthouse keeper and the sea, please.");
+  ASSERT_GE(p1.size(), 16u);
+  const auto r1 = run(*sched, p1, 6);
+  ASSERT_FALSE(r1.empty());
+  FinishInfo other;
+  run(*sched, prompt("Something else entirely, with enough words to pass the minimum."), 3, &other);
+  EXPECT_EQ(other.usage.cached_tokens, 0);
+  EXPECT_EQ(other.usage.cache_source, "none");
+  const auto p2 = next_turn(p1, r1, "And another one.");
+  FinishInfo info;
+  const auto r2 = run(*sched, p2, 6, &info);
+  EXPECT_EQ(info.usage.cached_tokens, static_cast<int64_t>(p1.size() + r1.size() - 1));
+  EXPECT_EQ(info.usage.cache_source, "ram");
+  EXPECT_EQ(r2, alone(p2, 6)) << "a restored state must continue exactly as a cold prefill";
+  const auto cs = sched->cache_stats();
+  ASSERT_TRUE(cs.has_value());
+  EXPECT_EQ(cs->hits_ram, 1u);
+  EXPECT_GE(cs->stores_ram, 2u);  // the story (evicted), then the other request (evicted)
+  EXPECT_EQ(sched->stats().cached_tokens_ram, info.usage.cached_tokens);
+}
+
+TEST_F(SchedulerTest, DiskCacheSurvivesARestart) {
+  const auto dir = fs::temp_directory_path() / ("ds4_sched_cache_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  auto co = small_cache();
+  co.ram_bytes = 0;  // disk only: every store is a file
+  co.disk_dir = dir.string();
+  const auto p1 = prompt("Tell me a long story about a lighthouse keeper and the sea, please.");
+  std::vector<int32_t> r1;
+  {
+    auto sched = make_cached(1, co);
+    r1 = run(*sched, p1, 6);
+    ASSERT_FALSE(r1.empty());
+    // Shutdown stores the live session.
+  }
+  size_t files = 0;
+  for (const auto& e : fs::directory_iterator(dir)) files += e.path().extension() == ".ds4kv" ? 1 : 0;
+  EXPECT_EQ(files, 1u);
+  auto sched = make_cached(1, co);
+  const auto p2 = next_turn(p1, r1, "And another one.");
+  FinishInfo info;
+  const auto r2 = run(*sched, p2, 6, &info);
+  EXPECT_EQ(info.usage.cache_source, "disk");
+  EXPECT_EQ(info.usage.cached_tokens, static_cast<int64_t>(p1.size() + r1.size() - 1));
+  EXPECT_EQ(r2, alone(p2, 6));
+  EXPECT_EQ(sched->cache_stats()->hits_disk, 1u);
+  sched.reset();
+  fs::remove_all(dir);
+}
+
+TEST_F(SchedulerTest, ColdCheckpointAtTheChatAnchorServesAnotherConversation) {
+  // Two conversations of one agent share the system prompt: the first one's
+  // cold checkpoint (before its first user turn) serves the second.
+  auto co = small_cache();
+  co.cold_max_tokens = 4096;
+  auto sched = make_cached(2, co);
+  const std::string sys = "You are a careful assistant. Follow the house rules, answer in English, keep it short.";
+  const auto pa = single_prompt(*oracle_, sys, "What is a lighthouse?", Thinking::none);
+  const auto pb = single_prompt(*oracle_, sys, "Name three birds.", Thinking::none);
+  run(*sched, pa, 4);
+  FinishInfo info;
+  const auto rb = run(*sched, pb, 4, &info);
+  // The anchor: the last User marker before the first Assistant marker.
+  int64_t anchor = -1;
+  for (size_t i = 0; i < pa.size() && pa[i] != oracle_->specials().assistant; ++i)
+    if (pa[i] == oracle_->specials().user) anchor = static_cast<int64_t>(i);
+  ASSERT_GE(anchor, 16);
+  EXPECT_EQ(info.usage.cached_tokens, anchor);
+  EXPECT_EQ(info.usage.cache_source, "ram");
+  EXPECT_EQ(rb, alone(pb, 4));
+}
+
+TEST_F(SchedulerTest, PeriodicCheckpointsCutPrefillChunks) {
+  // Checkpoints every 16 tokens: the prompt is cut there even with a large
+  // budget, and a prompt that diverges later resumes from the last one.
+  auto co = small_cache();
+  co.checkpoint_interval = 16;
+  auto sched = make_cached(2, co);
+  const auto p1 = prompt("Tell me a long story about a lighthouse keeper, the sea, the storms, the ships that pass "
+                         "at night, the gulls, the fog horn and the keeper's old dog that barks at the waves.");
+  ASSERT_GE(p1.size(), 34u);
+  run(*sched, p1, 2);
+  EXPECT_GE(sched->cache_stats()->stores_ram, p1.size() / 16);
+  // Same first 33 tokens, then something else: the checkpoint at 32 serves it.
+  std::vector<int32_t> p2(p1.begin(), p1.begin() + 33);
+  const auto tail = prompt("A different ending altogether.");
+  p2.insert(p2.end(), tail.begin() + 1, tail.end());
+  FinishInfo info;
+  const auto r2 = run(*sched, p2, 4, &info);
+  EXPECT_EQ(info.usage.cached_tokens, 32);
+  EXPECT_EQ(r2, alone(p2, 4));
 }
 
 TEST_F(SchedulerTest, CancelFreesTheSlot) {
