@@ -214,6 +214,7 @@ bool Scheduler::step() {
     } else {
       explain = job.req.steering.active() ? "prefix cache not used with steering" : "prefix cache off";
     }
+    bool by_text = false;
     if (!best && hit.matched == 0 && job.req.segments) {
       // No slot holds a token prefix; one may still spell the prompt's start.
       std::optional<std::vector<int32_t>> extended;
@@ -228,7 +229,10 @@ bool Scheduler::step() {
           extended = std::move(e);
         }
       }
-      if (best) job.req.prompt = std::move(*extended);
+      if (best) {
+        job.req.prompt = std::move(*extended);
+        by_text = true;
+      }
     }
     Slot& s = best ? *best : *lru;
     s.job = std::move(waiting_.front());
@@ -238,7 +242,9 @@ bool Scheduler::step() {
     s.have_first = false;
     s.taken = Clock::now();
     s.cache_source = best ? "slot" : "none";
-    s.cache_explain = best ? fmt::format("live slot holds {} prompt tokens", best->history.size()) : explain;
+    s.cache_explain = best ? fmt::format("live slot holds {} prompt tokens{}", best->history.size(),
+                                         by_text ? " (matched by text: the client re-tokenized the history)" : "")
+                           : explain;
     if (!best) {
       checkpoint(s, SaveReason::evict);  // the slot's conversation may come back
       s.state.reset();  // free the old session's memory before taking the new one
