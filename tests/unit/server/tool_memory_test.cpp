@@ -46,5 +46,29 @@ TEST(ToolMemory, OldestIdsAreDroppedAtTheBounds) {
   EXPECT_EQ(by_bytes.lookup({"c"}), "CCCC");
 }
 
+TEST(ToolMemory, ExportCarriesOnlyBlocksOfTheTextAndImportRestoresThem) {
+  ToolMemory m;
+  m.remember({"call_2", "call_1"}, "<BLOCK one>");  // one turn, two calls
+  m.remember({"call_3"}, "<BLOCK two>");
+  m.remember({"call_4"}, "<BLOCK elsewhere>");
+  const std::string bytes = m.export_for("user: hi <BLOCK one> result <BLOCK two> user: more");
+  ASSERT_FALSE(bytes.empty());
+  EXPECT_EQ(m.export_for("no tool calls here"), "");
+
+  ToolMemory fresh;
+  ASSERT_TRUE(fresh.import(bytes));
+  EXPECT_EQ(fresh.lookup({"call_1", "call_2"}), "<BLOCK one>");
+  EXPECT_EQ(fresh.lookup({"call_3"}), "<BLOCK two>");
+  EXPECT_FALSE(fresh.lookup({"call_4"}).has_value()) << "a block not in the text must not travel";
+
+  // Bytes that are not an export are refused whole.
+  ToolMemory other;
+  for (const char* bad : {"", "not json", "[]", "{\"v\":2,\"tool_replay\":[]}",
+                          "{\"v\":1,\"tool_replay\":[{\"ids\":[\"x\"]}]}",
+                          "{\"v\":1,\"tool_replay\":[{\"ids\":[\"ok\"],\"dsml\":\"B\"},{\"ids\":[1],\"dsml\":\"B\"}]}"})
+    EXPECT_FALSE(other.import(bad)) << bad;
+  EXPECT_FALSE(other.lookup({"ok"}).has_value()) << "a refused import must take nothing";
+}
+
 }  // namespace
 }  // namespace ds4::server
