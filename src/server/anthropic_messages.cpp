@@ -117,7 +117,7 @@ void handle_messages(const httplib::Request& req, httplib::Response& res, Server
   const std::string id = random_id("msg_", 24);
 
   if (!r.stream) {
-    TurnEvent done = wait_done(*stream, nullptr);
+    TurnEvent done = wait_done(req, *stream, nullptr);
     if (done.finish == TurnFinish::error || done.finish == TurnFinish::cancelled)
       throw ApiError(500, done.error.empty() ? "generation failed" : done.error);
     send_json(res, 200,

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <chrono>
 
+#include "server/peer_watch.h"
+
 namespace ds4::server {
 
 namespace {
@@ -74,9 +76,17 @@ void stream_turn(httplib::Response& res, std::shared_ptr<TurnStream> stream, std
       });
 }
 
-TurnEvent wait_done(TurnStream& s, std::vector<TurnEvent>* logprobs) {
+TurnEvent wait_done(const httplib::Request& req, TurnStream& s, std::vector<TurnEvent>* logprobs) {
+  using Clock = std::chrono::steady_clock;
+  const PeerWatch peer(req);
+  auto checked = Clock::now();
   for (;;) {
-    auto ev = s.next(std::chrono::milliseconds(1000));
+    auto ev = s.next(std::chrono::milliseconds(250));
+    // Tokens may arrive without pause, so the check goes by the clock.
+    if (Clock::now() - checked >= std::chrono::milliseconds(250)) {
+      checked = Clock::now();
+      if (peer.gone()) s.cancel();  // Done (cancelled) follows within a step
+    }
     if (!ev) continue;
     if (ev->kind == TurnEvent::Kind::Logprob && logprobs) logprobs->push_back(std::move(*ev));
     if (ev->kind == TurnEvent::Kind::Done) return std::move(*ev);

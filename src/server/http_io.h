@@ -57,7 +57,8 @@ void stream_turn(httplib::Response& res, std::shared_ptr<TurnStream> stream,
                  std::function<bool(SseWriter&)> begin, StreamHandler on_event);
 
 // Blocks until the turn is done; Logprob events are appended to `logprobs`
-// when given. Returns the Done event.
-TurnEvent wait_done(TurnStream& s, std::vector<TurnEvent>* logprobs);
+// when given. Returns the Done event. The turn is cancelled (its slot freed
+// within a second) when the client that sent `req` hangs up meanwhile.
+TurnEvent wait_done(const httplib::Request& req, TurnStream& s, std::vector<TurnEvent>* logprobs);
 
 }  // namespace ds4::server

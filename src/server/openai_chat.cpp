@@ -173,7 +173,7 @@ void handle(const httplib::Request& req, httplib::Response& res, ServerContext& 
 
   if (!r.stream) {
     std::vector<TurnEvent> lps;
-    TurnEvent done = wait_done(*stream, r.turn.top_logprobs >= 0 ? &lps : nullptr);
+    TurnEvent done = wait_done(req, *stream, r.turn.top_logprobs >= 0 ? &lps : nullptr);
     if (done.finish == TurnFinish::error && done.usage.completion_tokens == 0)
       throw ApiError(500, done.error.empty() ? "generation failed" : done.error);
     Json choice = {{"index", 0}, {"message", message_json(done)}};

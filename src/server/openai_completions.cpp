@@ -67,7 +67,7 @@ void handle(const httplib::Request& req, httplib::Response& res, ServerContext& 
 
   if (!stream) {
     std::vector<TurnEvent> lps;
-    TurnEvent done = wait_done(*st, t.top_logprobs >= 0 ? &lps : nullptr);
+    TurnEvent done = wait_done(req, *st, t.top_logprobs >= 0 ? &lps : nullptr);
     if (done.finish == TurnFinish::error && done.usage.completion_tokens == 0)
       throw ApiError(500, done.error.empty() ? "generation failed" : done.error);
     Json choice = {{"text", done.parsed.content},

@@ -250,7 +250,7 @@ void handle(const httplib::Request& req, httplib::Response& res, ServerContext& 
   std::shared_ptr<TurnStream> stream = ctx.runner.start(st->req.turn, prepared);
 
   if (!st->req.stream) {
-    TurnEvent done = wait_done(*stream, nullptr);
+    TurnEvent done = wait_done(req, *stream, nullptr);
     const std::string status = status_of(done.finish);
     const std::string item_status = status == "completed" ? "completed" : "incomplete";
     const chat::ParsedMessage& p = done.parsed;

@@ -474,6 +474,42 @@ def test_disconnect_frees_the_slot(start_server):
     assert ok.usage.completion_tokens <= 2
 
 
+@pytest.mark.parametrize("path,body", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Go on forever."}], "think": False}),
+    ("/v1/completions", {"prompt": "Go on forever."}),
+    ("/v1/messages", {"messages": [{"role": "user", "content": "Go on forever."}]}),
+    ("/v1/responses", {"input": "Go on forever."}),
+])
+def test_non_streaming_client_that_hangs_up_frees_the_slot(start_server, path, body):
+    """A non-streaming reply writes nothing until it is done; a client that
+    leaves meanwhile must still free its slot (not hold it for max_tokens:
+    here about 30000 tokens, minutes on the demo model)."""
+    import socket
+    s = start_server(parallel=1, ctx=32768)
+    body = dict(body, model="deepseek-v4-flash", max_tokens=30000, max_output_tokens=30000, stream=False)
+    if path == "/v1/responses":
+        del body["max_tokens"]
+    else:
+        del body["max_output_tokens"]
+    data = json.dumps(body).encode()
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    c.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    deadline = time.time() + 30
+    while time.time() < deadline and requests.get(s.url + "/health", timeout=5).json()["active"] == 0:
+        time.sleep(0.05)
+    assert requests.get(s.url + "/health", timeout=5).json()["active"] == 1, "the request never started"
+    time.sleep(0.5)
+    c.close()  # the client goes away before any byte of the reply
+    gone = time.time()
+    while time.time() < gone + 10 and requests.get(s.url + "/health", timeout=5).json()["active"] != 0:
+        time.sleep(0.05)
+    assert requests.get(s.url + "/health", timeout=5).json()["active"] == 0, "the slot was never freed"
+    m = s.metrics()
+    assert m["ds4_generated_tokens_total"] < 20000, "the request ran on instead of being cancelled"
+    assert any("finish=cancelled" in line for line in s.log), "".join(s.log[-5:])
+
+
 def test_keepalive_during_long_prefill(start_server):
     # One prompt token per step makes an 8000-token prefill last seconds on the
     # demo model, far over a 0.2 s keepalive period.
