@@ -179,24 +179,26 @@ PreparedTurn TurnRunner::render(const Turn& t) const {
   return p;
 }
 
-// "a, b, default": the names a request may give.
+// "default, a, b": the names a request may give, in the order they were loaded.
 std::string TurnRunner::steering_names() const {
   std::string out;
   for (const auto& set : sched_.steering_sets()) out += (out.empty() ? "" : ", ") + set.name;
   return out;
 }
 
-void TurnRunner::resolve_steering(const Turn& t, PreparedTurn& p) const {
-  const engine::SteeringSet* def = nullptr;
+const engine::SteeringSet* TurnRunner::steering_set(std::string_view name) const {
   for (const auto& set : sched_.steering_sets())
-    if (set.name == "default") def = &set;
+    if (set.name == name) return &set;
+  return nullptr;
+}
+
+void TurnRunner::resolve_steering(const Turn& t, PreparedTurn& p) const {
+  const engine::SteeringSet* def = steering_set("default");
   if (!t.steering) {
     p.steering = sched_.default_steering();
     p.steering_vector = def ? def->name : "";
   } else if (const SteeringAsk& a = *t.steering; a.vector) {
-    const engine::SteeringSet* set = nullptr;
-    for (const auto& s : sched_.steering_sets())
-      if (s.name == *a.vector) set = &s;
+    const engine::SteeringSet* set = steering_set(*a.vector);
     if (!set && sched_.steering_sets().empty())
       throw ApiError(400,
                      "invalid JSON request: field 'ds4_steering.vector': this server has no steering vectors (start it "

@@ -73,6 +73,7 @@ class TurnRunner {
   // (docs/steering.md), into p.steering and p.steering_vector.
   void resolve_steering(const Turn& t, PreparedTurn& p) const;
   std::string steering_names() const;
+  const engine::SteeringSet* steering_set(std::string_view name) const;
 
   engine::Scheduler& sched_;
   RunnerOptions opt_;
