@@ -1,7 +1,11 @@
 #include "backend/backend.h"
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 #include <unordered_set>
+
+#include <fmt/format.h>
 
 #include "backend/cpu/cpu_backend.h"
 #ifdef DS4_HAVE_CUDA
@@ -32,16 +36,44 @@ void Backend::set_steering(std::shared_ptr<const model::SteeringVectors> v) {
   steering_.reset();
 }
 
+void Backend::add_steering(std::shared_ptr<const model::SteeringVectors> v) {
+  if (v) fail("{} backend: directional steering is not available on this backend yet", name());
+}
+
+bool Backend::has_steering_set(const model::SteeringVectors* v) const {
+  return std::any_of(steering_sets_.begin(), steering_sets_.end(), [v](const auto& p) { return p.get() == v; });
+}
+
+namespace {
+
+// Empty when `v` fits the model, else what is wrong.
+std::string steering_shape_error(const model::SteeringVectors& v, const model::ModelConfig& c) {
+  if (v.n_layer != c.n_layer || v.n_embd != c.n_embd)
+    return fmt::format("steering {}: vectors of {} x {}, the model has {} layers x {}", v.path, v.n_layer, v.n_embd,
+                       c.n_layer, c.n_embd);
+  if (v.dirs.size() != size_t{c.n_layer} * c.n_embd)
+    return fmt::format("steering {}: {} floats, the model needs {} ({} layers x {})", v.path, v.dirs.size(),
+                       size_t{c.n_layer} * c.n_embd, c.n_layer, c.n_embd);
+  return {};
+}
+
+}  // namespace
+
+bool Backend::register_steering(std::shared_ptr<const model::SteeringVectors> v) {
+  if (!v) fail("{} backend: add_steering needs a direction set", name());
+  if (auto e = steering_shape_error(*v, model().config); !e.empty()) fail("{}", e);
+  if (has_steering_set(v.get())) return false;
+  steering_sets_.push_back(std::move(v));
+  return true;
+}
+
 void Backend::keep_steering(std::shared_ptr<const model::SteeringVectors> v) {
-  const auto& c = model().config;
-  if (v && (v->n_layer != c.n_layer || v->n_embd != c.n_embd))
-    fail("steering {}: vectors of {} x {}, the model has {} layers x {}", v->path, v->n_layer, v->n_embd, c.n_layer,
-         c.n_embd);
+  if (v) register_steering(v);
   steering_ = std::move(v);
 }
 
-void validate_batch(const model::ModelConfig& c, std::span<const SeqStep> batch,
-                    const model::SteeringVectors* steering) {
+void validate_batch(const Backend& be, std::span<const SeqStep> batch) {
+  const model::ModelConfig& c = be.model().config;
   const size_t V = c.n_vocab;
   std::unordered_set<const SessionState*> seen;
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -61,7 +93,13 @@ void validate_batch(const model::ModelConfig& c, std::span<const SeqStep> batch,
              c.n_vocab);
     if (!std::isfinite(s.steer.attn) || !std::isfinite(s.steer.ffn))
       fail("batch step {}: steering scales must be finite (attn {}, ffn {})", i, s.steer.attn, s.steer.ffn);
-    if (s.steer.active() && !steering)
+    if (s.steer.dirs) {
+      if (auto e = steering_shape_error(*s.steer.dirs, c); !e.empty()) fail("batch step {}: {}", i, e);
+      if (!be.has_steering_set(s.steer.dirs))
+        fail("batch step {}: steering {} is not registered with the {} backend (Backend::add_steering)", i,
+             s.steer.dirs->path, be.name());
+    }
+    if (s.steer.active() && !be.steering_for(s.steer))
       fail("batch step {}: steering scales (attn {}, ffn {}) but no steering file is loaded", i, s.steer.attn,
            s.steer.ffn);
     if (s.capture && n == 0) fail("batch step {}: a capture needs at least one token", i);

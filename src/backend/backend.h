@@ -65,13 +65,26 @@ class SessionState {
 // Which positions of a sequence's step get logits.
 enum class Logits { none, last, all };
 
-// Directional steering scales of one sequence (docs/steering.md): the
-// backend's loaded direction of each layer is projected out of the attention
-// output and/or the FFN output (y <- y - s d (d.y)). Zero: untouched.
+// Directional steering of one sequence (docs/steering.md): a direction set's
+// direction of each layer is projected out of the attention output and/or the
+// FFN output (y <- y - s d (d.y)). Zero scales: untouched.
 struct Steering {
   float attn = 0, ffn = 0;
+  // The direction set: null is the backend's default (set_steering); any
+  // other must have been registered with the backend (add_steering), which
+  // keeps it for its own lifetime, so the pointer names one set for good.
+  // Sequences of one batch may each name their own.
+  const model::SteeringVectors* dirs = nullptr;
   bool active() const { return attn != 0 || ffn != 0; }
-  bool operator==(const Steering&) const = default;
+  // Equal when they compute the same thing: both inactive (whatever set they
+  // name), or the same scales on the same set. Null and the default set's own
+  // pointer are told apart, so callers that mix both resolve null first
+  // (Backend::steering_for). The scheduler reuses a slot's state only for a
+  // request whose steering equals the one the state was computed with.
+  bool operator==(const Steering& o) const {
+    if (!active() && !o.active()) return true;
+    return attn == o.attn && ffn == o.ffn && dirs == o.dirs;
+  }
 };
 
 // The layer outputs steering acts on, by name.
@@ -117,25 +130,43 @@ class Backend {
   // (n * vocab floats), none (state only) when it is empty.
   void forward(SessionState& state, std::span<const int32_t> tokens, std::span<float> logits) const;
 
-  // The steering directions that steps with non-zero scales use (null: none).
-  // Called while no forward() runs. Throws for a backend without steering or
-  // vectors of another shape.
+  // The default steering directions: those of steps whose Steering names no
+  // set (null: none). Also registers them (add_steering). Called while no
+  // forward() runs. Throws for a backend without steering or vectors of
+  // another shape.
   virtual void set_steering(std::shared_ptr<const model::SteeringVectors> v);
+  // Registers another direction set that a step's Steering::dirs may name
+  // (the server's named vectors). The backend keeps it, and whatever it made
+  // of it (the CUDA backend's device copy), until it is destroyed, so forward()
+  // never uploads or allocates for steering. Called while no forward() runs
+  // (at server start). Registering a set twice is a no-op. Throws as
+  // set_steering.
+  virtual void add_steering(std::shared_ptr<const model::SteeringVectors> v);
   const model::SteeringVectors* steering() const { return steering_.get(); }
+  // The set a step with this steering uses: its own, else the default (null
+  // when there is none).
+  const model::SteeringVectors* steering_for(const Steering& s) const { return s.dirs ? s.dirs : steering_.get(); }
+  // Whether `v` was registered (set_steering or add_steering).
+  bool has_steering_set(const model::SteeringVectors* v) const;
 
  protected:
-  // Checks the vectors' shape against the model and keeps them; backends
-  // that apply steering call it from their set_steering.
+  // Check the vectors' shape against the model and keep them (as the default,
+  // or as one more registered set); backends that apply steering call them
+  // from their set_steering / add_steering. register_steering returns false
+  // when the set was registered already.
   void keep_steering(std::shared_ptr<const model::SteeringVectors> v);
+  bool register_steering(std::shared_ptr<const model::SteeringVectors> v);
   std::shared_ptr<const model::SteeringVectors> steering_;
+  std::vector<std::shared_ptr<const model::SteeringVectors>> steering_sets_;  // every registered set
 };
 
 // Throws ds4::Error naming the offending step: a null or repeated session,
 // a token outside the vocabulary, a logits buffer of the wrong size, a step
-// that would pass the session's capacity, a non-finite steering scale or one
-// without loaded directions, or a capture on a step without tokens.
-void validate_batch(const model::ModelConfig& c, std::span<const SeqStep> batch,
-                    const model::SteeringVectors* steering = nullptr);
+// that would pass the session's capacity, a non-finite steering scale, a
+// non-zero scale with no direction set to apply, a direction set of another
+// shape than the model's or one not registered with `be`, or a capture on a
+// step without tokens.
+void validate_batch(const Backend& be, std::span<const SeqStep> batch);
 
 struct BackendOptions {
   int threads = 0;  // 0: hardware concurrency

@@ -117,6 +117,7 @@ Registration reg("serve", 20, [](CLI::App& app) {
   sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");
   sub->add_option("--numerics", o->numerics, "faithful (default) or exact");
   add_steering_flags(sub, o->steering);
+  add_steering_vector_flag(sub, o->steering);
   add_cache_flags(sub, o->cache);
   sub->add_option("--test-script", o->test_script,
                   "TEST HOOK: every reply is forced to spell this file's text (the forward still runs); for tests only");

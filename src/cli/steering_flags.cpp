@@ -1,5 +1,7 @@
 #include "cli/steering_flags.h"
 
+#include "util/error.h"
+
 namespace ds4::cli {
 
 void add_steering_flags(CLI::App* sub, SteeringFlags& f) {
@@ -9,7 +11,20 @@ void add_steering_flags(CLI::App* sub, SteeringFlags& f) {
   f.attn_opt = sub->add_option("--dir-steering-attn", f.attn, "Steering scale on each layer's attention output");
 }
 
+void add_steering_vector_flag(CLI::App* sub, SteeringFlags& f) {
+  sub->add_option("--dir-steering-vector", f.vectors,
+                  "NAME=FILE: a direction set requests may choose with ds4_steering.vector (repeatable; same format "
+                  "as --dir-steering-file, which is the set named default)")
+      ->allow_extra_args(false);
+}
+
 void apply_steering_flags(const SteeringFlags& f, engine::EngineOptions& eo) {
+  for (const auto& v : f.vectors) {
+    const auto eq = v.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == v.size())
+      fail("invalid value for --dir-steering-vector: '{}' (expected NAME=FILE)", v);
+    eo.steering_vectors.push_back({v.substr(0, eq), v.substr(eq + 1)});
+  }
   eo.steering_file = f.file;
   eo.steering.ffn = f.ffn;
   eo.steering.attn = f.attn;

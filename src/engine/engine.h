@@ -4,7 +4,10 @@
 // (conversations) are created from it and borrow its backend.
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "backend/backend.h"
 #include "engine/session.h"
@@ -22,7 +25,28 @@ struct EngineOptions {
   // scales every session starts with. Non-zero scales need a file.
   std::string steering_file;
   backend::Steering steering;
+  // More direction sets, by name, that a server request may choose
+  // (ds4 serve --dir-steering-vector NAME=FILE). `steering_file` is the set
+  // named "default".
+  struct NamedSteering {
+    std::string name, file;
+  };
+  std::vector<NamedSteering> steering_vectors;
 };
+
+// A direction set requests may name (docs/steering.md), registered with the
+// engine's backend.
+struct SteeringSet {
+  std::string name;  // "default" for EngineOptions::steering_file
+  std::shared_ptr<const model::SteeringVectors> dirs;
+  // What a request naming the set without scales gets: for "default" the
+  // engine's own scales, for the others the scales their metadata recommends
+  // (recommended_scales); none: the request must give its own. `dirs` set.
+  std::optional<backend::Steering> scales;
+};
+
+// Names a request may use for a direction set: 1 to 64 of [A-Za-z0-9._-].
+bool valid_steering_name(std::string_view name);
 
 // Ids of the DS4 special tokens the generation loop and prompts need.
 struct SpecialIds {
@@ -47,7 +71,12 @@ class Engine {
     s->set_steering(steering_);
     return s;
   }
+  // The scales every session starts with; `dirs` is the default set when
+  // there is one (so it compares equal to a request naming "default").
   const backend::Steering& default_steering() const { return steering_; }
+  // Every loaded direction set, "default" first when there is one.
+  const std::vector<SteeringSet>& steering_sets() const { return steering_sets_; }
+  const SteeringSet* steering_set(std::string_view name) const;
 
  private:
   std::shared_ptr<model::Model> model_;
@@ -56,6 +85,7 @@ class Engine {
   SpecialIds ids_;
   backend::NumericsMode numerics_;
   backend::Steering steering_;
+  std::vector<SteeringSet> steering_sets_;
 };
 
 }  // namespace ds4::engine

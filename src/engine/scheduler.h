@@ -107,8 +107,9 @@ struct GenRequest {
   // history spells the prompt's start in other tokens be reused
   // (engine/prefix_match.h).
   std::shared_ptr<const chat::Segments> segments;
-  // Directional steering scales of this request (docs/steering.md). A slot's
-  // state is reused only by requests with the scales it was computed with.
+  // Directional steering of this request: scales and direction set
+  // (docs/steering.md). A slot's state is reused only by requests whose
+  // steering equals the one it was computed with.
   backend::Steering steering;
   std::shared_ptr<RequestSink> sink;
 };
@@ -184,6 +185,8 @@ class Scheduler {
   // directions are loaded at all (a request's scales need them).
   const backend::Steering& default_steering() const { return engine_->default_steering(); }
   bool has_steering() const { return engine_->backend().steering() != nullptr; }
+  // The direction sets requests may name (fixed once the engine is built).
+  const std::vector<SteeringSet>& steering_sets() const { return engine_->steering_sets(); }
   const SchedulerOptions& options() const { return opt_; }
   SchedulerStats stats() const;
   // The prefix cache's counters (null when there is none).

@@ -54,8 +54,28 @@ SteeringVectors SteeringVectors::load(const std::string& path, const ModelConfig
           s[0].get<int64_t>() != c.n_layer || s[1].get<int64_t>() != c.n_embd)
         fail("steering metadata {}: \"shape\" is {}, this model needs [{}, {}]", meta, s.dump(), c.n_layer, c.n_embd);
     }
+    if (v.metadata.contains("recommended_scales")) {
+      const auto& r = v.metadata["recommended_scales"];
+      bool ok = r.is_object() && !r.empty();
+      for (auto it = r.begin(); ok && it != r.end(); ++it)
+        ok = (it.key() == "ffn" || it.key() == "attn") && it->is_number() && std::isfinite(it->get<double>()) &&
+             std::fabs(it->get<double>()) <= 100;
+      if (!ok)
+        fail("steering metadata {}: \"recommended_scales\" is {}; expected {{\"ffn\": S, \"attn\": S}} with S in "
+             "[-100, 100]",
+             meta, r.dump());
+    }
   }
   return v;
+}
+
+std::optional<SteeringVectors::Scales> SteeringVectors::recommended_scales() const {
+  if (!metadata.is_object() || !metadata.contains("recommended_scales")) return std::nullopt;
+  const auto& r = metadata["recommended_scales"];
+  Scales s;
+  if (r.contains("ffn")) s.ffn = r["ffn"].get<float>();
+  if (r.contains("attn")) s.attn = r["attn"].get<float>();
+  return s;
 }
 
 void SteeringVectors::save(const std::string& f32_path) const {

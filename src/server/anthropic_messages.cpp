@@ -6,6 +6,7 @@
 #include "server/anthropic_request.h"
 #include "server/context.h"
 #include "server/http_io.h"
+#include "server/openai_common.h"
 #include "server/random_hex.h"
 
 namespace ds4::server {
@@ -128,7 +129,8 @@ void handle_messages(const httplib::Request& req, httplib::Response& res, Server
                {"content", message_content(done, id)},
                {"stop_reason", anthropic_stop_reason(done)},
                {"stop_sequence", stop_sequence_json(done)},
-               {"usage", anthropic_usage(done.usage)}});
+               {"usage", anthropic_usage(done.usage)},
+               {"ds4_steering", steering_json(done.usage)}});
     return;
   }
 
@@ -146,7 +148,10 @@ void handle_messages(const httplib::Request& req, httplib::Response& res, Server
                    {{"input_tokens", prompt_tokens},
                     {"cache_creation_input_tokens", 0},
                     {"cache_read_input_tokens", 0},
-                    {"output_tokens", 0}}}}}};
+                    {"output_tokens", 0}}},
+                  // Decided before generation starts; SDKs keep a message's
+                  // extra fields, so the streamed message carries it too.
+                  {"ds4_steering", steering_json(prepared)}}}};
   auto blocks = std::make_shared<BlockStream>(id);
   stream_turn(
       res, stream,

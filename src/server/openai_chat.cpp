@@ -247,7 +247,11 @@ void handle(const httplib::Request& req, httplib::Response& res, ServerContext& 
               }
               if (!w.data(chunk({{"tool_calls", calls}}))) return false;
             }
-            if (!w.data(chunk(Json::object(), finish_reason(e.finish)))) return false;
+            // The finish chunk reports the steering too, so a stream without
+            // include_usage has it.
+            Json fin = chunk(Json::object(), finish_reason(e.finish));
+            fin["ds4_steering"] = steering_json(e.usage);
+            if (!w.data(fin)) return false;
             if (include_usage) {
               Json u = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model},
                         {"choices", Json::array()}, {"usage", usage_json(e.usage)}, {"timings", timings_json(e.usage)},

@@ -8,19 +8,43 @@
 
 namespace ds4::server {
 
+std::string echo_name(const std::string& s) {
+  if (s.size() <= 64) return s;
+  size_t n = 64;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;  // not inside a UTF-8 character
+  return s.substr(0, n) + "...";
+}
+
 void read_steering(const Json& body, Turn& t) {
   const Json* v = get_object(body, "ds4_steering", "");
   if (!v) return;
-  backend::Steering s;
-  for (auto [key, dst] : {std::pair{"ffn", &s.ffn}, std::pair{"attn", &s.attn}}) {
+  for (auto it = v->begin(); it != v->end(); ++it) {
+    const std::string& k = it.key();
+    if (k == "vector" || k == "ffn" || k == "attn") continue;
+    if (k.find("file") != std::string::npos || k.find("path") != std::string::npos)
+      throw ApiError(400,
+                     fmt::format("invalid JSON request: field 'ds4_steering.{}' is refused: a request cannot make the "
+                                 "server read a file; name a direction set loaded at server start in "
+                                 "'ds4_steering.vector' (ds4 serve --dir-steering-vector NAME=FILE)",
+                                 echo_name(k)),
+                     "ds4_steering." + echo_name(k));
+    throw ApiError(400,
+                   fmt::format("invalid JSON request: field 'ds4_steering.{}' is not supported (ds4_steering takes "
+                               "'vector', 'ffn' and 'attn')",
+                               echo_name(k)),
+                   "ds4_steering." + echo_name(k));
+  }
+  SteeringAsk a;
+  a.vector = get_string(*v, "vector", "ds4_steering");
+  for (auto [key, dst] : {std::pair{"ffn", &a.ffn}, std::pair{"attn", &a.attn}}) {
     if (auto x = get_number(*v, key, "ds4_steering")) {
       if (!std::isfinite(*x) || std::fabs(*x) > 100)
         throw ApiError(400, fmt::format("invalid JSON request: field 'ds4_steering.{}' must be a number in [-100, 100]", key),
-                       "ds4_steering");
+                       std::string("ds4_steering.") + key);
       *dst = static_cast<float>(*x);
     }
   }
-  t.steering = s;
+  t.steering = a;
 }
 
 void read_sampling(const Json& body, Turn& t) {
@@ -133,9 +157,9 @@ std::string finish_reason(TurnFinish f) {
   return "error";
 }
 
-Json steering_json(const TurnUsage& u) {
-  if (!u.steering.active()) return nullptr;
-  return {{"ffn", u.steering.ffn}, {"attn", u.steering.attn}};
+Json steering_json(const backend::Steering& s, const std::string& vector) {
+  if (!s.active()) return nullptr;
+  return {{"vector", vector}, {"ffn", s.ffn}, {"attn", s.attn}};
 }
 
 Json usage_json(const TurnUsage& u) {

@@ -10,11 +10,20 @@
 namespace ds4::server {
 
 // temperature, top_p, min_p, top_k, seed.
-// Also reads the `ds4_steering` extension ({"ffn": S, "attn": S}).
+// Also reads the `ds4_steering` extension (read_steering).
 void read_sampling(const Json& body, Turn& t);
+// `ds4_steering`: {"vector": NAME, "ffn": S, "attn": S}, every key optional;
+// any other key is a 400 (a path to a file above all: requests never make the
+// server read files; docs/steering.md).
 void read_steering(const Json& body, Turn& t);
-// {"ffn": S, "attn": S} when the turn ran steered, else null.
-Json steering_json(const TurnUsage& u);
+// A client-sent name or key for an error message: at most 64 bytes, cut at
+// a UTF-8 character boundary.
+std::string echo_name(const std::string& s);
+// {"vector": NAME, "ffn": S, "attn": S} when the turn runs steered, else null.
+// Every API's reply reports it as `ds4_steering`.
+Json steering_json(const backend::Steering& s, const std::string& vector);
+inline Json steering_json(const TurnUsage& u) { return steering_json(u.steering, u.steering_vector); }
+inline Json steering_json(const PreparedTurn& p) { return steering_json(p.steering, p.steering_vector); }
 // thinking / think / reasoning_effort and the deepseek-chat / -reasoner aliases.
 void read_thinking(const Json& body, Turn& t);
 // stop: a string or an array of strings (empty strings ignored).

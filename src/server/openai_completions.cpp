@@ -81,7 +81,8 @@ void handle(const httplib::Request& req, httplib::Response& res, ServerContext& 
                {"model", model},
                {"choices", Json::array({choice})},
                {"usage", usage_json(done.usage)},
-               {"timings", timings_json(done.usage)}});
+               {"timings", timings_json(done.usage)},
+               {"ds4_steering", steering_json(done.usage)}});
     return;
   }
 
@@ -99,13 +100,16 @@ void handle(const httplib::Request& req, httplib::Response& res, ServerContext& 
                   case TurnEvent::Kind::Progress: return true;
                   case TurnEvent::Kind::Logprob: return w.data(chunk("", nullptr, legacy_logprobs({e})));
                   case TurnEvent::Kind::Stream: return e.stream.text.empty() || w.data(chunk(e.stream.text));
-                  case TurnEvent::Kind::Done:
-                    if (!w.data(chunk("", finish_reason(e.finish)))) return false;
+                  case TurnEvent::Kind::Done: {
+                    Json fin = chunk("", finish_reason(e.finish));
+                    fin["ds4_steering"] = steering_json(e.usage);
+                    if (!w.data(fin)) return false;
                     if (include_usage && !w.data({{"id", id}, {"object", "text_completion"}, {"created", created},
                                                   {"model", model}, {"choices", Json::array()},
                                                   {"usage", usage_json(e.usage)}}))
                       return false;
                     return w.raw("data: [DONE]\n\n");
+                  }
                 }
                 return true;
               });

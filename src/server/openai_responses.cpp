@@ -50,6 +50,7 @@ struct ResponseState {
   std::string reasoning_id = random_id("rs_", 24);
   std::string message_id = random_id("msg_", 24);
   Json output = Json::array();  // finished items
+  Json steering = nullptr;      // ds4_steering, decided when the turn is prepared
 
   Json call_item(const chat::ParsedCall& c, const std::string& status) const {
     auto it = req.tools.find(c.name);
@@ -98,6 +99,7 @@ struct ResponseState {
     o["previous_response_id"] = nullptr;
     o["max_output_tokens"] = req.turn.max_tokens ? Json(*req.turn.max_tokens) : Json(nullptr);
     o["usage"] = done ? responses_usage(done->usage) : Json(nullptr);
+    o["ds4_steering"] = steering;
     return o;
   }
 };
@@ -247,6 +249,7 @@ void handle(const httplib::Request& req, httplib::Response& res, ServerContext& 
   auto st = std::make_shared<ResponseState>();
   st->req = read_responses_request(body, ctx.opt.model_id);
   const PreparedTurn prepared = ctx.runner.prepare(st->req.turn, "input");
+  st->steering = steering_json(prepared);
   std::shared_ptr<TurnStream> stream = ctx.runner.start(st->req.turn, prepared);
 
   if (!st->req.stream) {

@@ -16,6 +16,14 @@
 
 namespace ds4::server {
 
+// The `ds4_steering` extension field as the request sent it
+// (docs/steering.md); TurnRunner::prepare resolves it against the direction
+// sets the server loaded at start.
+struct SteeringAsk {
+  std::optional<std::string> vector;  // a set's name; absent: the default set
+  std::optional<float> ffn, attn;     // absent both with a vector: that set's scales
+};
+
 struct Turn {
   // Chat-style turns render `messages` with `tools` (reference-behavior §2.4);
   // a completion renders `prompt` as §2.8 and yields raw text (no reasoning
@@ -32,8 +40,8 @@ struct Turn {
   std::vector<std::string> stop;
   int top_logprobs = -1;  // < 0: no logprobs
   chat::IdStyle id_style = chat::IdStyle::OpenAI;
-  // `ds4_steering` (docs/steering.md): absent, the server's own scales.
-  std::optional<backend::Steering> steering;
+  // `ds4_steering` (docs/steering.md): absent, the server's own steering.
+  std::optional<SteeringAsk> steering;
 };
 
 // A turn after rendering and tokenizing (done on the HTTP thread, so errors
@@ -44,7 +52,8 @@ struct PreparedTurn {
   bool thinking = false;  // the prompt ends with <think>
   bool parse_tools = false;
   int64_t max_tokens = 0;
-  backend::Steering steering;  // the request's, else the server's
+  backend::Steering steering;   // the request's, else the server's; `dirs` resolved
+  std::string steering_vector;  // the name of the set `steering` uses ("" when unsteered)
 };
 
 // Why a turn ended, in API-neutral words (reference-behavior §3.12).
@@ -55,7 +64,8 @@ struct TurnUsage {
   int64_t cached_tokens = 0;
   int64_t completion_tokens = 0;
   double prefill_seconds = 0, decode_seconds = 0, ttft_seconds = 0;
-  backend::Steering steering;  // the scales the turn ran with (reported when non-zero)
+  backend::Steering steering;   // the steering the turn ran with (reported when active)
+  std::string steering_vector;  // its set's name
 };
 
 struct TokenAlt {

@@ -6,6 +6,7 @@
 
 #include "server/api_error.h"
 #include "server/dsml_greedy.h"
+#include "server/openai_common.h"
 #include "util/error.h"
 
 namespace ds4::server {
@@ -34,7 +35,8 @@ class TurnSink : public engine::RequestSink {
         raw_(t.kind == Turn::Kind::Completion),
         logprobs_(t.top_logprobs >= 0),
         tools_(p.parse_tools),
-        steering_(p.steering) {
+        steering_(p.steering),
+        steering_vector_(p.steering_vector) {
     if (!raw_) parser_.emplace(chat::StreamOptions{p.thinking, p.parse_tools}, chat::IdGenerator(t.id_style));
     if (tools_) greedy_.emplace(p.thinking);
   }
@@ -66,6 +68,7 @@ class TurnSink : public engine::RequestSink {
     done.kind = TurnEvent::Kind::Done;
     done.usage = usage_of(f.usage);
     done.usage.steering = steering_;
+    done.usage.steering_vector = steering_vector_;
     if (parser_) {
       for (auto& ev : parser_->finish()) push_stream(std::move(ev));
       done.parsed = parser_->result();
@@ -136,6 +139,7 @@ class TurnSink : public engine::RequestSink {
   std::optional<DsmlGreedyTracker> greedy_;  // with tools: DSML structure sampled greedily
   std::string raw_text_;
   backend::Steering steering_;
+  std::string steering_vector_;
 };
 
 }  // namespace
@@ -190,6 +194,66 @@ PreparedTurn TurnRunner::render(const Turn& t) const {
   return p;
 }
 
+// "default, a, b": the names a request may give, in the order they were loaded.
+std::string TurnRunner::steering_names() const {
+  std::string out;
+  for (const auto& set : sched_.steering_sets()) out += (out.empty() ? "" : ", ") + set.name;
+  return out;
+}
+
+const engine::SteeringSet* TurnRunner::steering_set(std::string_view name) const {
+  for (const auto& set : sched_.steering_sets())
+    if (set.name == name) return &set;
+  return nullptr;
+}
+
+void TurnRunner::resolve_steering(const Turn& t, PreparedTurn& p) const {
+  const engine::SteeringSet* def = steering_set("default");
+  if (!t.steering) {
+    p.steering = sched_.default_steering();
+    p.steering_vector = def ? def->name : "";
+  } else if (const SteeringAsk& a = *t.steering; a.vector) {
+    const engine::SteeringSet* set = steering_set(*a.vector);
+    if (!set && sched_.steering_sets().empty())
+      throw ApiError(400,
+                     "invalid JSON request: field 'ds4_steering.vector': this server has no steering vectors (start it "
+                     "with --dir-steering-vector NAME=FILE or --dir-steering-file FILE)",
+                     "ds4_steering.vector");
+    if (!set)
+      throw ApiError(400,
+                     fmt::format("invalid JSON request: field 'ds4_steering.vector': unknown steering vector '{}' "
+                                 "(known: {})",
+                                 echo_name(*a.vector), steering_names()),
+                     "ds4_steering.vector");
+    if (!a.ffn && !a.attn) {
+      if (!set->scales)
+        throw ApiError(400,
+                       fmt::format("invalid JSON request: field 'ds4_steering': steering vector '{}' records no "
+                                   "recommended scales (recommended_scales in its .json); send 'ffn' and/or 'attn'",
+                                   set->name),
+                       "ds4_steering");
+      p.steering = *set->scales;
+    } else {
+      p.steering = backend::Steering{a.attn.value_or(0), a.ffn.value_or(0), set->dirs.get()};
+    }
+    p.steering_vector = set->name;
+  } else {
+    // Scales alone: the default set, the server's --dir-steering-file.
+    p.steering = backend::Steering{a.attn.value_or(0), a.ffn.value_or(0), def ? def->dirs.get() : nullptr};
+    if (p.steering.active() && !def)
+      throw ApiError(400,
+                     sched_.steering_sets().empty()
+                         ? std::string("invalid JSON request: 'ds4_steering' needs the server started with "
+                                       "--dir-steering-file")
+                         : fmt::format("invalid JSON request: 'ds4_steering' without 'vector' uses the server's "
+                                       "--dir-steering-file, and none was given; name one of: {}",
+                                       steering_names()),
+                     "ds4_steering");
+    p.steering_vector = "default";
+  }
+  if (!p.steering.active()) p.steering_vector.clear();
+}
+
 PreparedTurn TurnRunner::prepare(const Turn& t, std::string_view param) const {
   PreparedTurn p = render(t);
   const int64_t ctx = ctx_size();
@@ -201,10 +265,7 @@ PreparedTurn TurnRunner::prepare(const Turn& t, std::string_view param) const {
     e.extra = {{"n_prompt_tokens", n}, {"n_ctx", ctx}};
     throw e;
   }
-  p.steering = t.steering.value_or(sched_.default_steering());
-  if (p.steering.active() && !sched_.has_steering())
-    throw ApiError(400, "invalid JSON request: 'ds4_steering' needs the server started with --dir-steering-file",
-                   "ds4_steering");
+  resolve_steering(t, p);
   const int64_t asked = t.max_tokens ? std::max<int64_t>(0, *t.max_tokens) : opt_.default_max_tokens;
   p.max_tokens = std::min(asked, ctx - n);
   return p;

@@ -51,7 +51,8 @@ class TurnStream {
 class TurnRunner {
  public:
   TurnRunner(engine::Scheduler& sched, RunnerOptions opt);
-  // Throws ApiError: 400 context_length_exceeded when the prompt does not fit.
+  // Throws ApiError: 400 context_length_exceeded when the prompt does not fit,
+  // 400 for a `ds4_steering` naming an unknown set or scales without a set.
   // `param` names the request field holding the prompt ("messages", "prompt", "input").
   PreparedTurn prepare(const Turn& t, std::string_view param) const;
   // Rendering and tokenizing alone (no context check, no token limit): what
@@ -68,6 +69,12 @@ class TurnRunner {
   std::vector<int32_t> encode(const chat::Segments& segs) const;
 
  private:
+  // The turn's ds4_steering against the server's direction sets
+  // (docs/steering.md), into p.steering and p.steering_vector.
+  void resolve_steering(const Turn& t, PreparedTurn& p) const;
+  std::string steering_names() const;
+  const engine::SteeringSet* steering_set(std::string_view name) const;
+
   engine::Scheduler& sched_;
   RunnerOptions opt_;
   // Tool call id -> the DSML block the model sampled; shared with the sinks,

@@ -24,6 +24,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "model/weights.h"
 #include "quant/kernels.h"
+#include "util/error.h"
 
 namespace {
 
@@ -502,6 +503,27 @@ TEST(GpuForwardMemory, SessionLargerThanFreeMemoryIsRefused) {
   EXPECT_TRUE(std::isfinite(lg[0]));
 }
 
+// Unit directions per layer from a small LCG (no CPU code involved).
+std::shared_ptr<ds4::model::SteeringVectors> steering_dirs(const ds4::model::ModelConfig& c, uint32_t seed) {
+  auto dirs = std::make_shared<ds4::model::SteeringVectors>();
+  dirs->path = "lcg-" + std::to_string(seed);
+  dirs->n_layer = c.n_layer;
+  dirs->n_embd = c.n_embd;
+  dirs->dirs.resize(size_t{c.n_layer} * c.n_embd);
+  uint32_t x = seed;
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    double n = 0;
+    for (uint32_t i = 0; i < c.n_embd; ++i) {
+      x = x * 1664525u + 1013904223u;
+      const float v = static_cast<float>(static_cast<int32_t>(x >> 8) % 2001 - 1000) / 1000.0f;
+      dirs->dirs[l * c.n_embd + i] = v;
+      n += double{v} * v;
+    }
+    for (uint32_t i = 0; i < c.n_embd; ++i) dirs->dirs[l * c.n_embd + i] /= static_cast<float>(std::sqrt(n));
+  }
+  return dirs;
+}
+
 }  // namespace
 
 // Steering on CUDA equals the CPU's (docs/steering.md): the same directions
@@ -518,21 +540,7 @@ TEST(GpuForwardSteering, MatchesCpuAndBatchMixesScales) {
   using ds4::backend::Steering;
   auto model = ds4::model::Model::load(model_dir() + "/tiny-flash-f32.gguf");
   const auto& c = model->config;
-  auto dirs = std::make_shared<ds4::model::SteeringVectors>();
-  dirs->n_layer = c.n_layer;
-  dirs->n_embd = c.n_embd;
-  dirs->dirs.resize(size_t{c.n_layer} * c.n_embd);
-  uint32_t x = 99;
-  for (uint32_t l = 0; l < c.n_layer; ++l) {
-    double n = 0;
-    for (uint32_t i = 0; i < c.n_embd; ++i) {
-      x = x * 1664525u + 1013904223u;
-      const float v = static_cast<float>(static_cast<int32_t>(x >> 8) % 2001 - 1000) / 1000.0f;
-      dirs->dirs[l * c.n_embd + i] = v;
-      n += double{v} * v;
-    }
-    for (uint32_t i = 0; i < c.n_embd; ++i) dirs->dirs[l * c.n_embd + i] /= static_cast<float>(std::sqrt(n));
-  }
+  auto dirs = steering_dirs(c, 99);
   auto gpu = ds4::backend::make_backend("cuda", model);
   auto cpu = ds4::backend::make_backend("cpu", model);
   auto plain = ds4::backend::make_backend("cuda", model);
@@ -587,4 +595,66 @@ TEST(GpuForwardSteering, MatchesCpuAndBatchMixesScales) {
   }
   gpu->forward(batch);
   for (size_t i = 0; i < scales.size(); ++i) EXPECT_EQ(got[i], run1(*gpu, scales[i], nullptr)) << "sequence " << i;
+}
+
+// Named direction sets (ds4 serve --dir-steering-vector) on CUDA: sets are
+// uploaded when registered, so forward() allocates nothing; one batch whose
+// sequences use different sets (and the default) equals each run alone bit
+// for bit and the CPU within the unsteered bound; two sets differ; a set
+// never registered is refused before anything runs.
+TEST(GpuForwardSteering, BatchMixesVectors) {
+  ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
+  ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";
+  using ds4::backend::Logits;
+  using ds4::backend::SeqStep;
+  using ds4::backend::Steering;
+  auto model = ds4::model::Model::load(model_dir() + "/tiny-flash-f32.gguf");
+  const auto& c = model->config;
+  auto def = steering_dirs(c, 7), named = steering_dirs(c, 8), stray = steering_dirs(c, 9);
+  auto gpu = ds4::backend::make_backend("cuda", model);
+  auto cpu = ds4::backend::make_backend("cpu", model);
+  for (auto* be : {gpu.get(), cpu.get()}) {
+    be->set_steering(def);
+    be->add_steering(named);
+  }
+  const size_t V = c.n_vocab;
+  const auto toks = test_tokens(c.n_vocab, 30);
+  auto run1 = [&](const ds4::backend::Backend& be, Steering s) {
+    auto st = be.new_session({NumericsMode::exact, kTestCtx});
+    std::vector<float> lg(toks.size() * V);
+    const SeqStep step{st.get(), toks, Logits::all, lg, s};
+    be.forward(std::span<const SeqStep>(&step, 1));
+    return lg;
+  };
+  const std::vector<Steering> steer = {{0, 1.0f, named.get()}, {0, 1.0f}, {0.6f, -0.8f, named.get()},
+                                       {0.6f, -0.8f, def.get()}, {}};
+  std::vector<std::unique_ptr<ds4::backend::SessionState>> ss;
+  std::vector<std::vector<float>> got(steer.size(), std::vector<float>(toks.size() * V));
+  std::vector<SeqStep> batch;
+  for (size_t i = 0; i < steer.size(); ++i) {
+    ss.push_back(gpu->new_session({NumericsMode::exact, kTestCtx}));
+    batch.push_back({ss[i].get(), toks, Logits::all, got[i], steer[i]});
+  }
+  const ds4::cuda::AllocStats before = ds4::cuda::alloc_stats();
+  gpu->forward(batch);
+  const ds4::cuda::AllocStats after = ds4::cuda::alloc_stats();
+  EXPECT_EQ(after.mallocs, before.mallocs) << "forward() allocated device memory for steering";
+  for (size_t i = 0; i < steer.size(); ++i) {
+    EXPECT_EQ(got[i], run1(*gpu, steer[i])) << "sequence " << i << ": batch vs alone on CUDA";
+    const auto want = run1(*cpu, steer[i]);
+    double max_lg = 0;
+    for (size_t k = 0; k < want.size(); ++k) max_lg = std::max(max_lg, double{std::fabs(got[i][k] - want[k])});
+    std::printf("gpu-forward: steering vectors: sequence %zu (attn %g, ffn %g, %s): logits max |gpu-cpu| %.3g\n", i,
+                steer[i].attn, steer[i].ffn, steer[i].dirs ? steer[i].dirs->path.c_str() : "default", max_lg);
+    EXPECT_LT(max_lg, 1e-2) << "sequence " << i;  // f32 exact: the unsteered bound of this file
+  }
+  EXPECT_NE(got[0], got[1]);  // same scales, two sets
+  EXPECT_NE(got[2], got[3]);
+  EXPECT_NE(got[0], got[4]);  // steering did something
+  // A set never registered: refused, nothing run.
+  auto st = gpu->new_session({NumericsMode::exact, kTestCtx});
+  std::vector<float> lg(toks.size() * V);
+  const SeqStep bad{st.get(), toks, Logits::all, lg, {0, 1.0f, stray.get()}};
+  EXPECT_THROW(gpu->forward(std::span<const SeqStep>(&bad, 1)), ds4::Error);
+  EXPECT_EQ(st->position(), 0);
 }

@@ -94,6 +94,7 @@ class CpuBackend final : public Backend {
     return {state_bytes(c_, opt.ctx_size), 0};
   }
   void set_steering(std::shared_ptr<const model::SteeringVectors> v) override { keep_steering(std::move(v)); }
+  void add_steering(std::shared_ptr<const model::SteeringVectors> v) override { register_steering(std::move(v)); }
 
   std::unique_ptr<SessionState> new_session(const SessionOptions& opt) const override {
     if (opt.ctx_size <= 0) fail("cpu backend: context size must be > 0 (got {})", opt.ctx_size);
@@ -108,7 +109,7 @@ class CpuBackend final : public Backend {
   }
 
   void forward(std::span<const SeqStep> batch) const override {
-    validate_batch(c_, batch, steering());
+    validate_batch(*this, batch);
     Rows R;
     for (const SeqStep& st : batch) {
       auto* S = dynamic_cast<CpuSession*>(st.state);
@@ -207,8 +208,8 @@ class CpuBackend final : public Backend {
   }
 
   // Steering and capture of one layer component (out: [rows][n_embd]): each
-  // sequence's rows lose their scaled projection on the layer's direction;
-  // a capture copies its last row before and after.
+  // sequence's rows lose their scaled projection on the layer's direction of
+  // that sequence's own set; a capture copies its last row before and after.
   void steer(uint32_t l, Component comp, const Rows& R, Vec& out) const {
     const int64_t D = c_.n_embd;
     for (const Seq& sq : R.seqs) {
@@ -218,7 +219,7 @@ class CpuBackend final : public Backend {
       const int64_t last = sq.at + sq.n - 1;
       if (cap) std::copy_n(out.begin() + last * D, D, cap->pre.begin() + l * D);
       if (s != 0) {
-        const std::span<const float> d = steering()->layer(l);
+        const std::span<const float> d = steering_for(sq.steer)->layer(l);
         for (int64_t t = sq.at; t < sq.at + sq.n; ++t) model::steer_row(d, s, std::span<float>(out.data() + t * D, sz(D)));
       }
       if (cap) std::copy_n(out.begin() + last * D, D, cap->post.begin() + l * D);

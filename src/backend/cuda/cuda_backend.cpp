@@ -502,6 +502,18 @@ class CudaBackend final : public Backend {
     return std::make_unique<CudaSession>(c_, opt.numerics, opt.ctx_size, DeviceBuffer(need.total()));
   }
 
+  // Directions go to the device here, outside any forward: each registered
+  // set once (the server registers its named vectors at start), kept as long
+  // as the backend, so forward() only looks their device copies up.
+  void set_steering(std::shared_ptr<const model::SteeringVectors> v) override {
+    keep_steering(v);
+    if (v) upload_steering(*v);
+  }
+  void add_steering(std::shared_ptr<const model::SteeringVectors> v) override {
+    register_steering(v);
+    upload_steering(*v);
+  }
+
   // The batch's rows (every token of every sequence, in order) run through
   // the layers in passes of up to kPassRows rows: each weight is read once per
   // pass for all its rows, and only the stateful middle of attention (ring,
@@ -510,21 +522,19 @@ class CudaBackend final : public Backend {
   // has some. Everything is queued on st_; the host waits for the stream only
   // to hand logits back (a copy into pageable memory returns when done) and
   // once at the end, so that a fault of this call surfaces here.
-  // Directions go to the device here, outside any forward.
-  void set_steering(std::shared_ptr<const model::SteeringVectors> v) override {
-    keep_steering(v);
-    steer_dirs_ = DeviceBuffer();
-    if (v) {
-      steer_dirs_ = DeviceBuffer(v->dirs.size() * sizeof(float));
-      steer_dirs_.upload(v->dirs.data(), v->dirs.size() * sizeof(float));
-    }
-  }
-
   void forward(std::span<const SeqStep> batch) const override {
-    validate_batch(c_, batch, steering());
-    for (const SeqStep& st : batch) {
+    validate_batch(*this, batch);
+    // Each step's device directions (null: unsteered), found before any state changes.
+    std::vector<const float*> steer_dev(batch.size(), nullptr);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const SeqStep& st = batch[i];
       auto* S = dynamic_cast<CudaSession*>(st.state);
       if (!S) fail("cuda backend: session was not created by the cuda backend");
+      if (st.steer.active()) {
+        const model::SteeringVectors* v = steering_for(st.steer);
+        steer_dev[i] = steering_device(v);
+        if (!steer_dev[i]) fail("cuda backend: batch step {}: steering {} has no device copy", i, v->path);
+      }
       if (st.capture) {
         st.capture->pre.assign(sz(c_.n_layer) * c_.n_embd, 0.0f);
         st.capture->post.assign(sz(c_.n_layer) * c_.n_embd, 0.0f);
@@ -532,14 +542,15 @@ class CudaBackend final : public Backend {
     }
     std::vector<Row> rows;
     rows.reserve(sz(kPassRows));
-    for (const SeqStep& st : batch) {
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const SeqStep& st = batch[i];
       auto* S = static_cast<CudaSession*>(st.state);
       const auto n = static_cast<int64_t>(st.tokens.size());
       for (int64_t t = 0; t < n; ++t) {
         float* dst = nullptr;
         if (st.want == Logits::all) dst = st.logits.data() + t * int64_t{c_.n_vocab};
         if (st.want == Logits::last && t == n - 1) dst = st.logits.data();
-        rows.push_back({S, st.tokens[sz(t)], S->pos, dst, st.steer, t == n - 1 ? st.capture : nullptr});
+        rows.push_back({S, st.tokens[sz(t)], S->pos, dst, st.steer, steer_dev[i], t == n - 1 ? st.capture : nullptr});
         ++S->pos;
         if (static_cast<int64_t>(rows.size()) == kPassRows) {
           pass(rows);
@@ -589,6 +600,7 @@ class CudaBackend final : public Backend {
     int64_t pos;
     float* logits;
     Steering steer;
+    const float* steer_dirs;  // device copy of the set `steer` uses, [n_layer][n_embd] (null: unsteered)
     Capture* capture;  // set on the last row of a sequence whose step asks for one
   };
 
@@ -854,8 +866,21 @@ class CudaBackend final : public Backend {
     mv(output_, P.in_b.bind(P.hy.as<float>(), D, m), P.logits.as<float>(), c_.n_vocab);
   }
 
-  // One pass: up to kPassRows rows through every layer, then the head for the
-  // rows that want logits, whose values are copied to where they go.
+  // Uploads a registered set's directions once (synchronous; called while no
+  // forward runs).
+  void upload_steering(const model::SteeringVectors& v) {
+    if (steering_device(&v)) return;
+    DeviceBuffer b(v.dirs.size() * sizeof(float));
+    b.upload(v.dirs.data(), v.dirs.size() * sizeof(float));
+    steer_dev_.push_back({&v, std::move(b)});
+  }
+  // The device copy of a registered set, null when it has none.
+  const float* steering_device(const model::SteeringVectors* v) const {
+    for (const auto& [set, buf] : steer_dev_)
+      if (set == v) return buf.as<float>();
+    return nullptr;
+  }
+
   // Steering and capture of one layer component (out: [rows][n_embd]), as
   // the CPU backend does it: a capture copies its row before and after.
   void steer(uint32_t l, Component comp, std::span<const Row> rows, float* out) const {
@@ -868,13 +893,15 @@ class CudaBackend final : public Backend {
       if (cap)
         DS4_CUDA_CHECK(cudaMemcpyAsync(cap->pre.data() + sz(l) * sz(D), y, sz(D) * sizeof(float),
                                        cudaMemcpyDeviceToHost, st_));
-      if (s != 0) fwd::steer_row(y, steer_dirs_.as<float>() + sz(l) * sz(D), D, s, st_);
+      if (s != 0) fwd::steer_row(y, r.steer_dirs + sz(l) * sz(D), D, s, st_);
       if (cap)
         DS4_CUDA_CHECK(cudaMemcpyAsync(cap->post.data() + sz(l) * sz(D), y, sz(D) * sizeof(float),
                                        cudaMemcpyDeviceToHost, st_));
     }
   }
 
+  // One pass: up to kPassRows rows through every layer, then the head for the
+  // rows that want logits, whose values are copied to where they go.
   void pass(std::span<const Row> rows) const {
     Pass& P = *pass_;
     const int64_t D = c_.n_embd, hc = c_.hc_count, V = c_.n_vocab;
@@ -905,7 +932,10 @@ class CudaBackend final : public Backend {
   const float *rope_plain_ = nullptr, *rope_comp_ = nullptr;
   std::vector<DevLayer> layers_;
   cudaStream_t st_ = nullptr;  // every kernel and copy of forward() goes here
-  DeviceBuffer steer_dirs_;     // the steering directions, [n_layer][n_embd], when set
+  // Device copies of the registered steering sets, [n_layer][n_embd] each,
+  // keyed by the set (which the base class keeps alive, so a key is never
+  // reused for another set).
+  std::vector<std::pair<const model::SteeringVectors*, DeviceBuffer>> steer_dev_;
   DeviceBuffer pass_mem_;
   std::unique_ptr<Pass> pass_;  // carved from pass_mem_; one pass at a time (one thread drives a backend)
 };

@@ -1,7 +1,8 @@
 // Steering inside the batched pass (docs/steering.md): zero scales are the
-// unsteered path bit for bit, a batch whose sequences use different scales
-// equals each run alone, a capture's post row is its pre row steered, and bad
-// vectors or scales are refused with one clear error.
+// unsteered path bit for bit, a batch whose sequences use different scales or
+// different direction sets equals each run alone, a capture's post row is its
+// pre row steered with its own sequence's set, and bad vectors, sets or
+// scales are refused with one clear error.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -37,12 +38,29 @@ std::shared_ptr<model::SteeringVectors> random_dirs(const model::ModelConfig& c,
 
 using engine::test::toks;
 
-std::vector<float> run_alone(const Backend& be, const std::vector<int32_t>& t, Steering s) {
+std::vector<float> run_alone(const Backend& be, const std::vector<int32_t>& t, Steering s, Capture* cap = nullptr) {
   auto st = be.new_session({NumericsMode::faithful, 64});
   std::vector<float> lg(t.size() * be.model().config.n_vocab);
-  const SeqStep step{st.get(), t, Logits::all, lg, s};
+  const SeqStep step{st.get(), t, Logits::all, lg, s, cap};
   be.forward(std::span<const SeqStep>(&step, 1));
   return lg;
+}
+
+// Max over layers of |post - (pre - s d (d.pre))| relative to the row's size:
+// the capture steered with `d` (in double, as numpy would).
+double steered_error(const model::SteeringVectors& d, float s, const Capture& cap) {
+  const uint32_t D = d.n_embd;
+  double worst = 0;
+  for (uint32_t l = 0; l < d.n_layer; ++l) {
+    double dot = 0, mx = 1e-30;
+    for (uint32_t i = 0; i < D; ++i) {
+      dot += double{d.dirs[l * D + i]} * cap.pre[l * D + i];
+      mx = std::max(mx, double{std::fabs(cap.pre[l * D + i])});
+    }
+    for (uint32_t i = 0; i < D; ++i)
+      worst = std::max(worst, std::fabs(cap.pre[l * D + i] - s * dot * d.dirs[l * D + i] - cap.post[l * D + i]) / mx);
+  }
+  return worst;
 }
 
 TEST(Steering, ZeroScalesAreTheUnsteeredPathBitForBit) {
@@ -146,6 +164,108 @@ TEST(Steering, BadVectorsAndScalesAreRefused) {
   const SeqStep inf{st.get(), t, Logits::none, {}, {INFINITY, 0}};
   EXPECT_THROW(be->forward(std::span<const SeqStep>(&inf, 1)), Error);
   EXPECT_EQ(st->position(), 0);
+}
+
+TEST(Steering, EqualityIsWhatTheStepComputes) {
+  auto m = engine::test::tiny_model();
+  auto a = random_dirs(m->config, 11), b = random_dirs(m->config, 12);
+  EXPECT_EQ((Steering{0, 0, a.get()}), (Steering{0, 0, b.get()}));  // unsteered, whatever the set
+  EXPECT_EQ((Steering{0, 0, a.get()}), Steering{});
+  EXPECT_EQ((Steering{0, 1, a.get()}), (Steering{0, 1, a.get()}));
+  EXPECT_FALSE((Steering{0, 1, a.get()}) == (Steering{0, 1, b.get()}));  // same scales, another set
+  EXPECT_FALSE((Steering{0, 1, a.get()}) == (Steering{0, 1}));           // a set vs the default
+  EXPECT_FALSE((Steering{0, 1, a.get()}) == (Steering{0, 2, a.get()}));
+}
+
+// Sequences of one batch each steered with their own direction set (the
+// server's named vectors): each equals its run alone bit for bit, a named set
+// computes what the same vectors as a backend's default compute, and two sets
+// give different logits (so the batch cannot be using one set for all).
+TEST(Steering, BatchWithDifferentVectorsEqualsEachAlone) {
+  auto m = engine::test::tiny_model();
+  const auto& c = m->config;
+  auto be = make_backend("cpu", m, {2});
+  auto def = random_dirs(c, 20), b = random_dirs(c, 21), cc = random_dirs(c, 22);
+  be->set_steering(def);
+  be->add_steering(b);
+  be->add_steering(cc);
+  be->add_steering(b);  // twice: a no-op
+  const std::vector<Steering> steer = {{0, 1.0f, b.get()}, {0, 1.0f, cc.get()}, {0, 1.0f},
+                                       {0.5f, -1.0f, cc.get()}, {0, 0, b.get()}, {0, 1.0f, def.get()}};
+  const auto t = toks(11, 3);
+  const size_t V = c.n_vocab;
+  std::vector<std::unique_ptr<SessionState>> ss;
+  std::vector<std::vector<float>> got(steer.size(), std::vector<float>(t.size() * V));
+  std::vector<Capture> caps(steer.size());
+  std::vector<SeqStep> batch;
+  for (size_t i = 0; i < steer.size(); ++i) {
+    ss.push_back(be->new_session({NumericsMode::faithful, 64}));
+    caps[i].component = Component::ffn;
+    batch.push_back({ss[i].get(), t, Logits::all, got[i], steer[i], &caps[i]});
+  }
+  be->forward(batch);
+  for (size_t i = 0; i < steer.size(); ++i) {
+    EXPECT_EQ(got[i], run_alone(*be, t, steer[i])) << "sequence " << i;
+    // Its capture is steered with its own set (the default for null).
+    const model::SteeringVectors& d = *be->steering_for(steer[i]);
+    EXPECT_LT(steered_error(d, steer[i].ffn, caps[i]), 1e-5) << "sequence " << i;
+  }
+  EXPECT_NE(got[0], got[1]);  // two sets, same scales and tokens: different logits
+  EXPECT_NE(got[0], got[2]);
+  EXPECT_EQ(got[2], got[5]);  // null is the default set
+  EXPECT_EQ(got[4], run_alone(*make_backend("cpu", m, {1}), t, {}));  // zero scales on a set: unsteered
+  // A named set equals the same vectors loaded as another backend's default.
+  auto other = make_backend("cpu", m, {2});
+  other->set_steering(std::make_shared<model::SteeringVectors>(*cc));
+  EXPECT_EQ(got[3], run_alone(*other, t, {0.5f, -1.0f}));
+}
+
+TEST(Steering, WrongShapedOrUnregisteredSetIsRefused) {
+  auto m = engine::test::tiny_model();
+  const auto& c = m->config;
+  auto be = make_backend("cpu", m, {1});
+  be->set_steering(random_dirs(c, 30));
+  auto msg = [](auto&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  // Another model's shape: registering it fails, and so does a step naming it.
+  auto narrow = std::make_shared<model::SteeringVectors>();
+  narrow->path = "narrow.f32";
+  narrow->n_layer = c.n_layer;
+  narrow->n_embd = c.n_embd - 1;
+  narrow->dirs.assign(size_t{c.n_layer} * (c.n_embd - 1), 0.01f);
+  EXPECT_NE(msg([&] { be->add_steering(narrow); }).find("narrow.f32: vectors of"), std::string::npos);
+  // Fields that say the right shape over too few floats.
+  auto lying = random_dirs(c, 31);
+  lying->path = "lying.f32";
+  lying->dirs.resize(lying->dirs.size() - 1);
+  EXPECT_NE(msg([&] { be->add_steering(lying); }).find("lying.f32:"), std::string::npos);
+  auto unregistered = random_dirs(c, 32);
+  unregistered->path = "unregistered.f32";
+
+  auto st = be->new_session({NumericsMode::exact, 16});
+  auto ok = be->new_session({NumericsMode::exact, 16});
+  const std::vector<int32_t> t{1, 2};
+  for (auto [set, want] : {std::pair{narrow.get(), "batch step 1: steering narrow.f32: vectors of"},
+                           std::pair{lying.get(), "batch step 1: steering lying.f32:"},
+                           std::pair{unregistered.get(), "batch step 1: steering unregistered.f32 is not registered"}}) {
+    // The bad step is second: the whole batch is refused before any state changes.
+    const std::vector<SeqStep> batch = {{ok.get(), t, Logits::none, {}, {0, 1.0f}},
+                                        {st.get(), t, Logits::none, {}, {0, 1.0f, set}}};
+    EXPECT_NE(msg([&] { be->forward(batch); }).find(want), std::string::npos) << want;
+    EXPECT_EQ(st->position(), 0);
+    EXPECT_EQ(ok->position(), 0);
+  }
+  // Registered, the same set runs.
+  be->add_steering(unregistered);
+  const SeqStep good{st.get(), t, Logits::none, {}, {0, 1.0f, unregistered.get()}};
+  be->forward(std::span<const SeqStep>(&good, 1));
+  EXPECT_EQ(st->position(), 2);
 }
 
 }  // namespace
