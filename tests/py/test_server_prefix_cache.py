@@ -165,3 +165,54 @@ def test_corrupt_and_foreign_files_are_dropped_and_serving_goes_on(start_server,
     prompt, cached = agent.turn(server)
     assert cached >= 0.95 * prompt
     assert server.metrics()["ds4_prefix_cache_discarded_files_total"] == 2
+
+
+def test_kill_during_saves_never_leaves_a_corrupt_entry(ds4_bin, demo_model_path, start_server, tmp_path):
+    """`kill -9` at random moments while the server prefills and writes
+    checkpoints (RAM tier off, so every checkpoint is a disk write: one every
+    64 tokens of a long prefill), 12 times, each a new conversation; then a
+    clean start discards nothing and serves from what survived. The demo
+    model's checkpoints are small and written fast, so these kills seldom cut
+    a write (the count is printed); tests/unit/engine/prefix_cache_fault_test.cpp
+    kills two writers in tight store loops 60 times and requires cut writes."""
+    import signal
+    import threading
+    import time
+    from serve_util import Server
+    disk = tmp_path / "kv"
+    flags = ["--kv-disk-dir", str(disk), "--cache-ram-mb", "0", "--kv-cache-min-tokens", "64",
+             "--kv-cache-block-tokens", "64", "--kv-cache-continued-interval-tokens", "64"]
+    rng = random.Random(11)
+    removed = 0  # temporaries of killed writers, removed by the next start's scan
+    body = {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": SYSTEM}]}
+    for i in range(12):
+        # A new conversation each round, so each round writes new files.
+        body["messages"][0]["content"] = f"Round {i}. " + SYSTEM
+        s = Server(ds4_bin, demo_model_path, *flags, ctx=8192, parallel=1)
+        removed += "".join(s.log).count("removed unfinished write")
+        t = threading.Thread(target=lambda: _post_quietly(s.url + "/v1/chat/completions", body), daemon=True)
+        t.start()
+        time.sleep(rng.uniform(0.05, 1.0))
+        s.proc.send_signal(signal.SIGKILL)
+        s.proc.wait(10)
+        t.join(10)
+    assert list(disk.glob("*.ds4kv")), "no checkpoint was ever completed: the kills came too early to test anything"
+    s = start_server(*flags, ctx=8192, parallel=1)
+    log = "".join(s.log)
+    removed += log.count("removed unfinished write")
+    print(f"\nkill test: {len(list(disk.glob('*.ds4kv')))} checkpoints survived, "
+          f"{removed} writes were cut by a kill (their temporaries removed at the next start)")
+    assert "prefix cache: discarded" not in log, log
+    assert not list(disk.glob("*.tmp.*")), "temporaries of dead writers were left behind"
+    import requests
+    r = requests.post(s.url + "/v1/chat/completions", json=body, timeout=120).json()
+    assert r["usage"]["prompt_tokens_details"]["cached_tokens"] >= 64, r["usage"]
+    assert s.metrics()['ds4_prefix_cache_hits_total{tier="disk"}'] == 1
+
+
+def _post_quietly(url, body):
+    import requests
+    try:
+        requests.post(url, json=body, timeout=30)
+    except requests.RequestException:
+        pass  # the server was killed under it
