@@ -401,7 +401,17 @@ class Planner {
     if (max_groups > 0) {
       const bool partial = opt_.split_layer && opt_.gpu_layers_experts < 0;
       a = assign(std::vector<double>(n_, 1.0), max_groups, partial);
-      if (a.hit_wall && n_ > 1) {
+      // Equal shares balance the work of expert parallelism; when the rooms
+      // differ and equal shares run into the smallest, shares in proportion
+      // to the room keep every layer's split alike instead of piling the last
+      // layers onto the larger devices.
+      uint64_t unit = 0, lo = UINT64_MAX, hi = 0;
+      for (const auto& g : groups_) unit = std::max(unit, g.dev_unit);
+      for (size_t k = 0; k < n_; ++k) {
+        lo = std::min(lo, left(k));
+        hi = std::max(hi, left(k));
+      }
+      if (a.hit_wall && n_ > 1 && hi - lo >= unit) {
         std::vector<double> w(n_);
         for (size_t k = 0; k < n_; ++k) w[k] = static_cast<double>(left(k));
         Assignment b = assign(w, max_groups, partial);
@@ -461,7 +471,8 @@ class Planner {
     if (n_ > 1 && a.whole > 0)
       split = fmt::format(", each layer's experts split by expert index ranges across {} (expert parallelism) {}",
                           where,
-                          weighted_ ? "in proportion to the room each device has left (an equal split does not fit)"
+                          weighted_ ? "in proportion to the room each device has left (the rooms differ, and equal shares would "
+                                                "fill the smallest first)"
                                     : "balanced by bytes");
     if (opt_.gpu_layers_experts >= 0) {
       std::vector<int> asked;
@@ -562,38 +573,41 @@ class Planner {
     return s;
   }
 
-  // What a place holds, in words.
+  // What a place holds, in words: what the rules put there, then what the
+  // overrides did.
   std::string contents(int dev) const {
+    std::vector<std::string> parts = describe_pieces(dev, false);
+    std::vector<std::string> ov;
+    for (const auto& pl : p_.placements)
+      if (pl.device == dev && pl.rule == PlaceRule::override_tensor) ov.push_back(T()[pl.tensor].name);
+    if (ov.size() > 3) ov = describe_pieces(dev, true);
+    if (!ov.empty()) parts.push_back(fmt::format("by --override-tensor: {}", fmt::join(ov, ", ")));
+    return parts.empty() ? "nothing" : fmt::format("{}", fmt::join(parts, ", "));
+  }
+
+  std::vector<std::string> describe_pieces(int dev, bool overridden) const {
     std::vector<std::string> parts;
     std::set<TensorKind> kinds;
     std::set<int> dense_layers;
-    bool embedding = false, head = false, output_norm = false, other_global = false;
-    // routed: per layer, the expert range on this place (first stacked tensor's)
+    bool embedding = false, head = false, other_global = false;
+    // Routed experts: per layer, the expert range at this place (the first stacked tensor's).
     std::map<int, std::pair<uint32_t, uint32_t>> ranges;
     std::map<int, uint32_t> n_of;
-    std::set<size_t> seen_tensor;
-    uint64_t ov_bytes = 0;
-    size_t ov_count = 0;
     for (const auto& pl : p_.placements) {
-      if (pl.device != dev) continue;
+      if (pl.device != dev || (pl.rule == PlaceRule::override_tensor) != overridden) continue;
       const PlacementTensor& t = T()[pl.tensor];
-      if (pl.rule == PlaceRule::override_tensor) {
-        ov_bytes += pl.bytes;
-        ++ov_count;
-        continue;
-      }
       if (t.kind == TensorKind::routed_expert) {
         if (!ranges.count(t.layer)) {
           ranges[t.layer] = {pl.expert_begin, pl.expert_end};
           n_of[t.layer] = t.n_expert;
         }
-        continue;
-      }
-      if (t.kind == TensorKind::embedding) embedding = true;
-      else if (t.kind == TensorKind::output_head) head = true;
-      else if (t.layer < 0 && t.kind == TensorKind::norm) output_norm = true;
-      else if (t.layer < 0) other_global = true;
-      else {
+      } else if (t.kind == TensorKind::embedding) {
+        embedding = true;
+      } else if (t.kind == TensorKind::output_head || (t.layer < 0 && t.kind == TensorKind::norm)) {
+        head = true;
+      } else if (t.layer < 0) {
+        other_global = true;
+      } else {
         dense_layers.insert(t.layer);
         kinds.insert(t.kind);
       }
@@ -601,38 +615,35 @@ class Planner {
     if (embedding) parts.push_back("embedding");
     if (!dense_layers.empty()) {
       std::vector<std::string> k;
-      for (TensorKind x : {TensorKind::attention, TensorKind::norm, TensorKind::router, TensorKind::shared_expert,
-                           TensorKind::other})
-        if (kinds.count(x)) {
-          switch (x) {
-            case TensorKind::attention: k.push_back("attention"); break;
-            case TensorKind::norm: k.push_back("norms"); break;
-            case TensorKind::router: k.push_back("router"); break;
-            case TensorKind::shared_expert: k.push_back("shared expert"); break;
-            default: k.push_back("HC mixers"); break;
-          }
-        }
+      if (kinds.count(TensorKind::attention)) k.push_back("attention");
+      if (kinds.count(TensorKind::norm)) k.push_back("norms");
+      if (kinds.count(TensorKind::router)) k.push_back("router");
+      if (kinds.count(TensorKind::shared_expert)) k.push_back("shared expert");
+      if (kinds.count(TensorKind::other)) k.push_back("HC mixers");
       parts.push_back(fmt::format("{} of {}", fmt::join(k, "+"),
                                   layers_text(std::vector<int>(dense_layers.begin(), dense_layers.end()))));
     }
-    if (head || output_norm) parts.push_back("output head");
+    if (head) parts.push_back("output head");
     if (other_global) parts.push_back("other tensors outside the layers");
-    // Routed experts: layers with the same range together.
-    std::map<std::pair<uint32_t, uint32_t>, std::vector<int>> by_range;
-    std::vector<int> whole;
+    // Layers with the same expert range together, in layer order.
+    std::vector<std::pair<std::pair<uint32_t, uint32_t>, std::vector<int>>> by_range;
     for (const auto& [l, r] : ranges) {
-      if (r.first == 0 && r.second == n_of[l])
-        whole.push_back(l);
+      const auto key = r.first == 0 && r.second == n_of[l] ? std::pair<uint32_t, uint32_t>{0, 0} : r;
+      auto it = std::find_if(by_range.begin(), by_range.end(), [&](const auto& x) { return x.first == key; });
+      if (it == by_range.end())
+        by_range.push_back({key, {l}});
       else
-        by_range[r].push_back(l);
+        it->second.push_back(l);
     }
-    if (!whole.empty()) parts.push_back(fmt::format("routed experts of {}", layers_text(whole)));
-    for (const auto& [r, ls] : by_range)
-      parts.push_back(r.second - r.first == 1 ? fmt::format("routed expert {} of {}", r.first, layers_text(ls))
-                                             : fmt::format("routed experts {}-{} of {}", r.first, r.second - 1,
-                                                           layers_text(ls)));
-    if (ov_count) parts.push_back(fmt::format("{} tensors by --override-tensor ({})", ov_count, mib(ov_bytes)));
-    return parts.empty() ? "nothing" : fmt::format("{}", fmt::join(parts, ", "));
+    for (const auto& [r, ls] : by_range) {
+      if (r.first == 0 && r.second == 0)
+        parts.push_back(fmt::format("routed experts of {}", layers_text(ls)));
+      else if (r.second - r.first == 1)
+        parts.push_back(fmt::format("routed expert {} of {}", r.first, layers_text(ls)));
+      else
+        parts.push_back(fmt::format("routed experts {}-{} of {}", r.first, r.second - 1, layers_text(ls)));
+    }
+    return parts;
   }
 
   void describe() {
@@ -640,15 +651,15 @@ class Planner {
     L.push_back(model_line());
     for (size_t k = 0; k < n_; ++k) {
       const DeviceBudget& d = p_.devices[k];
-      L.push_back(fmt::format("{}{}: {} = {} free - {} working room - {} scratch; holds {}: {} ({} left)",
-                              device_label(d), d.name.empty() ? "" : fmt::format(" ({})", d.name), mib(room_[k]),
-                              mib(d.free_bytes), mib(d.reserve_bytes), mib(d.scratch_bytes), contents(static_cast<int>(k)),
-                              mib(used_[k]), mib(left(k))));
+      L.push_back(fmt::format("{}{}: {} of {} usable ({} free - {} working room - {} scratch; {} left): {}",
+                              device_label(d), d.name.empty() ? "" : fmt::format(" ({})", d.name), mib(used_[k]),
+                              mib(room_[k]), mib(d.free_bytes), mib(d.reserve_bytes), mib(d.scratch_bytes),
+                              mib(left(k)), contents(static_cast<int>(k))));
     }
-    L.push_back(fmt::format("host: {}: {}{}", contents(kHost), mib(p_.host_weight_bytes),
+    L.push_back(fmt::format("host: {}{}: {}", mib(p_.host_weight_bytes),
                             p_.host_budget ? fmt::format(" of {} usable", mib(*p_.host_budget))
-                                           : std::string(" (host memory not checked: no --host-mem)")));
-    for (const auto& w : why_) L.push_back("why: " + w);
+                                           : std::string(" (host memory not checked)"),
+                            contents(kHost)));
     for (size_t k = 0; k < opt_.overrides.size(); ++k) {
       const auto& o = opt_.overrides[k];
       uint64_t b = 0;
@@ -667,6 +678,7 @@ class Planner {
                                 o.spec, override_hits_[k], override_hits_[k] == 1 ? "" : "s", to, mib(b),
                                 fmt::join(names, ", "), override_hits_[k] > names.size() ? ", ..." : ""));
     }
+    for (const auto& w : why_) L.push_back("why: " + w);
     uint64_t dev_sum = 0;
     for (uint64_t u : used_) dev_sum += u;
     L.push_back(fmt::format("total: {} on {} device{}, {} in host memory", mib(dev_sum), n_, n_ == 1 ? "" : "s",
