@@ -495,10 +495,7 @@ class Planner {
       if (!partial_layers.empty())
         s += fmt::format("; --split-layer-experts: the room left takes {} experts of {}", experts_on_devices(a),
                          layers_text(partial_layers));
-      s += fmt::format("; the routed experts of {} stay in host memory ({})",
-                       partial_layers.empty() ? layers_text(host_layers)
-                                              : fmt::format("{} (in part)", layers_text(host_layers)),
-                       mib(host_bytes));
+      s += fmt::format("; in host memory: {} ({})", fmt::join(describe_pieces(kHost, false), ", "), mib(host_bytes));
     }
     why_.push_back(s);
   }
