@@ -116,7 +116,7 @@ class Planner {
   std::vector<int> override_of_;
   std::vector<size_t> override_hits_;
   std::vector<ExpertGroup> groups_;
-  uint64_t dense_total_ = 0, routed_total_ = 0;
+  uint64_t dense_total_ = 0;
   uint64_t expert_room_ = 0;  // device bytes left for routed experts after overrides and dense parts
   bool weighted_ = false;
   std::vector<std::string> why_;
@@ -326,7 +326,6 @@ class Planner {
       g.tensors.push_back(i);
       g.dev_unit += per_expert(t, t.device_bytes);
       g.host_unit += per_expert(t, t.host_bytes);
-      routed_total_ += t.device_bytes;
     }
     for (auto& [l, g] : by_layer) groups_.push_back(std::move(g));
   }
@@ -449,13 +448,10 @@ class Planner {
 
   void explain_experts(const Assignment& a, size_t max_groups) {
     const size_t L = groups_.size();
-    std::vector<int> dev_layers, host_layers, partial_layers;
-    for (size_t gi = 0; gi < L; ++gi) {
-      if (gi < a.whole)
-        dev_layers.push_back(groups_[gi].layer);
-      else if (gi < a.cnt.size())
-        partial_layers.push_back(groups_[gi].layer);
-      if (gi >= a.whole) host_layers.push_back(groups_[gi].layer);
+    std::vector<int> host_layers, partial_layers;
+    for (size_t gi = a.whole; gi < L; ++gi) {
+      if (gi < a.cnt.size()) partial_layers.push_back(groups_[gi].layer);
+      host_layers.push_back(groups_[gi].layer);
     }
     uint64_t host_bytes = 0;
     for (const auto& pl : p_.placements)
@@ -515,8 +511,7 @@ class Planner {
              mib(room_[k]));
     }
     if (p_.host_budget && p_.host_weight_bytes > *p_.host_budget) {
-      uint64_t dev_sum = 0, host_total = 0;
-      for (uint64_t u : used_) dev_sum += u;
+      uint64_t host_total = 0;
       for (const auto& t : T()) host_total += t.host_bytes;
       std::vector<std::string> d;
       for (size_t k = 0; k < n_; ++k)
