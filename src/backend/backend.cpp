@@ -110,6 +110,26 @@ void validate_batch(const Backend& be, std::span<const SeqStep> batch) {
   }
 }
 
+std::vector<DeviceInfo> cuda_devices() {
+#ifdef DS4_HAVE_CUDA
+  return cuda::list_devices();
+#else
+  return {};
+#endif
+}
+
+std::optional<DeviceSizing> cuda_sizing([[maybe_unused]] const model::ModelConfig& c) {
+#ifdef DS4_HAVE_CUDA
+  DeviceSizing s;
+  s.weight_bytes = [](GgmlType t, std::span<const int64_t> ne) -> uint64_t { return cuda::weight_device_bytes(t, ne); };
+  s.scratch_bytes = cuda::pass_scratch_bytes(c);
+  s.working_room = cuda::kWeightRoom;
+  return s;
+#else
+  return std::nullopt;
+#endif
+}
+
 std::unique_ptr<Backend> make_backend(std::string_view name, std::shared_ptr<const model::Model> model,
                                       const BackendOptions& opt) {
   if (name == "cpu") return cpu::make_cpu_backend(std::move(model), opt);

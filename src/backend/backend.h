@@ -16,11 +16,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "model/placement.h"
 #include "model/steering.h"
 #include "model/weights.h"
 
@@ -171,6 +173,27 @@ void validate_batch(const Backend& be, std::span<const SeqStep> batch);
 struct BackendOptions {
   int threads = 0;  // 0: hardware concurrency
 };
+
+// A GPU this process sees, with its free memory when asked (for `ds4 plan`).
+struct DeviceInfo {
+  int id = 0;  // CUDA ordinal
+  std::string name;
+  size_t free_bytes = 0, total_bytes = 0;
+};
+// The CUDA devices; empty in a build without CUDA or on a machine without a
+// device or driver.
+std::vector<DeviceInfo> cuda_devices();
+
+// How the CUDA backend sizes device memory, for the placement planner
+// (src/model/placement.h): each weight's device bytes, the backend's scratch
+// besides the weights, and the working room its load check keeps free.
+// Empty in a build without CUDA.
+struct DeviceSizing {
+  model::DeviceBytes weight_bytes;
+  size_t scratch_bytes = 0;
+  size_t working_room = 0;
+};
+std::optional<DeviceSizing> cuda_sizing(const model::ModelConfig& c);
 
 // "cpu" or "cuda". Throws ds4::Error for an unknown or unavailable name.
 std::unique_ptr<Backend> make_backend(std::string_view name, std::shared_ptr<const model::Model> model,

@@ -1,5 +1,5 @@
 // `ds4 synth --shape tiny|flash|pro|CONFIG.json [--layers N] --recipe R
-//  [--tokenizer F] [--seed S] -o OUT.gguf`
+//  [--tokenizer F] [--seed S] [--header-only] -o OUT.gguf`
 #include <fmt/ranges.h>
 
 #include "cli/commands.h"
@@ -19,6 +19,8 @@ Registration reg("synth", 40, [](CLI::App& app) {
   sub->add_option("--seed", o->seed, "Random seed");
   sub->add_option("-t,--threads", o->threads, "Generator threads (0: all cores); the file does not depend on it");
   sub->add_option("-o,--output", o->output, "Output .gguf")->required();
+  sub->add_flag("--header-only", o->header_only,
+                "Write only the metadata and tensor directory; the weights are a hole of zeros (for ds4 plan, ds4 info)");
   sub->callback([o] { model::synth(*o); });
 });
 

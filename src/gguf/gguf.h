@@ -169,6 +169,8 @@ class Writer {
 
   // Serialized header (magic through padding before data) for the declared state.
   std::vector<uint8_t> header_bytes() const;
+  // Bytes of the data section for the declared tensors (each padded to the alignment).
+  uint64_t data_size() const { return data_size_; }
 
  private:
   struct Pending {

@@ -3,8 +3,12 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <future>
 #include <numeric>
@@ -80,6 +84,25 @@ class Output {
   std::future<void> pending_;
 };
 
+// The header, then a file extended to the full size without writing the data
+// (a hole on filesystems with sparse files), renamed into place like the
+// writer does.
+void write_header_only(const gguf::Writer& w, const std::string& path) {
+  const std::vector<uint8_t> header = w.header_bytes();
+  const std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) fail("{}: cannot create: {}", tmp, std::strerror(errno));
+  const bool ok = std::fwrite(header.data(), 1, header.size(), f) == header.size() && std::fflush(f) == 0 &&
+                  ::ftruncate(::fileno(f), static_cast<off_t>(header.size() + w.data_size())) == 0;
+  const int err = errno;
+  std::fclose(f);
+  if (!ok) {
+    std::remove(tmp.c_str());
+    fail("{}: write failed: {}", tmp, std::strerror(err));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("{}: cannot rename to {}: {}", tmp, path, std::strerror(errno));
+}
+
 }  // namespace
 
 void synth(const SynthOptions& opt) {
@@ -104,6 +127,12 @@ void synth(const SynthOptions& opt) {
   for (const auto& s : specs) {
     types.push_back(s.role == TensorRole::tid2eid ? GgmlType::I32 : recipe_type(opt.recipe, s.name, s.ne));
     w.add_tensor_info(s.name, types.back(), s.ne);
+  }
+  if (opt.header_only) {
+    write_header_only(w, opt.output);
+    log::info("synth: wrote {} ({} layers, recipe {}): header only, {:.2f} GB of weights left as a hole", opt.output,
+              c.n_layer, opt.recipe, static_cast<double>(w.data_size()) * 1e-9);
+    return;
   }
   ThreadPool pool(opt.threads);
   w.begin(opt.output);

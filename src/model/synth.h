@@ -14,6 +14,10 @@ struct SynthOptions {
   uint64_t seed = 1;
   int threads = 0;  // 0: all cores; the bytes do not depend on it
   std::string output;
+  // Write the header (metadata and tensor directory) only and leave the data
+  // section a hole: a sparse file of the full size whose weights read as
+  // zeros, for tools that need only the directory (`ds4 plan`, `ds4 info`).
+  bool header_only = false;
 };
 
 void synth(const SynthOptions& opt);

@@ -58,11 +58,7 @@ int64_t n_mats(const Weight& w) { return w.ne.size() > 2 ? w.ne[2] : 1; }
 
 bool gpu_type(GgmlType t) { return ds4::cuda::quant_supported(t); }
 
-size_t device_bytes(const Weight& w) {
-  if (!w.present()) return 0;
-  const size_t mats = sz(n_mats(w)) * sz(w.rows());
-  return gpu_type(w.type) ? mats * w.row_bytes() : mats * sz(w.cols()) * sizeof(float);
-}
+size_t device_bytes(const Weight& w) { return w.present() ? weight_device_bytes(w.type, w.ne) : 0; }
 
 class Uploader {
  public:
@@ -581,11 +577,11 @@ class CudaBackend final : public Backend {
     need += Pass(c_, nullptr).bytes;  // the backend's pass scratch
     size_t free_b = 0, total_b = 0;
     DS4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-    // Headroom for sessions, scratch and the CUDA context's own allocations.
-    const size_t headroom = 256ull << 20;
+    const size_t headroom = kWeightRoom;
     if (need + headroom > free_b)
       fail("cuda backend: the model needs {:.1f} MiB of device memory for weights (+{:.0f} MiB working room), only "
-           "{:.1f} MiB of {:.1f} MiB are free",
+           "{:.1f} MiB of {:.1f} MiB are free (this backend does not split a model between GPU and host yet; "
+           "`ds4 plan -m FILE` shows how it would)",
            static_cast<double>(need) / kMiB, static_cast<double>(headroom) / kMiB, static_cast<double>(free_b) / kMiB,
            static_cast<double>(total_b) / kMiB);
     log::info("cuda: uploading {:.1f} MiB of weights ({:.1f} MiB free)", static_cast<double>(need) / kMiB,
@@ -944,6 +940,41 @@ class CudaBackend final : public Backend {
 
 std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const model::Model> model, const BackendOptions&) {
   return std::make_unique<CudaBackend>(std::move(model));
+}
+
+size_t weight_device_bytes(GgmlType type, std::span<const int64_t> ne) {
+  const int64_t cols = ne.empty() ? 0 : ne[0];
+  const int64_t rows = ne.size() < 2 ? 1 : ne[1];
+  const int64_t mats = ne.size() > 2 ? ne[2] : 1;
+  const size_t n = sz(mats) * sz(rows);
+  return gpu_type(type) ? n * quant::row_bytes(type, cols) : n * sz(cols) * sizeof(float);
+}
+
+size_t pass_scratch_bytes(const model::ModelConfig& c) { return Pass(c, nullptr).bytes; }
+
+std::vector<DeviceInfo> list_devices() {
+  std::vector<DeviceInfo> v;
+  int n = 0;
+  // No driver, no device: no list (and no error for a machine without a GPU).
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return v;
+  }
+  int current = 0;
+  (void)cudaGetDevice(&current);
+  for (int i = 0; i < n; ++i) {
+    DeviceInfo d;
+    d.id = i;
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, i) == cudaSuccess) d.name = prop.name;
+    if (cudaSetDevice(i) != cudaSuccess || cudaMemGetInfo(&d.free_bytes, &d.total_bytes) != cudaSuccess) {
+      (void)cudaGetLastError();
+      continue;
+    }
+    v.push_back(std::move(d));
+  }
+  (void)cudaSetDevice(current);
+  return v;
 }
 
 }  // namespace ds4::backend::cuda

@@ -1,0 +1,31 @@
+#pragma once
+// The placement flags (docs/placement.md): --cpu-moe, --gpu-layers-experts N,
+// --override-tensor REGEX=DEVICE (repeatable, first match wins),
+// --split-layer-experts and --gpus 0,1,... . `ds4 plan` takes them today; run
+// and serve will once a backend executes a split plan.
+// Wiring: add_placement_flags(sub, flags) at registration, then
+//   model::PlacementOptions o = placement_options(flags);
+//   std::vector<int> ids = placement_gpus(flags);  // empty: --gpus not given
+#include <CLI/CLI.hpp>
+
+#include <string>
+#include <vector>
+
+#include "model/placement.h"
+
+namespace ds4::cli {
+
+struct PlacementFlags {
+  bool cpu_moe = false;
+  int gpu_layers_experts = -1;
+  std::vector<std::string> overrides;
+  bool split_layer = false;
+  std::string gpus;
+};
+
+void add_placement_flags(CLI::App* sub, PlacementFlags& f);
+// Throws ds4::Error naming the flag and the bad value.
+model::PlacementOptions placement_options(const PlacementFlags& f);
+std::vector<int> placement_gpus(const PlacementFlags& f);
+
+}  // namespace ds4::cli
