@@ -210,6 +210,8 @@ bool Scheduler::step() {
       if (hit.matched <= (best ? static_cast<int64_t>(best->history.size()) : 0)) {
         hit.handle.release();
         hit.matched = 0;
+      } else {
+        best = nullptr;  // the cache's prefix is longer: restore it; the live slot keeps its own conversation
       }
     } else {
       explain = job.req.steering.active() ? "prefix cache not used with steering" : "prefix cache off";

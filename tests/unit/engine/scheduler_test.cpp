@@ -260,6 +260,26 @@ TEST_F(SchedulerTest, PrefixCacheServesAnEvictedConversation) {
   EXPECT_EQ(sched->stats().cached_tokens_ram, info.usage.cached_tokens);
 }
 
+TEST_F(SchedulerTest, ALongerCachedPrefixBeatsAShorterLiveSlot) {
+  // Slot B holds the conversation's first turn live; the cache holds its
+  // second turn (evicted from slot A). The third turn must resume from the
+  // cache, not re-prefill the second turn on top of slot B.
+  auto sched = make_cached(2, small_cache());
+  const auto p1 = prompt("Tell me a long story about a lighthouse keeper and the sea, please.");
+  const auto r1 = run(*sched, p1, 6);  // slot A
+  ASSERT_EQ(r1.size(), 6u) << "the reply must end at max_tokens, so its last token stays unfed";
+  const auto p2 = next_turn(p1, r1, "And another one.");
+  const auto r2 = run(*sched, p2, 6);  // slot A again (token prefix)
+  run(*sched, p1, 6);                  // slot B: the first turn again, live
+  run(*sched, prompt("Something else entirely, with enough words to pass the minimum."), 3);  // evicts A
+  const auto p3 = next_turn(p2, r2, "One more, shorter.");
+  FinishInfo info;
+  const auto r3 = run(*sched, p3, 6, &info);
+  EXPECT_EQ(info.usage.cache_source, "ram");
+  EXPECT_EQ(info.usage.cached_tokens, static_cast<int64_t>(p2.size() + r2.size() - 1));
+  EXPECT_EQ(r3, alone(p3, 6));
+}
+
 TEST_F(SchedulerTest, DiskCacheSurvivesARestart) {
   const auto dir = fs::temp_directory_path() / ("ds4_sched_cache_" + std::to_string(::getpid()));
   fs::remove_all(dir);
