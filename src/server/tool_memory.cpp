@@ -1,19 +1,25 @@
 #include "server/tool_memory.h"
 
 #include <algorithm>
-#include <map>
+#include <set>
 
 #include <nlohmann/json.hpp>
+
+#include "chat/dsml_syntax.h"
 
 namespace ds4::server {
 
 void ToolMemory::remember(const std::vector<std::string>& ids, const std::string& block) {
   if (ids.empty() || block.empty() || max_ids_ == 0) return;
-  auto shared = std::make_shared<const std::string>(block);
   std::lock_guard lk(mu_);
+  // One string per block text, shared by every id that maps to it.
+  std::shared_ptr<const std::string> shared;
+  if (auto g = ids_by_block_.find(block); g != ids_by_block_.end()) shared = by_id_.at(g->second.front());
+  if (!shared) shared = std::make_shared<const std::string>(block);
   for (const auto& id : ids) {
     if (by_id_.count(id)) continue;  // ids are unique; a repeat keeps the first block
     by_id_[id] = shared;
+    ids_by_block_[*shared].push_back(id);
     order_.push_back(id);
     bytes_ += block.size() + id.size();
   }
@@ -23,6 +29,9 @@ void ToolMemory::remember(const std::vector<std::string>& ids, const std::string
     auto it = by_id_.find(order_.front());
     if (it != by_id_.end()) {
       bytes_ -= it->second->size() + it->first.size();
+      auto g = ids_by_block_.find(*it->second);
+      std::erase(g->second, it->first);
+      if (g->second.empty()) ids_by_block_.erase(g);  // before the string it views can go
       by_id_.erase(it);
     }
     order_.pop_front();
@@ -52,19 +61,33 @@ void ToolMemory::apply(std::vector<chat::Message>& messages) const {
 }
 
 std::string ToolMemory::export_for(std::string_view text) const {
-  std::map<const std::string*, std::vector<std::string>> groups;  // block -> its ids, in id order
+  // Candidates: from each calls-start marker (or the "\n\n" before it, which
+  // the parser includes when present) to the first calls-end marker after it.
+  std::vector<std::string_view> candidates;
+  for (const auto& syn : chat::detail::kSyntaxes) {
+    for (size_t p = text.find(syn.calls_start); p != std::string_view::npos; p = text.find(syn.calls_start, p + 1)) {
+      const size_t e = text.find(syn.calls_end, p);
+      if (e == std::string_view::npos) break;
+      const size_t end = e + syn.calls_end.size();
+      candidates.push_back(text.substr(p, end - p));
+      if (p >= 2 && text.substr(p - 2, 2) == "\n\n") candidates.push_back(text.substr(p - 2, end - p + 2));
+    }
+  }
+  if (candidates.empty()) return {};
+  nlohmann::json groups = nlohmann::json::array();
   {
     std::lock_guard lk(mu_);
-    for (const auto& [id, block] : by_id_)
-      if (text.find(*block) != std::string_view::npos) groups[block.get()].push_back(id);
-    if (groups.empty()) return {};
-    nlohmann::json out = {{"v", 1}, {"tool_replay", nlohmann::json::array()}};
-    for (auto& [block, ids] : groups) {
+    std::set<std::string_view> seen;
+    for (std::string_view c : candidates) {
+      auto g = ids_by_block_.find(c);
+      if (g == ids_by_block_.end() || !seen.insert(g->first).second) continue;
+      std::vector<std::string> ids = g->second;
       std::sort(ids.begin(), ids.end());
-      out["tool_replay"].push_back({{"ids", ids}, {"dsml", *block}});
+      groups.push_back({{"ids", ids}, {"dsml", std::string(g->first)}});
     }
-    return out.dump();
   }
+  if (groups.empty()) return {};
+  return nlohmann::json{{"v", 1}, {"tool_replay", std::move(groups)}}.dump();
 }
 
 bool ToolMemory::import(std::string_view bytes) {

@@ -31,7 +31,10 @@ class ToolMemory {
   // The remembered (ids, block) groups whose block occurs in `text`, as JSON
   // bytes that travel with a prefix-cache checkpoint of that text
   // (docs/prefix-cache.md): after a restart, exact replay still renders the
-  // conversation the checkpoint holds. "" when none.
+  // conversation the checkpoint holds. "" when none. Runs on the scheduler
+  // thread at every checkpoint, so its cost follows the text, not the number
+  // of remembered ids: tool blocks are cut out of the text the way the parser
+  // cuts them (chat/parse.cpp) and looked up by content.
   std::string export_for(std::string_view text) const;
   // Remembers the groups of an export_for() result. False (nothing taken) for
   // bytes that are not one.
@@ -41,6 +44,9 @@ class ToolMemory {
   mutable std::mutex mu_;
   size_t max_ids_, max_bytes_, bytes_ = 0;
   std::unordered_map<std::string, std::shared_ptr<const std::string>> by_id_;
+  // Block text -> the ids that map to it. Ids of one text share one string
+  // (by_id_'s), which the key views; a key goes with its last id.
+  std::unordered_map<std::string_view, std::vector<std::string>> ids_by_block_;
   std::deque<std::string> order_;  // oldest first
 };
 

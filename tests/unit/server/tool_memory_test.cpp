@@ -46,19 +46,34 @@ TEST(ToolMemory, OldestIdsAreDroppedAtTheBounds) {
   EXPECT_EQ(by_bytes.lookup({"c"}), "CCCC");
 }
 
+// A tool block as the parser cuts it (chat/parse.cpp: from the "\n\n" before
+// the calls marker to the end marker).
+std::string block(std::string_view city, bool plain = false) {
+  if (plain)
+    return "\n\n<tool_calls>\n<invoke name=\"w\">\n<parameter name=\"c\" string=\"true\">" + std::string(city) +
+           "</parameter>\n</invoke>\n</tool_calls>";
+  return "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"w\">\n<｜DSML｜parameter name=\"c\" string=\"true\">" +
+         std::string(city) + "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
+}
+
 TEST(ToolMemory, ExportCarriesOnlyBlocksOfTheTextAndImportRestoresThem) {
   ToolMemory m;
-  m.remember({"call_2", "call_1"}, "<BLOCK one>");  // one turn, two calls
-  m.remember({"call_3"}, "<BLOCK two>");
-  m.remember({"call_4"}, "<BLOCK elsewhere>");
-  const std::string bytes = m.export_for("user: hi <BLOCK one> result <BLOCK two> user: more");
+  m.remember({"call_2", "call_1"}, block("Paris"));  // one turn, two calls
+  m.remember({"call_3"}, block("Rome", true));
+  m.remember({"call_4"}, block("Oslo"));
+  m.remember({"call_5"}, block("Paris"));  // the same block again, another turn
+  const std::string text = "user: hi</think>" + block("Paris") + "<eos>result</think>ok" + block("Rome", true) +
+                           "<eos>user: more";
+  const std::string bytes = m.export_for(text);
   ASSERT_FALSE(bytes.empty());
   EXPECT_EQ(m.export_for("no tool calls here"), "");
+  EXPECT_EQ(m.export_for(block("Lima")), "") << "a block nobody remembers";
 
   ToolMemory fresh;
   ASSERT_TRUE(fresh.import(bytes));
-  EXPECT_EQ(fresh.lookup({"call_1", "call_2"}), "<BLOCK one>");
-  EXPECT_EQ(fresh.lookup({"call_3"}), "<BLOCK two>");
+  EXPECT_EQ(fresh.lookup({"call_1", "call_2"}), block("Paris"));
+  EXPECT_EQ(fresh.lookup({"call_5"}), block("Paris"));
+  EXPECT_EQ(fresh.lookup({"call_3"}), block("Rome", true));
   EXPECT_FALSE(fresh.lookup({"call_4"}).has_value()) << "a block not in the text must not travel";
 
   // Bytes that are not an export are refused whole.
@@ -68,6 +83,20 @@ TEST(ToolMemory, ExportCarriesOnlyBlocksOfTheTextAndImportRestoresThem) {
                           "{\"v\":1,\"tool_replay\":[{\"ids\":[\"ok\"],\"dsml\":\"B\"},{\"ids\":[1],\"dsml\":\"B\"}]}"})
     EXPECT_FALSE(other.import(bad)) << bad;
   EXPECT_FALSE(other.lookup({"ok"}).has_value()) << "a refused import must take nothing";
+}
+
+TEST(ToolMemory, ExportForgetsEvictedIds) {
+  ToolMemory m(2);
+  m.remember({"a"}, block("Paris"));
+  m.remember({"b"}, block("Paris"));
+  m.remember({"c"}, block("Rome"));  // evicts a
+  ToolMemory fresh;
+  ASSERT_TRUE(fresh.import(m.export_for(block("Paris") + block("Rome"))));
+  EXPECT_FALSE(fresh.lookup({"a"}).has_value());
+  EXPECT_EQ(fresh.lookup({"b"}), block("Paris"));
+  EXPECT_EQ(fresh.lookup({"c"}), block("Rome"));
+  m.remember({"d"}, block("Oslo"));  // evicts b, the last id of Paris
+  EXPECT_EQ(m.export_for(block("Paris")), "");
 }
 
 }  // namespace
