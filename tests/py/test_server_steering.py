@@ -117,20 +117,27 @@ def test_mixed_scales_in_one_batch_equal_each_alone(steered):
     assert together == alone
 
 
-def test_no_reuse_across_scales(steered):
-    first = chat(steered.url, "A long shared opening about mountains and their geology.", {"ffn": 0.5})
-    msgs = [{"role": "user", "content": "A long shared opening about mountains and their geology."},
+OPENING = "A long shared opening about mountains and their geology."
+
+
+def follow_up(url, first, steering):
+    """The conversation's second turn after `first` (the reply to OPENING),
+    with these scales; returns the prompt tokens reused."""
+    msgs = [{"role": "user", "content": OPENING},
             {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
             {"role": "user", "content": "And rivers?"}]
-    def follow(steering):
-        r = requests.post(steered.url + "/v1/chat/completions", timeout=300, json={
-            "model": "x", "messages": msgs, "max_tokens": 4, "temperature": 0,
-            "thinking": {"type": "disabled"}, "ds4_steering": steering})
-        assert r.status_code == 200, r.text
-        return r.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
-    assert follow({"ffn": 0.25}) == 0       # other scales: the slot's state is not reused
-    chat(steered.url, "A long shared opening about mountains and their geology.", {"ffn": 0.5})
-    assert follow({"ffn": 0.5}) > 0          # same scales: it is
+    r = requests.post(url + "/v1/chat/completions", timeout=300, json={
+        "model": "x", "messages": msgs, "max_tokens": 4, "temperature": 0,
+        "thinking": {"type": "disabled"}, "ds4_steering": steering})
+    assert r.status_code == 200, r.text
+    return r.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+
+def test_no_reuse_across_scales(steered):
+    first = chat(steered.url, OPENING, {"ffn": 0.5})
+    assert follow_up(steered.url, first, {"ffn": 0.25}) == 0  # other scales: the slot's state is not reused
+    chat(steered.url, OPENING, {"ffn": 0.5})
+    assert follow_up(steered.url, first, {"ffn": 0.5}) > 0    # same scales: it is
 
 
 @pytest.mark.parametrize("bad", [{"ffn": "x"}, {"ffn": 1e9}, "strong", [1, 2]])
@@ -193,21 +200,10 @@ def test_mixed_vectors_in_one_batch_equal_each_alone(named):
 
 
 def test_no_reuse_across_vectors(named):
-    opening = "A long shared opening about mountains and their geology."
-    first = chat(named.url, opening, {"vector": "a", "ffn": 0.5})
-    msgs = [{"role": "user", "content": opening},
-            {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
-            {"role": "user", "content": "And rivers?"}]
-
-    def follow(steering):
-        r = requests.post(named.url + "/v1/chat/completions", timeout=300, json={
-            "model": "x", "messages": msgs, "max_tokens": 4, "temperature": 0,
-            "thinking": {"type": "disabled"}, "ds4_steering": steering})
-        assert r.status_code == 200, r.text
-        return r.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
-    assert follow({"vector": "b", "ffn": 0.5}) == 0  # same scales, other set: not reused
-    chat(named.url, opening, {"vector": "a", "ffn": 0.5})
-    assert follow({"vector": "a", "ffn": 0.5}) > 0   # same set and scales: reused
+    first = chat(named.url, OPENING, {"vector": "a", "ffn": 0.5})
+    assert follow_up(named.url, first, {"vector": "b", "ffn": 0.5}) == 0  # same scales, other set: not reused
+    chat(named.url, OPENING, {"vector": "a", "ffn": 0.5})
+    assert follow_up(named.url, first, {"vector": "a", "ffn": 0.5}) > 0   # same set and scales: reused
 
 
 def test_numpy_built_vectors_steer_as_the_projection_says(named):
