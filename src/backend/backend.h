@@ -151,6 +151,11 @@ class Backend {
   // Whether `v` was registered (set_steering or add_steering).
   bool has_steering_set(const model::SteeringVectors* v) const;
 
+  // Where forward passes spent their time since the last call, as a printable
+  // table, and a reset; empty for a backend made without
+  // BackendOptions::profile or one that cannot profile (the CPU).
+  virtual std::string take_profile() const { return {}; }
+
  protected:
   // Check the vectors' shape against the model and keep them (as the default,
   // or as one more registered set); backends that apply steering call them
@@ -172,6 +177,9 @@ void validate_batch(const Backend& be, std::span<const SeqStep> batch);
 
 struct BackendOptions {
   int threads = 0;  // 0: hardware concurrency
+  // Time each phase of the forward pass (CUDA: events on the stream, one
+  // sync per pass); read with Backend::take_profile.
+  bool profile = false;
 };
 
 // A GPU this process sees, with its free memory when asked (for `ds4 plan`).

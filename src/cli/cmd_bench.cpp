@@ -34,6 +34,7 @@ struct BenchOpts {
   int64_t ctx_start = 2048, ctx_max = 32768, ctx_alloc = 0, step_incr = 2048, gen_tokens = 128, sequences = 1;
   double step_mul = 1;
   int threads = 0;
+  bool profile = false;
   SteeringFlags steering;
 };
 
@@ -105,7 +106,8 @@ void run(const BenchOpts& o) {
   if (alloc <= o.ctx_max + o.gen_tokens)
     fail("invalid value for --ctx-alloc: {} (must exceed ctx-max + gen-tokens = {})", alloc, o.ctx_max + o.gen_tokens);
 
-  const engine::EngineOptions eo = engine_options(o.model, o.backend, o.threads, o.numerics, &o.steering);
+  engine::EngineOptions eo = engine_options(o.model, o.backend, o.threads, o.numerics, &o.steering);
+  eo.profile = o.profile;
   std::FILE* out = stdout;
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> csv_file(nullptr, &std::fclose);
   if (!o.csv.empty()) {
@@ -116,6 +118,13 @@ void run(const BenchOpts& o) {
   const std::string text = read_file(o.prompt_file.empty() ? o.chat_prompt_file : o.prompt_file,
                                  o.prompt_file.empty() ? "--chat-prompt-file" : "--prompt-file");
   engine::Engine e(eo);
+  // --profile: the backend's table of where the time went, per stage.
+  auto profile = [&](const std::string& what) {
+    if (!o.profile) return;
+    const std::string t = e.backend().take_profile();
+    if (t.empty()) std::fprintf(stderr, "ds4-bench: --profile: backend %s has no profile\n", o.backend.c_str());
+    else std::fprintf(stderr, "ds4-bench: profile of %s\n%s", what.c_str(), t.c_str());
+  };
   const std::vector<int32_t> toks = o.prompt_file.empty()
                                         ? engine::single_prompt(e, o.system, text, engine::Thinking::none)
                                         : e.tokenizer().encode(text);
@@ -143,11 +152,13 @@ void run(const BenchOpts& o) {
     const auto t0 = std::chrono::steady_clock::now();
     if (frontier - 1 > from) session->prefill(std::span<const int32_t>(toks.data() + from, static_cast<size_t>(frontier - 1 - from)));
     const double pre_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    profile(fmt::format("prefill {} -> {}", from, frontier - 1));
     // The snapshot is taken after the last prompt token, outside both timers.
     const int32_t last = toks[static_cast<size_t>(frontier - 1)];
     const engine::Session::Snapshot snap = session->snapshot();
     const engine::GenerateResult r = engine::generate(e, *session, std::span<const int32_t>(&last, 1), g);
     const double prefill_s = pre_s + r.prefill_seconds;
+    profile(fmt::format("generation at {} (its first step feeds the frontier's last token)", frontier));
     const auto n_gen = static_cast<int64_t>(r.tokens.size());
     // The first token comes from the prefill's logits; each further one costs
     // one decode forward pass, which is what gen_tps measures.
@@ -158,6 +169,7 @@ void run(const BenchOpts& o) {
                  snap.bytes(), wbytes * gen_tps / 1e9);
     if (multi) {
       const double agg = batched_decode_tps(e, snap, last, o.sequences, o.gen_tokens, alloc);
+      profile(fmt::format("{} sequences decoding together at {}", o.sequences, frontier));
       std::fprintf(out, ",%lld,%.2f,%.2f", static_cast<long long>(o.sequences), agg,
                    agg / static_cast<double>(o.sequences));
     }
@@ -167,6 +179,7 @@ void run(const BenchOpts& o) {
     // fed again (untimed) so the next interval starts exactly at the frontier.
     session->restore(snap);
     session->prefill(std::span<const int32_t>(&last, 1));
+    if (o.profile) (void)e.backend().take_profile();  // that untimed step is no stage's
     if (frontier == o.ctx_max) break;
     const int64_t next = o.step_mul > 1 ? static_cast<int64_t>(std::ceil(static_cast<double>(frontier) * o.step_mul))
                                         : frontier + o.step_incr;
@@ -193,6 +206,9 @@ Registration reg("bench", 80, [](CLI::App& app) {
   sub->add_option("--csv", o->csv, "Write the CSV here instead of stdout");
   sub->add_option("-t,--threads", o->threads, "CPU threads (0: all)");
   sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");
+  sub->add_flag("--profile", o->profile,
+                "Print where the backend's time went, per phase and layer kind, for each prefill and generation "
+                "(CUDA: GPU time between events, one sync per pass)");
   sub->add_option("--numerics", o->numerics, "faithful (default) or exact");
   add_steering_flags(sub, o->steering);
   sub->callback([o] { run(*o); });

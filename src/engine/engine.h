@@ -20,6 +20,7 @@ struct EngineOptions {
   std::string model_path;
   std::string backend = "cpu";
   int threads = 0;  // 0: hardware concurrency
+  bool profile = false;  // backend::BackendOptions::profile
   backend::NumericsMode numerics = backend::NumericsMode::faithful;
   // Directional steering (docs/steering.md): the direction file and the
   // scales every session starts with. Non-zero scales need a file.

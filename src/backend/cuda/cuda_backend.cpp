@@ -18,6 +18,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -28,6 +29,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_quant.h"
 #include "backend/cuda/fwd_kernels.h"
+#include "backend/cuda/phase_profile.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -242,8 +244,9 @@ constexpr int64_t kPassRows = 32;
 struct Pass {
   QRows in_a, in_b;  // two live inputs at a time (e.g. the normed hidden state and q's latent)
   DeviceSpan gq;     // per row: the routed experts' down-projection inputs, quantized
+  DeviceSpan oq;     // per row: the attention output's head groups, quantized (grouped output projection)
   DeviceSpan X, u, mix, pre, post, comb, y, a, qlat, q, kvt, ckv, cg, ikv, ig, iq, iwt, o, z, out, f, logit, sel, wts, g,
-      up, ye, ys, e, hu, hy, logits;
+      up, ye, ys, e, hu, hy, logits, attn_part;
   int64_t gw = 0;  // floats per row of g and up
   int64_t cw = 0, icw = 0;  // widths of the compressor outputs (ckv/cg, ikv/ig)
   size_t bytes = 0;
@@ -286,10 +289,13 @@ struct Pass {
     ys = m.floats(R * D);
     gq = m.take(sz(R * K) * std::max(ds4::cuda::activation_bytes(GgmlType::Q8_0, c.expert_ff),
                                      ds4::cuda::activation_bytes(GgmlType::Q8_K, c.expert_ff)));
+    oq = m.take(sz(R * c.o_groups) * std::max(ds4::cuda::activation_bytes(GgmlType::Q8_0, c.heads_per_group() * hd),
+                                              ds4::cuda::activation_bytes(GgmlType::Q8_K, c.heads_per_group() * hd)));
     e = m.floats(R * D);
     hu = m.floats(R * hc * D);
     hy = m.floats(R * D);
     logits = m.floats(R * c.n_vocab);
+    attn_part = m.floats(fwd::attend_scratch_floats(static_cast<int>(H), hd));  // rows attend one at a time
     const int64_t max_cols = std::max<int64_t>(
         {hc * D, H * hd, int64_t{c.o_groups} * c.o_lora_rank, ffmax, c.q_lora_rank, D, c.heads_per_group() * hd});
     in_a.carve(max_cols, R, m);
@@ -301,7 +307,7 @@ struct Pass {
 // A session's own scratch: what the stateful middle of one row needs, sized
 // by the session's context (the indexer scores one value per compressed row).
 struct SessionScratch {
-  DeviceSpan v, topk, idx_score, idx_flags;
+  DeviceSpan v, topk, idx_score;
 };
 
 // Where every part of a session's device memory lives: KV state first, then
@@ -331,7 +337,6 @@ struct SessionLayout {
     sc.v = m.floats(std::max<int64_t>(c.head_dim, c.indexer_head_dim));
     sc.topk = m.floats(std::max<uint32_t>(c.indexer_top_k, 1));
     sc.idx_score = m.floats(max_idx_rows);
-    sc.idx_flags = m.floats(max_idx_rows);
     scratch_bytes = m.used();
   }
 };
@@ -410,7 +415,8 @@ class CudaSession final : public SessionState {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(std::shared_ptr<const model::Model> m) : m_(std::move(m)), c_(m_->config) {
+  CudaBackend(std::shared_ptr<const model::Model> m, bool profile)
+      : m_(std::move(m)), c_(m_->config), prof_(profile) {
     if (ds4::cuda::device_count() == 0) fail("cuda backend: no CUDA device (built with CUDA, but no GPU or driver here)");
     const auto& W = m_->weights;
     check_fits(W);
@@ -477,6 +483,7 @@ class CudaBackend final : public Backend {
   CudaBackend& operator=(const CudaBackend&) = delete;
 
   std::string_view name() const override { return "cuda"; }
+  std::string take_profile() const override { return prof_.take(); }
   const model::Model& model() const override { return *m_; }
   SessionMemory session_memory(const SessionOptions& opt) const override {
     const SessionLayout lay(c_, opt.ctx_size, nullptr);
@@ -588,6 +595,12 @@ class CudaBackend final : public Backend {
               static_cast<double>(free_b) / kMiB);
   }
 
+  PhaseProfile::Kind kind_of(uint32_t l) const {
+    const uint32_t r = c_.compress_ratios[l];
+    return r == 0 ? PhaseProfile::sliding : r == 4 ? PhaseProfile::csa : PhaseProfile::hca;
+  }
+  void mark(Phase p, uint32_t l) const { prof_.mark(st_, p, kind_of(l)); }
+
   // One row of a pass: a token of a sequence at its position, and where its
   // logits go (null: none).
   struct Row {
@@ -627,20 +640,16 @@ class CudaBackend final : public Backend {
     const int64_t D = c_.n_embd, hc = c_.hc_count, mr = c_.hc_mix_rows();
     fwd::rms_norm_rows(P.X.as<float>(), nullptr, n, hc * D, c_.rms_eps, P.u.as<float>(), st_);
     mv(fn, P.in_b.bind(P.u.as<float>(), hc * D, n), P.mix.as<float>(), mr);
-    for (int64_t i = 0; i < n; ++i) {
-      fwd::hc_split(P.mix.as<float>() + i * mr, scale, base, static_cast<int>(hc), c_.hc_eps,
-                    static_cast<int>(c_.sinkhorn_iters), P.pre.as<float>() + i * hc, P.post.as<float>() + i * hc,
-                    P.comb.as<float>() + i * hc * hc, st_);
-      fwd::hc_collapse(P.X.as<float>() + i * hc * D, P.pre.as<float>() + i * hc, static_cast<int>(hc), D,
-                       P.y.as<float>() + i * D, st_);
-    }
+    fwd::hc_split_rows(P.mix.as<float>(), mr, n, scale, base, static_cast<int>(hc), c_.hc_eps,
+                       static_cast<int>(c_.sinkhorn_iters), P.pre.as<float>(), P.post.as<float>(), P.comb.as<float>(),
+                       st_);
+    fwd::hc_collapse(P.X.as<float>(), P.pre.as<float>(), static_cast<int>(hc), D, P.y.as<float>(), st_, n);
   }
 
   void hc_post(Pass& P, int64_t n) const {
     const int64_t D = c_.n_embd, hc = c_.hc_count;
-    for (int64_t i = 0; i < n; ++i)
-      fwd::hc_expand(P.X.as<float>() + i * hc * D, P.out.as<float>() + i * D, P.post.as<float>() + i * hc,
-                     P.comb.as<float>() + i * hc * hc, static_cast<int>(hc), D, st_);
+    fwd::hc_expand(P.X.as<float>(), P.out.as<float>(), P.post.as<float>(), P.comb.as<float>(), static_cast<int>(hc), D,
+                   st_, n);
   }
 
   // cpu::compressor_step on the device.
@@ -687,6 +696,7 @@ class CudaBackend final : public Backend {
     const int64_t ih = c_.indexer_heads, id = c_.indexer_head_dim;
 
     hc_pre(P, n, W.hc_attn_fn, W.hc_attn_scale, W.hc_attn_base);
+    mark(Phase::hc_pre, l);
     float* a = P.a.as<float>();
     fwd::rms_norm_rows(P.y.as<float>(), W.attn_norm, n, D, eps, a, st_);
     QRows& in_a = P.in_a.bind(a, D, n);
@@ -714,6 +724,7 @@ class CudaBackend final : public Backend {
         mv(W.indexer_proj, in_a, P.iwt.as<float>(), ih);
       }
     }
+    mark(Phase::attn_proj, l);
 
     for (int64_t i = 0; i < n; ++i) {
       CudaSession& S = *rows[sz(i)].S;
@@ -728,16 +739,19 @@ class CudaBackend final : public Backend {
       fwd::rms_norm_rows(kvt + i * hd, W.kv_norm, 1, hd, eps, k, st_);
       fwd::rope(k + nope, 0, 1, rope, pairs, p, false, st_);
       if (faithful) fwd::kv_round(k, nope, hd, st_);
+      mark(Phase::attn_kv, l);
 
       const int32_t* sel = nullptr;
       int64_t n_comp = 0;
       if (ratio) {
         comp_step(L.attn, W.comp, false, faithful, p, P.ckv.as<float>() + i * P.cw, P.cg.as<float>() + i * P.cw, s);
         n_comp = L.attn.n_rows;
+        if (ratio != 4) mark(Phase::compressor, l);
       }
       if (ratio == 4) {
         comp_step(L.indexer, W.icomp, true, faithful, p, P.ikv.as<float>() + i * P.icw, P.ig.as<float>() + i * P.icw,
                   s);
+        mark(Phase::compressor, l);
         const int64_t nrows = L.indexer.n_rows, top_k = c_.indexer_top_k;
         if (nrows > top_k) {
           if (!need_indexer) fail("cuda backend: indexer rows {} at position {} were not foreseen", nrows, p);
@@ -748,7 +762,9 @@ class CudaBackend final : public Backend {
           fwd::scale(iwt, ih, 1.0f / std::sqrt(static_cast<float>(id * ih)), st_);
           fwd::indexer_scores(L.indexer.rows.as<float>(), nrows, id, iq, iwt, static_cast<int>(ih),
                               s.idx_score.as<float>(), st_);
-          fwd::topk_select(s.idx_score.as<float>(), nrows, top_k, s.idx_flags.as<int>(), s.topk.as<int32_t>(), st_);
+          mark(Phase::indexer, l);
+          fwd::topk_select(s.idx_score.as<float>(), nrows, top_k, s.topk.as<int32_t>(), st_);
+          mark(Phase::topk, l);
           sel = s.topk.as<int32_t>();
           n_comp = top_k;
         } else {
@@ -758,18 +774,33 @@ class CudaBackend final : public Backend {
       const int64_t n_raw = std::min<int64_t>(p + 1, win);
       float* o = P.o.as<float>() + i * H * hd;
       fwd::attend(qi, static_cast<int>(H), hd, L.raw.as<float>(), win, p, n_raw,
-                  ratio ? L.attn.rows.as<float>() : nullptr, n_comp, sel, W.sinks, o, st_);
+                  ratio ? L.attn.rows.as<float>() : nullptr, n_comp, sel, W.sinks, o, P.attn_part.as<float>(), st_);
       fwd::rope(o + nope, hd, static_cast<int>(H), rope, pairs, p, true, st_);
+      mark(Phase::attend, l);
     }
 
     // Grouped output projection: group g maps its heads through its rows of W_oa.
     const int64_t G = c_.o_groups, ro = c_.o_lora_rank, hpg = c_.heads_per_group();
-    for (int64_t g = 0; g < G; ++g)
-      mv(W.out_a, P.in_b.bind(P.o.as<float>() + g * hpg * hd, hpg * hd, n, H * hd), P.z.as<float>() + g * ro, G * ro,
-         g * ro, ro);
+    const GgmlType oact = ds4::cuda::activation_type(W.out_a.type);
+    const size_t gbytes = oact == GgmlType::F32 ? 0 : ds4::cuda::activation_bytes(oact, hpg * hd);
+    if (gbytes && gbytes % 16 == 0) {
+      // o is [n][G][hpg*hd]: quantized as n*G rows in one launch; group g's
+      // product then takes every G-th of them.
+      ds4::cuda::quantize_activation_rows(oact, P.o.as<float>(), hpg * hd, n * G, P.oq.get(), st_);
+      for (int64_t g = 0; g < G; ++g)
+        ds4::cuda::matvec_q8_rows(W.out_a.type, W.out_a.p + sz(g * ro) * W.out_a.row_bytes, ro, hpg * hd,
+                                  P.oq.as<uint8_t>() + sz(g) * gbytes, sz(G) * gbytes, n, P.z.as<float>() + g * ro,
+                                  G * ro, st_);
+    } else {
+      for (int64_t g = 0; g < G; ++g)
+        mv(W.out_a, P.in_b.bind(P.o.as<float>() + g * hpg * hd, hpg * hd, n, H * hd), P.z.as<float>() + g * ro, G * ro,
+           g * ro, ro);
+    }
     mv(W.out_b, P.in_b.bind(P.z.as<float>(), G * ro, n), P.out.as<float>(), D);
+    mark(Phase::attn_out, l);
     steer(l, Component::attn, rows, P.out.as<float>());
     hc_post(P, n);
+    mark(Phase::hc_post, l);
   }
 
   void ffn(uint32_t l, std::span<const Row> rows) const {
@@ -779,6 +810,7 @@ class CudaBackend final : public Backend {
     const int64_t D = c_.n_embd, K = c_.n_expert_used, FF = c_.expert_ff, E = c_.n_expert;
     const float clamp = c_.swiglu_clamp[l];
     hc_pre(P, n, W.hc_ffn_fn, W.hc_ffn_scale, W.hc_ffn_base);
+    mark(Phase::hc_pre, l);
     float* f = P.f.as<float>();
     fwd::rms_norm_rows(P.y.as<float>(), W.ffn_norm, n, D, c_.rms_eps, f, st_);
     QRows& in_f = P.in_a.bind(f, D, n);
@@ -795,6 +827,7 @@ class CudaBackend final : public Backend {
                  c_.expert_weights_norm, c_.expert_weights_scale, P.sel.as<int32_t>() + i * K,
                  P.wts.as<float>() + i * K, st_);
     }
+    mark(Phase::router, l);
     if (integer) {
       // The routed experts of all rows grouped by expert (the ids stay on the
       // device): each chosen expert is read once for the rows that chose it.
@@ -828,6 +861,7 @@ class CudaBackend final : public Backend {
         }
       }
     }
+    mark(Phase::experts, l);
     if (c_.n_expert_shared > 0) {
       // Shared expert: rows [n][SF] in g and up, read once for all rows.
       const int64_t SF = c_.shared_ff();
@@ -837,9 +871,11 @@ class CudaBackend final : public Backend {
       fwd::swiglu(g, u, n * SF, clamp, nullptr, st_);
       mv(W.down_shexp, P.in_b.bind(g, SF, n), ys, D);
       fwd::add(out, ys, n * D, st_);
+      mark(Phase::shared, l);
     }
     steer(l, Component::ffn, rows, out);
     hc_post(P, n);
+    mark(Phase::hc_post, l);
   }
 
   // The output head for the m rows that want logits (their indices in `which`):
@@ -899,6 +935,14 @@ class CudaBackend final : public Backend {
   // One pass: up to kPassRows rows through every layer, then the head for the
   // rows that want logits, whose values are copied to where they go.
   void pass(std::span<const Row> rows) const {
+    const auto t0 = std::chrono::steady_clock::now();
+    prof_.begin(st_);
+    queue_pass(rows);
+    if (prof_.on())
+      prof_.end(st_, static_cast<int64_t>(rows.size()),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  void queue_pass(std::span<const Row> rows) const {
     Pass& P = *pass_;
     const int64_t D = c_.n_embd, hc = c_.hc_count, V = c_.n_vocab;
     for (size_t i = 0; i < rows.size(); ++i) {
@@ -906,6 +950,7 @@ class CudaBackend final : public Backend {
       ds4::cuda::dequantize_device(token_embd_.type, token_embd_.p + sz(rows[i].tok) * token_embd_.row_bytes, e, D, st_);
       fwd::hc_fill(e, static_cast<int>(hc), D, P.X.as<float>() + sz(hc * D) * i, st_);
     }
+    prof_.mark(st_, Phase::embed, PhaseProfile::outside);
     for (uint32_t l = 0; l < c_.n_layer; ++l) {
       attention(l, rows);
       ffn(l, rows);
@@ -915,9 +960,11 @@ class CudaBackend final : public Backend {
       if (rows[i].logits) which.push_back(static_cast<int64_t>(i));
     if (which.empty()) return;
     head(which);
+    prof_.mark(st_, Phase::head, PhaseProfile::outside);
     for (size_t j = 0; j < which.size(); ++j)
       DS4_CUDA_CHECK(cudaMemcpyAsync(rows[sz(which[j])].logits, P.logits.as<float>() + sz(V) * j, sz(V) * sizeof(float),
                                      cudaMemcpyDeviceToHost, st_));
+    prof_.mark(st_, Phase::logits_copy, PhaseProfile::outside);
   }
 
   std::shared_ptr<const model::Model> m_;
@@ -934,12 +981,13 @@ class CudaBackend final : public Backend {
   std::vector<std::pair<const model::SteeringVectors*, DeviceBuffer>> steer_dev_;
   DeviceBuffer pass_mem_;
   std::unique_ptr<Pass> pass_;  // carved from pass_mem_; one pass at a time (one thread drives a backend)
+  mutable PhaseProfile prof_;  // off unless BackendOptions::profile
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const model::Model> model, const BackendOptions&) {
-  return std::make_unique<CudaBackend>(std::move(model));
+std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const model::Model> model, const BackendOptions& opt) {
+  return std::make_unique<CudaBackend>(std::move(model), opt.profile);
 }
 
 size_t weight_device_bytes(GgmlType type, std::span<const int64_t> ne) {

@@ -4,6 +4,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cub/block/block_scan.cuh>
+
 #include <algorithm>
 #include <cstdint>
 
@@ -33,7 +35,6 @@ __device__ double block_sum(double v) {
   return t;
 }
 
-__device__ float block_sum_f(float v) { return static_cast<float>(block_sum(static_cast<double>(v))); }
 
 __global__ void k_rms_norm(const float* x, const float* w, int64_t n, float eps, float* y) {
   const float* xr = x + blockIdx.x * n;
@@ -64,7 +65,12 @@ __global__ void k_hc_fill(const float* e, int hc, int64_t D, float* X) {
 // One thread, for hc above 5 (k_hc_split_warp below serves up to 5, V4's 4
 // included): the operations of cpu::hc_split_sinkhorn in the same order.
 __global__ void k_hc_split(const float* m, const float* scale, const float* base, int hc, float eps, int iters,
-                           float* pre, float* post, float* comb) {
+                           float* pre, float* post, float* comb, int64_t m_stride) {
+  // Row blockIdx.x of a batch.
+  m += blockIdx.x * m_stride;
+  pre += blockIdx.x * hc;
+  post += blockIdx.x * hc;
+  comb += blockIdx.x * hc * hc;
   for (int i = 0; i < hc; ++i) {
     pre[i] = sigmoidf(scale[0] * m[i] + base[i]) + eps;
     post[i] = 2.0f * sigmoidf(scale[1] * m[hc + i] + base[hc + i]);
@@ -100,7 +106,11 @@ __global__ void k_hc_split(const float* m, const float* scale, const float* base
 // loops above, so the result is the same, in a fraction of the time (the
 // serial kernel spends most of it waiting on one dependent divide after another).
 __global__ void k_hc_split_warp(const float* m, const float* scale, const float* base, int hc, float eps, int iters,
-                                float* pre, float* post, float* comb_out) {
+                                float* pre, float* post, float* comb_out, int64_t m_stride) {
+  m += blockIdx.x * m_stride;  // row blockIdx.x of a batch
+  pre += blockIdx.x * hc;
+  post += blockIdx.x * hc;
+  comb_out += blockIdx.x * hc * hc;
   const int l = threadIdx.x;
   if (l < hc) {
     pre[l] = sigmoidf(scale[0] * m[l] + base[l]) + eps;
@@ -136,6 +146,9 @@ __global__ void k_hc_head_pre(const float* m, const float* scale, const float* b
 __global__ void k_hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y) {
   const int64_t d = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (d >= D) return;
+  X += blockIdx.y * hc * D;  // row blockIdx.y of a batch
+  pre += blockIdx.y * hc;
+  y += blockIdx.y * D;
   float s = 0;
   for (int i = 0; i < hc; ++i) s += pre[i] * X[i * D + d];
   y[d] = s;
@@ -146,6 +159,10 @@ constexpr int kMaxHc = 16;
 __global__ void k_hc_expand(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D) {
   const int64_t d = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (d >= D) return;
+  X += blockIdx.y * hc * D;  // row blockIdx.y of a batch
+  out += blockIdx.y * D;
+  post += blockIdx.y * hc;
+  comb += blockIdx.y * hc * hc;
   float old[kMaxHc];
   for (int i = 0; i < hc; ++i) old[i] = X[i * D + d];
   for (int j = 0; j < hc; ++j) {
@@ -279,42 +296,99 @@ __global__ void k_indexer_scores(const float* rows, int64_t d, const float* q, c
   }
 }
 
-// Single block: a row is selected when fewer than k rows beat it (higher score,
-// or equal score and lower index); selected rows are then written in index order.
-__global__ void k_topk(const float* score, int64_t n, int64_t k, int* flags, int32_t* sel) {
-  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
-    const float sc = score[c];
-    int64_t beat = 0;
-    for (int64_t o = 0; o < n && beat < k; ++o) beat += score[o] > sc || (score[o] == sc && o < c);
-    flags[c] = beat < k;
+// Top-k in one block, linear in n: a radix select finds the k-th largest
+// score's key T (4 passes of 8 bits over an order-preserving integer key) and
+// how many rows scoring exactly T are taken (the lowest indices: a row is
+// selected when fewer than k rows beat it, a higher score or an equal one at a
+// lower index); then one pass in index order writes the selected indices,
+// ascending, with block-wide prefix sums giving each its place.
+constexpr int kTopkThreads = 1024;
+
+// Larger float, larger key; -0 and +0 are one key, as they compare equal.
+__device__ __forceinline__ uint32_t order_key(float f) {
+  const uint32_t u = __float_as_uint(f == 0.0f ? 0.0f : f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__global__ void __launch_bounds__(kTopkThreads) k_topk(const float* score, int64_t n, int64_t k, int32_t* sel) {
+  using Scan = cub::BlockScan<uint32_t, kTopkThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  __shared__ uint32_t hist[256];
+  __shared__ uint32_t s_prefix, s_need;
+  const int tid = static_cast<int>(threadIdx.x);
+  uint32_t prefix = 0, mask = 0;
+  auto need = static_cast<uint32_t>(k);
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = tid; i < 256; i += kTopkThreads) hist[i] = 0;
+    __syncthreads();
+    for (int64_t c = tid; c < n; c += kTopkThreads) {
+      const uint32_t key = order_key(score[c]);
+      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+    }
+    __syncthreads();
+    if (tid == 0) {
+      // The bucket holding the need-th largest key among those still in play.
+      uint32_t above = 0;
+      int b = 255;
+      for (; b > 0; --b) {
+        if (above + hist[b] >= need) break;
+        above += hist[b];
+      }
+      s_prefix = prefix | (static_cast<uint32_t>(b) << shift);
+      s_need = need - above;
+    }
+    __syncthreads();
+    prefix = s_prefix;
+    need = s_need;
+    mask |= 255u << shift;
   }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    int64_t m = 0;
-    for (int64_t c = 0; c < n && m < k; ++c)
-      if (flags[c]) sel[m++] = static_cast<int32_t>(c);
+  // Every key above T is taken, and the first `need` rows whose key is T.
+  const uint32_t T = prefix;
+  uint32_t eq_off = 0, gt_off = 0;  // rows equal to / above T before this chunk
+  for (int64_t base = 0; base < n; base += kTopkThreads) {
+    const int64_t c = base + tid;
+    const uint32_t key = c < n ? order_key(score[c]) : 0;
+    const bool gt = c < n && key > T, eq = c < n && key == T;
+    // Both counts in one scan: rows equal to T in the low half, above T in the high.
+    uint32_t before = 0, total = 0;
+    Scan(scan_tmp).ExclusiveSum((gt ? 0x10000u : 0u) | (eq ? 1u : 0u), before, total);
+    const uint32_t eq_rank = eq_off + (before & 0xffffu), gt_before = gt_off + (before >> 16);
+    if (gt || (eq && eq_rank < need)) sel[gt_before + min(eq_rank, need)] = static_cast<int32_t>(c);
+    eq_off += total & 0xffffu;
+    gt_off += total >> 16;
+    __syncthreads();  // scan_tmp is reused
   }
 }
 
-constexpr int kAttnThreads = 128;
-constexpr int kMaxDimPerThread = 8;  // head_dim up to 1024
+// Sink attention, one head split over S blocks of kAttnWarps warps: each warp
+// walks every (S * kAttnWarps)-th key with its own online softmax (a key's dot
+// product summed by shuffles, no block barrier per key); the block merges its
+// warps, and with S > 1 writes its partial (max, denominator, unnormalised
+// output) for k_attend_merge. The sink starts warp 0 of split 0.
+constexpr int kAttnWarps = 4;
+constexpr int kAttnMaxPerLane = 32;  // head_dim up to 1024
+constexpr int kAttnMaxSplits = 16;
 
-// One block per head, online softmax over the keys (K = V), sink included.
-__global__ void __launch_bounds__(kAttnThreads) k_attend(const float* q, int64_t dim, const float* raw, int64_t window,
-                                                          int64_t p, int64_t n_raw, const float* comp, int64_t n_comp,
-                                                          const int32_t* sel, const float* sinks, float* out) {
-  const int h = blockIdx.x;
+template <int PER_LANE>
+__global__ void __launch_bounds__(kAttnWarps * 32)
+    k_attend(const float* q, int64_t dim, const float* raw, int64_t window, int64_t p, int64_t n_raw, const float* comp,
+             int64_t n_comp, const int32_t* sel, const float* sinks, float* out, float* part) {
+  extern __shared__ float sh[];  // [kAttnWarps][dim] outputs, then [kAttnWarps] max and denominators
+  const int h = static_cast<int>(blockIdx.x), split = static_cast<int>(blockIdx.y), S = static_cast<int>(gridDim.y);
+  const int lane = static_cast<int>(threadIdx.x) & 31, w = static_cast<int>(threadIdx.x) >> 5;
   const float* qh = q + h * dim;
   const float scale = 1.0f / sqrtf(static_cast<float>(dim));
-  float acc[kMaxDimPerThread], qv[kMaxDimPerThread];
-  int nk = 0;
-  for (int64_t k = threadIdx.x; k < dim; k += kAttnThreads, ++nk) {
-    acc[nk] = 0;
-    qv[nk] = qh[k];
+  float qv[PER_LANE], acc[PER_LANE];
+#pragma unroll
+  for (int i = 0; i < PER_LANE; ++i) {
+    const int64_t k = lane + 32 * i;
+    qv[i] = k < dim ? qh[k] : 0.0f;
+    acc[i] = 0;
   }
-  float mx = sinks[h], den = 1.0f;  // the sink's exp(sink - mx)
-  const int64_t total = n_raw + n_comp;
-  for (int64_t j = 0; j < total; ++j) {
+  const bool first = split == 0 && w == 0;
+  float mx = first ? sinks[h] : -INFINITY, den = first ? 1.0f : 0.0f;  // the sink's exp(sink - mx)
+  const int64_t total = n_raw + n_comp, stride = int64_t{S} * kAttnWarps;
+  for (int64_t j = int64_t{split} * kAttnWarps + w; j < total; j += stride) {
     const float* key;
     if (j < n_raw) {
       const int64_t pos = p - n_raw + 1 + j;
@@ -323,23 +397,78 @@ __global__ void __launch_bounds__(kAttnThreads) k_attend(const float* q, int64_t
       const int64_t c = j - n_raw;
       key = comp + (sel ? sel[c] : c) * dim;
     }
-    float part = 0;
-    int i = 0;
-    for (int64_t k = threadIdx.x; k < dim; k += kAttnThreads, ++i) part += qv[i] * key[k];
-    const float sc = block_sum_f(part) * scale;
+    float kv[PER_LANE];
+    float dot = 0;
+#pragma unroll
+    for (int i = 0; i < PER_LANE; ++i) {
+      const int64_t k = lane + 32 * i;
+      kv[i] = k < dim ? key[k] : 0.0f;
+      dot += qv[i] * kv[i];
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    const float sc = dot * scale;
     if (sc > mx) {
       const float c = expf(mx - sc);
       den *= c;
-      for (int t = 0; t < nk; ++t) acc[t] *= c;
+#pragma unroll
+      for (int i = 0; i < PER_LANE; ++i) acc[i] *= c;
       mx = sc;
     }
     const float e = expf(sc - mx);
     den += e;
-    i = 0;
-    for (int64_t k = threadIdx.x; k < dim; k += kAttnThreads, ++i) acc[i] += e * key[k];
+#pragma unroll
+    for (int i = 0; i < PER_LANE; ++i) acc[i] += e * kv[i];
   }
-  int i = 0;
-  for (int64_t k = threadIdx.x; k < dim; k += kAttnThreads, ++i) out[h * dim + k] = acc[i] / den;
+  float* shm = sh + kAttnWarps * dim;  // maxima, then denominators
+#pragma unroll
+  for (int i = 0; i < PER_LANE; ++i) {
+    const int64_t k = lane + 32 * i;
+    if (k < dim) sh[w * dim + k] = acc[i];
+  }
+  if (lane == 0) {
+    shm[w] = mx;
+    shm[kAttnWarps + w] = den;
+  }
+  __syncthreads();
+  float M = -INFINITY;
+  for (int v = 0; v < kAttnWarps; ++v) M = fmaxf(M, shm[v]);
+  float D = 0, f[kAttnWarps];
+  for (int v = 0; v < kAttnWarps; ++v) {
+    f[v] = shm[v] == -INFINITY ? 0.0f : expf(shm[v] - M);
+    D += shm[kAttnWarps + v] * f[v];
+  }
+  for (int64_t k = threadIdx.x; k < dim; k += blockDim.x) {
+    float o = 0;
+    for (int v = 0; v < kAttnWarps; ++v) o += sh[v * dim + k] * f[v];
+    if (S == 1) out[h * dim + k] = o / D;
+    else part[(int64_t{h} * S + split) * (dim + 2) + 2 + k] = o;
+  }
+  if (S > 1 && threadIdx.x == 0) {
+    part[(int64_t{h} * S + split) * (dim + 2)] = M;
+    part[(int64_t{h} * S + split) * (dim + 2) + 1] = D;
+  }
+}
+
+// Merges the S partials of each head (one block per head).
+__global__ void k_attend_merge(const float* part, int S, int64_t dim, float* out) {
+  const int h = static_cast<int>(blockIdx.x);
+  const float* ph = part + int64_t{h} * S * (dim + 2);
+  float M = -INFINITY;
+  for (int s = 0; s < S; ++s) M = fmaxf(M, ph[s * (dim + 2)]);
+  float D = 0;
+  for (int s = 0; s < S; ++s) {
+    const float m = ph[s * (dim + 2)];
+    if (m != -INFINITY) D += ph[s * (dim + 2) + 1] * expf(m - M);
+  }
+  for (int64_t k = threadIdx.x; k < dim; k += blockDim.x) {
+    float o = 0;
+    for (int s = 0; s < S; ++s) {
+      const float m = ph[s * (dim + 2)];
+      if (m != -INFINITY) o += ph[s * (dim + 2) + 2 + k] * expf(m - M);
+    }
+    out[h * dim + k] = o / D;
+  }
 }
 
 // ---- MoE -----------------------------------------------------------------------
@@ -464,8 +593,15 @@ void hc_fill(const float* e, int hc, int64_t D, float* X, cudaStream_t s) {
 
 void hc_split(const float* m, const float* scale, const float* base, int hc, float eps, int iters, float* pre,
               float* post, float* comb, cudaStream_t s) {
-  if (hc * hc <= 32) k_hc_split_warp<<<1, 32, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb);
-  else k_hc_split<<<1, 1, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb);
+  hc_split_rows(m, 0, 1, scale, base, hc, eps, iters, pre, post, comb, s);
+}
+
+void hc_split_rows(const float* m, int64_t m_stride, int64_t rows, const float* scale, const float* base, int hc,
+                   float eps, int iters, float* pre, float* post, float* comb, cudaStream_t s) {
+  if (rows <= 0) return;
+  const auto g = static_cast<unsigned>(rows);
+  if (hc * hc <= 32) k_hc_split_warp<<<g, 32, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb, m_stride);
+  else k_hc_split<<<g, 1, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb, m_stride);
   LAUNCH_CHECK("k_hc_split");
 }
 
@@ -474,14 +610,17 @@ void hc_head_pre(const float* m, const float* scale, const float* base, int hc, 
   LAUNCH_CHECK("k_hc_head_pre");
 }
 
-void hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y, cudaStream_t s) {
-  k_hc_collapse<<<blocks_for(D), kBlock, 0, s>>>(X, pre, hc, D, y);
+void hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y, cudaStream_t s, int64_t rows) {
+  if (rows <= 0) return;
+  k_hc_collapse<<<dim3(blocks_for(D), static_cast<unsigned>(rows)), kBlock, 0, s>>>(X, pre, hc, D, y);
   LAUNCH_CHECK("k_hc_collapse");
 }
 
-void hc_expand(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D, cudaStream_t s) {
+void hc_expand(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D, cudaStream_t s,
+               int64_t rows) {
   if (hc > kMaxHc) throw_cuda_error(cudaErrorInvalidValue, "hc_expand: hc_count above 16", __FILE__, __LINE__);
-  k_hc_expand<<<blocks_for(D), kBlock, 0, s>>>(X, out, post, comb, hc, D);
+  if (rows <= 0) return;
+  k_hc_expand<<<dim3(blocks_for(D), static_cast<unsigned>(rows)), kBlock, 0, s>>>(X, out, post, comb, hc, D);
   LAUNCH_CHECK("k_hc_expand");
 }
 
@@ -548,18 +687,37 @@ void indexer_scores(const float* rows, int64_t n, int64_t d, const float* q, con
   LAUNCH_CHECK("k_indexer_scores");
 }
 
-void topk_select(const float* score, int64_t n, int64_t k, int* flags, int32_t* sel, cudaStream_t s) {
-  k_topk<<<1, 1024, 0, s>>>(score, n, k, flags, sel);
+void topk_select(const float* score, int64_t n, int64_t k, int32_t* sel, cudaStream_t s) {
+  if (n <= 0 || k <= 0) return;
+  if (n >= (int64_t{1} << 16) * kTopkThreads || k > n)
+    throw_cuda_error(cudaErrorInvalidValue, "topk_select: k > n or more than 2^26 rows", __FILE__, __LINE__);
+  k_topk<<<1, kTopkThreads, 0, s>>>(score, n, k, sel);
   LAUNCH_CHECK("k_topk");
 }
 
+int64_t attend_scratch_floats(int H, int64_t dim) { return int64_t{H} * kAttnMaxSplits * (dim + 2); }
+
 void attend(const float* q, int H, int64_t dim, const float* raw, int64_t window, int64_t p, int64_t n_raw,
-            const float* comp, int64_t n_comp, const int32_t* sel, const float* sinks, float* out, cudaStream_t s) {
-  if (dim > int64_t{kAttnThreads} * kMaxDimPerThread)
+            const float* comp, int64_t n_comp, const int32_t* sel, const float* sinks, float* out, float* scratch,
+            cudaStream_t s) {
+  if (dim > 32 * kAttnMaxPerLane)
     throw_cuda_error(cudaErrorInvalidValue, "attend: head_dim above 1024", __FILE__, __LINE__);
-  k_attend<<<static_cast<unsigned>(H), kAttnThreads, 0, s>>>(q, dim, raw, window, p, n_raw, comp, n_comp, sel, sinks,
-                                                             out);
+  // Splits so that each warp walks about 8 keys or more, and the heads times
+  // splits fill the card.
+  const int64_t total = n_raw + n_comp;
+  const int S = static_cast<int>(std::clamp<int64_t>(total / (8 * kAttnWarps), 1, kAttnMaxSplits));
+  const dim3 grid(static_cast<unsigned>(H), static_cast<unsigned>(S));
+  const size_t shm = (kAttnWarps * static_cast<size_t>(dim) + 2 * kAttnWarps) * sizeof(float);
+  const int per_lane = static_cast<int>((dim + 31) / 32);
+  if (per_lane <= 4) k_attend<4><<<grid, kAttnWarps * 32, shm, s>>>(q, dim, raw, window, p, n_raw, comp, n_comp, sel, sinks, out, scratch);
+  else if (per_lane <= 8) k_attend<8><<<grid, kAttnWarps * 32, shm, s>>>(q, dim, raw, window, p, n_raw, comp, n_comp, sel, sinks, out, scratch);
+  else if (per_lane <= 16) k_attend<16><<<grid, kAttnWarps * 32, shm, s>>>(q, dim, raw, window, p, n_raw, comp, n_comp, sel, sinks, out, scratch);
+  else k_attend<32><<<grid, kAttnWarps * 32, shm, s>>>(q, dim, raw, window, p, n_raw, comp, n_comp, sel, sinks, out, scratch);
   LAUNCH_CHECK("k_attend");
+  if (S > 1) {
+    k_attend_merge<<<static_cast<unsigned>(H), 128, 0, s>>>(scratch, S, dim, out);
+    LAUNCH_CHECK("k_attend_merge");
+  }
 }
 
 void route(const float* logits, int E, int K, const int32_t* hash_ids, const float* bias, bool norm, float wscale,

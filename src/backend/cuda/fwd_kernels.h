@@ -19,12 +19,19 @@ void hc_fill(const float* e, int hc, int64_t D, float* X, cudaStream_t s);
 // HC coefficients from mixer output m (model-spec §5.2), Sinkhorn included.
 void hc_split(const float* m, const float* scale, const float* base, int hc, float eps, int iters, float* pre,
               float* post, float* comb, cudaStream_t s);
+// hc_split of `rows` rows at once: row r's mixer output at m + r * m_stride,
+// its coefficients at pre/post + r * hc and comb + r * hc * hc.
+void hc_split_rows(const float* m, int64_t m_stride, int64_t rows, const float* scale, const float* base, int hc,
+                   float eps, int iters, float* pre, float* post, float* comb, cudaStream_t s);
 // Output head: pre[i] = sigmoid(m[i] * scale[0] + base[i]) + eps.
 void hc_head_pre(const float* m, const float* scale, const float* base, int hc, float eps, float* pre, cudaStream_t s);
-// y[d] = sum_i pre[i] X[i*D + d].
-void hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y, cudaStream_t s);
-// X'_j = post_j out + sum_i comb[i][j] X_i, in place.
-void hc_expand(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D, cudaStream_t s);
+// y[d] = sum_i pre[i] X[i*D + d]; with rows > 1, for each row r of a batch
+// (X + r*hc*D, pre + r*hc, y + r*D).
+void hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y, cudaStream_t s, int64_t rows = 1);
+// X'_j = post_j out + sum_i comb[i][j] X_i, in place; rows as hc_collapse
+// (out + r*D, post + r*hc, comb + r*hc*hc).
+void hc_expand(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D, cudaStream_t s,
+               int64_t rows = 1);
 // Interleaved-pair RoPE of `heads` tails: x + h*stride holds 2*pairs values.
 void rope(float* x, int64_t stride, int heads, const float* inv_freq, int pairs, int64_t pos, bool inverse,
           cudaStream_t s);
@@ -51,14 +58,18 @@ void comp_pool(const float* kv, const float* score, int64_t r, int64_t d, bool o
 void indexer_scores(const float* rows, int64_t n, int64_t d, const float* q, const float* w, int heads, float* score,
                     cudaStream_t s);
 // The k highest scores of n (lowest index wins ties), indices ascending, into
-// sel[k]; flags: n ints of scratch.
-void topk_select(const float* score, int64_t n, int64_t k, int* flags, int32_t* sel, cudaStream_t s);
+// sel[k] (k <= n).
+void topk_select(const float* score, int64_t n, int64_t k, int32_t* sel, cudaStream_t s);
 
 // Sink attention of H heads of q over: the raw ring (window slots of dim, the
 // n_raw positions p - n_raw + 1 .. p at slot j % window) then compressed rows,
 // either the first n_comp rows or rows sel[0 .. n_comp) when sel is set.
+// The keys are split between blocks when there are many; `scratch` holds
+// their partial results: attend_scratch_floats(H, dim) floats.
 void attend(const float* q, int H, int64_t dim, const float* raw, int64_t window, int64_t p, int64_t n_raw,
-            const float* comp, int64_t n_comp, const int32_t* sel, const float* sinks, float* out, cudaStream_t s);
+            const float* comp, int64_t n_comp, const int32_t* sel, const float* sinks, float* out, float* scratch,
+            cudaStream_t s);
+int64_t attend_scratch_floats(int H, int64_t dim);
 
 // MoE routing (model-spec §7): s_e = sqrt(softplus(logit_e)); hash_ids (K
 // expert ids, device) or top-K of s + bias (lowest index wins ties); weights
