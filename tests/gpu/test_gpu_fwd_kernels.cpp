@@ -322,4 +322,72 @@ TEST_F(GpuFwdKernels, SinkAttentionOverRingAndSelectedRows) {
   }
 }
 
+// The row-batched middle: each row of a batch gets bit for bit what it gets
+// alone (so prefill equals decode on the GPU), rows of one sequence sharing
+// the ring and the compressed rows, others with their own.
+TEST_F(GpuFwdKernels, RowBatchedMiddleEqualsEachRowAlone) {
+  const int H = 8;
+  const int64_t dim = 512, ring = 40, win = 8, d = 64, heads = 4, k = 6;
+  const Vec raw = randv(static_cast<size_t>(ring * dim), 1.0f, 40), comp = randv(static_cast<size_t>(300 * dim), 1.0f, 41),
+            sinks = randv(H, 1.0f, 42), q = randv(static_cast<size_t>(3 * H * dim), 0.2f, 43),
+            irows = randv(static_cast<size_t>(300 * d), 1.0f, 44), iq = randv(static_cast<size_t>(3 * heads * d), 1.0f, 45),
+            iw = randv(static_cast<size_t>(3 * heads), 1.0f, 46);
+  auto draw = dev(raw), dcomp = dev(comp), dsinks = dev(sinks), dq = dev(q), dir = dev(irows), diq = dev(iq), diw = dev(iw);
+  DeviceBuffer score(3 * 300 * sizeof(float)), sel(3 * k * sizeof(int32_t));
+  // Row 0 skips the indexer; rows 1 and 2 score 20 and 300 rows.
+  fwd::IdxRows ix;
+  ix.n = 3;
+  const int64_t counts[3] = {0, 20, 300};
+  for (int i = 0; i < 3; ++i)
+    ix.r[i] = {counts[i], dir.as<float>(), score.as<float>() + i * 300, sel.as<int32_t>() + i * k};
+  fwd::indexer_scores_rows(ix, d, diq.as<float>(), heads * d, diw.as<float>(), heads, heads, nullptr);
+  fwd::topk_rows(ix, k, nullptr);
+  fwd::AttnRows at;
+  at.n = 3;
+  at.ring = ring;
+  at.r[0] = {5, 6, 0, draw.as<float>(), nullptr, nullptr};
+  at.r[1] = {33, win, k, draw.as<float>(), dcomp.as<float>(), sel.as<int32_t>() + k};
+  at.r[2] = {34, win, 250, draw.as<float>(), dcomp.as<float>(), nullptr};
+  DeviceBuffer out(3 * H * dim * sizeof(float)),
+      scratch(static_cast<size_t>(fwd::attend_rows_scratch_floats(H, dim)) * sizeof(float));
+  fwd::attend_rows(dq.as<float>(), H, dim, at, dsinks.as<float>(), out.as<float>(), scratch.as<float>(), nullptr);
+  const Vec got = host(out, static_cast<size_t>(3 * H * dim));
+  std::vector<int32_t> got_sel(3 * k);
+  sel.download(got_sel.data(), got_sel.size() * sizeof(int32_t));
+  DeviceBuffer one(H * dim * sizeof(float)), one_score(300 * sizeof(float)), one_sel(k * sizeof(int32_t)),
+      one_scratch(static_cast<size_t>(fwd::attend_scratch_floats(H, dim)) * sizeof(float));
+  for (int i = 0; i < 3; ++i) {
+    const int32_t* isel = nullptr;
+    if (counts[i] > 0) {
+      fwd::indexer_scores(dir.as<float>(), counts[i], d, diq.as<float>() + i * heads * d, diw.as<float>() + i * heads,
+                          heads, one_score.as<float>(), nullptr);
+      fwd::topk_select(one_score.as<float>(), counts[i], k, one_sel.as<int32_t>(), nullptr);
+      DS4_CUDA_CHECK(cudaDeviceSynchronize());
+      std::vector<int32_t> alone(k);
+      one_sel.download(alone.data(), alone.size() * sizeof(int32_t));
+      EXPECT_EQ(std::vector<int32_t>(got_sel.begin() + i * k, got_sel.begin() + (i + 1) * k), alone) << "row " << i;
+      isel = one_sel.as<int32_t>();
+    }
+    const fwd::AttnRow& r = at.r[i];
+    fwd::attend(dq.as<float>() + i * H * dim, H, dim, r.raw, ring, r.pos, r.n_raw, r.comp, r.n_comp,
+                i == 1 ? isel : r.sel, dsinks.as<float>(), one.as<float>(), one_scratch.as<float>(), nullptr);
+    const Vec alone = host(one, static_cast<size_t>(H * dim));
+    EXPECT_EQ(Vec(got.begin() + i * H * dim, got.begin() + (i + 1) * H * dim), alone) << "row " << i;
+  }
+  // rope_rows: each row at its own position equals rope() of that row alone.
+  const int pairs = 8;
+  const Vec inv = randv(pairs, 0.1f, 47), x = randv(static_cast<size_t>(3 * heads * d), 1.0f, 48);
+  auto dinv = dev(inv), dx = dev(x), dy = dev(x);
+  fwd::Positions ps;
+  ps.n = 3;
+  ps.pos[0] = 0;
+  ps.pos[1] = 77;
+  ps.pos[2] = 100000;
+  fwd::rope_rows(dx.as<float>() + d - 2 * pairs, heads * d, d, heads, dinv.as<float>(), pairs, ps, false, nullptr);
+  for (int i = 0; i < 3; ++i)
+    fwd::rope(dy.as<float>() + i * heads * d + d - 2 * pairs, d, heads, dinv.as<float>(), pairs, ps.pos[i], false,
+              nullptr);
+  EXPECT_EQ(host(dx, x.size()), host(dy, x.size()));
+}
+
 }  // namespace

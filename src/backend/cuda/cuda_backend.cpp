@@ -43,6 +43,14 @@ namespace fwd = ds4::cuda::fwd;
 
 size_t sz(int64_t n) { return static_cast<size_t>(n); }
 constexpr double kMiB = 1024.0 * 1024.0;
+// Most rows (tokens of all the batch's sequences) one pass runs through the
+// layers together; a longer batch runs in several passes.
+constexpr int64_t kPassRows = fwd::kMaxRows;
+// Slots of a session's raw KV ring: the window, plus a pass's rows, so that a
+// pass writes all its rows' KV before any of them attends without
+// overwriting a position an earlier row of the pass still sees.
+int64_t ring_slots(const ModelConfig& c) { return int64_t{c.sliding_window} + kPassRows; }
+
 // Device memory new_session() leaves free beyond the session itself.
 constexpr size_t kSessionRoom = size_t{128} << 20;
 
@@ -233,9 +241,6 @@ struct QRows {
   }
 };
 
-// Most rows (tokens of all the batch's sequences) one pass runs through the
-// layers together; a longer batch runs in several passes.
-constexpr int64_t kPassRows = 32;
 
 // The backend's working memory for one pass of up to kPassRows rows: each
 // buffer holds one slice per row (row i at i * its width). Allocated once with
@@ -295,7 +300,7 @@ struct Pass {
     hu = m.floats(R * hc * D);
     hy = m.floats(R * D);
     logits = m.floats(R * c.n_vocab);
-    attn_part = m.floats(fwd::attend_scratch_floats(static_cast<int>(H), hd));  // rows attend one at a time
+    attn_part = m.floats(fwd::attend_rows_scratch_floats(static_cast<int>(H), hd));
     const int64_t max_cols = std::max<int64_t>(
         {hc * D, H * hd, int64_t{c.o_groups} * c.o_lora_rank, ffmax, c.q_lora_rank, D, c.heads_per_group() * hd});
     in_a.carve(max_cols, R, m);
@@ -304,10 +309,13 @@ struct Pass {
   }
 };
 
-// A session's own scratch: what the stateful middle of one row needs, sized
-// by the session's context (the indexer scores one value per compressed row).
+// A session's own scratch: what the stateful middle of its rows needs, sized
+// by the session's context: the pooled vector of a closing window, and for
+// each row of a pass (a prefill chunk's rows may all be one session's) one
+// indexer score per compressed row and its top-k.
 struct SessionScratch {
   DeviceSpan v, topk, idx_score;
+  int64_t idx_stride = 0, topk_stride = 0;  // floats / ints per pass row
 };
 
 // Where every part of a session's device memory lives: KV state first, then
@@ -324,7 +332,7 @@ struct SessionLayout {
     int64_t max_idx_rows = 1;
     for (uint32_t l = 0; l < c.n_layer; ++l) {
       DevLayerState& L = layers[l];
-      L.raw = st.floats(int64_t{c.sliding_window} * c.head_dim);
+      L.raw = st.floats(ring_slots(c) * c.head_dim);
       const uint32_t r = c.compress_ratios[l];
       if (r != 0) carve_comp(L.attn, r, c.head_dim, r == 4, ctx, st);
       if (r == 4) {
@@ -335,8 +343,10 @@ struct SessionLayout {
     state_bytes = st.used();
     Carver m(base ? base + state_bytes : nullptr);
     sc.v = m.floats(std::max<int64_t>(c.head_dim, c.indexer_head_dim));
-    sc.topk = m.floats(std::max<uint32_t>(c.indexer_top_k, 1));
-    sc.idx_score = m.floats(max_idx_rows);
+    sc.topk_stride = std::max<int64_t>(c.indexer_top_k, 1);
+    sc.idx_stride = (max_idx_rows + 63) / 64 * 64;
+    sc.topk = m.floats(kPassRows * sc.topk_stride);
+    sc.idx_score = m.floats(kPassRows * sc.idx_stride);
     scratch_bytes = m.used();
   }
 };
@@ -368,7 +378,7 @@ class CudaSession final : public SessionState {
     for (size_t l = 0; l < lay.layers.size(); ++l) {
       const DevLayerState& L = lay.layers[l];
       cpu::LayerState& H = h.layers[l];
-      H.raw = fbuf_host(L.raw, static_cast<int64_t>(H.raw.size()));
+      H.raw = ring_to_canonical(fbuf_host(L.raw, ring_slots(c_) * c_.head_dim));
       for (auto [d, c] : {std::pair{&L.attn, &H.attn}, std::pair{&L.indexer, &H.indexer}}) {
         if (!d->dim) continue;
         c->kv = fbuf_host(d->kv, d->frontier_floats());
@@ -390,7 +400,8 @@ class CudaSession final : public SessionState {
     for (size_t l = 0; l < lay.layers.size(); ++l) {
       DevLayerState& L = lay.layers[l];
       const cpu::LayerState& H = h.layers[l];
-      L.raw.upload(H.raw.data(), H.raw.size() * sizeof(float));
+      const std::vector<float> ring = ring_from_canonical(H.raw, h.pos);
+      L.raw.upload(ring.data(), ring.size() * sizeof(float));
       for (auto [d, c] : {std::pair{&L.attn, &H.attn}, std::pair{&L.indexer, &H.indexer}}) {
         if (!d->dim) continue;
         d->kv.upload(c->kv.data(), c->kv.size() * sizeof(float));
@@ -401,6 +412,23 @@ class CudaSession final : public SessionState {
     }
     DS4_CUDA_CHECK(cudaDeviceSynchronize());
     pos = h.pos;
+  }
+
+  // The canonical ring has `window` slots, position q at q % window; this one
+  // ring_slots, q at q % ring_slots. Both hold the last `window` positions.
+  std::vector<float> ring_to_canonical(const std::vector<float>& ring) const {
+    const int64_t win = c_.sliding_window, rs = ring_slots(c_), hd = c_.head_dim;
+    std::vector<float> out(sz(win * hd), 0.0f);
+    for (int64_t q = std::max<int64_t>(0, pos - win); q < pos; ++q)
+      std::copy_n(ring.begin() + (q % rs) * hd, hd, out.begin() + (q % win) * hd);
+    return out;
+  }
+  std::vector<float> ring_from_canonical(const std::vector<float>& canon, int64_t at) const {
+    const int64_t win = c_.sliding_window, rs = ring_slots(c_), hd = c_.head_dim;
+    std::vector<float> out(sz(rs * hd), 0.0f);
+    for (int64_t q = std::max<int64_t>(0, at - win); q < at; ++q)
+      std::copy_n(canon.begin() + (q % win) * hd, hd, out.begin() + (q % rs) * hd);
+    return out;
   }
 
   const ModelConfig& c_;
@@ -726,58 +754,77 @@ class CudaBackend final : public Backend {
     }
     mark(Phase::attn_proj, l);
 
+    // What each row leaves in its session's state, in order: its raw KV row
+    // in the ring (which has room for a whole pass beyond the window) and its
+    // compressor windows (a session's consecutive rows reuse the frontier).
+    // Then the reading side for all rows at once: RoPE, the indexer, top-k
+    // and attention, each row seeing exactly the state its position has.
+    const int64_t ring = ring_slots(c_), top_k = c_.indexer_top_k;
+    fwd::Positions at_pos;
+    fwd::AttnRows att;
+    fwd::IdxRows idx;
+    at_pos.n = att.n = idx.n = static_cast<int>(n);
+    att.ring = ring;
+    bool any_idx = false, all_faithful = true;
     for (int64_t i = 0; i < n; ++i) {
       CudaSession& S = *rows[sz(i)].S;
       const int64_t p = rows[sz(i)].pos;
       DevLayerState& L = S.lay.layers[l];
       SessionScratch& s = S.lay.sc;
       const bool faithful = S.mode == NumericsMode::faithful;
-      float* qi = q + i * H * hd;
-      fwd::rope(qi + nope, hd, static_cast<int>(H), rope, pairs, p, false, st_);
-      // The new raw KV row goes into its ring slot, normalised there.
-      float* k = L.raw.as<float>() + (p % win) * hd;
+      all_faithful &= faithful;
+      at_pos.pos[i] = p;
+      float* k = L.raw.as<float>() + (p % ring) * hd;
       fwd::rms_norm_rows(kvt + i * hd, W.kv_norm, 1, hd, eps, k, st_);
       fwd::rope(k + nope, 0, 1, rope, pairs, p, false, st_);
       if (faithful) fwd::kv_round(k, nope, hd, st_);
       mark(Phase::attn_kv, l);
 
-      const int32_t* sel = nullptr;
-      int64_t n_comp = 0;
+      fwd::AttnRow& ar = att.r[i];
+      ar = {p, std::min<int64_t>(p + 1, win), 0, L.raw.as<float>(), nullptr, nullptr};
+      idx.r[i] = {};
       if (ratio) {
         comp_step(L.attn, W.comp, false, faithful, p, P.ckv.as<float>() + i * P.cw, P.cg.as<float>() + i * P.cw, s);
-        n_comp = L.attn.n_rows;
-        if (ratio != 4) mark(Phase::compressor, l);
+        ar.comp = L.attn.rows.as<float>();
+        ar.n_comp = L.attn.n_rows;
       }
       if (ratio == 4) {
         comp_step(L.indexer, W.icomp, true, faithful, p, P.ikv.as<float>() + i * P.icw, P.ig.as<float>() + i * P.icw,
                   s);
-        mark(Phase::compressor, l);
-        const int64_t nrows = L.indexer.n_rows, top_k = c_.indexer_top_k;
+        const int64_t nrows = L.indexer.n_rows;
         if (nrows > top_k) {
           if (!need_indexer) fail("cuda backend: indexer rows {} at position {} were not foreseen", nrows, p);
-          float* iq = P.iq.as<float>() + i * ih * id;
-          fwd::rope(iq + id - rd, id, static_cast<int>(ih), rope_comp_, pairs, p, false, st_);
-          if (faithful) fwd::indexer_qat(iq, ih, id, st_);
-          float* iwt = P.iwt.as<float>() + i * ih;
-          fwd::scale(iwt, ih, 1.0f / std::sqrt(static_cast<float>(id * ih)), st_);
-          fwd::indexer_scores(L.indexer.rows.as<float>(), nrows, id, iq, iwt, static_cast<int>(ih),
-                              s.idx_score.as<float>(), st_);
-          mark(Phase::indexer, l);
-          fwd::topk_select(s.idx_score.as<float>(), nrows, top_k, s.topk.as<int32_t>(), st_);
-          mark(Phase::topk, l);
-          sel = s.topk.as<int32_t>();
-          n_comp = top_k;
-        } else {
-          n_comp = nrows;  // all rows, in order, as indexer_select returns them
+          int32_t* sel = s.topk.as<int32_t>() + i * s.topk_stride;
+          idx.r[i] = {nrows, L.indexer.rows.as<float>(), s.idx_score.as<float>() + i * s.idx_stride, sel};
+          ar.sel = sel;
+          ar.n_comp = top_k;
+          any_idx = true;
         }
+        // else: all rows, in order, as indexer_select returns them
       }
-      const int64_t n_raw = std::min<int64_t>(p + 1, win);
-      float* o = P.o.as<float>() + i * H * hd;
-      fwd::attend(qi, static_cast<int>(H), hd, L.raw.as<float>(), win, p, n_raw,
-                  ratio ? L.attn.rows.as<float>() : nullptr, n_comp, sel, W.sinks, o, P.attn_part.as<float>(), st_);
-      fwd::rope(o + nope, hd, static_cast<int>(H), rope, pairs, p, true, st_);
-      mark(Phase::attend, l);
+      if (ratio) mark(Phase::compressor, l);
     }
+    fwd::rope_rows(q + nope, H * hd, hd, static_cast<int>(H), rope, pairs, at_pos, false, st_);
+    if (any_idx) {
+      // Every row's indexer query is prepared (rows that score nothing ignore it).
+      float* iq = P.iq.as<float>();
+      fwd::rope_rows(iq + id - rd, ih * id, id, static_cast<int>(ih), rope_comp_, pairs, at_pos, false, st_);
+      if (all_faithful) {
+        fwd::indexer_qat(iq, n * ih, id, st_);
+      } else {
+        for (int64_t i = 0; i < n; ++i)
+          if (rows[sz(i)].S->mode == NumericsMode::faithful) fwd::indexer_qat(iq + i * ih * id, ih, id, st_);
+      }
+      fwd::scale(P.iwt.as<float>(), n * ih, 1.0f / std::sqrt(static_cast<float>(id * ih)), st_);
+      fwd::indexer_scores_rows(idx, id, iq, ih * id, P.iwt.as<float>(), ih, static_cast<int>(ih), st_);
+      mark(Phase::indexer, l);
+      fwd::topk_rows(idx, top_k, st_);
+      mark(Phase::topk, l);
+    }
+    float* o = P.o.as<float>();
+    fwd::attend_rows(q, static_cast<int>(H), hd, att, W.sinks, o, P.attn_part.as<float>(), st_);
+    fwd::rope_rows(o + nope, H * hd, hd, static_cast<int>(H), rope, pairs, at_pos, true, st_);
+    mark(Phase::attend, l);
 
     // Grouped output projection: group g maps its heads through its rows of W_oa.
     const int64_t G = c_.o_groups, ro = c_.o_lora_rank, hpg = c_.heads_per_group();

@@ -173,9 +173,24 @@ __global__ void k_hc_expand(float* X, const float* out, const float* post, const
 }
 
 // Same arithmetic as cpu::Rope::apply: f32 angle, double cos/sin and products.
+__device__ __forceinline__ void rope_pair(float* x, int64_t i, int64_t stride, int pairs, const float* inv_freq,
+                                          int64_t pos, bool inverse);
 __global__ void k_rope(float* x, int64_t stride, int heads, const float* inv_freq, int pairs, int64_t pos, bool inverse) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= static_cast<int64_t>(heads) * pairs) return;
+  rope_pair(x, i, stride, pairs, inv_freq, pos, inverse);
+}
+
+// Row blockIdx.y of a pass, at its own position.
+__global__ void k_rope_rows(float* x, int64_t row_stride, int64_t stride, int heads, const float* inv_freq, int pairs,
+                            Positions p, bool inverse) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= static_cast<int64_t>(heads) * pairs) return;
+  rope_pair(x + blockIdx.y * row_stride, i, stride, pairs, inv_freq, p.pos[blockIdx.y], inverse);
+}
+
+__device__ __forceinline__ void rope_pair(float* x, int64_t i, int64_t stride, int pairs, const float* inv_freq,
+                                          int64_t pos, bool inverse) {
   const int64_t h = i / pairs, k = i % pairs;
   float* xh = x + h * stride;
   const float theta = static_cast<float>(pos) * inv_freq[k];
@@ -280,9 +295,9 @@ constexpr int kMaxIndexerHeads = 128;
 
 // One block per compressed row; thread h computes head h's dot in the CPU's
 // order, thread 0 sums the heads in order.
-__global__ void k_indexer_scores(const float* rows, int64_t d, const float* q, const float* w, int heads, float* score) {
+__device__ __forceinline__ void indexer_score_one(const float* k, int64_t d, const float* q, const float* w, int heads,
+                                                  float* out) {
   __shared__ float part[kMaxIndexerHeads];
-  const float* k = rows + blockIdx.x * d;
   for (int h = threadIdx.x; h < heads; h += blockDim.x) {
     float dot = 0;
     for (int64_t j = 0; j < d; ++j) dot += q[h * d + j] * k[j];
@@ -292,8 +307,21 @@ __global__ void k_indexer_scores(const float* rows, int64_t d, const float* q, c
   if (threadIdx.x == 0) {
     float s = 0;
     for (int h = 0; h < heads; ++h) s += part[h];
-    score[blockIdx.x] = s;
+    *out = s;
   }
+}
+
+__global__ void k_indexer_scores(const float* rows, int64_t d, const float* q, const float* w, int heads, float* score) {
+  indexer_score_one(rows + blockIdx.x * d, d, q, w, heads, score + blockIdx.x);
+}
+
+// Compressed row blockIdx.x of pass row blockIdx.y.
+__global__ void k_indexer_scores_rows(IdxRows rows, int64_t d, const float* q, int64_t q_stride, const float* w,
+                                      int64_t w_stride, int heads) {
+  const IdxRow& r = rows.r[blockIdx.y];
+  if (static_cast<int64_t>(blockIdx.x) >= r.n) return;
+  indexer_score_one(r.rows + blockIdx.x * d, d, q + blockIdx.y * q_stride, w + blockIdx.y * w_stride, heads,
+                    r.score + blockIdx.x);
 }
 
 // Top-k in one block, linear in n: a radix select finds the k-th largest
@@ -310,7 +338,19 @@ __device__ __forceinline__ uint32_t order_key(float f) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+__device__ __forceinline__ void topk_block(const float* score, int64_t n, int64_t k, int32_t* sel);
+
 __global__ void __launch_bounds__(kTopkThreads) k_topk(const float* score, int64_t n, int64_t k, int32_t* sel) {
+  topk_block(score, n, k, sel);
+}
+
+// Pass row blockIdx.x; rows with n == 0 skip.
+__global__ void __launch_bounds__(kTopkThreads) k_topk_rows(IdxRows rows, int64_t k) {
+  const IdxRow& r = rows.r[blockIdx.x];
+  if (r.n > 0) topk_block(r.score, r.n, k, r.sel);
+}
+
+__device__ __forceinline__ void topk_block(const float* score, int64_t n, int64_t k, int32_t* sel) {
   using Scan = cub::BlockScan<uint32_t, kTopkThreads>;
   __shared__ typename Scan::TempStorage scan_tmp;
   __shared__ uint32_t hist[256];
@@ -364,17 +404,25 @@ __global__ void __launch_bounds__(kTopkThreads) k_topk(const float* score, int64
 // walks every (S * kAttnWarps)-th key with its own online softmax (a key's dot
 // product summed by shuffles, no block barrier per key); the block merges its
 // warps, and with S > 1 writes its partial (max, denominator, unnormalised
-// output) for k_attend_merge. The sink starts warp 0 of split 0.
+// output) for the merge kernel. The sink starts warp 0 of split 0. S depends
+// on the number of keys alone, so a row's numbers do not depend on the batch
+// it runs in.
 constexpr int kAttnWarps = 4;
 constexpr int kAttnMaxPerLane = 32;  // head_dim up to 1024
-constexpr int kAttnMaxSplits = 16;
+constexpr int kAttnMaxSplits = 8;
 
+__host__ __device__ __forceinline__ int attn_splits(int64_t keys) {
+  const int64_t s = keys / (16 * kAttnWarps);  // about 16 keys or more per warp
+  return static_cast<int>(s < 1 ? 1 : s > kAttnMaxSplits ? kAttnMaxSplits : s);
+}
+
+// Head h, split `split` of S. part: this head's S partials of dim + 2 floats.
 template <int PER_LANE>
-__global__ void __launch_bounds__(kAttnWarps * 32)
-    k_attend(const float* q, int64_t dim, const float* raw, int64_t window, int64_t p, int64_t n_raw, const float* comp,
-             int64_t n_comp, const int32_t* sel, const float* sinks, float* out, float* part) {
+__device__ __forceinline__ void attend_block(int h, int split, int S, const float* q, int64_t dim, const float* raw,
+                                             int64_t window, int64_t p, int64_t n_raw, const float* comp,
+                                             int64_t n_comp, const int32_t* sel, const float* sinks, float* out,
+                                             float* part) {
   extern __shared__ float sh[];  // [kAttnWarps][dim] outputs, then [kAttnWarps] max and denominators
-  const int h = static_cast<int>(blockIdx.x), split = static_cast<int>(blockIdx.y), S = static_cast<int>(gridDim.y);
   const int lane = static_cast<int>(threadIdx.x) & 31, w = static_cast<int>(threadIdx.x) >> 5;
   const float* qh = q + h * dim;
   const float scale = 1.0f / sqrtf(static_cast<float>(dim));
@@ -438,22 +486,21 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
     f[v] = shm[v] == -INFINITY ? 0.0f : expf(shm[v] - M);
     D += shm[kAttnWarps + v] * f[v];
   }
+  float* ps = part + int64_t{split} * (dim + 2);
   for (int64_t k = threadIdx.x; k < dim; k += blockDim.x) {
     float o = 0;
     for (int v = 0; v < kAttnWarps; ++v) o += sh[v * dim + k] * f[v];
     if (S == 1) out[h * dim + k] = o / D;
-    else part[(int64_t{h} * S + split) * (dim + 2) + 2 + k] = o;
+    else ps[2 + k] = o;
   }
   if (S > 1 && threadIdx.x == 0) {
-    part[(int64_t{h} * S + split) * (dim + 2)] = M;
-    part[(int64_t{h} * S + split) * (dim + 2) + 1] = D;
+    ps[0] = M;
+    ps[1] = D;
   }
 }
 
-// Merges the S partials of each head (one block per head).
-__global__ void k_attend_merge(const float* part, int S, int64_t dim, float* out) {
-  const int h = static_cast<int>(blockIdx.x);
-  const float* ph = part + int64_t{h} * S * (dim + 2);
+// Merges one head's S partials into out.
+__device__ __forceinline__ void attend_merge_head(const float* ph, int S, int64_t dim, float* out) {
   float M = -INFINITY;
   for (int s = 0; s < S; ++s) M = fmaxf(M, ph[s * (dim + 2)]);
   float D = 0;
@@ -467,8 +514,33 @@ __global__ void k_attend_merge(const float* part, int S, int64_t dim, float* out
       const float m = ph[s * (dim + 2)];
       if (m != -INFINITY) o += ph[s * (dim + 2) + 2 + k] * expf(m - M);
     }
-    out[h * dim + k] = o / D;
+    out[k] = o / D;
   }
+}
+
+// Head blockIdx.x, split blockIdx.y of pass row blockIdx.z (splits past the
+// row's own count return). Row r's partials at scratch + r * H * kAttnMaxSplits * (dim + 2).
+template <int PER_LANE>
+__global__ void __launch_bounds__(kAttnWarps * 32)
+    k_attend_rows(const float* q, int64_t dim, AttnRows rows, const float* sinks, float* out, float* scratch) {
+  const int H = static_cast<int>(gridDim.x), h = static_cast<int>(blockIdx.x);
+  const AttnRow& r = rows.r[blockIdx.z];
+  const int S = attn_splits(r.n_raw + r.n_comp);
+  if (static_cast<int>(blockIdx.y) >= S) return;
+  const int64_t off = static_cast<int64_t>(blockIdx.z) * H * dim;
+  float* part = scratch + (static_cast<int64_t>(blockIdx.z) * H + h) * kAttnMaxSplits * (dim + 2);
+  attend_block<PER_LANE>(h, static_cast<int>(blockIdx.y), S, q + off, dim, r.raw, rows.ring, r.pos, r.n_raw, r.comp,
+                         r.n_comp, r.sel, sinks, out + off, part);
+}
+
+// Head blockIdx.x of pass row blockIdx.y, for rows split more than once.
+__global__ void k_attend_merge_rows(const float* scratch, int64_t dim, AttnRows rows, float* out) {
+  const int H = static_cast<int>(gridDim.x), h = static_cast<int>(blockIdx.x);
+  const AttnRow& r = rows.r[blockIdx.y];
+  const int S = attn_splits(r.n_raw + r.n_comp);
+  if (S == 1) return;
+  attend_merge_head(scratch + (static_cast<int64_t>(blockIdx.y) * H + h) * kAttnMaxSplits * (dim + 2), S, dim,
+                    out + (static_cast<int64_t>(blockIdx.y) * H + h) * dim);
 }
 
 // ---- MoE -----------------------------------------------------------------------
@@ -695,29 +767,77 @@ void topk_select(const float* score, int64_t n, int64_t k, int32_t* sel, cudaStr
   LAUNCH_CHECK("k_topk");
 }
 
+void rope_rows(float* x, int64_t row_stride, int64_t stride, int heads, const float* inv_freq, int pairs,
+               const Positions& p, bool inverse, cudaStream_t s) {
+  if (p.n <= 0) return;
+  if (p.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "rope_rows: more than 32 rows", __FILE__, __LINE__);
+  k_rope_rows<<<dim3(blocks_for(int64_t{heads} * pairs), static_cast<unsigned>(p.n)), kBlock, 0, s>>>(
+      x, row_stride, stride, heads, inv_freq, pairs, p, inverse);
+  LAUNCH_CHECK("k_rope_rows");
+}
+
+void indexer_scores_rows(const IdxRows& rows, int64_t d, const float* q, int64_t q_stride, const float* w,
+                         int64_t w_stride, int heads, cudaStream_t s) {
+  if (heads > kMaxIndexerHeads)
+    throw_cuda_error(cudaErrorInvalidValue, "indexer_scores: more than 128 indexer heads", __FILE__, __LINE__);
+  if (rows.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "indexer_scores_rows: more than 32 rows", __FILE__, __LINE__);
+  int64_t most = 0;
+  for (int i = 0; i < rows.n; ++i) most = std::max(most, rows.r[i].n);
+  if (most == 0) return;
+  k_indexer_scores_rows<<<dim3(static_cast<unsigned>(most), static_cast<unsigned>(rows.n)), 128, 0, s>>>(
+      rows, d, q, q_stride, w, w_stride, heads);
+  LAUNCH_CHECK("k_indexer_scores_rows");
+}
+
+void topk_rows(const IdxRows& rows, int64_t k, cudaStream_t s) {
+  if (rows.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "topk_rows: more than 32 rows", __FILE__, __LINE__);
+  bool any = false;
+  for (int i = 0; i < rows.n; ++i) {
+    if (rows.r[i].n <= 0) continue;
+    if (rows.r[i].n >= (int64_t{1} << 16) * kTopkThreads || k > rows.r[i].n || k <= 0)
+      throw_cuda_error(cudaErrorInvalidValue, "topk_rows: k > n or more than 2^26 rows", __FILE__, __LINE__);
+    any = true;
+  }
+  if (!any) return;
+  k_topk_rows<<<static_cast<unsigned>(rows.n), kTopkThreads, 0, s>>>(rows, k);
+  LAUNCH_CHECK("k_topk_rows");
+}
+
+int64_t attend_rows_scratch_floats(int H, int64_t dim) { return int64_t{kMaxRows} * H * kAttnMaxSplits * (dim + 2); }
 int64_t attend_scratch_floats(int H, int64_t dim) { return int64_t{H} * kAttnMaxSplits * (dim + 2); }
+
+void attend_rows(const float* q, int H, int64_t dim, const AttnRows& rows, const float* sinks, float* out,
+                 float* scratch, cudaStream_t s) {
+  if (dim > 32 * kAttnMaxPerLane)
+    throw_cuda_error(cudaErrorInvalidValue, "attend: head_dim above 1024", __FILE__, __LINE__);
+  if (rows.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "attend_rows: more than 32 rows", __FILE__, __LINE__);
+  if (rows.n <= 0) return;
+  int S = 1;
+  for (int i = 0; i < rows.n; ++i) S = std::max(S, attn_splits(rows.r[i].n_raw + rows.r[i].n_comp));
+  const dim3 grid(static_cast<unsigned>(H), static_cast<unsigned>(S), static_cast<unsigned>(rows.n));
+  const size_t shm = (kAttnWarps * static_cast<size_t>(dim) + 2 * kAttnWarps) * sizeof(float);
+  const int per_lane = static_cast<int>((dim + 31) / 32);
+  constexpr int T = kAttnWarps * 32;
+  if (per_lane <= 4) k_attend_rows<4><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+  else if (per_lane <= 8) k_attend_rows<8><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+  else if (per_lane <= 16) k_attend_rows<16><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+  else k_attend_rows<32><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+  LAUNCH_CHECK("k_attend_rows");
+  if (S > 1) {
+    k_attend_merge_rows<<<dim3(static_cast<unsigned>(H), static_cast<unsigned>(rows.n)), 128, 0, s>>>(scratch, dim,
+                                                                                                     rows, out);
+    LAUNCH_CHECK("k_attend_merge_rows");
+  }
+}
 
 void attend(const float* q, int H, int64_t dim, const float* raw, int64_t window, int64_t p, int64_t n_raw,
             const float* comp, int64_t n_comp, const int32_t* sel, const float* sinks, float* out, float* scratch,
             cudaStream_t s) {
-  if (dim > 32 * kAttnMaxPerLane)
-    throw_cuda_error(cudaErrorInvalidValue, "attend: head_dim above 1024", __FILE__, __LINE__);
-  // Splits so that each warp walks about 8 keys or more, and the heads times
-  // splits fill the card.
-  const int64_t total = n_raw + n_comp;
-  const int S = static_cast<int>(std::clamp<int64_t>(total / (8 * kAttnWarps), 1, kAttnMaxSplits));
-  const dim3 grid(static_cast<unsigned>(H), static_cast<unsigned>(S));
-  const size_t shm = (kAttnWarps * static_cast<size_t>(dim) + 2 * kAttnWarps) * sizeof(float);
-  const int per_lane = static_cast<int>((dim + 31) / 32);
-  if (per_lane <= 4) k_attend<4><<<grid, kAttnWarps * 32, shm, s>>>(q, dim, raw, window, p, n_raw, comp, n_comp, sel, sinks, out, scratch);
-  else if (per_lane <= 8) k_attend<8><<<grid, kAttnWarps * 32, shm, s>>>(q, dim, raw, window, p, n_raw, comp, n_comp, sel, sinks, out, scratch);
-  else if (per_lane <= 16) k_attend<16><<<grid, kAttnWarps * 32, shm, s>>>(q, dim, raw, window, p, n_raw, comp, n_comp, sel, sinks, out, scratch);
-  else k_attend<32><<<grid, kAttnWarps * 32, shm, s>>>(q, dim, raw, window, p, n_raw, comp, n_comp, sel, sinks, out, scratch);
-  LAUNCH_CHECK("k_attend");
-  if (S > 1) {
-    k_attend_merge<<<static_cast<unsigned>(H), 128, 0, s>>>(scratch, S, dim, out);
-    LAUNCH_CHECK("k_attend_merge");
-  }
+  AttnRows rows;
+  rows.n = 1;
+  rows.ring = window;
+  rows.r[0] = {p, n_raw, n_comp, raw, comp, sel};
+  attend_rows(q, H, dim, rows, sinks, out, scratch, s);
 }
 
 void route(const float* logits, int E, int K, const int32_t* hash_ids, const float* bias, bool norm, float wscale,

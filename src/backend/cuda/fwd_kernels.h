@@ -71,6 +71,58 @@ void attend(const float* q, int H, int64_t dim, const float* raw, int64_t window
             cudaStream_t s);
 int64_t attend_scratch_floats(int H, int64_t dim);
 
+// ---- the stateful middle over the rows of a pass -------------------------------
+// Up to kMaxRows rows (tokens of one or several sequences) in one launch each.
+// Per-row parameters travel by value in the launch, so nothing is copied to the
+// device for them. Each row's numbers are exactly those of the single-row
+// functions above with its parameters (a row alone, or in any batch).
+inline constexpr int kMaxRows = 32;
+
+struct Positions {
+  int n = 0;
+  int64_t pos[kMaxRows];
+};
+// rope() of row i (x + i * row_stride) at position pos[i].
+void rope_rows(float* x, int64_t row_stride, int64_t stride, int heads, const float* inv_freq, int pairs,
+               const Positions& p, bool inverse, cudaStream_t s);
+
+// One row's indexer: its query and head weights (q + i * q_stride, w + i *
+// w_stride), the first n compressed rows to score (n == 0: the row skips the
+// indexer), where its scores and its top-k selection go.
+struct IdxRow {
+  int64_t n = 0;
+  const float* rows = nullptr;
+  float* score = nullptr;
+  int32_t* sel = nullptr;
+};
+struct IdxRows {
+  int n = 0;
+  IdxRow r[kMaxRows];
+};
+void indexer_scores_rows(const IdxRows& rows, int64_t d, const float* q, int64_t q_stride, const float* w,
+                         int64_t w_stride, int heads, cudaStream_t s);
+// topk_select of each row that has n > 0 (k <= n).
+void topk_rows(const IdxRows& rows, int64_t k, cudaStream_t s);
+
+// One row's attention: its position, the n_raw newest ring slots of `raw` (a
+// ring of AttnRows::ring slots, position p at slot p % ring), then n_comp
+// compressed rows of `comp` (rows sel[0 .. n_comp) when sel is set).
+struct AttnRow {
+  int64_t pos = 0, n_raw = 0, n_comp = 0;
+  const float* raw = nullptr;
+  const float* comp = nullptr;
+  const int32_t* sel = nullptr;
+};
+struct AttnRows {
+  int n = 0;
+  int64_t ring = 0;
+  AttnRow r[kMaxRows];
+};
+// q and out: row i at + i * H * dim. scratch: attend_rows_scratch_floats.
+void attend_rows(const float* q, int H, int64_t dim, const AttnRows& rows, const float* sinks, float* out,
+                 float* scratch, cudaStream_t s);
+int64_t attend_rows_scratch_floats(int H, int64_t dim);
+
 // MoE routing (model-spec §7): s_e = sqrt(softplus(logit_e)); hash_ids (K
 // expert ids, device) or top-K of s + bias (lowest index wins ties); weights
 // s / sum (when norm) * wscale. sel[K], w[K].
