@@ -501,6 +501,10 @@ class CudaBackend final : public Backend {
     pass_mem_ = DeviceBuffer(Pass(c_, nullptr).bytes);
     pass_ = std::make_unique<Pass>(c_, pass_mem_.as<uint8_t>());
     pass_->in_a.stream = pass_->in_b.stream = st_;
+    std::vector<int32_t> iota(std::max<uint32_t>(c_.o_groups, 1));
+    for (size_t g = 0; g < iota.size(); ++g) iota[g] = static_cast<int32_t>(g);
+    iota_ = DeviceBuffer(iota.size() * sizeof(int32_t));
+    iota_.upload(iota.data(), iota.size() * sizeof(int32_t));
     DS4_CUDA_CHECK(cudaDeviceSynchronize());  // uploads done before the stream's first kernel
   }
   ~CudaBackend() override {
@@ -766,6 +770,17 @@ class CudaBackend final : public Backend {
     at_pos.n = att.n = idx.n = static_cast<int>(n);
     att.ring = ring;
     bool any_idx = false, all_faithful = true;
+    fwd::KvRows kvr;
+    kvr.n = static_cast<int>(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const CudaSession& S = *rows[sz(i)].S;
+      const int64_t p = rows[sz(i)].pos;
+      kvr.dst[i] = S.lay.layers[l].raw.as<float>() + (p % ring) * hd;
+      kvr.pos[i] = p;
+      kvr.faithful[i] = S.mode == NumericsMode::faithful;
+    }
+    fwd::kv_rows(kvt, hd, W.kv_norm, eps, nope, rope, pairs, kvr, st_);
+    mark(Phase::attn_kv, l);
     for (int64_t i = 0; i < n; ++i) {
       CudaSession& S = *rows[sz(i)].S;
       const int64_t p = rows[sz(i)].pos;
@@ -774,11 +789,6 @@ class CudaBackend final : public Backend {
       const bool faithful = S.mode == NumericsMode::faithful;
       all_faithful &= faithful;
       at_pos.pos[i] = p;
-      float* k = L.raw.as<float>() + (p % ring) * hd;
-      fwd::rms_norm_rows(kvt + i * hd, W.kv_norm, 1, hd, eps, k, st_);
-      fwd::rope(k + nope, 0, 1, rope, pairs, p, false, st_);
-      if (faithful) fwd::kv_round(k, nope, hd, st_);
-      mark(Phase::attn_kv, l);
 
       fwd::AttnRow& ar = att.r[i];
       ar = {p, std::min<int64_t>(p + 1, win), 0, L.raw.as<float>(), nullptr, nullptr};
@@ -834,7 +844,12 @@ class CudaBackend final : public Backend {
       // o is [n][G][hpg*hd]: quantized as n*G rows in one launch; group g's
       // product then takes every G-th of them.
       ds4::cuda::quantize_activation_rows(oact, P.o.as<float>(), hpg * hd, n * G, P.oq.get(), st_);
-      for (int64_t g = 0; g < G; ++g)
+      if (n == 1)  // the G groups as G matrices of one batched launch
+        ds4::cuda::matvec_q8_batched(W.out_a.type, W.out_a.p, static_cast<int64_t>(sz(ro) * W.out_a.row_bytes),
+                                     iota_.as<int32_t>(), static_cast<int>(G), ro, hpg * hd, P.oq.get(), gbytes,
+                                     P.z.as<float>(), ro, st_);
+      else
+        for (int64_t g = 0; g < G; ++g)
         ds4::cuda::matvec_q8_rows(W.out_a.type, W.out_a.p + sz(g * ro) * W.out_a.row_bytes, ro, hpg * hd,
                                   P.oq.as<uint8_t>() + sz(g) * gbytes, sz(G) * gbytes, n, P.z.as<float>() + g * ro,
                                   G * ro, st_);
@@ -863,17 +878,16 @@ class CudaBackend final : public Backend {
     QRows& in_f = P.in_a.bind(f, D, n);
     mv(W.gate_inp, in_f, P.logit.as<float>(), E);
     float* out = P.out.as<float>();
-    DS4_CUDA_CHECK(cudaMemsetAsync(out, 0, sz(n * D) * sizeof(float), st_));
     using ds4::cuda::activation_type;
     const GgmlType ga = activation_type(W.gate_exps.type), ua = activation_type(W.up_exps.type),
                    da = activation_type(W.down_exps.type);
     const bool integer = ga != GgmlType::F32 && ua != GgmlType::F32 && da != GgmlType::F32;
-    for (int64_t i = 0; i < n; ++i) {
-      const int32_t* hash = c_.is_hash_layer(l) ? W.tid2eid + int64_t{rows[sz(i)].tok} * K : nullptr;
-      fwd::route(P.logit.as<float>() + i * E, static_cast<int>(E), static_cast<int>(K), hash, W.exp_probs_b,
-                 c_.expert_weights_norm, c_.expert_weights_scale, P.sel.as<int32_t>() + i * K,
-                 P.wts.as<float>() + i * K, st_);
-    }
+    fwd::Tokens toks;
+    toks.n = static_cast<int>(n);
+    for (int64_t i = 0; i < n; ++i) toks.tok[i] = rows[sz(i)].tok;
+    fwd::route_rows(P.logit.as<float>(), static_cast<int>(E), static_cast<int>(K),
+                    c_.is_hash_layer(l) ? W.tid2eid : nullptr, toks, W.exp_probs_b, c_.expert_weights_norm,
+                    c_.expert_weights_scale, P.sel.as<int32_t>(), P.wts.as<float>(), st_);
     mark(Phase::router, l);
     if (integer) {
       // The routed experts of all rows grouped by expert (the ids stay on the
@@ -892,9 +906,10 @@ class CudaBackend final : public Backend {
       ds4::cuda::quantize_activation_rows(da, g, FF, n * K, P.gq.get(), st_);
       matvec_q8_grouped(W.down_exps.type, W.down_exps.p, static_cast<int64_t>(W.down_exps.mat_bytes), sel, n, kk, D, FF,
                         P.gq.get(), sz(K) * dab, dab, ye, D, st_);
-      for (int64_t i = 0; i < n; ++i) fwd::add_rows(out + i * D, ye + i * K * D, D, kk, st_);
+      // Summed with the shared expert's output once that is known.
     } else {
       // Float experts meet f32 activations, one matrix at a time.
+      DS4_CUDA_CHECK(cudaMemsetAsync(out, 0, sz(n * D) * sizeof(float), st_));
       for (int64_t i = 0; i < n; ++i) {
         const int32_t* sel = P.sel.as<int32_t>() + i * K;
         const float* wts = P.wts.as<float>() + i * K;
@@ -909,17 +924,19 @@ class CudaBackend final : public Backend {
       }
     }
     mark(Phase::experts, l);
-    if (c_.n_expert_shared > 0) {
+    float* ys = c_.n_expert_shared > 0 ? P.ys.as<float>() : nullptr;
+    if (ys) {
       // Shared expert: rows [n][SF] in g and up, read once for all rows.
       const int64_t SF = c_.shared_ff();
-      float *g = P.g.as<float>(), *u = P.up.as<float>(), *ys = P.ys.as<float>();
+      float *g = P.g.as<float>(), *u = P.up.as<float>();
       mv(W.gate_shexp, in_f, g, SF);
       mv(W.up_shexp, in_f, u, SF);
       fwd::swiglu(g, u, n * SF, clamp, nullptr, st_);
       mv(W.down_shexp, P.in_b.bind(g, SF, n), ys, D);
-      fwd::add(out, ys, n * D, st_);
+      if (!integer) fwd::add(out, ys, n * D, st_);
       mark(Phase::shared, l);
     }
+    if (integer) fwd::moe_sum(out, P.ye.as<float>(), ys, D, static_cast<int>(K), n, st_);
     steer(l, Component::ffn, rows, out);
     hc_post(P, n);
     mark(Phase::hc_post, l);
@@ -1027,6 +1044,7 @@ class CudaBackend final : public Backend {
   // reused for another set).
   std::vector<std::pair<const model::SteeringVectors*, DeviceBuffer>> steer_dev_;
   DeviceBuffer pass_mem_;
+  DeviceBuffer iota_;  // 0, 1, ..., o_groups - 1: the matrix indices of a batched launch over the head groups
   std::unique_ptr<Pass> pass_;  // carved from pass_mem_; one pass at a time (one thread drives a backend)
   mutable PhaseProfile prof_;  // off unless BackendOptions::profile
 };

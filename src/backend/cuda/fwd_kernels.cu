@@ -36,9 +36,8 @@ __device__ double block_sum(double v) {
 }
 
 
-__global__ void k_rms_norm(const float* x, const float* w, int64_t n, float eps, float* y) {
-  const float* xr = x + blockIdx.x * n;
-  float* yr = y + blockIdx.x * n;
+// 1 / rms of one row, for every thread of the block.
+__device__ float rms_inv(const float* xr, int64_t n, float eps) {
   double ss = 0;
   const int step = static_cast<int>(blockDim.x);
   int64_t k = threadIdx.x;
@@ -53,9 +52,18 @@ __global__ void k_rms_norm(const float* x, const float* w, int64_t n, float eps,
   }
   for (; k < n; k += step) ss += static_cast<double>(xr[k]) * xr[k];
   ss = block_sum(ss);
-  const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(n) + eps));
+  return static_cast<float>(1.0 / sqrt(ss / static_cast<double>(n) + eps));
+}
+
+__global__ void k_rms_norm(const float* x, const float* w, int64_t n, float eps, float* y) {
+  const float* xr = x + blockIdx.x * n;
+  float* yr = y + blockIdx.x * n;
+  const float inv = rms_inv(xr, n, eps);
   for (int64_t k = threadIdx.x; k < n; k += blockDim.x) yr[k] = w ? xr[k] * inv * w[k] : xr[k] * inv;
 }
+
+// rms_norm_rows' block width for rows of n (the sum's order depends on it).
+int rms_threads(int64_t rows, int64_t n) { return rows < 64 && n >= 4096 ? 1024 : kBlock; }
 
 __global__ void k_hc_fill(const float* e, int hc, int64_t D, float* X) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -236,6 +244,26 @@ __global__ void k_fp8_blocks(float* x, int64_t nope) {
 __global__ void k_f16_round(float* x, int64_t n) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) x[i] = __half2float(__float2half_rn(x[i]));
+}
+
+// A pass's raw KV rows into their ring slots (block blockIdx.x: row i): the
+// norm, RoPE of the tail and, for faithful rows, the FP8 + f16 rounding, each
+// step the same arithmetic as rms_norm_rows / rope / kv_round on one row.
+__global__ void k_kv_rows(const float* src, int64_t hd, const float* w, float eps, int64_t nope, const float* inv_freq,
+                          int pairs, KvRows rows) {
+  const int i = static_cast<int>(blockIdx.x);
+  const float* x = src + i * hd;
+  float* y = rows.dst[i];
+  const float inv = rms_inv(x, hd, eps);
+  for (int64_t k = threadIdx.x; k < hd; k += blockDim.x) y[k] = w ? x[k] * inv * w[k] : x[k] * inv;
+  __syncthreads();
+  for (int64_t k = threadIdx.x; k < pairs; k += blockDim.x) rope_pair(y + nope, k, 0, pairs, inv_freq, rows.pos[i], false);
+  if (!rows.faithful[i]) return;
+  __syncthreads();
+  for (int64_t b = threadIdx.x * int64_t{64}; b < nope; b += blockDim.x * int64_t{64})
+    scaled_round(y + b, nope - b < 64 ? nope - b : 64, 64, 448.0f, 1e-4f, 3, -6);
+  __syncthreads();
+  for (int64_t k = threadIdx.x; k < hd; k += blockDim.x) y[k] = __half2float(__float2half_rn(y[k]));
 }
 
 // One thread per row: the butterflies in the CPU's order, then FP4 per 32.
@@ -550,8 +578,14 @@ constexpr int kMaxExperts = 1024;
 // One block: scores in parallel, then K rounds of a block-wide argmax (the
 // highest biased score, the lowest index among equals, as the CPU's
 // partial_sort orders them); the weights from thread 0 in selection order.
-__global__ void k_route(const float* logits, int E, int K, const int32_t* hash_ids, const float* bias, bool norm,
-                        float wscale, int32_t* sel, float* w) {
+// Row blockIdx.x of a pass: its logits, its hash ids (hash-routed layers:
+// row tok[i] of the K-wide table) and its choices at + i * E / + i * K.
+__global__ void k_route(const float* logits, int E, int K, const int32_t* hash_table, Tokens toks, const float* bias,
+                        bool norm, float wscale, int32_t* sel, float* w) {
+  logits += blockIdx.x * static_cast<int64_t>(E);
+  sel += blockIdx.x * K;
+  w += blockIdx.x * K;
+  const int32_t* hash_ids = hash_table ? hash_table + static_cast<int64_t>(toks.tok[blockIdx.x]) * K : nullptr;
   __shared__ float s[kMaxExperts], v[kMaxExperts];
   __shared__ bool taken[kMaxExperts];
   __shared__ float wv[32];
@@ -638,6 +672,18 @@ __global__ void k_swiglu_rows(float* g, const float* u, int64_t ff, int64_t n, f
 }
 
 // y[i] += x[i] + x[n + i] + ... in row order (the order of separate adds).
+// out[i][d] = (ye[i][0][d] + ... + ye[i][K-1][d]) + ys[i][d], summed from 0
+// in that order (as memset + add_rows + add did).
+__global__ void k_moe_sum(float* out, const float* ye, const float* ys, int64_t D, int K, int64_t n) {
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (t >= n * D) return;
+  const int64_t i = t / D, d = t % D;
+  float v = 0;
+  for (int k = 0; k < K; ++k) v += ye[(i * K + k) * D + d];
+  if (ys) v += ys[t];
+  out[t] = v;
+}
+
 __global__ void k_add_rows(float* y, const float* x, int64_t n, int rows) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
@@ -653,7 +699,7 @@ __global__ void k_add_rows(float* y, const float* x, int64_t n, int rows) {
 void rms_norm_rows(const float* x, const float* w, int64_t rows, int64_t n, float eps, float* y, cudaStream_t s) {
   if (rows <= 0) return;
   // Few rows (decode): wide blocks, so one row's read is spread over more threads.
-  const int threads = rows < 64 && n >= 4096 ? 1024 : kBlock;
+  const int threads = rms_threads(rows, n);
   k_rms_norm<<<static_cast<unsigned>(rows), threads, 0, s>>>(x, w, n, eps, y);
   LAUNCH_CHECK("k_rms_norm");
 }
@@ -707,6 +753,14 @@ void kv_round(float* x, int64_t nope, int64_t n, cudaStream_t s) {
   LAUNCH_CHECK("k_fp8_blocks");
   k_f16_round<<<blocks_for(n), kBlock, 0, s>>>(x, n);
   LAUNCH_CHECK("k_f16_round");
+}
+
+void kv_rows(const float* src, int64_t hd, const float* w, float eps, int64_t nope, const float* inv_freq, int pairs,
+             const KvRows& rows, cudaStream_t s) {
+  if (rows.n <= 0) return;
+  if (rows.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "kv_rows: more than 32 rows", __FILE__, __LINE__);
+  k_kv_rows<<<static_cast<unsigned>(rows.n), rms_threads(1, hd), 0, s>>>(src, hd, w, eps, nope, inv_freq, pairs, rows);
+  LAUNCH_CHECK("k_kv_rows");
 }
 
 void indexer_qat(float* x, int64_t rows, int64_t d, cudaStream_t s) {
@@ -842,10 +896,20 @@ void attend(const float* q, int H, int64_t dim, const float* raw, int64_t window
 
 void route(const float* logits, int E, int K, const int32_t* hash_ids, const float* bias, bool norm, float wscale,
            int32_t* sel, float* w, cudaStream_t s) {
+  Tokens one;
+  one.n = 1;
+  one.tok[0] = 0;
+  route_rows(logits, E, K, hash_ids, one, bias, norm, wscale, sel, w, s);
+}
+
+void route_rows(const float* logits, int E, int K, const int32_t* hash_table, const Tokens& toks, const float* bias,
+                bool norm, float wscale, int32_t* sel, float* w, cudaStream_t s) {
   if (E > kMaxExperts || K > E)
     throw_cuda_error(cudaErrorInvalidValue, "route: more than 1024 experts or K > E", __FILE__, __LINE__);
+  if (toks.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "route_rows: more than 32 rows", __FILE__, __LINE__);
+  if (toks.n <= 0) return;
   const int threads = std::min(1024, (E + 31) / 32 * 32);
-  k_route<<<1, threads, 0, s>>>(logits, E, K, hash_ids, bias, norm, wscale, sel, w);
+  k_route<<<static_cast<unsigned>(toks.n), threads, 0, s>>>(logits, E, K, hash_table, toks, bias, norm, wscale, sel, w);
   LAUNCH_CHECK("k_route");
 }
 
@@ -858,6 +922,12 @@ void swiglu_rows(float* g, const float* u, int64_t ff, int64_t rows, float clamp
   const int64_t n = ff * rows;
   k_swiglu_rows<<<blocks_for(n), kBlock, 0, s>>>(g, u, ff, n, clamp, wts);
   LAUNCH_CHECK("k_swiglu_rows");
+}
+
+void moe_sum(float* out, const float* ye, const float* ys, int64_t D, int K, int64_t n, cudaStream_t s) {
+  if (n <= 0) return;
+  k_moe_sum<<<blocks_for(n * D), kBlock, 0, s>>>(out, ye, ys, D, K, n);
+  LAUNCH_CHECK("k_moe_sum");
 }
 
 void add_rows(float* y, const float* x, int64_t n, int rows, cudaStream_t s) {

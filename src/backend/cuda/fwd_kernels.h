@@ -82,9 +82,26 @@ struct Positions {
   int n = 0;
   int64_t pos[kMaxRows];
 };
+struct Tokens {
+  int n = 0;
+  int32_t tok[kMaxRows];
+};
 // rope() of row i (x + i * row_stride) at position pos[i].
 void rope_rows(float* x, int64_t row_stride, int64_t stride, int heads, const float* inv_freq, int pairs,
                const Positions& p, bool inverse, cudaStream_t s);
+
+// The raw KV rows of a pass into their ring slots: row i (src + i * hd) is
+// normalised by w into dst[i], its last 2 * pairs values rotated at pos[i],
+// and for faithful rows rounded as kv_round(dst[i], nope, hd): exactly
+// rms_norm_rows + rope + kv_round of that row alone, in one launch.
+struct KvRows {
+  int n = 0;
+  float* dst[kMaxRows];
+  int64_t pos[kMaxRows];
+  bool faithful[kMaxRows];
+};
+void kv_rows(const float* src, int64_t hd, const float* w, float eps, int64_t nope, const float* inv_freq, int pairs,
+             const KvRows& rows, cudaStream_t s);
 
 // One row's indexer: its query and head weights (q + i * q_stride, w + i *
 // w_stride), the first n compressed rows to score (n == 0: the row skips the
@@ -128,11 +145,19 @@ int64_t attend_rows_scratch_floats(int H, int64_t dim);
 // s / sum (when norm) * wscale. sel[K], w[K].
 void route(const float* logits, int E, int K, const int32_t* hash_ids, const float* bias, bool norm, float wscale,
            int32_t* sel, float* w, cudaStream_t s);
+// route() of each row of a pass (logits + i * E, sel and w + i * K); a
+// hash-routed layer's ids of row i are row toks.tok[i] of hash_table (K
+// wide), none when hash_table is null.
+void route_rows(const float* logits, int E, int K, const int32_t* hash_table, const Tokens& toks, const float* bias,
+                bool norm, float wscale, int32_t* sel, float* w, cudaStream_t s);
 // g = silu(min(g, c)) * clamp(u, -c, c) * (wk ? *wk : 1), n values.
 void swiglu(float* g, const float* u, int64_t n, float clamp, const float* wk, cudaStream_t s);
 // swiglu over `rows` rows of ff values, row r weighted by wts[r] (null: 1).
 void swiglu_rows(float* g, const float* u, int64_t ff, int64_t rows, float clamp, const float* wts, cudaStream_t s);
 // y += x_0 + x_1 + ... + x_{rows-1} (x_r = x + r * n), added in row order.
+// out[i] = sum_k ye[i][k] + ys[i] (ys may be null) for n rows of D, K experts
+// each: the routed experts' outputs and the shared expert's, summed in order.
+void moe_sum(float* out, const float* ye, const float* ys, int64_t D, int K, int64_t n, cudaStream_t s);
 void add_rows(float* y, const float* x, int64_t n, int rows, cudaStream_t s);
 
 }  // namespace ds4::cuda::fwd
