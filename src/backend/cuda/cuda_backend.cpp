@@ -20,7 +20,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "backend/cpu/rope.h"
@@ -504,11 +506,21 @@ class CudaBackend final : public Backend {
     std::vector<int32_t> iota(std::max<uint32_t>(c_.o_groups, 1));
     for (size_t g = 0; g < iota.size(); ++g) iota[g] = static_cast<int32_t>(g);
     iota_ = DeviceBuffer(iota.size() * sizeof(int32_t));
+    const char* g = std::getenv("DS4_CUDA_GRAPH");
+    graph_ = g && std::string_view(g) == "1";
+    if (graph_) {
+      void* h = nullptr;
+      DS4_CUDA_CHECK(cudaHostAlloc(&h, sz(kPassRows) * sz(c_.n_vocab) * sizeof(float), cudaHostAllocDefault));
+      logits_pinned_ = static_cast<float*>(h);
+      log::info("cuda: decode steps run as CUDA graphs (DS4_CUDA_GRAPH=1)");
+    }
     iota_.upload(iota.data(), iota.size() * sizeof(int32_t));
     DS4_CUDA_CHECK(cudaDeviceSynchronize());  // uploads done before the stream's first kernel
   }
   ~CudaBackend() override {
     // Sessions free their own slabs; a destructor cannot throw.
+    if (exec_) (void)cudaGraphExecDestroy(exec_);
+    if (logits_pinned_) (void)cudaFreeHost(logits_pinned_);
     if (st_) (void)cudaStreamDestroy(st_);
   }
   CudaBackend(const CudaBackend&) = delete;
@@ -575,6 +587,12 @@ class CudaBackend final : public Backend {
         st.capture->post.assign(sz(c_.n_layer) * c_.n_embd, 0.0f);
       }
     }
+    // A batch of decode steps that fits one pass runs as a CUDA graph when
+    // DS4_CUDA_GRAPH=1 (experimental: the pass is captured, the previous
+    // graph updated in place, then launched, so the GPU runs the step's
+    // kernels back to back).
+    bool one_pass_decode = graph_ && !prof_.on() && batch.size() <= sz(kPassRows);
+    for (const SeqStep& st : batch) one_pass_decode &= st.tokens.size() == 1 && !st.capture;
     std::vector<Row> rows;
     rows.reserve(sz(kPassRows));
     for (size_t i = 0; i < batch.size(); ++i) {
@@ -587,11 +605,15 @@ class CudaBackend final : public Backend {
         if (st.want == Logits::last && t == n - 1) dst = st.logits.data();
         rows.push_back({S, st.tokens[sz(t)], S->pos, dst, st.steer, steer_dev[i], t == n - 1 ? st.capture : nullptr});
         ++S->pos;
-        if (static_cast<int64_t>(rows.size()) == kPassRows) {
+        if (static_cast<int64_t>(rows.size()) == kPassRows && !one_pass_decode) {
           pass(rows);
           rows.clear();
         }
       }
+    }
+    if (one_pass_decode && !rows.empty()) {
+      graph_pass(rows);
+      return;
     }
     if (!rows.empty()) pass(rows);
     DS4_CUDA_CHECK(cudaStreamSynchronize(st_));
@@ -998,15 +1020,51 @@ class CudaBackend final : public Backend {
 
   // One pass: up to kPassRows rows through every layer, then the head for the
   // rows that want logits, whose values are copied to where they go.
+  // One pass captured into a graph (logits into pinned host memory, as a
+  // capture cannot copy to pageable memory), the previous executable graph
+  // updated to it when the shapes allow (else made anew), launched, waited
+  // for; then the logits go where the rows want them.
+  void graph_pass(std::span<const Row> rows) const {
+    DS4_CUDA_CHECK(cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t g = nullptr;
+    try {
+      queue_pass(rows, logits_pinned_);
+    } catch (...) {
+      if (cudaStreamEndCapture(st_, &g) == cudaSuccess && g) (void)cudaGraphDestroy(g);
+      (void)cudaGetLastError();
+      throw;
+    }
+    DS4_CUDA_CHECK(cudaStreamEndCapture(st_, &g));
+    if (exec_) {
+      cudaGraphExecUpdateResultInfo info{};
+      if (cudaGraphExecUpdate(exec_, g, &info) != cudaSuccess) {
+        (void)cudaGetLastError();
+        (void)cudaGraphExecDestroy(exec_);
+        exec_ = nullptr;
+      }
+    }
+    const cudaError_t inst = exec_ ? cudaSuccess : cudaGraphInstantiate(&exec_, g, 0);
+    (void)cudaGraphDestroy(g);
+    DS4_CUDA_CHECK(inst);
+    DS4_CUDA_CHECK(cudaGraphLaunch(exec_, st_));
+    DS4_CUDA_CHECK(cudaStreamSynchronize(st_));
+    const int64_t V = c_.n_vocab;
+    int64_t j = 0;
+    for (const Row& r : rows)
+      if (r.logits) std::memcpy(r.logits, logits_pinned_ + j++ * V, sz(V) * sizeof(float));
+  }
+
   void pass(std::span<const Row> rows) const {
     const auto t0 = std::chrono::steady_clock::now();
     prof_.begin(st_);
-    queue_pass(rows);
+    queue_pass(rows, nullptr);
     if (prof_.on())
       prof_.end(st_, static_cast<int64_t>(rows.size()),
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
-  void queue_pass(std::span<const Row> rows) const {
+  // host_logits: null, each row's logits straight to where it wants them;
+  // else the j-th row with logits to host_logits + j * vocab.
+  void queue_pass(std::span<const Row> rows, float* host_logits) const {
     Pass& P = *pass_;
     const int64_t D = c_.n_embd, hc = c_.hc_count, V = c_.n_vocab;
     for (size_t i = 0; i < rows.size(); ++i) {
@@ -1025,9 +1083,13 @@ class CudaBackend final : public Backend {
     if (which.empty()) return;
     head(which);
     prof_.mark(st_, Phase::head, PhaseProfile::outside);
-    for (size_t j = 0; j < which.size(); ++j)
-      DS4_CUDA_CHECK(cudaMemcpyAsync(rows[sz(which[j])].logits, P.logits.as<float>() + sz(V) * j, sz(V) * sizeof(float),
+    if (host_logits)
+      DS4_CUDA_CHECK(cudaMemcpyAsync(host_logits, P.logits.as<float>(), which.size() * sz(V) * sizeof(float),
                                      cudaMemcpyDeviceToHost, st_));
+    else
+      for (size_t j = 0; j < which.size(); ++j)
+        DS4_CUDA_CHECK(cudaMemcpyAsync(rows[sz(which[j])].logits, P.logits.as<float>() + sz(V) * j,
+                                       sz(V) * sizeof(float), cudaMemcpyDeviceToHost, st_));
     prof_.mark(st_, Phase::logits_copy, PhaseProfile::outside);
   }
 
@@ -1047,6 +1109,9 @@ class CudaBackend final : public Backend {
   DeviceBuffer iota_;  // 0, 1, ..., o_groups - 1: the matrix indices of a batched launch over the head groups
   std::unique_ptr<Pass> pass_;  // carved from pass_mem_; one pass at a time (one thread drives a backend)
   mutable PhaseProfile prof_;  // off unless BackendOptions::profile
+  bool graph_ = false;              // DS4_CUDA_GRAPH=1
+  float* logits_pinned_ = nullptr;  // [kPassRows][vocab], graph mode only
+  mutable cudaGraphExec_t exec_ = nullptr;
 };
 
 }  // namespace
