@@ -93,3 +93,26 @@ def test_bench_sequences_out_of_range(ds4_bin, model, text, bad):
     p = run([ds4_bin, "bench", "-m", model, "--prompt-file", text, "--ctx-start", "40", "--ctx-max", "40",
              "--sequences", bad], check=False)
     assert p.returncode != 0 and "--sequences" in p.stderr
+
+
+def test_bench_profile_splits_the_time_by_phase(ds4_bin, model, text):
+    # --profile: after each prefill and each generation, a table of where the
+    # backend's time went, by phase and layer kind, whose phases add up to
+    # its total; the CSV on stdout is unchanged.
+    p = run([ds4_bin, "bench", "-m", model, "--prompt-file", text, "--ctx-start", "48", "--ctx-max", "48",
+             "--gen-tokens", "4", "--profile", "-t", "2"])
+    assert len(rows(p.stdout)) == 1
+    err = p.stderr
+    assert "ds4-bench: profile of prefill 0 -> 47" in err and "ds4-bench: profile of generation at 48" in err
+    for table in err.split("ds4-bench: profile of ")[1:]:
+        lines = table.splitlines()
+        head = lines[1]
+        assert "token rows in" in head and "wall" in head and "ms per row" in head
+        body = {l.split()[0]: l.split() for l in lines[2:] if l.strip() and l.split()[0] != "phase"}
+        assert {"hc_pre", "attn_proj", "attend", "attn_out", "router", "experts", "hc_post", "total"} <= set(body)
+        total = float(body["total"][1])
+        parts = sum(float(v[1]) for k, v in body.items() if k != "total")
+        assert total > 0 and abs(parts - total) <= 0.01 * total + 0.005
+        # The per-kind columns of the total add up to it too.
+        assert abs(sum(float(x) for x in body["total"][2:]) - total) <= 0.01 * total + 0.005
+    print(err)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "backend/cpu/ops.h"
 #include "backend/cpu/rope.h"
 #include "backend/cpu/session.h"
+#include "backend/phase_table.h"
 #include "util/error.h"
 #include "util/float16.h"
 #include "util/thread_pool.h"
@@ -63,7 +65,7 @@ class CpuBackend final : public Backend {
  public:
   CpuBackend(std::shared_ptr<const model::Model> m, const BackendOptions& opt)
       : m_(std::move(m)), c_(m_->config), pool_(std::make_unique<ThreadPool>(opt.threads)), rope_plain_(c_, false),
-        rope_comp_(c_, true) {
+        rope_comp_(c_, true), profile_(opt.profile) {
     const auto& W = m_->weights;
     out_hc_base_ = floats(W.output_hc_base);
     out_hc_scale_ = floats(W.output_hc_scale);
@@ -89,6 +91,9 @@ class CpuBackend final : public Backend {
   }
 
   std::string_view name() const override { return "cpu"; }
+  // Wall time of each phase on the driving thread (the pool's workers run
+  // inside the calls it times).
+  std::string take_profile() const override { return profile_ ? table_.take("wall", false) : std::string(); }
   const model::Model& model() const override { return *m_; }
   SessionMemory session_memory(const SessionOptions& opt) const override {
     return {state_bytes(c_, opt.ctx_size), 0};
@@ -128,6 +133,7 @@ class CpuBackend final : public Backend {
     }
     const auto n = static_cast<int64_t>(R.tok.size());
     if (n == 0) return;
+    if (profile_) last_ = Clock::now();
 
     const int64_t D = c_.n_embd, hcD = int64_t{c_.hc_count} * D;
     Vec X(sz(n * hcD));
@@ -136,6 +142,7 @@ class CpuBackend final : public Backend {
       dequantize_row(m_->weights.token_embd, R.tok[sz(t)], e.data());
       for (uint32_t i = 0; i < c_.hc_count; ++i) std::copy(e.begin(), e.end(), X.begin() + t * hcD + i * D);
     }
+    mark(Phase::embed, LayerKind::outside);
     for (uint32_t l = 0; l < c_.n_layer; ++l) {
       attention_block(l, R, X);
       ffn_block(l, R, X);
@@ -151,19 +158,25 @@ class CpuBackend final : public Backend {
       else if (batch[i].want == Logits::last && q.n > 0)
         rows.push_back(q.at + q.n - 1);
     }
-    if (rows.empty()) return;
+    if (rows.empty()) {
+      if (profile_) table_.pass(n);
+      return;
+    }
     const auto m = static_cast<int64_t>(rows.size());
     Vec Xh(sz(m * hcD));
     for (int64_t i = 0; i < m; ++i)
       std::copy(X.begin() + rows[sz(i)] * hcD, X.begin() + (rows[sz(i)] + 1) * hcD, Xh.begin() + i * hcD);
     Vec lg(sz(m) * c_.n_vocab);
     head(m, Xh, lg.data());
+    mark(Phase::head, LayerKind::outside);
     size_t at = 0;
     for (const SeqStep& st : batch) {
       std::copy(lg.begin() + static_cast<std::ptrdiff_t>(at), lg.begin() + static_cast<std::ptrdiff_t>(at + st.logits.size()),
                 st.logits.begin());
       at += st.logits.size();
     }
+    mark(Phase::logits_copy, LayerKind::outside);
+    if (profile_) table_.pass(n);
   }
 
  private:
@@ -237,9 +250,11 @@ class CpuBackend final : public Backend {
     const int64_t D = c_.n_embd, H = c_.n_head, hd = c_.head_dim, qr = c_.q_lora_rank, rd = c_.rope_dim,
                   nope = c_.nope_dim(), win = c_.sliding_window;
     const uint32_t ratio = c_.compress_ratios[l];
+    const LayerKind kind = layer_kind(ratio);
     const Rope& rope = ratio ? rope_comp_ : rope_plain_;
 
     HcMix h = hc_pre(W.hc_attn_fn, F.hc_attn_scale, F.hc_attn_base, n, X);
+    mark(Phase::hc_pre, kind);
     Vec a(sz(n * D));
     per_token(n, [&](int64_t t) { rms_norm(h.y.data() + t * D, F.attn_norm.data(), D, c_.rms_eps, a.data() + t * D); });
 
@@ -299,6 +314,7 @@ class CpuBackend final : public Backend {
       }, 4);
     }
 
+    mark(Phase::attn_proj, kind);
     Vec o(sz(n * H * hd));
     std::vector<const float*> keys;
     // The stateful middle: each sequence's tokens in order on its own session.
@@ -327,6 +343,7 @@ class CpuBackend final : public Backend {
     pool_->parallel_for(n * H, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) rope.apply(o.data() + i * hd + nope, R.pos[sz(i / H)], /*inverse=*/true);
     }, 4);
+    mark(Phase::attend, kind);
 
     // Grouped output projection: group g maps its heads' outputs through its own rows of W_oa.
     const int64_t G = c_.o_groups, ro = c_.o_lora_rank, hpg = c_.heads_per_group();
@@ -335,8 +352,10 @@ class CpuBackend final : public Backend {
       mm(row_slice(W.out_a, g * ro, ro), o.data() + g * hpg * hd, H * hd, n, z.data() + g * ro, G * ro);
     Vec out(sz(n * D));
     mm(W.out_b, z.data(), G * ro, n, out.data(), D);
+    mark(Phase::attn_out, kind);
     steer(l, Component::attn, R, out);
     hc_post(h, out, n, X);
+    mark(Phase::hc_post, kind);
   }
 
   void ffn_block(uint32_t l, const Rows& R, Vec& X) const {
@@ -347,7 +366,9 @@ class CpuBackend final : public Backend {
     const int64_t D = c_.n_embd, E = c_.n_expert, K = c_.n_expert_used, FF = c_.expert_ff;
     const float clamp = c_.swiglu_clamp[l];
 
+    const LayerKind kind = layer_kind(c_.compress_ratios[l]);
     HcMix h = hc_pre(W.hc_ffn_fn, F.hc_ffn_scale, F.hc_ffn_base, n, X);
+    mark(Phase::hc_pre, kind);
     Vec f(sz(n * D));
     per_token(n, [&](int64_t t) { rms_norm(h.y.data() + t * D, F.ffn_norm.data(), D, c_.rms_eps, f.data() + t * D); });
     Vec logit(sz(n * E));
@@ -380,6 +401,7 @@ class CpuBackend final : public Backend {
       }
     }
 
+    mark(Phase::router, kind);
     Vec out(sz(n * D), 0.0f);
     Vec xe, g, u, y;
     auto swiglu = [&](const Weight& wg, const Weight& wu, const Weight& wd, int64_t m, int64_t ff, const float* weights) {
@@ -415,13 +437,16 @@ class CpuBackend final : public Backend {
       for (int64_t i = 0; i < m; ++i)
         for (int64_t d = 0; d < D; ++d) out[sz(list[sz(i)].first * D + d)] += y[sz(i * D + d)];
     }
+    mark(Phase::experts, kind);  // one-token decode: the shared expert too
     if (c_.n_expert_shared > 0 && !(jobs && shared_in_jobs)) {
       xe = f;
       swiglu(W.gate_shexp, W.up_shexp, W.down_shexp, n, c_.shared_ff(), nullptr);
       for (size_t k = 0; k < out.size(); ++k) out[k] += y[k];
+      mark(Phase::shared, kind);
     }
     steer(l, Component::ffn, R, out);
     hc_post(h, out, n, X);
+    mark(Phase::hc_post, kind);
   }
 
   // The experts of a few rows (a decode step of one or several sequences),
@@ -523,7 +548,18 @@ class CpuBackend final : public Backend {
   std::shared_ptr<const model::Model> m_;
   const ModelConfig& c_;
   std::unique_ptr<ThreadPool> pool_;
+  using Clock = std::chrono::steady_clock;
+  // The time since the last mark belongs to phase p (when profiling).
+  void mark(Phase p, LayerKind k) const {
+    if (!profile_) return;
+    const auto now = Clock::now();
+    table_.add(p, k, std::chrono::duration<double, std::milli>(now - last_).count());
+    last_ = now;
+  }
   Rope rope_plain_, rope_comp_;
+  bool profile_ = false;  // BackendOptions::profile
+  mutable PhaseTable table_;
+  mutable Clock::time_point last_;
   Vec out_hc_base_, out_hc_scale_, out_norm_;
   std::vector<LayerFloats> lf_;
 };

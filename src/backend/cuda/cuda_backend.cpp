@@ -649,11 +649,7 @@ class CudaBackend final : public Backend {
               static_cast<double>(free_b) / kMiB);
   }
 
-  PhaseProfile::Kind kind_of(uint32_t l) const {
-    const uint32_t r = c_.compress_ratios[l];
-    return r == 0 ? PhaseProfile::sliding : r == 4 ? PhaseProfile::csa : PhaseProfile::hca;
-  }
-  void mark(Phase p, uint32_t l) const { prof_.mark(st_, p, kind_of(l)); }
+  void mark(Phase p, uint32_t l) const { prof_.mark(st_, p, layer_kind(c_.compress_ratios[l])); }
 
   // One row of a pass: a token of a sequence at its position, and where its
   // logits go (null: none).
@@ -1072,7 +1068,7 @@ class CudaBackend final : public Backend {
       ds4::cuda::dequantize_device(token_embd_.type, token_embd_.p + sz(rows[i].tok) * token_embd_.row_bytes, e, D, st_);
       fwd::hc_fill(e, static_cast<int>(hc), D, P.X.as<float>() + sz(hc * D) * i, st_);
     }
-    prof_.mark(st_, Phase::embed, PhaseProfile::outside);
+    prof_.mark(st_, Phase::embed, LayerKind::outside);
     for (uint32_t l = 0; l < c_.n_layer; ++l) {
       attention(l, rows);
       ffn(l, rows);
@@ -1082,7 +1078,7 @@ class CudaBackend final : public Backend {
       if (rows[i].logits) which.push_back(static_cast<int64_t>(i));
     if (which.empty()) return;
     head(which);
-    prof_.mark(st_, Phase::head, PhaseProfile::outside);
+    prof_.mark(st_, Phase::head, LayerKind::outside);
     if (host_logits)
       DS4_CUDA_CHECK(cudaMemcpyAsync(host_logits, P.logits.as<float>(), which.size() * sz(V) * sizeof(float),
                                      cudaMemcpyDeviceToHost, st_));
@@ -1090,7 +1086,7 @@ class CudaBackend final : public Backend {
       for (size_t j = 0; j < which.size(); ++j)
         DS4_CUDA_CHECK(cudaMemcpyAsync(rows[sz(which[j])].logits, P.logits.as<float>() + sz(V) * j,
                                        sz(V) * sizeof(float), cudaMemcpyDeviceToHost, st_));
-    prof_.mark(st_, Phase::logits_copy, PhaseProfile::outside);
+    prof_.mark(st_, Phase::logits_copy, LayerKind::outside);
   }
 
   std::shared_ptr<const model::Model> m_;
