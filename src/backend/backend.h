@@ -152,8 +152,8 @@ class Backend {
   bool has_steering_set(const model::SteeringVectors* v) const;
 
   // Where forward passes spent their time since the last call, as a printable
-  // table, and a reset; empty for a backend made without
-  // BackendOptions::profile or one that cannot profile (the CPU).
+  // table (backend/phase_table.h), and a reset; empty for a backend made
+  // without BackendOptions::profile.
   virtual std::string take_profile() const { return {}; }
 
  protected:
@@ -178,7 +178,8 @@ void validate_batch(const Backend& be, std::span<const SeqStep> batch);
 struct BackendOptions {
   int threads = 0;  // 0: hardware concurrency
   // Time each phase of the forward pass (CUDA: events on the stream, one
-  // sync per pass); read with Backend::take_profile.
+  // sync per pass; CPU: the driving thread's clock); read with
+  // Backend::take_profile.
   bool profile = false;
 };
 

@@ -49,7 +49,7 @@ class PhaseTable {
     host_s_ += host_s;
   }
   // The table since the last take, per token row; `what` names the time
-  // measured ("GPU", "wall"). Empty when no pass ran. Resets.
+  // measured ("GPU", "wall"); says so when no pass ran. Resets.
   std::string take(std::string_view what, bool host_column);
 
  private:
@@ -73,7 +73,7 @@ static_assert(std::size(kKindNames) == static_cast<size_t>(LayerKind::count));
 inline LayerKind layer_kind(uint32_t r) { return r == 0 ? LayerKind::sliding : r == 4 ? LayerKind::csa : LayerKind::hca; }
 
 inline std::string PhaseTable::take(std::string_view what, bool host_column) {
-  if (rows_ == 0) return {};
+  if (rows_ == 0) return "no forward pass since the last table\n";
   const double n = static_cast<double>(rows_);
   double total = 0;
   std::array<double, kKinds> by_kind{};
