@@ -236,9 +236,9 @@ TEST_F(GpuFwdKernels, IndexerSelectMatchesCpuWithTies) {
   const Vec q = randv(heads * d, 1.0f, 11), w = randv(heads, 1.0f, 12);
   const auto want = ds4::backend::cpu::indexer_select(st, q.data(), w.data(), heads, top_k);
   auto dr = dev(st.rows), dq = dev(q), dw = dev(w);
-  DeviceBuffer score(n * sizeof(float)), flags(n * sizeof(int)), sel(top_k * sizeof(int32_t));
+  DeviceBuffer score(n * sizeof(float)), sel(top_k * sizeof(int32_t));
   fwd::indexer_scores(dr.as<float>(), n, d, dq.as<float>(), dw.as<float>(), heads, score.as<float>(), nullptr);
-  fwd::topk_select(score.as<float>(), n, top_k, flags.as<int>(), sel.as<int32_t>(), nullptr);
+  fwd::topk_select(score.as<float>(), n, top_k, sel.as<int32_t>(), nullptr);
   DS4_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<int32_t> got(top_k);
   sel.download(got.data(), got.size() * sizeof(int32_t));
@@ -246,23 +246,148 @@ TEST_F(GpuFwdKernels, IndexerSelectMatchesCpuWithTies) {
   for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], want[i]) << "rank " << i;
 }
 
+// The CPU's selection (indexer_select's order: higher score, then lower index)
+// of k of these scores, indices ascending.
+std::vector<int32_t> cpu_topk(const Vec& score, int64_t k) {
+  std::vector<int32_t> idx(score.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int32_t>(i);
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
+    const float sa = score[static_cast<size_t>(a)], sb = score[static_cast<size_t>(b)];
+    return sa > sb || (sa == sb && a < b);
+  });
+  idx.resize(static_cast<size_t>(k));
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+// Long rows, ties around the k-th score, negative scores, -0 beside +0, and
+// k from 1 to n: the radix select must pick exactly the CPU's rows.
+TEST_F(GpuFwdKernels, TopkSelectMatchesCpuAtLengthWithTies) {
+  struct Case {
+    int64_t n, k;
+    int levels;  // scores drawn from this many values (0: continuous)
+  };
+  for (const Case& c : {Case{600, 512, 0}, Case{2048, 512, 0}, Case{2048, 512, 7}, Case{5000, 512, 3},
+                        Case{16384, 512, 0}, Case{16384, 1024, 50}, Case{1500, 1, 0}, Case{1500, 1499, 2},
+                        Case{3000, 2999, 0}, Case{1030, 1024, 1}}) {
+    Vec score = randv(static_cast<size_t>(c.n), 3.0f, static_cast<uint32_t>(100 + c.n + c.k));
+    if (c.levels > 0)
+      for (float& v : score) v = std::round(v * static_cast<float>(c.levels) / 6.0f);
+    // Signed zeros compare equal: the lower index wins between them.
+    score[3] = -0.0f;
+    score[4] = 0.0f;
+    const std::vector<int32_t> want = cpu_topk(score, c.k);
+    auto ds = dev(score);
+    DeviceBuffer sel(static_cast<size_t>(c.k) * sizeof(int32_t));
+    fwd::topk_select(ds.as<float>(), c.n, c.k, sel.as<int32_t>(), nullptr);
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<int32_t> got(static_cast<size_t>(c.k));
+    sel.download(got.data(), got.size() * sizeof(int32_t));
+    EXPECT_EQ(got, want) << "n " << c.n << " k " << c.k << " levels " << c.levels;
+  }
+}
+
+// Attention against the CPU for head sizes of each kernel width, few keys (one
+// block per head) and many (keys split between blocks, then merged), with and
+// without a selection of compressed rows.
 TEST_F(GpuFwdKernels, SinkAttentionOverRingAndSelectedRows) {
-  const int H = 4;
-  const int64_t dim = 512, window = 8, p = 21, n_raw = 8, n_rows = 10;
-  const Vec q = randv(H * dim, 0.2f, 13), raw = randv(window * dim, 1.0f, 14), comp = randv(n_rows * dim, 1.0f, 15),
-            sinks = randv(H, 1.0f, 16);
-  const std::vector<int32_t> sel = {1, 4, 7, 9};
-  std::vector<const float*> keys;
-  for (int64_t j = p - n_raw + 1; j <= p; ++j) keys.push_back(raw.data() + (j % window) * dim);
-  for (int32_t r : sel) keys.push_back(comp.data() + r * dim);
-  Vec want(H * dim);
-  ds4::backend::cpu::attend(q.data(), H, dim, keys, sinks.data(), want.data());
-  auto dq = dev(q), draw = dev(raw), dcomp = dev(comp), dsinks = dev(sinks);
-  DeviceBuffer dsel(sel.size() * sizeof(int32_t)), dout(want.size() * sizeof(float));
-  dsel.upload(sel.data(), sel.size() * sizeof(int32_t));
-  fwd::attend(dq.as<float>(), H, dim, draw.as<float>(), window, p, n_raw, dcomp.as<float>(),
-              static_cast<int64_t>(sel.size()), dsel.as<int32_t>(), dsinks.as<float>(), dout.as<float>(), nullptr);
-  EXPECT_LE(max_abs_diff(host(dout, want.size()), want), 1e-5f);
+  struct Case {
+    int H;
+    int64_t dim, window, p, n_raw, n_rows;
+    bool select;
+  };
+  for (const Case& c : {Case{4, 512, 8, 21, 8, 10, true}, Case{4, 128, 16, 40, 16, 30, false},
+                        Case{8, 512, 128, 2047, 128, 600, true}, Case{3, 1024, 64, 5000, 64, 900, false},
+                        Case{64, 512, 128, 300, 128, 75, false}, Case{2, 96, 4, 2, 3, 0, false}}) {
+    const Vec q = randv(static_cast<size_t>(c.H * c.dim), 0.2f, 13), raw = randv(static_cast<size_t>(c.window * c.dim), 1.0f, 14),
+              comp = randv(static_cast<size_t>(std::max<int64_t>(c.n_rows, 1) * c.dim), 1.0f, 15),
+              sinks = randv(static_cast<size_t>(c.H), 1.0f, 16);
+    std::vector<int32_t> sel;
+    for (int32_t r = 0; r < c.n_rows; ++r)
+      if (!c.select || r % 3 != 1) sel.push_back(r);
+    std::vector<const float*> keys;
+    for (int64_t j = c.p - c.n_raw + 1; j <= c.p; ++j) keys.push_back(raw.data() + (j % c.window) * c.dim);
+    for (int32_t r : sel) keys.push_back(comp.data() + r * c.dim);
+    Vec want(static_cast<size_t>(c.H * c.dim));
+    ds4::backend::cpu::attend(q.data(), c.H, c.dim, keys, sinks.data(), want.data());
+    auto dq = dev(q), draw = dev(raw), dcomp = dev(comp), dsinks = dev(sinks);
+    DeviceBuffer dsel(std::max<size_t>(sel.size(), 1) * sizeof(int32_t)), dout(want.size() * sizeof(float)),
+        scratch(static_cast<size_t>(fwd::attend_scratch_floats(c.H, c.dim)) * sizeof(float));
+    if (!sel.empty()) dsel.upload(sel.data(), sel.size() * sizeof(int32_t));
+    fwd::attend(dq.as<float>(), c.H, c.dim, draw.as<float>(), c.window, c.p, c.n_raw, dcomp.as<float>(),
+                static_cast<int64_t>(sel.size()), c.select ? dsel.as<int32_t>() : nullptr, dsinks.as<float>(),
+                dout.as<float>(), scratch.as<float>(), nullptr);
+    EXPECT_LE(max_abs_diff(host(dout, want.size()), want), 1e-5f)
+        << "H " << c.H << " dim " << c.dim << " keys " << keys.size();
+  }
+}
+
+// The row-batched middle: each row of a batch gets bit for bit what it gets
+// alone (so prefill equals decode on the GPU), rows of one sequence sharing
+// the ring and the compressed rows, others with their own.
+TEST_F(GpuFwdKernels, RowBatchedMiddleEqualsEachRowAlone) {
+  const int H = 8;
+  const int64_t dim = 512, ring = 40, win = 8, d = 64, heads = 4, k = 6;
+  const Vec raw = randv(static_cast<size_t>(ring * dim), 1.0f, 40), comp = randv(static_cast<size_t>(300 * dim), 1.0f, 41),
+            sinks = randv(H, 1.0f, 42), q = randv(static_cast<size_t>(3 * H * dim), 0.2f, 43),
+            irows = randv(static_cast<size_t>(300 * d), 1.0f, 44), iq = randv(static_cast<size_t>(3 * heads * d), 1.0f, 45),
+            iw = randv(static_cast<size_t>(3 * heads), 1.0f, 46);
+  auto draw = dev(raw), dcomp = dev(comp), dsinks = dev(sinks), dq = dev(q), dir = dev(irows), diq = dev(iq), diw = dev(iw);
+  DeviceBuffer score(3 * 300 * sizeof(float)), sel(3 * k * sizeof(int32_t));
+  // Row 0 skips the indexer; rows 1 and 2 score 20 and 300 rows.
+  fwd::IdxRows ix;
+  ix.n = 3;
+  const int64_t counts[3] = {0, 20, 300};
+  for (int i = 0; i < 3; ++i)
+    ix.r[i] = {counts[i], dir.as<float>(), score.as<float>() + i * 300, sel.as<int32_t>() + i * k};
+  fwd::indexer_scores_rows(ix, d, diq.as<float>(), heads * d, diw.as<float>(), heads, heads, nullptr);
+  fwd::topk_rows(ix, k, nullptr);
+  fwd::AttnRows at;
+  at.n = 3;
+  at.ring = ring;
+  at.r[0] = {5, 6, 0, draw.as<float>(), nullptr, nullptr};
+  at.r[1] = {33, win, k, draw.as<float>(), dcomp.as<float>(), sel.as<int32_t>() + k};
+  at.r[2] = {34, win, 250, draw.as<float>(), dcomp.as<float>(), nullptr};
+  DeviceBuffer out(3 * H * dim * sizeof(float)),
+      scratch(static_cast<size_t>(fwd::attend_rows_scratch_floats(H, dim)) * sizeof(float));
+  fwd::attend_rows(dq.as<float>(), H, dim, at, dsinks.as<float>(), out.as<float>(), scratch.as<float>(), nullptr);
+  const Vec got = host(out, static_cast<size_t>(3 * H * dim));
+  std::vector<int32_t> got_sel(3 * k);
+  sel.download(got_sel.data(), got_sel.size() * sizeof(int32_t));
+  DeviceBuffer one(H * dim * sizeof(float)), one_score(300 * sizeof(float)), one_sel(k * sizeof(int32_t)),
+      one_scratch(static_cast<size_t>(fwd::attend_scratch_floats(H, dim)) * sizeof(float));
+  for (int i = 0; i < 3; ++i) {
+    const int32_t* isel = nullptr;
+    if (counts[i] > 0) {
+      fwd::indexer_scores(dir.as<float>(), counts[i], d, diq.as<float>() + i * heads * d, diw.as<float>() + i * heads,
+                          heads, one_score.as<float>(), nullptr);
+      fwd::topk_select(one_score.as<float>(), counts[i], k, one_sel.as<int32_t>(), nullptr);
+      DS4_CUDA_CHECK(cudaDeviceSynchronize());
+      std::vector<int32_t> alone(k);
+      one_sel.download(alone.data(), alone.size() * sizeof(int32_t));
+      EXPECT_EQ(std::vector<int32_t>(got_sel.begin() + i * k, got_sel.begin() + (i + 1) * k), alone) << "row " << i;
+      isel = one_sel.as<int32_t>();
+    }
+    const fwd::AttnRow& r = at.r[i];
+    fwd::attend(dq.as<float>() + i * H * dim, H, dim, r.raw, ring, r.pos, r.n_raw, r.comp, r.n_comp,
+                i == 1 ? isel : r.sel, dsinks.as<float>(), one.as<float>(), one_scratch.as<float>(), nullptr);
+    const Vec alone = host(one, static_cast<size_t>(H * dim));
+    EXPECT_EQ(Vec(got.begin() + i * H * dim, got.begin() + (i + 1) * H * dim), alone) << "row " << i;
+  }
+  // rope_rows: each row at its own position equals rope() of that row alone.
+  const int pairs = 8;
+  const Vec inv = randv(pairs, 0.1f, 47), x = randv(static_cast<size_t>(3 * heads * d), 1.0f, 48);
+  auto dinv = dev(inv), dx = dev(x), dy = dev(x);
+  fwd::Positions ps;
+  ps.n = 3;
+  ps.pos[0] = 0;
+  ps.pos[1] = 77;
+  ps.pos[2] = 100000;
+  fwd::rope_rows(dx.as<float>() + d - 2 * pairs, heads * d, d, heads, dinv.as<float>(), pairs, ps, false, nullptr);
+  for (int i = 0; i < 3; ++i)
+    fwd::rope(dy.as<float>() + i * heads * d + d - 2 * pairs, d, heads, dinv.as<float>(), pairs, ps.pos[i], false,
+              nullptr);
+  EXPECT_EQ(host(dx, x.size()), host(dy, x.size()));
 }
 
 }  // namespace

@@ -20,7 +20,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "backend/cpu/rope.h"
@@ -43,6 +45,14 @@ namespace fwd = ds4::cuda::fwd;
 
 size_t sz(int64_t n) { return static_cast<size_t>(n); }
 constexpr double kMiB = 1024.0 * 1024.0;
+// Most rows (tokens of all the batch's sequences) one pass runs through the
+// layers together; a longer batch runs in several passes.
+constexpr int64_t kPassRows = fwd::kMaxRows;
+// Slots of a session's raw KV ring: the window, plus a pass's rows, so that a
+// pass writes all its rows' KV before any of them attends without
+// overwriting a position an earlier row of the pass still sees.
+int64_t ring_slots(const ModelConfig& c) { return int64_t{c.sliding_window} + kPassRows; }
+
 // Device memory new_session() leaves free beyond the session itself.
 constexpr size_t kSessionRoom = size_t{128} << 20;
 
@@ -233,9 +243,6 @@ struct QRows {
   }
 };
 
-// Most rows (tokens of all the batch's sequences) one pass runs through the
-// layers together; a longer batch runs in several passes.
-constexpr int64_t kPassRows = 32;
 
 // The backend's working memory for one pass of up to kPassRows rows: each
 // buffer holds one slice per row (row i at i * its width). Allocated once with
@@ -244,8 +251,9 @@ constexpr int64_t kPassRows = 32;
 struct Pass {
   QRows in_a, in_b;  // two live inputs at a time (e.g. the normed hidden state and q's latent)
   DeviceSpan gq;     // per row: the routed experts' down-projection inputs, quantized
+  DeviceSpan oq;     // per row: the attention output's head groups, quantized (grouped output projection)
   DeviceSpan X, u, mix, pre, post, comb, y, a, qlat, q, kvt, ckv, cg, ikv, ig, iq, iwt, o, z, out, f, logit, sel, wts, g,
-      up, ye, ys, e, hu, hy, logits;
+      up, ye, ys, e, hu, hy, logits, attn_part;
   int64_t gw = 0;  // floats per row of g and up
   int64_t cw = 0, icw = 0;  // widths of the compressor outputs (ckv/cg, ikv/ig)
   size_t bytes = 0;
@@ -288,10 +296,13 @@ struct Pass {
     ys = m.floats(R * D);
     gq = m.take(sz(R * K) * std::max(ds4::cuda::activation_bytes(GgmlType::Q8_0, c.expert_ff),
                                      ds4::cuda::activation_bytes(GgmlType::Q8_K, c.expert_ff)));
+    oq = m.take(sz(R * c.o_groups) * std::max(ds4::cuda::activation_bytes(GgmlType::Q8_0, c.heads_per_group() * hd),
+                                              ds4::cuda::activation_bytes(GgmlType::Q8_K, c.heads_per_group() * hd)));
     e = m.floats(R * D);
     hu = m.floats(R * hc * D);
     hy = m.floats(R * D);
     logits = m.floats(R * c.n_vocab);
+    attn_part = m.floats(fwd::attend_rows_scratch_floats(static_cast<int>(H), hd));
     const int64_t max_cols = std::max<int64_t>(
         {hc * D, H * hd, int64_t{c.o_groups} * c.o_lora_rank, ffmax, c.q_lora_rank, D, c.heads_per_group() * hd});
     in_a.carve(max_cols, R, m);
@@ -300,10 +311,13 @@ struct Pass {
   }
 };
 
-// A session's own scratch: what the stateful middle of one row needs, sized
-// by the session's context (the indexer scores one value per compressed row).
+// A session's own scratch: what the stateful middle of its rows needs, sized
+// by the session's context: the pooled vector of a closing window, and for
+// each row of a pass (a prefill chunk's rows may all be one session's) one
+// indexer score per compressed row and its top-k.
 struct SessionScratch {
-  DeviceSpan v, topk, idx_score, idx_flags;
+  DeviceSpan v, topk, idx_score;
+  int64_t idx_stride = 0, topk_stride = 0;  // floats / ints per pass row
 };
 
 // Where every part of a session's device memory lives: KV state first, then
@@ -320,7 +334,7 @@ struct SessionLayout {
     int64_t max_idx_rows = 1;
     for (uint32_t l = 0; l < c.n_layer; ++l) {
       DevLayerState& L = layers[l];
-      L.raw = st.floats(int64_t{c.sliding_window} * c.head_dim);
+      L.raw = st.floats(ring_slots(c) * c.head_dim);
       const uint32_t r = c.compress_ratios[l];
       if (r != 0) carve_comp(L.attn, r, c.head_dim, r == 4, ctx, st);
       if (r == 4) {
@@ -331,9 +345,10 @@ struct SessionLayout {
     state_bytes = st.used();
     Carver m(base ? base + state_bytes : nullptr);
     sc.v = m.floats(std::max<int64_t>(c.head_dim, c.indexer_head_dim));
-    sc.topk = m.floats(std::max<uint32_t>(c.indexer_top_k, 1));
-    sc.idx_score = m.floats(max_idx_rows);
-    sc.idx_flags = m.floats(max_idx_rows);
+    sc.topk_stride = std::max<int64_t>(c.indexer_top_k, 1);
+    sc.idx_stride = (max_idx_rows + 63) / 64 * 64;
+    sc.topk = m.floats(kPassRows * sc.topk_stride);
+    sc.idx_score = m.floats(kPassRows * sc.idx_stride);
     scratch_bytes = m.used();
   }
 };
@@ -365,7 +380,7 @@ class CudaSession final : public SessionState {
     for (size_t l = 0; l < lay.layers.size(); ++l) {
       const DevLayerState& L = lay.layers[l];
       cpu::LayerState& H = h.layers[l];
-      H.raw = fbuf_host(L.raw, static_cast<int64_t>(H.raw.size()));
+      H.raw = ring_to_canonical(fbuf_host(L.raw, ring_slots(c_) * c_.head_dim));
       for (auto [d, c] : {std::pair{&L.attn, &H.attn}, std::pair{&L.indexer, &H.indexer}}) {
         if (!d->dim) continue;
         c->kv = fbuf_host(d->kv, d->frontier_floats());
@@ -387,7 +402,8 @@ class CudaSession final : public SessionState {
     for (size_t l = 0; l < lay.layers.size(); ++l) {
       DevLayerState& L = lay.layers[l];
       const cpu::LayerState& H = h.layers[l];
-      L.raw.upload(H.raw.data(), H.raw.size() * sizeof(float));
+      const std::vector<float> ring = ring_from_canonical(H.raw, h.pos);
+      L.raw.upload(ring.data(), ring.size() * sizeof(float));
       for (auto [d, c] : {std::pair{&L.attn, &H.attn}, std::pair{&L.indexer, &H.indexer}}) {
         if (!d->dim) continue;
         d->kv.upload(c->kv.data(), c->kv.size() * sizeof(float));
@@ -398,6 +414,23 @@ class CudaSession final : public SessionState {
     }
     DS4_CUDA_CHECK(cudaDeviceSynchronize());
     pos = h.pos;
+  }
+
+  // The canonical ring has `window` slots, position q at q % window; this one
+  // ring_slots, q at q % ring_slots. Both hold the last `window` positions.
+  std::vector<float> ring_to_canonical(const std::vector<float>& ring) const {
+    const int64_t win = c_.sliding_window, rs = ring_slots(c_), hd = c_.head_dim;
+    std::vector<float> out(sz(win * hd), 0.0f);
+    for (int64_t q = std::max<int64_t>(0, pos - win); q < pos; ++q)
+      std::copy_n(ring.begin() + (q % rs) * hd, hd, out.begin() + (q % win) * hd);
+    return out;
+  }
+  std::vector<float> ring_from_canonical(const std::vector<float>& canon, int64_t at) const {
+    const int64_t win = c_.sliding_window, rs = ring_slots(c_), hd = c_.head_dim;
+    std::vector<float> out(sz(rs * hd), 0.0f);
+    for (int64_t q = std::max<int64_t>(0, at - win); q < at; ++q)
+      std::copy_n(canon.begin() + (q % win) * hd, hd, out.begin() + (q % rs) * hd);
+    return out;
   }
 
   const ModelConfig& c_;
@@ -470,10 +503,24 @@ class CudaBackend final : public Backend {
     pass_mem_ = DeviceBuffer(Pass(c_, nullptr).bytes);
     pass_ = std::make_unique<Pass>(c_, pass_mem_.as<uint8_t>());
     pass_->in_a.stream = pass_->in_b.stream = st_;
+    std::vector<int32_t> iota(std::max<uint32_t>(c_.o_groups, 1));
+    for (size_t g = 0; g < iota.size(); ++g) iota[g] = static_cast<int32_t>(g);
+    iota_ = DeviceBuffer(iota.size() * sizeof(int32_t));
+    const char* g = std::getenv("DS4_CUDA_GRAPH");
+    graph_ = g && std::string_view(g) == "1";
+    if (graph_) {
+      void* h = nullptr;
+      DS4_CUDA_CHECK(cudaHostAlloc(&h, sz(kPassRows) * sz(c_.n_vocab) * sizeof(float), cudaHostAllocDefault));
+      logits_pinned_ = static_cast<float*>(h);
+      log::info("cuda: decode steps run as CUDA graphs (DS4_CUDA_GRAPH=1)");
+    }
+    iota_.upload(iota.data(), iota.size() * sizeof(int32_t));
     DS4_CUDA_CHECK(cudaDeviceSynchronize());  // uploads done before the stream's first kernel
   }
   ~CudaBackend() override {
     // Sessions free their own slabs; a destructor cannot throw.
+    if (exec_) (void)cudaGraphExecDestroy(exec_);
+    if (logits_pinned_) (void)cudaFreeHost(logits_pinned_);
     if (st_) (void)cudaStreamDestroy(st_);
   }
   CudaBackend(const CudaBackend&) = delete;
@@ -540,6 +587,12 @@ class CudaBackend final : public Backend {
         st.capture->post.assign(sz(c_.n_layer) * c_.n_embd, 0.0f);
       }
     }
+    // A batch of decode steps that fits one pass runs as a CUDA graph when
+    // DS4_CUDA_GRAPH=1 (experimental: the pass is captured, the previous
+    // graph updated in place, then launched, so the GPU runs the step's
+    // kernels back to back).
+    bool one_pass_decode = graph_ && !prof_.on() && batch.size() <= sz(kPassRows);
+    for (const SeqStep& st : batch) one_pass_decode &= st.tokens.size() == 1 && !st.capture;
     std::vector<Row> rows;
     rows.reserve(sz(kPassRows));
     for (size_t i = 0; i < batch.size(); ++i) {
@@ -552,11 +605,15 @@ class CudaBackend final : public Backend {
         if (st.want == Logits::last && t == n - 1) dst = st.logits.data();
         rows.push_back({S, st.tokens[sz(t)], S->pos, dst, st.steer, steer_dev[i], t == n - 1 ? st.capture : nullptr});
         ++S->pos;
-        if (static_cast<int64_t>(rows.size()) == kPassRows) {
+        if (static_cast<int64_t>(rows.size()) == kPassRows && !one_pass_decode) {
           pass(rows);
           rows.clear();
         }
       }
+    }
+    if (one_pass_decode && !rows.empty()) {
+      graph_pass(rows);
+      return;
     }
     if (!rows.empty()) pass(rows);
     DS4_CUDA_CHECK(cudaStreamSynchronize(st_));
@@ -633,20 +690,16 @@ class CudaBackend final : public Backend {
     const int64_t D = c_.n_embd, hc = c_.hc_count, mr = c_.hc_mix_rows();
     fwd::rms_norm_rows(P.X.as<float>(), nullptr, n, hc * D, c_.rms_eps, P.u.as<float>(), st_);
     mv(fn, P.in_b.bind(P.u.as<float>(), hc * D, n), P.mix.as<float>(), mr);
-    for (int64_t i = 0; i < n; ++i) {
-      fwd::hc_split(P.mix.as<float>() + i * mr, scale, base, static_cast<int>(hc), c_.hc_eps,
-                    static_cast<int>(c_.sinkhorn_iters), P.pre.as<float>() + i * hc, P.post.as<float>() + i * hc,
-                    P.comb.as<float>() + i * hc * hc, st_);
-      fwd::hc_collapse(P.X.as<float>() + i * hc * D, P.pre.as<float>() + i * hc, static_cast<int>(hc), D,
-                       P.y.as<float>() + i * D, st_);
-    }
+    fwd::hc_split_rows(P.mix.as<float>(), mr, n, scale, base, static_cast<int>(hc), c_.hc_eps,
+                       static_cast<int>(c_.sinkhorn_iters), P.pre.as<float>(), P.post.as<float>(), P.comb.as<float>(),
+                       st_);
+    fwd::hc_collapse(P.X.as<float>(), P.pre.as<float>(), static_cast<int>(hc), D, P.y.as<float>(), st_, n);
   }
 
   void hc_post(Pass& P, int64_t n) const {
     const int64_t D = c_.n_embd, hc = c_.hc_count;
-    for (int64_t i = 0; i < n; ++i)
-      fwd::hc_expand(P.X.as<float>() + i * hc * D, P.out.as<float>() + i * D, P.post.as<float>() + i * hc,
-                     P.comb.as<float>() + i * hc * hc, static_cast<int>(hc), D, st_);
+    fwd::hc_expand(P.X.as<float>(), P.out.as<float>(), P.post.as<float>(), P.comb.as<float>(), static_cast<int>(hc), D,
+                   st_, n);
   }
 
   // cpu::compressor_step on the device.
@@ -723,64 +776,106 @@ class CudaBackend final : public Backend {
     }
     mark(Phase::attn_proj, l);
 
+    // What each row leaves in its session's state, in order: its raw KV row
+    // in the ring (which has room for a whole pass beyond the window) and its
+    // compressor windows (a session's consecutive rows reuse the frontier).
+    // Then the reading side for all rows at once: RoPE, the indexer, top-k
+    // and attention, each row seeing exactly the state its position has.
+    const int64_t ring = ring_slots(c_), top_k = c_.indexer_top_k;
+    fwd::Positions at_pos;
+    fwd::AttnRows att;
+    fwd::IdxRows idx;
+    at_pos.n = att.n = idx.n = static_cast<int>(n);
+    att.ring = ring;
+    bool any_idx = false, all_faithful = true;
+    fwd::KvRows kvr;
+    kvr.n = static_cast<int>(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const CudaSession& S = *rows[sz(i)].S;
+      const int64_t p = rows[sz(i)].pos;
+      kvr.dst[i] = S.lay.layers[l].raw.as<float>() + (p % ring) * hd;
+      kvr.pos[i] = p;
+      kvr.faithful[i] = S.mode == NumericsMode::faithful;
+    }
+    fwd::kv_rows(kvt, hd, W.kv_norm, eps, nope, rope, pairs, kvr, st_);
+    mark(Phase::attn_kv, l);
     for (int64_t i = 0; i < n; ++i) {
       CudaSession& S = *rows[sz(i)].S;
       const int64_t p = rows[sz(i)].pos;
       DevLayerState& L = S.lay.layers[l];
       SessionScratch& s = S.lay.sc;
       const bool faithful = S.mode == NumericsMode::faithful;
-      float* qi = q + i * H * hd;
-      fwd::rope(qi + nope, hd, static_cast<int>(H), rope, pairs, p, false, st_);
-      // The new raw KV row goes into its ring slot, normalised there.
-      float* k = L.raw.as<float>() + (p % win) * hd;
-      fwd::rms_norm_rows(kvt + i * hd, W.kv_norm, 1, hd, eps, k, st_);
-      fwd::rope(k + nope, 0, 1, rope, pairs, p, false, st_);
-      if (faithful) fwd::kv_round(k, nope, hd, st_);
-      mark(Phase::attn_kv, l);
+      all_faithful &= faithful;
+      at_pos.pos[i] = p;
 
-      const int32_t* sel = nullptr;
-      int64_t n_comp = 0;
+      fwd::AttnRow& ar = att.r[i];
+      ar = {p, std::min<int64_t>(p + 1, win), 0, L.raw.as<float>(), nullptr, nullptr};
+      idx.r[i] = {};
       if (ratio) {
         comp_step(L.attn, W.comp, false, faithful, p, P.ckv.as<float>() + i * P.cw, P.cg.as<float>() + i * P.cw, s);
-        n_comp = L.attn.n_rows;
-        if (ratio != 4) mark(Phase::compressor, l);
+        ar.comp = L.attn.rows.as<float>();
+        ar.n_comp = L.attn.n_rows;
       }
       if (ratio == 4) {
         comp_step(L.indexer, W.icomp, true, faithful, p, P.ikv.as<float>() + i * P.icw, P.ig.as<float>() + i * P.icw,
                   s);
-        mark(Phase::compressor, l);
-        const int64_t nrows = L.indexer.n_rows, top_k = c_.indexer_top_k;
+        const int64_t nrows = L.indexer.n_rows;
         if (nrows > top_k) {
           if (!need_indexer) fail("cuda backend: indexer rows {} at position {} were not foreseen", nrows, p);
-          float* iq = P.iq.as<float>() + i * ih * id;
-          fwd::rope(iq + id - rd, id, static_cast<int>(ih), rope_comp_, pairs, p, false, st_);
-          if (faithful) fwd::indexer_qat(iq, ih, id, st_);
-          float* iwt = P.iwt.as<float>() + i * ih;
-          fwd::scale(iwt, ih, 1.0f / std::sqrt(static_cast<float>(id * ih)), st_);
-          fwd::indexer_scores(L.indexer.rows.as<float>(), nrows, id, iq, iwt, static_cast<int>(ih),
-                              s.idx_score.as<float>(), st_);
-          mark(Phase::indexer, l);
-          fwd::topk_select(s.idx_score.as<float>(), nrows, top_k, s.idx_flags.as<int>(), s.topk.as<int32_t>(), st_);
-          mark(Phase::topk, l);
-          sel = s.topk.as<int32_t>();
-          n_comp = top_k;
-        } else {
-          n_comp = nrows;  // all rows, in order, as indexer_select returns them
+          int32_t* sel = s.topk.as<int32_t>() + i * s.topk_stride;
+          idx.r[i] = {nrows, L.indexer.rows.as<float>(), s.idx_score.as<float>() + i * s.idx_stride, sel};
+          ar.sel = sel;
+          ar.n_comp = top_k;
+          any_idx = true;
         }
+        // else: all rows, in order, as indexer_select returns them
       }
-      const int64_t n_raw = std::min<int64_t>(p + 1, win);
-      float* o = P.o.as<float>() + i * H * hd;
-      fwd::attend(qi, static_cast<int>(H), hd, L.raw.as<float>(), win, p, n_raw,
-                  ratio ? L.attn.rows.as<float>() : nullptr, n_comp, sel, W.sinks, o, st_);
-      fwd::rope(o + nope, hd, static_cast<int>(H), rope, pairs, p, true, st_);
-      mark(Phase::attend, l);
+      if (ratio) mark(Phase::compressor, l);
     }
+    fwd::rope_rows(q + nope, H * hd, hd, static_cast<int>(H), rope, pairs, at_pos, false, st_);
+    if (any_idx) {
+      // Every row's indexer query is prepared (rows that score nothing ignore it).
+      float* iq = P.iq.as<float>();
+      fwd::rope_rows(iq + id - rd, ih * id, id, static_cast<int>(ih), rope_comp_, pairs, at_pos, false, st_);
+      if (all_faithful) {
+        fwd::indexer_qat(iq, n * ih, id, st_);
+      } else {
+        for (int64_t i = 0; i < n; ++i)
+          if (rows[sz(i)].S->mode == NumericsMode::faithful) fwd::indexer_qat(iq + i * ih * id, ih, id, st_);
+      }
+      fwd::scale(P.iwt.as<float>(), n * ih, 1.0f / std::sqrt(static_cast<float>(id * ih)), st_);
+      fwd::indexer_scores_rows(idx, id, iq, ih * id, P.iwt.as<float>(), ih, static_cast<int>(ih), st_);
+      mark(Phase::indexer, l);
+      fwd::topk_rows(idx, top_k, st_);
+      mark(Phase::topk, l);
+    }
+    float* o = P.o.as<float>();
+    fwd::attend_rows(q, static_cast<int>(H), hd, att, W.sinks, o, P.attn_part.as<float>(), st_);
+    fwd::rope_rows(o + nope, H * hd, hd, static_cast<int>(H), rope, pairs, at_pos, true, st_);
+    mark(Phase::attend, l);
 
     // Grouped output projection: group g maps its heads through its rows of W_oa.
     const int64_t G = c_.o_groups, ro = c_.o_lora_rank, hpg = c_.heads_per_group();
-    for (int64_t g = 0; g < G; ++g)
-      mv(W.out_a, P.in_b.bind(P.o.as<float>() + g * hpg * hd, hpg * hd, n, H * hd), P.z.as<float>() + g * ro, G * ro,
-         g * ro, ro);
+    const GgmlType oact = ds4::cuda::activation_type(W.out_a.type);
+    const size_t gbytes = oact == GgmlType::F32 ? 0 : ds4::cuda::activation_bytes(oact, hpg * hd);
+    if (gbytes && gbytes % 16 == 0) {
+      // o is [n][G][hpg*hd]: quantized as n*G rows in one launch; group g's
+      // product then takes every G-th of them.
+      ds4::cuda::quantize_activation_rows(oact, P.o.as<float>(), hpg * hd, n * G, P.oq.get(), st_);
+      if (n == 1)  // the G groups as G matrices of one batched launch
+        ds4::cuda::matvec_q8_batched(W.out_a.type, W.out_a.p, static_cast<int64_t>(sz(ro) * W.out_a.row_bytes),
+                                     iota_.as<int32_t>(), static_cast<int>(G), ro, hpg * hd, P.oq.get(), gbytes,
+                                     P.z.as<float>(), ro, st_);
+      else
+        for (int64_t g = 0; g < G; ++g)
+        ds4::cuda::matvec_q8_rows(W.out_a.type, W.out_a.p + sz(g * ro) * W.out_a.row_bytes, ro, hpg * hd,
+                                  P.oq.as<uint8_t>() + sz(g) * gbytes, sz(G) * gbytes, n, P.z.as<float>() + g * ro,
+                                  G * ro, st_);
+    } else {
+      for (int64_t g = 0; g < G; ++g)
+        mv(W.out_a, P.in_b.bind(P.o.as<float>() + g * hpg * hd, hpg * hd, n, H * hd), P.z.as<float>() + g * ro, G * ro,
+           g * ro, ro);
+    }
     mv(W.out_b, P.in_b.bind(P.z.as<float>(), G * ro, n), P.out.as<float>(), D);
     mark(Phase::attn_out, l);
     steer(l, Component::attn, rows, P.out.as<float>());
@@ -801,17 +896,16 @@ class CudaBackend final : public Backend {
     QRows& in_f = P.in_a.bind(f, D, n);
     mv(W.gate_inp, in_f, P.logit.as<float>(), E);
     float* out = P.out.as<float>();
-    DS4_CUDA_CHECK(cudaMemsetAsync(out, 0, sz(n * D) * sizeof(float), st_));
     using ds4::cuda::activation_type;
     const GgmlType ga = activation_type(W.gate_exps.type), ua = activation_type(W.up_exps.type),
                    da = activation_type(W.down_exps.type);
     const bool integer = ga != GgmlType::F32 && ua != GgmlType::F32 && da != GgmlType::F32;
-    for (int64_t i = 0; i < n; ++i) {
-      const int32_t* hash = c_.is_hash_layer(l) ? W.tid2eid + int64_t{rows[sz(i)].tok} * K : nullptr;
-      fwd::route(P.logit.as<float>() + i * E, static_cast<int>(E), static_cast<int>(K), hash, W.exp_probs_b,
-                 c_.expert_weights_norm, c_.expert_weights_scale, P.sel.as<int32_t>() + i * K,
-                 P.wts.as<float>() + i * K, st_);
-    }
+    fwd::Tokens toks;
+    toks.n = static_cast<int>(n);
+    for (int64_t i = 0; i < n; ++i) toks.tok[i] = rows[sz(i)].tok;
+    fwd::route_rows(P.logit.as<float>(), static_cast<int>(E), static_cast<int>(K),
+                    c_.is_hash_layer(l) ? W.tid2eid : nullptr, toks, W.exp_probs_b, c_.expert_weights_norm,
+                    c_.expert_weights_scale, P.sel.as<int32_t>(), P.wts.as<float>(), st_);
     mark(Phase::router, l);
     if (integer) {
       // The routed experts of all rows grouped by expert (the ids stay on the
@@ -830,9 +924,10 @@ class CudaBackend final : public Backend {
       ds4::cuda::quantize_activation_rows(da, g, FF, n * K, P.gq.get(), st_);
       matvec_q8_grouped(W.down_exps.type, W.down_exps.p, static_cast<int64_t>(W.down_exps.mat_bytes), sel, n, kk, D, FF,
                         P.gq.get(), sz(K) * dab, dab, ye, D, st_);
-      for (int64_t i = 0; i < n; ++i) fwd::add_rows(out + i * D, ye + i * K * D, D, kk, st_);
+      // Summed with the shared expert's output once that is known.
     } else {
       // Float experts meet f32 activations, one matrix at a time.
+      DS4_CUDA_CHECK(cudaMemsetAsync(out, 0, sz(n * D) * sizeof(float), st_));
       for (int64_t i = 0; i < n; ++i) {
         const int32_t* sel = P.sel.as<int32_t>() + i * K;
         const float* wts = P.wts.as<float>() + i * K;
@@ -847,17 +942,19 @@ class CudaBackend final : public Backend {
       }
     }
     mark(Phase::experts, l);
-    if (c_.n_expert_shared > 0) {
+    float* ys = c_.n_expert_shared > 0 ? P.ys.as<float>() : nullptr;
+    if (ys) {
       // Shared expert: rows [n][SF] in g and up, read once for all rows.
       const int64_t SF = c_.shared_ff();
-      float *g = P.g.as<float>(), *u = P.up.as<float>(), *ys = P.ys.as<float>();
+      float *g = P.g.as<float>(), *u = P.up.as<float>();
       mv(W.gate_shexp, in_f, g, SF);
       mv(W.up_shexp, in_f, u, SF);
       fwd::swiglu(g, u, n * SF, clamp, nullptr, st_);
       mv(W.down_shexp, P.in_b.bind(g, SF, n), ys, D);
-      fwd::add(out, ys, n * D, st_);
+      if (!integer) fwd::add(out, ys, n * D, st_);
       mark(Phase::shared, l);
     }
+    if (integer) fwd::moe_sum(out, P.ye.as<float>(), ys, D, static_cast<int>(K), n, st_);
     steer(l, Component::ffn, rows, out);
     hc_post(P, n);
     mark(Phase::hc_post, l);
@@ -919,15 +1016,51 @@ class CudaBackend final : public Backend {
 
   // One pass: up to kPassRows rows through every layer, then the head for the
   // rows that want logits, whose values are copied to where they go.
+  // One pass captured into a graph (logits into pinned host memory, as a
+  // capture cannot copy to pageable memory), the previous executable graph
+  // updated to it when the shapes allow (else made anew), launched, waited
+  // for; then the logits go where the rows want them.
+  void graph_pass(std::span<const Row> rows) const {
+    DS4_CUDA_CHECK(cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t g = nullptr;
+    try {
+      queue_pass(rows, logits_pinned_);
+    } catch (...) {
+      if (cudaStreamEndCapture(st_, &g) == cudaSuccess && g) (void)cudaGraphDestroy(g);
+      (void)cudaGetLastError();
+      throw;
+    }
+    DS4_CUDA_CHECK(cudaStreamEndCapture(st_, &g));
+    if (exec_) {
+      cudaGraphExecUpdateResultInfo info{};
+      if (cudaGraphExecUpdate(exec_, g, &info) != cudaSuccess) {
+        (void)cudaGetLastError();
+        (void)cudaGraphExecDestroy(exec_);
+        exec_ = nullptr;
+      }
+    }
+    const cudaError_t inst = exec_ ? cudaSuccess : cudaGraphInstantiate(&exec_, g, 0);
+    (void)cudaGraphDestroy(g);
+    DS4_CUDA_CHECK(inst);
+    DS4_CUDA_CHECK(cudaGraphLaunch(exec_, st_));
+    DS4_CUDA_CHECK(cudaStreamSynchronize(st_));
+    const int64_t V = c_.n_vocab;
+    int64_t j = 0;
+    for (const Row& r : rows)
+      if (r.logits) std::memcpy(r.logits, logits_pinned_ + j++ * V, sz(V) * sizeof(float));
+  }
+
   void pass(std::span<const Row> rows) const {
     const auto t0 = std::chrono::steady_clock::now();
     prof_.begin(st_);
-    queue_pass(rows);
+    queue_pass(rows, nullptr);
     if (prof_.on())
       prof_.end(st_, static_cast<int64_t>(rows.size()),
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
-  void queue_pass(std::span<const Row> rows) const {
+  // host_logits: null, each row's logits straight to where it wants them;
+  // else the j-th row with logits to host_logits + j * vocab.
+  void queue_pass(std::span<const Row> rows, float* host_logits) const {
     Pass& P = *pass_;
     const int64_t D = c_.n_embd, hc = c_.hc_count, V = c_.n_vocab;
     for (size_t i = 0; i < rows.size(); ++i) {
@@ -946,9 +1079,13 @@ class CudaBackend final : public Backend {
     if (which.empty()) return;
     head(which);
     prof_.mark(st_, Phase::head, LayerKind::outside);
-    for (size_t j = 0; j < which.size(); ++j)
-      DS4_CUDA_CHECK(cudaMemcpyAsync(rows[sz(which[j])].logits, P.logits.as<float>() + sz(V) * j, sz(V) * sizeof(float),
+    if (host_logits)
+      DS4_CUDA_CHECK(cudaMemcpyAsync(host_logits, P.logits.as<float>(), which.size() * sz(V) * sizeof(float),
                                      cudaMemcpyDeviceToHost, st_));
+    else
+      for (size_t j = 0; j < which.size(); ++j)
+        DS4_CUDA_CHECK(cudaMemcpyAsync(rows[sz(which[j])].logits, P.logits.as<float>() + sz(V) * j,
+                                       sz(V) * sizeof(float), cudaMemcpyDeviceToHost, st_));
     prof_.mark(st_, Phase::logits_copy, LayerKind::outside);
   }
 
@@ -965,8 +1102,12 @@ class CudaBackend final : public Backend {
   // reused for another set).
   std::vector<std::pair<const model::SteeringVectors*, DeviceBuffer>> steer_dev_;
   DeviceBuffer pass_mem_;
+  DeviceBuffer iota_;  // 0, 1, ..., o_groups - 1: the matrix indices of a batched launch over the head groups
   std::unique_ptr<Pass> pass_;  // carved from pass_mem_; one pass at a time (one thread drives a backend)
   mutable PhaseProfile prof_;  // off unless BackendOptions::profile
+  bool graph_ = false;              // DS4_CUDA_GRAPH=1
+  float* logits_pinned_ = nullptr;  // [kPassRows][vocab], graph mode only
+  mutable cudaGraphExec_t exec_ = nullptr;
 };
 
 }  // namespace

@@ -4,6 +4,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cub/block/block_scan.cuh>
+
 #include <algorithm>
 #include <cstdint>
 
@@ -33,11 +35,9 @@ __device__ double block_sum(double v) {
   return t;
 }
 
-__device__ float block_sum_f(float v) { return static_cast<float>(block_sum(static_cast<double>(v))); }
 
-__global__ void k_rms_norm(const float* x, const float* w, int64_t n, float eps, float* y) {
-  const float* xr = x + blockIdx.x * n;
-  float* yr = y + blockIdx.x * n;
+// 1 / rms of one row, for every thread of the block.
+__device__ float rms_inv(const float* xr, int64_t n, float eps) {
   double ss = 0;
   const int step = static_cast<int>(blockDim.x);
   int64_t k = threadIdx.x;
@@ -52,9 +52,18 @@ __global__ void k_rms_norm(const float* x, const float* w, int64_t n, float eps,
   }
   for (; k < n; k += step) ss += static_cast<double>(xr[k]) * xr[k];
   ss = block_sum(ss);
-  const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(n) + eps));
+  return static_cast<float>(1.0 / sqrt(ss / static_cast<double>(n) + eps));
+}
+
+__global__ void k_rms_norm(const float* x, const float* w, int64_t n, float eps, float* y) {
+  const float* xr = x + blockIdx.x * n;
+  float* yr = y + blockIdx.x * n;
+  const float inv = rms_inv(xr, n, eps);
   for (int64_t k = threadIdx.x; k < n; k += blockDim.x) yr[k] = w ? xr[k] * inv * w[k] : xr[k] * inv;
 }
+
+// rms_norm_rows' block width for rows of n (the sum's order depends on it).
+int rms_threads(int64_t rows, int64_t n) { return rows < 64 && n >= 4096 ? 1024 : kBlock; }
 
 __global__ void k_hc_fill(const float* e, int hc, int64_t D, float* X) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -64,7 +73,12 @@ __global__ void k_hc_fill(const float* e, int hc, int64_t D, float* X) {
 // One thread, for hc above 5 (k_hc_split_warp below serves up to 5, V4's 4
 // included): the operations of cpu::hc_split_sinkhorn in the same order.
 __global__ void k_hc_split(const float* m, const float* scale, const float* base, int hc, float eps, int iters,
-                           float* pre, float* post, float* comb) {
+                           float* pre, float* post, float* comb, int64_t m_stride) {
+  // Row blockIdx.x of a batch.
+  m += blockIdx.x * m_stride;
+  pre += blockIdx.x * hc;
+  post += blockIdx.x * hc;
+  comb += blockIdx.x * hc * hc;
   for (int i = 0; i < hc; ++i) {
     pre[i] = sigmoidf(scale[0] * m[i] + base[i]) + eps;
     post[i] = 2.0f * sigmoidf(scale[1] * m[hc + i] + base[hc + i]);
@@ -100,7 +114,11 @@ __global__ void k_hc_split(const float* m, const float* scale, const float* base
 // loops above, so the result is the same, in a fraction of the time (the
 // serial kernel spends most of it waiting on one dependent divide after another).
 __global__ void k_hc_split_warp(const float* m, const float* scale, const float* base, int hc, float eps, int iters,
-                                float* pre, float* post, float* comb_out) {
+                                float* pre, float* post, float* comb_out, int64_t m_stride) {
+  m += blockIdx.x * m_stride;  // row blockIdx.x of a batch
+  pre += blockIdx.x * hc;
+  post += blockIdx.x * hc;
+  comb_out += blockIdx.x * hc * hc;
   const int l = threadIdx.x;
   if (l < hc) {
     pre[l] = sigmoidf(scale[0] * m[l] + base[l]) + eps;
@@ -136,6 +154,9 @@ __global__ void k_hc_head_pre(const float* m, const float* scale, const float* b
 __global__ void k_hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y) {
   const int64_t d = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (d >= D) return;
+  X += blockIdx.y * hc * D;  // row blockIdx.y of a batch
+  pre += blockIdx.y * hc;
+  y += blockIdx.y * D;
   float s = 0;
   for (int i = 0; i < hc; ++i) s += pre[i] * X[i * D + d];
   y[d] = s;
@@ -146,6 +167,10 @@ constexpr int kMaxHc = 16;
 __global__ void k_hc_expand(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D) {
   const int64_t d = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (d >= D) return;
+  X += blockIdx.y * hc * D;  // row blockIdx.y of a batch
+  out += blockIdx.y * D;
+  post += blockIdx.y * hc;
+  comb += blockIdx.y * hc * hc;
   float old[kMaxHc];
   for (int i = 0; i < hc; ++i) old[i] = X[i * D + d];
   for (int j = 0; j < hc; ++j) {
@@ -156,9 +181,24 @@ __global__ void k_hc_expand(float* X, const float* out, const float* post, const
 }
 
 // Same arithmetic as cpu::Rope::apply: f32 angle, double cos/sin and products.
+__device__ __forceinline__ void rope_pair(float* x, int64_t i, int64_t stride, int pairs, const float* inv_freq,
+                                          int64_t pos, bool inverse);
 __global__ void k_rope(float* x, int64_t stride, int heads, const float* inv_freq, int pairs, int64_t pos, bool inverse) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= static_cast<int64_t>(heads) * pairs) return;
+  rope_pair(x, i, stride, pairs, inv_freq, pos, inverse);
+}
+
+// Row blockIdx.y of a pass, at its own position.
+__global__ void k_rope_rows(float* x, int64_t row_stride, int64_t stride, int heads, const float* inv_freq, int pairs,
+                            Positions p, bool inverse) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= static_cast<int64_t>(heads) * pairs) return;
+  rope_pair(x + blockIdx.y * row_stride, i, stride, pairs, inv_freq, p.pos[blockIdx.y], inverse);
+}
+
+__device__ __forceinline__ void rope_pair(float* x, int64_t i, int64_t stride, int pairs, const float* inv_freq,
+                                          int64_t pos, bool inverse) {
   const int64_t h = i / pairs, k = i % pairs;
   float* xh = x + h * stride;
   const float theta = static_cast<float>(pos) * inv_freq[k];
@@ -204,6 +244,26 @@ __global__ void k_fp8_blocks(float* x, int64_t nope) {
 __global__ void k_f16_round(float* x, int64_t n) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) x[i] = __half2float(__float2half_rn(x[i]));
+}
+
+// A pass's raw KV rows into their ring slots (block blockIdx.x: row i): the
+// norm, RoPE of the tail and, for faithful rows, the FP8 + f16 rounding, each
+// step the same arithmetic as rms_norm_rows / rope / kv_round on one row.
+__global__ void k_kv_rows(const float* src, int64_t hd, const float* w, float eps, int64_t nope, const float* inv_freq,
+                          int pairs, KvRows rows) {
+  const int i = static_cast<int>(blockIdx.x);
+  const float* x = src + i * hd;
+  float* y = rows.dst[i];
+  const float inv = rms_inv(x, hd, eps);
+  for (int64_t k = threadIdx.x; k < hd; k += blockDim.x) y[k] = w ? x[k] * inv * w[k] : x[k] * inv;
+  __syncthreads();
+  for (int64_t k = threadIdx.x; k < pairs; k += blockDim.x) rope_pair(y + nope, k, 0, pairs, inv_freq, rows.pos[i], false);
+  if (!rows.faithful[i]) return;
+  __syncthreads();
+  for (int64_t b = threadIdx.x * int64_t{64}; b < nope; b += blockDim.x * int64_t{64})
+    scaled_round(y + b, nope - b < 64 ? nope - b : 64, 64, 448.0f, 1e-4f, 3, -6);
+  __syncthreads();
+  for (int64_t k = threadIdx.x; k < hd; k += blockDim.x) y[k] = __half2float(__float2half_rn(y[k]));
 }
 
 // One thread per row: the butterflies in the CPU's order, then FP4 per 32.
@@ -263,9 +323,9 @@ constexpr int kMaxIndexerHeads = 128;
 
 // One block per compressed row; thread h computes head h's dot in the CPU's
 // order, thread 0 sums the heads in order.
-__global__ void k_indexer_scores(const float* rows, int64_t d, const float* q, const float* w, int heads, float* score) {
+__device__ __forceinline__ void indexer_score_one(const float* k, int64_t d, const float* q, const float* w, int heads,
+                                                  float* out) {
   __shared__ float part[kMaxIndexerHeads];
-  const float* k = rows + blockIdx.x * d;
   for (int h = threadIdx.x; h < heads; h += blockDim.x) {
     float dot = 0;
     for (int64_t j = 0; j < d; ++j) dot += q[h * d + j] * k[j];
@@ -275,46 +335,136 @@ __global__ void k_indexer_scores(const float* rows, int64_t d, const float* q, c
   if (threadIdx.x == 0) {
     float s = 0;
     for (int h = 0; h < heads; ++h) s += part[h];
-    score[blockIdx.x] = s;
+    *out = s;
   }
 }
 
-// Single block: a row is selected when fewer than k rows beat it (higher score,
-// or equal score and lower index); selected rows are then written in index order.
-__global__ void k_topk(const float* score, int64_t n, int64_t k, int* flags, int32_t* sel) {
-  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
-    const float sc = score[c];
-    int64_t beat = 0;
-    for (int64_t o = 0; o < n && beat < k; ++o) beat += score[o] > sc || (score[o] == sc && o < c);
-    flags[c] = beat < k;
+__global__ void k_indexer_scores(const float* rows, int64_t d, const float* q, const float* w, int heads, float* score) {
+  indexer_score_one(rows + blockIdx.x * d, d, q, w, heads, score + blockIdx.x);
+}
+
+// Compressed row blockIdx.x of pass row blockIdx.y.
+__global__ void k_indexer_scores_rows(IdxRows rows, int64_t d, const float* q, int64_t q_stride, const float* w,
+                                      int64_t w_stride, int heads) {
+  const IdxRow& r = rows.r[blockIdx.y];
+  if (static_cast<int64_t>(blockIdx.x) >= r.n) return;
+  indexer_score_one(r.rows + blockIdx.x * d, d, q + blockIdx.y * q_stride, w + blockIdx.y * w_stride, heads,
+                    r.score + blockIdx.x);
+}
+
+// Top-k in one block, linear in n: a radix select finds the k-th largest
+// score's key T (4 passes of 8 bits over an order-preserving integer key) and
+// how many rows scoring exactly T are taken (the lowest indices: a row is
+// selected when fewer than k rows beat it, a higher score or an equal one at a
+// lower index); then one pass in index order writes the selected indices,
+// ascending, with block-wide prefix sums giving each its place.
+constexpr int kTopkThreads = 1024;
+
+// Larger float, larger key; -0 and +0 are one key, as they compare equal.
+__device__ __forceinline__ uint32_t order_key(float f) {
+  const uint32_t u = __float_as_uint(f == 0.0f ? 0.0f : f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__device__ __forceinline__ void topk_block(const float* score, int64_t n, int64_t k, int32_t* sel);
+
+__global__ void __launch_bounds__(kTopkThreads) k_topk(const float* score, int64_t n, int64_t k, int32_t* sel) {
+  topk_block(score, n, k, sel);
+}
+
+// Pass row blockIdx.x; rows with n == 0 skip.
+__global__ void __launch_bounds__(kTopkThreads) k_topk_rows(IdxRows rows, int64_t k) {
+  const IdxRow& r = rows.r[blockIdx.x];
+  if (r.n > 0) topk_block(r.score, r.n, k, r.sel);
+}
+
+__device__ __forceinline__ void topk_block(const float* score, int64_t n, int64_t k, int32_t* sel) {
+  using Scan = cub::BlockScan<uint32_t, kTopkThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  __shared__ uint32_t hist[256];
+  __shared__ uint32_t s_prefix, s_need;
+  const int tid = static_cast<int>(threadIdx.x);
+  uint32_t prefix = 0, mask = 0;
+  auto need = static_cast<uint32_t>(k);
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = tid; i < 256; i += kTopkThreads) hist[i] = 0;
+    __syncthreads();
+    for (int64_t c = tid; c < n; c += kTopkThreads) {
+      const uint32_t key = order_key(score[c]);
+      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+    }
+    __syncthreads();
+    if (tid == 0) {
+      // The bucket holding the need-th largest key among those still in play.
+      uint32_t above = 0;
+      int b = 255;
+      for (; b > 0; --b) {
+        if (above + hist[b] >= need) break;
+        above += hist[b];
+      }
+      s_prefix = prefix | (static_cast<uint32_t>(b) << shift);
+      s_need = need - above;
+    }
+    __syncthreads();
+    prefix = s_prefix;
+    need = s_need;
+    mask |= 255u << shift;
   }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    int64_t m = 0;
-    for (int64_t c = 0; c < n && m < k; ++c)
-      if (flags[c]) sel[m++] = static_cast<int32_t>(c);
+  // Every key above T is taken, and the first `need` rows whose key is T.
+  const uint32_t T = prefix;
+  uint32_t eq_off = 0, gt_off = 0;  // rows equal to / above T before this chunk
+  for (int64_t base = 0; base < n; base += kTopkThreads) {
+    const int64_t c = base + tid;
+    const uint32_t key = c < n ? order_key(score[c]) : 0;
+    const bool gt = c < n && key > T, eq = c < n && key == T;
+    // Both counts in one scan: rows equal to T in the low half, above T in the high.
+    uint32_t before = 0, total = 0;
+    Scan(scan_tmp).ExclusiveSum((gt ? 0x10000u : 0u) | (eq ? 1u : 0u), before, total);
+    const uint32_t eq_rank = eq_off + (before & 0xffffu), gt_before = gt_off + (before >> 16);
+    if (gt || (eq && eq_rank < need)) sel[gt_before + min(eq_rank, need)] = static_cast<int32_t>(c);
+    eq_off += total & 0xffffu;
+    gt_off += total >> 16;
+    __syncthreads();  // scan_tmp is reused
   }
 }
 
-constexpr int kAttnThreads = 128;
-constexpr int kMaxDimPerThread = 8;  // head_dim up to 1024
+// Sink attention, one head split over S blocks of kAttnWarps warps: each warp
+// walks every (S * kAttnWarps)-th key with its own online softmax (a key's dot
+// product summed by shuffles, no block barrier per key); the block merges its
+// warps, and with S > 1 writes its partial (max, denominator, unnormalised
+// output) for the merge kernel. The sink starts warp 0 of split 0. S depends
+// on the number of keys alone, so a row's numbers do not depend on the batch
+// it runs in.
+constexpr int kAttnWarps = 4;
+constexpr int kAttnMaxPerLane = 32;  // head_dim up to 1024
+constexpr int kAttnMaxSplits = 8;
 
-// One block per head, online softmax over the keys (K = V), sink included.
-__global__ void __launch_bounds__(kAttnThreads) k_attend(const float* q, int64_t dim, const float* raw, int64_t window,
-                                                          int64_t p, int64_t n_raw, const float* comp, int64_t n_comp,
-                                                          const int32_t* sel, const float* sinks, float* out) {
-  const int h = blockIdx.x;
+__host__ __device__ __forceinline__ int attn_splits(int64_t keys) {
+  const int64_t s = keys / (16 * kAttnWarps);  // about 16 keys or more per warp
+  return static_cast<int>(s < 1 ? 1 : s > kAttnMaxSplits ? kAttnMaxSplits : s);
+}
+
+// Head h, split `split` of S. part: this head's S partials of dim + 2 floats.
+template <int PER_LANE>
+__device__ __forceinline__ void attend_block(int h, int split, int S, const float* q, int64_t dim, const float* raw,
+                                             int64_t window, int64_t p, int64_t n_raw, const float* comp,
+                                             int64_t n_comp, const int32_t* sel, const float* sinks, float* out,
+                                             float* part) {
+  extern __shared__ float sh[];  // [kAttnWarps][dim] outputs, then [kAttnWarps] max and denominators
+  const int lane = static_cast<int>(threadIdx.x) & 31, w = static_cast<int>(threadIdx.x) >> 5;
   const float* qh = q + h * dim;
   const float scale = 1.0f / sqrtf(static_cast<float>(dim));
-  float acc[kMaxDimPerThread], qv[kMaxDimPerThread];
-  int nk = 0;
-  for (int64_t k = threadIdx.x; k < dim; k += kAttnThreads, ++nk) {
-    acc[nk] = 0;
-    qv[nk] = qh[k];
+  float qv[PER_LANE], acc[PER_LANE];
+#pragma unroll
+  for (int i = 0; i < PER_LANE; ++i) {
+    const int64_t k = lane + 32 * i;
+    qv[i] = k < dim ? qh[k] : 0.0f;
+    acc[i] = 0;
   }
-  float mx = sinks[h], den = 1.0f;  // the sink's exp(sink - mx)
-  const int64_t total = n_raw + n_comp;
-  for (int64_t j = 0; j < total; ++j) {
+  const bool first = split == 0 && w == 0;
+  float mx = first ? sinks[h] : -INFINITY, den = first ? 1.0f : 0.0f;  // the sink's exp(sink - mx)
+  const int64_t total = n_raw + n_comp, stride = int64_t{S} * kAttnWarps;
+  for (int64_t j = int64_t{split} * kAttnWarps + w; j < total; j += stride) {
     const float* key;
     if (j < n_raw) {
       const int64_t pos = p - n_raw + 1 + j;
@@ -323,23 +473,102 @@ __global__ void __launch_bounds__(kAttnThreads) k_attend(const float* q, int64_t
       const int64_t c = j - n_raw;
       key = comp + (sel ? sel[c] : c) * dim;
     }
-    float part = 0;
-    int i = 0;
-    for (int64_t k = threadIdx.x; k < dim; k += kAttnThreads, ++i) part += qv[i] * key[k];
-    const float sc = block_sum_f(part) * scale;
+    float kv[PER_LANE];
+    float dot = 0;
+#pragma unroll
+    for (int i = 0; i < PER_LANE; ++i) {
+      const int64_t k = lane + 32 * i;
+      kv[i] = k < dim ? key[k] : 0.0f;
+      dot += qv[i] * kv[i];
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    const float sc = dot * scale;
     if (sc > mx) {
       const float c = expf(mx - sc);
       den *= c;
-      for (int t = 0; t < nk; ++t) acc[t] *= c;
+#pragma unroll
+      for (int i = 0; i < PER_LANE; ++i) acc[i] *= c;
       mx = sc;
     }
     const float e = expf(sc - mx);
     den += e;
-    i = 0;
-    for (int64_t k = threadIdx.x; k < dim; k += kAttnThreads, ++i) acc[i] += e * key[k];
+#pragma unroll
+    for (int i = 0; i < PER_LANE; ++i) acc[i] += e * kv[i];
   }
-  int i = 0;
-  for (int64_t k = threadIdx.x; k < dim; k += kAttnThreads, ++i) out[h * dim + k] = acc[i] / den;
+  float* shm = sh + kAttnWarps * dim;  // maxima, then denominators
+#pragma unroll
+  for (int i = 0; i < PER_LANE; ++i) {
+    const int64_t k = lane + 32 * i;
+    if (k < dim) sh[w * dim + k] = acc[i];
+  }
+  if (lane == 0) {
+    shm[w] = mx;
+    shm[kAttnWarps + w] = den;
+  }
+  __syncthreads();
+  float M = -INFINITY;
+  for (int v = 0; v < kAttnWarps; ++v) M = fmaxf(M, shm[v]);
+  float D = 0, f[kAttnWarps];
+  for (int v = 0; v < kAttnWarps; ++v) {
+    f[v] = shm[v] == -INFINITY ? 0.0f : expf(shm[v] - M);
+    D += shm[kAttnWarps + v] * f[v];
+  }
+  float* ps = part + int64_t{split} * (dim + 2);
+  for (int64_t k = threadIdx.x; k < dim; k += blockDim.x) {
+    float o = 0;
+    for (int v = 0; v < kAttnWarps; ++v) o += sh[v * dim + k] * f[v];
+    if (S == 1) out[h * dim + k] = o / D;
+    else ps[2 + k] = o;
+  }
+  if (S > 1 && threadIdx.x == 0) {
+    ps[0] = M;
+    ps[1] = D;
+  }
+}
+
+// Merges one head's S partials into out.
+__device__ __forceinline__ void attend_merge_head(const float* ph, int S, int64_t dim, float* out) {
+  float M = -INFINITY;
+  for (int s = 0; s < S; ++s) M = fmaxf(M, ph[s * (dim + 2)]);
+  float D = 0;
+  for (int s = 0; s < S; ++s) {
+    const float m = ph[s * (dim + 2)];
+    if (m != -INFINITY) D += ph[s * (dim + 2) + 1] * expf(m - M);
+  }
+  for (int64_t k = threadIdx.x; k < dim; k += blockDim.x) {
+    float o = 0;
+    for (int s = 0; s < S; ++s) {
+      const float m = ph[s * (dim + 2)];
+      if (m != -INFINITY) o += ph[s * (dim + 2) + 2 + k] * expf(m - M);
+    }
+    out[k] = o / D;
+  }
+}
+
+// Head blockIdx.x, split blockIdx.y of pass row blockIdx.z (splits past the
+// row's own count return). Row r's partials at scratch + r * H * kAttnMaxSplits * (dim + 2).
+template <int PER_LANE>
+__global__ void __launch_bounds__(kAttnWarps * 32)
+    k_attend_rows(const float* q, int64_t dim, AttnRows rows, const float* sinks, float* out, float* scratch) {
+  const int H = static_cast<int>(gridDim.x), h = static_cast<int>(blockIdx.x);
+  const AttnRow& r = rows.r[blockIdx.z];
+  const int S = attn_splits(r.n_raw + r.n_comp);
+  if (static_cast<int>(blockIdx.y) >= S) return;
+  const int64_t off = static_cast<int64_t>(blockIdx.z) * H * dim;
+  float* part = scratch + (static_cast<int64_t>(blockIdx.z) * H + h) * kAttnMaxSplits * (dim + 2);
+  attend_block<PER_LANE>(h, static_cast<int>(blockIdx.y), S, q + off, dim, r.raw, rows.ring, r.pos, r.n_raw, r.comp,
+                         r.n_comp, r.sel, sinks, out + off, part);
+}
+
+// Head blockIdx.x of pass row blockIdx.y, for rows split more than once.
+__global__ void k_attend_merge_rows(const float* scratch, int64_t dim, AttnRows rows, float* out) {
+  const int H = static_cast<int>(gridDim.x), h = static_cast<int>(blockIdx.x);
+  const AttnRow& r = rows.r[blockIdx.y];
+  const int S = attn_splits(r.n_raw + r.n_comp);
+  if (S == 1) return;
+  attend_merge_head(scratch + (static_cast<int64_t>(blockIdx.y) * H + h) * kAttnMaxSplits * (dim + 2), S, dim,
+                    out + (static_cast<int64_t>(blockIdx.y) * H + h) * dim);
 }
 
 // ---- MoE -----------------------------------------------------------------------
@@ -349,8 +578,14 @@ constexpr int kMaxExperts = 1024;
 // One block: scores in parallel, then K rounds of a block-wide argmax (the
 // highest biased score, the lowest index among equals, as the CPU's
 // partial_sort orders them); the weights from thread 0 in selection order.
-__global__ void k_route(const float* logits, int E, int K, const int32_t* hash_ids, const float* bias, bool norm,
-                        float wscale, int32_t* sel, float* w) {
+// Row blockIdx.x of a pass: its logits, its hash ids (hash-routed layers:
+// row tok[i] of the K-wide table) and its choices at + i * E / + i * K.
+__global__ void k_route(const float* logits, int E, int K, const int32_t* hash_table, Tokens toks, const float* bias,
+                        bool norm, float wscale, int32_t* sel, float* w) {
+  logits += blockIdx.x * static_cast<int64_t>(E);
+  sel += blockIdx.x * K;
+  w += blockIdx.x * K;
+  const int32_t* hash_ids = hash_table ? hash_table + static_cast<int64_t>(toks.tok[blockIdx.x]) * K : nullptr;
   __shared__ float s[kMaxExperts], v[kMaxExperts];
   __shared__ bool taken[kMaxExperts];
   __shared__ float wv[32];
@@ -437,6 +672,18 @@ __global__ void k_swiglu_rows(float* g, const float* u, int64_t ff, int64_t n, f
 }
 
 // y[i] += x[i] + x[n + i] + ... in row order (the order of separate adds).
+// out[i][d] = (ye[i][0][d] + ... + ye[i][K-1][d]) + ys[i][d], summed from 0
+// in that order (as memset + add_rows + add did).
+__global__ void k_moe_sum(float* out, const float* ye, const float* ys, int64_t D, int K, int64_t n) {
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (t >= n * D) return;
+  const int64_t i = t / D, d = t % D;
+  float v = 0;
+  for (int k = 0; k < K; ++k) v += ye[(i * K + k) * D + d];
+  if (ys) v += ys[t];
+  out[t] = v;
+}
+
 __global__ void k_add_rows(float* y, const float* x, int64_t n, int rows) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
@@ -452,7 +699,7 @@ __global__ void k_add_rows(float* y, const float* x, int64_t n, int rows) {
 void rms_norm_rows(const float* x, const float* w, int64_t rows, int64_t n, float eps, float* y, cudaStream_t s) {
   if (rows <= 0) return;
   // Few rows (decode): wide blocks, so one row's read is spread over more threads.
-  const int threads = rows < 64 && n >= 4096 ? 1024 : kBlock;
+  const int threads = rms_threads(rows, n);
   k_rms_norm<<<static_cast<unsigned>(rows), threads, 0, s>>>(x, w, n, eps, y);
   LAUNCH_CHECK("k_rms_norm");
 }
@@ -464,8 +711,15 @@ void hc_fill(const float* e, int hc, int64_t D, float* X, cudaStream_t s) {
 
 void hc_split(const float* m, const float* scale, const float* base, int hc, float eps, int iters, float* pre,
               float* post, float* comb, cudaStream_t s) {
-  if (hc * hc <= 32) k_hc_split_warp<<<1, 32, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb);
-  else k_hc_split<<<1, 1, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb);
+  hc_split_rows(m, 0, 1, scale, base, hc, eps, iters, pre, post, comb, s);
+}
+
+void hc_split_rows(const float* m, int64_t m_stride, int64_t rows, const float* scale, const float* base, int hc,
+                   float eps, int iters, float* pre, float* post, float* comb, cudaStream_t s) {
+  if (rows <= 0) return;
+  const auto g = static_cast<unsigned>(rows);
+  if (hc * hc <= 32) k_hc_split_warp<<<g, 32, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb, m_stride);
+  else k_hc_split<<<g, 1, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb, m_stride);
   LAUNCH_CHECK("k_hc_split");
 }
 
@@ -474,14 +728,17 @@ void hc_head_pre(const float* m, const float* scale, const float* base, int hc, 
   LAUNCH_CHECK("k_hc_head_pre");
 }
 
-void hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y, cudaStream_t s) {
-  k_hc_collapse<<<blocks_for(D), kBlock, 0, s>>>(X, pre, hc, D, y);
+void hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y, cudaStream_t s, int64_t rows) {
+  if (rows <= 0) return;
+  k_hc_collapse<<<dim3(blocks_for(D), static_cast<unsigned>(rows)), kBlock, 0, s>>>(X, pre, hc, D, y);
   LAUNCH_CHECK("k_hc_collapse");
 }
 
-void hc_expand(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D, cudaStream_t s) {
+void hc_expand(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D, cudaStream_t s,
+               int64_t rows) {
   if (hc > kMaxHc) throw_cuda_error(cudaErrorInvalidValue, "hc_expand: hc_count above 16", __FILE__, __LINE__);
-  k_hc_expand<<<blocks_for(D), kBlock, 0, s>>>(X, out, post, comb, hc, D);
+  if (rows <= 0) return;
+  k_hc_expand<<<dim3(blocks_for(D), static_cast<unsigned>(rows)), kBlock, 0, s>>>(X, out, post, comb, hc, D);
   LAUNCH_CHECK("k_hc_expand");
 }
 
@@ -496,6 +753,14 @@ void kv_round(float* x, int64_t nope, int64_t n, cudaStream_t s) {
   LAUNCH_CHECK("k_fp8_blocks");
   k_f16_round<<<blocks_for(n), kBlock, 0, s>>>(x, n);
   LAUNCH_CHECK("k_f16_round");
+}
+
+void kv_rows(const float* src, int64_t hd, const float* w, float eps, int64_t nope, const float* inv_freq, int pairs,
+             const KvRows& rows, cudaStream_t s) {
+  if (rows.n <= 0) return;
+  if (rows.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "kv_rows: more than 32 rows", __FILE__, __LINE__);
+  k_kv_rows<<<static_cast<unsigned>(rows.n), rms_threads(1, hd), 0, s>>>(src, hd, w, eps, nope, inv_freq, pairs, rows);
+  LAUNCH_CHECK("k_kv_rows");
 }
 
 void indexer_qat(float* x, int64_t rows, int64_t d, cudaStream_t s) {
@@ -548,26 +813,103 @@ void indexer_scores(const float* rows, int64_t n, int64_t d, const float* q, con
   LAUNCH_CHECK("k_indexer_scores");
 }
 
-void topk_select(const float* score, int64_t n, int64_t k, int* flags, int32_t* sel, cudaStream_t s) {
-  k_topk<<<1, 1024, 0, s>>>(score, n, k, flags, sel);
+void topk_select(const float* score, int64_t n, int64_t k, int32_t* sel, cudaStream_t s) {
+  if (n <= 0 || k <= 0) return;
+  if (n >= (int64_t{1} << 16) * kTopkThreads || k > n)
+    throw_cuda_error(cudaErrorInvalidValue, "topk_select: k > n or more than 2^26 rows", __FILE__, __LINE__);
+  k_topk<<<1, kTopkThreads, 0, s>>>(score, n, k, sel);
   LAUNCH_CHECK("k_topk");
 }
 
-void attend(const float* q, int H, int64_t dim, const float* raw, int64_t window, int64_t p, int64_t n_raw,
-            const float* comp, int64_t n_comp, const int32_t* sel, const float* sinks, float* out, cudaStream_t s) {
-  if (dim > int64_t{kAttnThreads} * kMaxDimPerThread)
+void rope_rows(float* x, int64_t row_stride, int64_t stride, int heads, const float* inv_freq, int pairs,
+               const Positions& p, bool inverse, cudaStream_t s) {
+  if (p.n <= 0) return;
+  if (p.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "rope_rows: more than 32 rows", __FILE__, __LINE__);
+  k_rope_rows<<<dim3(blocks_for(int64_t{heads} * pairs), static_cast<unsigned>(p.n)), kBlock, 0, s>>>(
+      x, row_stride, stride, heads, inv_freq, pairs, p, inverse);
+  LAUNCH_CHECK("k_rope_rows");
+}
+
+void indexer_scores_rows(const IdxRows& rows, int64_t d, const float* q, int64_t q_stride, const float* w,
+                         int64_t w_stride, int heads, cudaStream_t s) {
+  if (heads > kMaxIndexerHeads)
+    throw_cuda_error(cudaErrorInvalidValue, "indexer_scores: more than 128 indexer heads", __FILE__, __LINE__);
+  if (rows.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "indexer_scores_rows: more than 32 rows", __FILE__, __LINE__);
+  int64_t most = 0;
+  for (int i = 0; i < rows.n; ++i) most = std::max(most, rows.r[i].n);
+  if (most == 0) return;
+  k_indexer_scores_rows<<<dim3(static_cast<unsigned>(most), static_cast<unsigned>(rows.n)), 128, 0, s>>>(
+      rows, d, q, q_stride, w, w_stride, heads);
+  LAUNCH_CHECK("k_indexer_scores_rows");
+}
+
+void topk_rows(const IdxRows& rows, int64_t k, cudaStream_t s) {
+  if (rows.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "topk_rows: more than 32 rows", __FILE__, __LINE__);
+  bool any = false;
+  for (int i = 0; i < rows.n; ++i) {
+    if (rows.r[i].n <= 0) continue;
+    if (rows.r[i].n >= (int64_t{1} << 16) * kTopkThreads || k > rows.r[i].n || k <= 0)
+      throw_cuda_error(cudaErrorInvalidValue, "topk_rows: k > n or more than 2^26 rows", __FILE__, __LINE__);
+    any = true;
+  }
+  if (!any) return;
+  k_topk_rows<<<static_cast<unsigned>(rows.n), kTopkThreads, 0, s>>>(rows, k);
+  LAUNCH_CHECK("k_topk_rows");
+}
+
+int64_t attend_rows_scratch_floats(int H, int64_t dim) { return int64_t{kMaxRows} * H * kAttnMaxSplits * (dim + 2); }
+int64_t attend_scratch_floats(int H, int64_t dim) { return int64_t{H} * kAttnMaxSplits * (dim + 2); }
+
+void attend_rows(const float* q, int H, int64_t dim, const AttnRows& rows, const float* sinks, float* out,
+                 float* scratch, cudaStream_t s) {
+  if (dim > 32 * kAttnMaxPerLane)
     throw_cuda_error(cudaErrorInvalidValue, "attend: head_dim above 1024", __FILE__, __LINE__);
-  k_attend<<<static_cast<unsigned>(H), kAttnThreads, 0, s>>>(q, dim, raw, window, p, n_raw, comp, n_comp, sel, sinks,
-                                                             out);
-  LAUNCH_CHECK("k_attend");
+  if (rows.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "attend_rows: more than 32 rows", __FILE__, __LINE__);
+  if (rows.n <= 0) return;
+  int S = 1;
+  for (int i = 0; i < rows.n; ++i) S = std::max(S, attn_splits(rows.r[i].n_raw + rows.r[i].n_comp));
+  const dim3 grid(static_cast<unsigned>(H), static_cast<unsigned>(S), static_cast<unsigned>(rows.n));
+  const size_t shm = (kAttnWarps * static_cast<size_t>(dim) + 2 * kAttnWarps) * sizeof(float);
+  const int per_lane = static_cast<int>((dim + 31) / 32);
+  constexpr int T = kAttnWarps * 32;
+  if (per_lane <= 4) k_attend_rows<4><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+  else if (per_lane <= 8) k_attend_rows<8><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+  else if (per_lane <= 16) k_attend_rows<16><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+  else k_attend_rows<32><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+  LAUNCH_CHECK("k_attend_rows");
+  if (S > 1) {
+    k_attend_merge_rows<<<dim3(static_cast<unsigned>(H), static_cast<unsigned>(rows.n)), 128, 0, s>>>(scratch, dim,
+                                                                                                     rows, out);
+    LAUNCH_CHECK("k_attend_merge_rows");
+  }
+}
+
+void attend(const float* q, int H, int64_t dim, const float* raw, int64_t window, int64_t p, int64_t n_raw,
+            const float* comp, int64_t n_comp, const int32_t* sel, const float* sinks, float* out, float* scratch,
+            cudaStream_t s) {
+  AttnRows rows;
+  rows.n = 1;
+  rows.ring = window;
+  rows.r[0] = {p, n_raw, n_comp, raw, comp, sel};
+  attend_rows(q, H, dim, rows, sinks, out, scratch, s);
 }
 
 void route(const float* logits, int E, int K, const int32_t* hash_ids, const float* bias, bool norm, float wscale,
            int32_t* sel, float* w, cudaStream_t s) {
+  Tokens one;
+  one.n = 1;
+  one.tok[0] = 0;
+  route_rows(logits, E, K, hash_ids, one, bias, norm, wscale, sel, w, s);
+}
+
+void route_rows(const float* logits, int E, int K, const int32_t* hash_table, const Tokens& toks, const float* bias,
+                bool norm, float wscale, int32_t* sel, float* w, cudaStream_t s) {
   if (E > kMaxExperts || K > E)
     throw_cuda_error(cudaErrorInvalidValue, "route: more than 1024 experts or K > E", __FILE__, __LINE__);
+  if (toks.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "route_rows: more than 32 rows", __FILE__, __LINE__);
+  if (toks.n <= 0) return;
   const int threads = std::min(1024, (E + 31) / 32 * 32);
-  k_route<<<1, threads, 0, s>>>(logits, E, K, hash_ids, bias, norm, wscale, sel, w);
+  k_route<<<static_cast<unsigned>(toks.n), threads, 0, s>>>(logits, E, K, hash_table, toks, bias, norm, wscale, sel, w);
   LAUNCH_CHECK("k_route");
 }
 
@@ -580,6 +922,12 @@ void swiglu_rows(float* g, const float* u, int64_t ff, int64_t rows, float clamp
   const int64_t n = ff * rows;
   k_swiglu_rows<<<blocks_for(n), kBlock, 0, s>>>(g, u, ff, n, clamp, wts);
   LAUNCH_CHECK("k_swiglu_rows");
+}
+
+void moe_sum(float* out, const float* ye, const float* ys, int64_t D, int K, int64_t n, cudaStream_t s) {
+  if (n <= 0) return;
+  k_moe_sum<<<blocks_for(n * D), kBlock, 0, s>>>(out, ye, ys, D, K, n);
+  LAUNCH_CHECK("k_moe_sum");
 }
 
 void add_rows(float* y, const float* x, int64_t n, int rows, cudaStream_t s) {

@@ -19,12 +19,19 @@ void hc_fill(const float* e, int hc, int64_t D, float* X, cudaStream_t s);
 // HC coefficients from mixer output m (model-spec §5.2), Sinkhorn included.
 void hc_split(const float* m, const float* scale, const float* base, int hc, float eps, int iters, float* pre,
               float* post, float* comb, cudaStream_t s);
+// hc_split of `rows` rows at once: row r's mixer output at m + r * m_stride,
+// its coefficients at pre/post + r * hc and comb + r * hc * hc.
+void hc_split_rows(const float* m, int64_t m_stride, int64_t rows, const float* scale, const float* base, int hc,
+                   float eps, int iters, float* pre, float* post, float* comb, cudaStream_t s);
 // Output head: pre[i] = sigmoid(m[i] * scale[0] + base[i]) + eps.
 void hc_head_pre(const float* m, const float* scale, const float* base, int hc, float eps, float* pre, cudaStream_t s);
-// y[d] = sum_i pre[i] X[i*D + d].
-void hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y, cudaStream_t s);
-// X'_j = post_j out + sum_i comb[i][j] X_i, in place.
-void hc_expand(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D, cudaStream_t s);
+// y[d] = sum_i pre[i] X[i*D + d]; with rows > 1, for each row r of a batch
+// (X + r*hc*D, pre + r*hc, y + r*D).
+void hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y, cudaStream_t s, int64_t rows = 1);
+// X'_j = post_j out + sum_i comb[i][j] X_i, in place; rows as hc_collapse
+// (out + r*D, post + r*hc, comb + r*hc*hc).
+void hc_expand(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D, cudaStream_t s,
+               int64_t rows = 1);
 // Interleaved-pair RoPE of `heads` tails: x + h*stride holds 2*pairs values.
 void rope(float* x, int64_t stride, int heads, const float* inv_freq, int pairs, int64_t pos, bool inverse,
           cudaStream_t s);
@@ -51,25 +58,106 @@ void comp_pool(const float* kv, const float* score, int64_t r, int64_t d, bool o
 void indexer_scores(const float* rows, int64_t n, int64_t d, const float* q, const float* w, int heads, float* score,
                     cudaStream_t s);
 // The k highest scores of n (lowest index wins ties), indices ascending, into
-// sel[k]; flags: n ints of scratch.
-void topk_select(const float* score, int64_t n, int64_t k, int* flags, int32_t* sel, cudaStream_t s);
+// sel[k] (k <= n).
+void topk_select(const float* score, int64_t n, int64_t k, int32_t* sel, cudaStream_t s);
 
 // Sink attention of H heads of q over: the raw ring (window slots of dim, the
 // n_raw positions p - n_raw + 1 .. p at slot j % window) then compressed rows,
 // either the first n_comp rows or rows sel[0 .. n_comp) when sel is set.
+// The keys are split between blocks when there are many; `scratch` holds
+// their partial results: attend_scratch_floats(H, dim) floats.
 void attend(const float* q, int H, int64_t dim, const float* raw, int64_t window, int64_t p, int64_t n_raw,
-            const float* comp, int64_t n_comp, const int32_t* sel, const float* sinks, float* out, cudaStream_t s);
+            const float* comp, int64_t n_comp, const int32_t* sel, const float* sinks, float* out, float* scratch,
+            cudaStream_t s);
+int64_t attend_scratch_floats(int H, int64_t dim);
+
+// ---- the stateful middle over the rows of a pass -------------------------------
+// Up to kMaxRows rows (tokens of one or several sequences) in one launch each.
+// Per-row parameters travel by value in the launch, so nothing is copied to the
+// device for them. Each row's numbers are exactly those of the single-row
+// functions above with its parameters (a row alone, or in any batch).
+inline constexpr int kMaxRows = 32;
+
+struct Positions {
+  int n = 0;
+  int64_t pos[kMaxRows];
+};
+struct Tokens {
+  int n = 0;
+  int32_t tok[kMaxRows];
+};
+// rope() of row i (x + i * row_stride) at position pos[i].
+void rope_rows(float* x, int64_t row_stride, int64_t stride, int heads, const float* inv_freq, int pairs,
+               const Positions& p, bool inverse, cudaStream_t s);
+
+// The raw KV rows of a pass into their ring slots: row i (src + i * hd) is
+// normalised by w into dst[i], its last 2 * pairs values rotated at pos[i],
+// and for faithful rows rounded as kv_round(dst[i], nope, hd): exactly
+// rms_norm_rows + rope + kv_round of that row alone, in one launch.
+struct KvRows {
+  int n = 0;
+  float* dst[kMaxRows];
+  int64_t pos[kMaxRows];
+  bool faithful[kMaxRows];
+};
+void kv_rows(const float* src, int64_t hd, const float* w, float eps, int64_t nope, const float* inv_freq, int pairs,
+             const KvRows& rows, cudaStream_t s);
+
+// One row's indexer: its query and head weights (q + i * q_stride, w + i *
+// w_stride), the first n compressed rows to score (n == 0: the row skips the
+// indexer), where its scores and its top-k selection go.
+struct IdxRow {
+  int64_t n = 0;
+  const float* rows = nullptr;
+  float* score = nullptr;
+  int32_t* sel = nullptr;
+};
+struct IdxRows {
+  int n = 0;
+  IdxRow r[kMaxRows];
+};
+void indexer_scores_rows(const IdxRows& rows, int64_t d, const float* q, int64_t q_stride, const float* w,
+                         int64_t w_stride, int heads, cudaStream_t s);
+// topk_select of each row that has n > 0 (k <= n).
+void topk_rows(const IdxRows& rows, int64_t k, cudaStream_t s);
+
+// One row's attention: its position, the n_raw newest ring slots of `raw` (a
+// ring of AttnRows::ring slots, position p at slot p % ring), then n_comp
+// compressed rows of `comp` (rows sel[0 .. n_comp) when sel is set).
+struct AttnRow {
+  int64_t pos = 0, n_raw = 0, n_comp = 0;
+  const float* raw = nullptr;
+  const float* comp = nullptr;
+  const int32_t* sel = nullptr;
+};
+struct AttnRows {
+  int n = 0;
+  int64_t ring = 0;
+  AttnRow r[kMaxRows];
+};
+// q and out: row i at + i * H * dim. scratch: attend_rows_scratch_floats.
+void attend_rows(const float* q, int H, int64_t dim, const AttnRows& rows, const float* sinks, float* out,
+                 float* scratch, cudaStream_t s);
+int64_t attend_rows_scratch_floats(int H, int64_t dim);
 
 // MoE routing (model-spec §7): s_e = sqrt(softplus(logit_e)); hash_ids (K
 // expert ids, device) or top-K of s + bias (lowest index wins ties); weights
 // s / sum (when norm) * wscale. sel[K], w[K].
 void route(const float* logits, int E, int K, const int32_t* hash_ids, const float* bias, bool norm, float wscale,
            int32_t* sel, float* w, cudaStream_t s);
+// route() of each row of a pass (logits + i * E, sel and w + i * K); a
+// hash-routed layer's ids of row i are row toks.tok[i] of hash_table (K
+// wide), none when hash_table is null.
+void route_rows(const float* logits, int E, int K, const int32_t* hash_table, const Tokens& toks, const float* bias,
+                bool norm, float wscale, int32_t* sel, float* w, cudaStream_t s);
 // g = silu(min(g, c)) * clamp(u, -c, c) * (wk ? *wk : 1), n values.
 void swiglu(float* g, const float* u, int64_t n, float clamp, const float* wk, cudaStream_t s);
 // swiglu over `rows` rows of ff values, row r weighted by wts[r] (null: 1).
 void swiglu_rows(float* g, const float* u, int64_t ff, int64_t rows, float clamp, const float* wts, cudaStream_t s);
 // y += x_0 + x_1 + ... + x_{rows-1} (x_r = x + r * n), added in row order.
+// out[i] = sum_k ye[i][k] + ys[i] (ys may be null) for n rows of D, K experts
+// each: the routed experts' outputs and the shared expert's, summed in order.
+void moe_sum(float* out, const float* ye, const float* ys, int64_t D, int K, int64_t n, cudaStream_t s);
 void add_rows(float* y, const float* x, int64_t n, int rows, cudaStream_t s);
 
 }  // namespace ds4::cuda::fwd
