@@ -216,13 +216,66 @@ TEST_F(GpuFwdKernels, FaithfulKvRoundIsExact) {
 }
 
 TEST_F(GpuFwdKernels, IndexerQatIsExact) {
-  const int64_t rows = 6, d = 128;
-  const Vec x = randv(rows * d, 1.5f, 9);
-  Vec want = x;
-  for (int64_t r = 0; r < rows; ++r) ds4::backend::cpu::indexer_qat(std::span<float>(want.data() + r * d, d));
-  auto dx = dev(x);
-  fwd::indexer_qat(dx.as<float>(), rows, d, nullptr);
-  EXPECT_EQ(max_abs_diff(host(dx, x.size()), want), 0.0f);
+  // 1 row (a compressed row), 64 (a decode step's heads: several blocks of
+  // warps) and 6 rows; d 128 (Flash) and 64/256/16 (the other warp widths
+  // and the serial form).
+  for (const int64_t d : {128, 64, 256, 16})
+    for (const int64_t rows : {1, 6, 64}) {
+      Vec x = randv(static_cast<size_t>(rows * d), 1.5f, static_cast<uint32_t>(9 + d + rows));
+      x[0] = 0.0f;  // a zero and a large value in the first row
+      x[static_cast<size_t>(d / 2)] = 40.0f;
+      Vec want = x;
+      for (int64_t r = 0; r < rows; ++r) ds4::backend::cpu::indexer_qat(std::span<float>(want.data() + r * d, d));
+      auto dx = dev(x);
+      fwd::indexer_qat(dx.as<float>(), rows, d, nullptr);
+      EXPECT_EQ(max_abs_diff(host(dx, x.size()), want), 0.0f) << "d " << d << " rows " << rows;
+    }
+}
+
+// The indexer's scores at Flash's shape (64 heads of 128) against the sum
+// written out on the host in the kernel's order: per head a fused
+// multiply-add chain over j ascending, relu, times the head's weight, then the
+// heads added in order. 300 rows: many tiles and a partial last one.
+TEST_F(GpuFwdKernels, IndexerScoresFollowTheirOrder) {
+  const int64_t d = 128, heads = 64, n = 300;
+  const Vec rows = randv(n * d, 1.0f, 50), q = randv(heads * d, 1.0f, 51), w = randv(heads, 1.0f, 52);
+  Vec want(static_cast<size_t>(n));
+  for (int64_t c = 0; c < n; ++c) {
+    float s = 0;
+    for (int64_t h = 0; h < heads; ++h) {
+      float dot = 0;
+      for (int64_t j = 0; j < d; ++j)
+        dot = std::fma(q[static_cast<size_t>(h * d + j)], rows[static_cast<size_t>(c * d + j)], dot);
+      // Rounded on its own before the sum, as the kernel stores it first.
+      const volatile float part = w[static_cast<size_t>(h)] * std::max(dot, 0.0f);
+      s += part;
+    }
+    want[static_cast<size_t>(c)] = s;
+  }
+  auto dr = dev(rows), dq = dev(q), dw = dev(w);
+  DeviceBuffer score(n * sizeof(float));
+  fwd::indexer_scores(dr.as<float>(), n, d, dq.as<float>(), dw.as<float>(), heads, score.as<float>(), nullptr);
+  EXPECT_EQ(max_abs_diff(host(score, want.size()), want), 0.0f);
+  // The row-batched form, two pass rows scoring 300 and 17 of the rows.
+  fwd::IdxRows ix;
+  ix.n = 2;
+  DeviceBuffer score2(2 * n * sizeof(float));
+  ix.r[0] = {n, dr.as<float>(), score2.as<float>(), nullptr};
+  ix.r[1] = {17, dr.as<float>(), score2.as<float>() + n, nullptr};
+  auto dq2 = dev([&] {
+    Vec v = q;
+    v.insert(v.end(), q.begin(), q.end());
+    return v;
+  }());
+  auto dw2 = dev([&] {
+    Vec v = w;
+    v.insert(v.end(), w.begin(), w.end());
+    return v;
+  }());
+  fwd::indexer_scores_rows(ix, d, dq2.as<float>(), heads * d, dw2.as<float>(), heads, static_cast<int>(heads), nullptr);
+  const Vec got = host(score2, static_cast<size_t>(2 * n));
+  EXPECT_EQ(max_abs_diff(Vec(got.begin(), got.begin() + n), want), 0.0f);
+  EXPECT_EQ(max_abs_diff(Vec(got.begin() + n, got.begin() + n + 17), Vec(want.begin(), want.begin() + 17)), 0.0f);
 }
 
 TEST_F(GpuFwdKernels, IndexerSelectMatchesCpuWithTies) {

@@ -690,20 +690,24 @@ namespace ds4 {
 namespace {
 TEST(GpuMatvecQ8Grouped, EachSlotEqualsItsOwnMatvec) {
   REQUIRE_DEVICE();
-  // 13 rows x K = 3 choices among 5 experts (so experts are shared by up to
-  // 13 slots: more than one group of 8), one activation per row (gate/up
+  // nrows x K = 3 choices among 5 experts, one activation per row (gate/up
   // form) and one per slot (down form): each slot's result must equal
-  // matvec_q8 of its expert and activation, bit for bit.
-  for (GgmlType t : {GgmlType::Q2_K, GgmlType::IQ2_XXS, GgmlType::Q8_0, GgmlType::Q4_K}) {
+  // matvec_q8 of its expert and activation, bit for bit. 13 rows share
+  // experts among up to 13 slots (more than one chunk of 8); 1, 2 and 3 rows
+  // take the kernels made for decode steps (chunks of 1, 2 and 4), and a row
+  // naming one expert twice makes even the single-row kernel do two chunks.
+  for (GgmlType t : {GgmlType::Q2_K, GgmlType::IQ2_XXS, GgmlType::Q8_0, GgmlType::Q4_K})
+  for (int64_t nrows : {1, 2, 3, 13}) {
     const GgmlType act = cuda::activation_type(t);
-    const int64_t rows = 300, cols = 512, nrows = 13;
+    const int64_t rows = 300, cols = 512;
     const int K = 3, E = 5;
     std::mt19937_64 rng(4242 + ggml_type_id(t));
     const auto w = random_data(t, E * rows * cols, false, rng);
     const int64_t stride = static_cast<int64_t>(quant::row_bytes(t, cols)) * rows;
     std::vector<int32_t> sel(static_cast<size_t>(nrows * K));
     for (size_t j = 0; j < sel.size(); ++j) sel[j] = static_cast<int32_t>((j * 7 + j / 5) % E);
-    sel[4] = sel[3];  // one row choosing the same expert twice
+    if (sel.size() > 4) sel[4] = sel[3];  // one row choosing the same expert twice
+    else sel[1] = sel[0];
     const size_t ab = cuda::activation_bytes(act, cols);
     for (bool per_slot : {false, true}) {
       const int64_t nact = per_slot ? nrows * K : nrows;
@@ -728,7 +732,7 @@ TEST(GpuMatvecQ8Grouped, EachSlotEqualsItsOwnMatvec) {
         sync();
         y1.download(one.data(), one.size() * 4);
         EXPECT_EQ(std::memcmp(one.data(), got.data() + j * rows, one.size() * 4), 0)
-            << type_str(t) << (per_slot ? " per-slot" : " per-row") << " activations, slot " << j;
+            << type_str(t) << (per_slot ? " per-slot" : " per-row") << " activations, " << nrows << " rows, slot " << j;
       }
     }
   }

@@ -267,6 +267,7 @@ __global__ void k_kv_rows(const float* src, int64_t hd, const float* w, float ep
 }
 
 // One thread per row: the butterflies in the CPU's order, then FP4 per 32.
+// For rows too short or too long for the warp form below.
 __global__ void k_indexer_qat(float* x, int64_t rows, int64_t d) {
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (r >= rows) return;
@@ -281,6 +282,58 @@ __global__ void k_indexer_qat(float* x, int64_t rows, int64_t d) {
   const float sc = 1.0f / sqrtf(static_cast<float>(d));
   for (int64_t j = 0; j < d; ++j) v[j] *= sc;
   scaled_round(v, d, 32, 6.0f, 6.0f * ldexpf(1.0f, -126), 1, 0);
+}
+
+// One warp per row of d = 32 * V values, in registers: lane l holds values
+// l + 32 t. A butterfly of span h < 32 pairs lanes l and l ^ h (a shuffle),
+// a wider one pairs a lane's own t and t ^ h / 32. Every value goes through
+// the same additions and subtractions as in the serial form (the butterflies
+// of one stage are independent, so who computes them does not matter), then
+// the same scaling; the FP4 block of 32 is one t across the warp, its amax a
+// shuffle reduction (max is exact in any order). The serial form walked the
+// row through global memory one dependent access after another, hundreds of
+// microseconds a layer for a decode step's 64 heads.
+template <int V>
+__global__ void k_indexer_qat_warp(float* x, int64_t rows) {
+  constexpr int d = 32 * V;
+  const int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) >> 5;
+  if (r >= rows) return;
+  const int lane = threadIdx.x & 31;
+  float* row = x + r * d;
+  float v[V];
+#pragma unroll
+  for (int t = 0; t < V; ++t) v[t] = row[lane + 32 * t];
+#pragma unroll
+  for (int h = 1; h < 32; h *= 2) {
+    const bool upper = (lane & h) != 0;
+#pragma unroll
+    for (int t = 0; t < V; ++t) {
+      const float o = __shfl_xor_sync(0xffffffffu, v[t], h);
+      v[t] = upper ? o - v[t] : v[t] + o;
+    }
+  }
+#pragma unroll
+  for (int k = 1; k < V; k *= 2) {
+#pragma unroll
+    for (int t = 0; t < V; ++t)
+      if ((t & k) == 0) {
+        const float a = v[t], b = v[t + k];
+        v[t] = a + b;
+        v[t + k] = a - b;
+      }
+  }
+  const float sc = 1.0f / sqrtf(static_cast<float>(d));
+#pragma unroll
+  for (int t = 0; t < V; ++t) v[t] *= sc;
+  constexpr float maxv = 6.0f;
+#pragma unroll
+  for (int t = 0; t < V; ++t) {
+    float amax = fmaxf(6.0f * ldexpf(1.0f, -126), fabsf(v[t]));
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float bs = ldexpf(1.0f, static_cast<int>(ceilf(log2f(amax / maxv))));
+    row[lane + 32 * t] = round_minifloat(fminf(fmaxf(v[t] / bs, -maxv), maxv), 1, 0, maxv) * bs;
+  }
 }
 
 __global__ void k_scale(float* x, int64_t n, float a) {
@@ -320,36 +373,77 @@ __global__ void k_comp_pool(const float* kv, const float* score, int64_t r, int6
 }
 
 constexpr int kMaxIndexerHeads = 128;
+constexpr int kScoreTile = 16;  // compressed rows per block
+constexpr int kScoreThreads = 256;
 
-// One block per compressed row; thread h computes head h's dot in the CPU's
-// order, thread 0 sums the heads in order.
-__device__ __forceinline__ void indexer_score_one(const float* k, int64_t d, const float* q, const float* w, int heads,
-                                                  float* out) {
-  __shared__ float part[kMaxIndexerHeads];
-  for (int h = threadIdx.x; h < heads; h += blockDim.x) {
+// Shared memory of a block scoring kScoreTile rows: the query [heads][d + 1]
+// and the tile's rows [kScoreTile][d + 1] (the +1 spreads a warp's heads over
+// the banks), then one product per head and row.
+size_t score_smem(int64_t d, int heads) {
+  return sizeof(float) * (static_cast<size_t>(heads + kScoreTile) * static_cast<size_t>(d + 1) +
+                          static_cast<size_t>(kScoreTile) * static_cast<size_t>(heads));
+}
+
+// Compressed rows c0 .. c0 + kScoreTile (those below n) against one query:
+// thread (row c, head h) forms head h's dot in the CPU's order (j ascending),
+// then one thread per row sums w[h] * relu(dot) over the heads in order. The
+// query and rows are staged in shared memory once per tile, so each block
+// reads the query once for 16 rows and every global load is coalesced.
+__device__ __forceinline__ void indexer_score_tile(const float* rows, int64_t n, int64_t c0, int64_t d,
+                                                   const float* q, const float* w, int heads, float* score) {
+  extern __shared__ float smem[];
+  const int64_t ld = d + 1;
+  float* qs = smem;
+  float* ks = qs + heads * ld;
+  float* part = ks + kScoreTile * ld;
+  const int tile = static_cast<int>(n - c0 < kScoreTile ? n - c0 : kScoreTile);
+  for (int64_t i = threadIdx.x; i < heads * d; i += blockDim.x) qs[(i / d) * ld + i % d] = q[i];
+  for (int64_t i = threadIdx.x; i < tile * d; i += blockDim.x) ks[(i / d) * ld + i % d] = rows[c0 * d + i];
+  __syncthreads();
+  for (int it = threadIdx.x; it < tile * heads; it += blockDim.x) {
+    const int c = it / heads, h = it % heads;
+    const float* qh = qs + h * ld;
+    const float* kc = ks + c * ld;
     float dot = 0;
-    for (int64_t j = 0; j < d; ++j) dot += q[h * d + j] * k[j];
-    part[h] = w[h] * fmaxf(dot, 0.0f);
+    for (int64_t j = 0; j < d; ++j) dot += qh[j] * kc[j];
+    part[c * heads + h] = w[h] * fmaxf(dot, 0.0f);
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
+  if (threadIdx.x < tile) {
     float s = 0;
-    for (int h = 0; h < heads; ++h) s += part[h];
-    *out = s;
+    for (int h = 0; h < heads; ++h) s += part[threadIdx.x * heads + h];
+    score[c0 + threadIdx.x] = s;
   }
 }
 
-__global__ void k_indexer_scores(const float* rows, int64_t d, const float* q, const float* w, int heads, float* score) {
-  indexer_score_one(rows + blockIdx.x * d, d, q, w, heads, score + blockIdx.x);
+__global__ void __launch_bounds__(kScoreThreads) k_indexer_scores(const float* rows, int64_t n, int64_t d,
+                                                                  const float* q, const float* w, int heads,
+                                                                  float* score) {
+  indexer_score_tile(rows, n, static_cast<int64_t>(blockIdx.x) * kScoreTile, d, q, w, heads, score);
 }
 
-// Compressed row blockIdx.x of pass row blockIdx.y.
-__global__ void k_indexer_scores_rows(IdxRows rows, int64_t d, const float* q, int64_t q_stride, const float* w,
-                                      int64_t w_stride, int heads) {
+// Tile blockIdx.x of pass row blockIdx.y.
+__global__ void __launch_bounds__(kScoreThreads) k_indexer_scores_rows(IdxRows rows, int64_t d, const float* q,
+                                                                       int64_t q_stride, const float* w,
+                                                                       int64_t w_stride, int heads) {
   const IdxRow& r = rows.r[blockIdx.y];
-  if (static_cast<int64_t>(blockIdx.x) >= r.n) return;
-  indexer_score_one(r.rows + blockIdx.x * d, d, q + blockIdx.y * q_stride, w + blockIdx.y * w_stride, heads,
-                    r.score + blockIdx.x);
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kScoreTile;
+  if (c0 >= r.n) return;
+  indexer_score_tile(r.rows, r.n, c0, d, q + blockIdx.y * q_stride, w + blockIdx.y * w_stride, heads, r.score);
+}
+
+// The tiles' shared memory, above the default 48 KiB when the shape needs it.
+void score_smem_setup(int64_t d, int heads) {
+  const size_t need = score_smem(d, heads);
+  if (need > 200 * 1024)
+    throw_cuda_error(cudaErrorInvalidValue, "indexer_scores: query and tile do not fit in shared memory", __FILE__,
+                     __LINE__);
+  if (need > 48 * 1024) {
+    DS4_CUDA_CHECK(cudaFuncSetAttribute(k_indexer_scores, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(need)));
+    DS4_CUDA_CHECK(cudaFuncSetAttribute(k_indexer_scores_rows, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(need)));
+  }
 }
 
 // Top-k in one block, linear in n: a radix select finds the k-th largest
@@ -766,7 +860,15 @@ void kv_rows(const float* src, int64_t hd, const float* w, float eps, int64_t no
 void indexer_qat(float* x, int64_t rows, int64_t d, cudaStream_t s) {
   if (d <= 0 || (d & (d - 1)) != 0)
     throw_cuda_error(cudaErrorInvalidValue, "indexer_qat: row length not a power of two", __FILE__, __LINE__);
-  k_indexer_qat<<<blocks_for(rows), kBlock, 0, s>>>(x, rows, d);
+  if (rows <= 0) return;
+  const unsigned wb = static_cast<unsigned>((rows * 32 + 127) / 128);
+  switch (d) {
+    case 32: k_indexer_qat_warp<1><<<wb, 128, 0, s>>>(x, rows); break;
+    case 64: k_indexer_qat_warp<2><<<wb, 128, 0, s>>>(x, rows); break;
+    case 128: k_indexer_qat_warp<4><<<wb, 128, 0, s>>>(x, rows); break;
+    case 256: k_indexer_qat_warp<8><<<wb, 128, 0, s>>>(x, rows); break;
+    default: k_indexer_qat<<<blocks_for(rows), kBlock, 0, s>>>(x, rows, d);
+  }
   LAUNCH_CHECK("k_indexer_qat");
 }
 
@@ -809,7 +911,9 @@ void indexer_scores(const float* rows, int64_t n, int64_t d, const float* q, con
   if (heads > kMaxIndexerHeads)
     throw_cuda_error(cudaErrorInvalidValue, "indexer_scores: more than 128 indexer heads", __FILE__, __LINE__);
   if (n <= 0) return;
-  k_indexer_scores<<<static_cast<unsigned>(n), 128, 0, s>>>(rows, d, q, w, heads, score);
+  score_smem_setup(d, heads);
+  k_indexer_scores<<<static_cast<unsigned>((n + kScoreTile - 1) / kScoreTile), kScoreThreads, score_smem(d, heads), s>>>(
+      rows, n, d, q, w, heads, score);
   LAUNCH_CHECK("k_indexer_scores");
 }
 
@@ -838,8 +942,9 @@ void indexer_scores_rows(const IdxRows& rows, int64_t d, const float* q, int64_t
   int64_t most = 0;
   for (int i = 0; i < rows.n; ++i) most = std::max(most, rows.r[i].n);
   if (most == 0) return;
-  k_indexer_scores_rows<<<dim3(static_cast<unsigned>(most), static_cast<unsigned>(rows.n)), 128, 0, s>>>(
-      rows, d, q, q_stride, w, w_stride, heads);
+  score_smem_setup(d, heads);
+  k_indexer_scores_rows<<<dim3(static_cast<unsigned>((most + kScoreTile - 1) / kScoreTile), static_cast<unsigned>(rows.n)),
+                          kScoreThreads, score_smem(d, heads), s>>>(rows, d, q, q_stride, w, w_stride, heads);
   LAUNCH_CHECK("k_indexer_scores_rows");
 }
 

@@ -419,11 +419,42 @@ __global__ void __launch_bounds__(kThreads) mvq_multi_kernel(const uint8_t* __re
 
 // matvec_q8_grouped: slot j (blockIdx.y) is choice k = j % K of row i = j / K,
 // naming expert sel[j]. The first slot to name an expert multiplies it with
-// the activations of every slot that names it, N at a time, so each chosen
-// expert is read once per N rows that chose it; later slots naming the same
+// the activations of every slot that names it, in chunks of up to NMAX, so
+// each chosen expert is read once per chunk; later slots naming the same
 // expert return at once. Slot j's activation is at act + i * act_row_stride +
 // k * act_k_stride, its result at y + j * y_stride.
-template <class T, int N>
+//
+// A chunk of c activations runs the body instantiated for the smallest of
+// 1, 2, 4, 8 that holds c: the body's work grows with its N (it forms every
+// activation's dot), so a decode step, where each expert has one slot, must
+// not pay for eight. The host picks NMAX from the number of rows (an expert
+// has at most one slot per row unless a row names it twice, and the chunk
+// loop covers that case too), which also keeps the single-row kernel's
+// register count that of the N = 1 body. Each activation's sum takes the same
+// units in the same order whatever N is, so results do not depend on it.
+template <class T, int N, int R>
+__device__ __forceinline__ void grouped_chunk(const typename T::Ctx& ctx, const uint8_t* w, const int32_t* sel, int e,
+                                              int& s0, int nslots, int K, int64_t row_bytes, int64_t rows,
+                                              int64_t nunits, const Act& act, size_t act_row_stride,
+                                              size_t act_k_stride, float* y, int64_t y_stride) {
+  Act a[N];
+  float* yp[N];
+  int cnt = 0, last = s0;
+  for (; s0 < nslots && cnt < N; ++s0) {
+    if (__ldg(sel + s0) != e) continue;
+    last = s0;
+    a[cnt] = act_at(act, static_cast<size_t>(s0 / K) * act_row_stride + static_cast<size_t>(s0 % K) * act_k_stride);
+    yp[cnt] = y + static_cast<int64_t>(s0) * y_stride;
+    ++cnt;
+  }
+  for (int c = cnt; c < N; ++c) {
+    a[c] = a[0];
+    yp[c] = y + static_cast<int64_t>(last) * y_stride;
+  }
+  mvq_rows_body<T, R, N>(ctx, w, row_bytes, rows, nunits, a, cnt, yp);
+}
+
+template <class T, int NMAX>
 __global__ void __launch_bounds__(kThreads) mvq_grouped_kernel(const uint8_t* __restrict__ base, int64_t mat_stride,
                                                                const int32_t* __restrict__ sel, int nslots, int K,
                                                                int64_t row_bytes, int64_t rows, int64_t nblocks, Act act,
@@ -434,24 +465,29 @@ __global__ void __launch_bounds__(kThreads) mvq_grouped_kernel(const uint8_t* __
   const int32_t e = __ldg(sel + j);
   for (int i = 0; i < j; ++i)
     if (__ldg(sel + i) == e) return;  // an earlier slot does this expert
+  int left = 0;
+  for (int i = j; i < nslots; ++i) left += __ldg(sel + i) == e;
   const uint8_t* w = base + static_cast<int64_t>(e) * mat_stride;
-  for (int s0 = j; s0 < nslots;) {
-    Act a[N];
-    float* yp[N];
-    int cnt = 0, last = j;
-    for (; s0 < nslots && cnt < N; ++s0) {
-      if (__ldg(sel + s0) != e) continue;
-      last = s0;
-      a[cnt] = act_at(act, static_cast<size_t>(s0 / K) * act_row_stride + static_cast<size_t>(s0 % K) * act_k_stride);
-      yp[cnt] = y + static_cast<int64_t>(s0) * y_stride;
-      ++cnt;
-    }
-    if (cnt == 0) break;
-    for (int c = cnt; c < N; ++c) {
-      a[c] = a[0];
-      yp[c] = y + static_cast<int64_t>(last) * y_stride;
-    }
-    mvq_rows_body<T, 1, N>(ctx, w, row_bytes, rows, nblocks * T::PARTS, a, cnt, yp);
+  const int64_t nunits = nblocks * T::PARTS;
+  // The single-row kernel gives a warp two weight rows, as matvec_q8 does on
+  // tall matrices: twice the loads in flight per lane for the short rows of
+  // an expert's down projection (its grid has half the warps).
+  constexpr int R = NMAX == 1 ? 2 : 1;
+  for (int s0 = j; left > 0;) {
+    const int c = left < NMAX ? left : NMAX;
+    if (NMAX == 1 || c == 1)
+      grouped_chunk<T, 1, R>(ctx, w, sel, e, s0, nslots, K, row_bytes, rows, nunits, act, act_row_stride, act_k_stride, y,
+                          y_stride);
+    else if (NMAX == 2 || c == 2)
+      grouped_chunk<T, (NMAX < 2 ? 1 : 2), R>(ctx, w, sel, e, s0, nslots, K, row_bytes, rows, nunits, act, act_row_stride,
+                                         act_k_stride, y, y_stride);
+    else if (NMAX == 4 || c <= 4)
+      grouped_chunk<T, (NMAX < 4 ? 1 : 4), R>(ctx, w, sel, e, s0, nslots, K, row_bytes, rows, nunits, act, act_row_stride,
+                                         act_k_stride, y, y_stride);
+    else
+      grouped_chunk<T, NMAX, R>(ctx, w, sel, e, s0, nslots, K, row_bytes, rows, nunits, act, act_row_stride, act_k_stride,
+                             y, y_stride);
+    left -= c;
   }
 }
 
@@ -550,9 +586,23 @@ void mvq_grouped(GgmlType t, const void* base, int64_t stride, const int32_t* se
   if (nslots > 65535) fail_shape("matvec_q8_grouped slots", t, nslots, 1);
   const int64_t rb = cols / T::QK * T::BYTES, nb = cols / T::QK;
   const Act a = act_view(act, cols, T::AQK);
-  mvq_grouped_kernel<T, kMultiMax><<<dim3(grid_for(rows * 32), static_cast<unsigned>(nslots)), kThreads, 0, s>>>(
-      static_cast<const uint8_t*>(base), stride, sel, static_cast<int>(nslots), K, rb, rows, nb, a, act_row_stride,
-      act_k_stride, y, y_stride);
+  const auto* bp = static_cast<const uint8_t*>(base);
+  const auto ns = static_cast<unsigned>(nslots);
+  const int n = static_cast<int>(nslots);
+  // At most one slot per row names an expert (the kernel's chunk loop covers a
+  // row naming one twice), so the row count bounds the chunk size worth having.
+  if (nrows == 1)  // two weight rows per warp (see grouped_chunk)
+    mvq_grouped_kernel<T, 1><<<dim3(grid_for((rows + 1) / 2 * 32), ns), kThreads, 0, s>>>(
+        bp, stride, sel, n, K, rb, rows, nb, a, act_row_stride, act_k_stride, y, y_stride);
+  else if (nrows == 2)
+    mvq_grouped_kernel<T, 2><<<dim3(grid_for(rows * 32), ns), kThreads, 0, s>>>(bp, stride, sel, n, K, rb, rows, nb, a,
+                                                                               act_row_stride, act_k_stride, y, y_stride);
+  else if (nrows <= 4)
+    mvq_grouped_kernel<T, 4><<<dim3(grid_for(rows * 32), ns), kThreads, 0, s>>>(bp, stride, sel, n, K, rb, rows, nb, a,
+                                                                               act_row_stride, act_k_stride, y, y_stride);
+  else
+    mvq_grouped_kernel<T, kMultiMax><<<dim3(grid_for(rows * 32), ns), kThreads, 0, s>>>(
+        bp, stride, sel, n, K, rb, rows, nb, a, act_row_stride, act_k_stride, y, y_stride);
   DS4_CUDA_CHECK_LAUNCH("mvq_grouped_kernel");
 }
 
