@@ -47,6 +47,9 @@ engine::PrefixCacheOptions cache_options(const CacheFlags& f, const engine::Engi
   o.checkpoint_interval = f.interval_tokens;
   o.cold_max_tokens = f.cold_max_tokens;
   o.boundary_trim = f.trim_tokens;
+  // The scheduler stores checkpoints between batched steps: disk writes go to
+  // the cache's writer thread so that running streams never wait on the disk.
+  o.background_writes = true;
   return o;
 }
 

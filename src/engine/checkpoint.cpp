@@ -270,6 +270,10 @@ uint64_t checkpoint_file_bytes(const Checkpoint& c) {
 }
 
 void write_checkpoint(const std::string& path, const Fingerprint& fp, const Checkpoint& c) {
+  write_checkpoint(path, fp, c, c.reason);
+}
+
+void write_checkpoint(const std::string& path, const Fingerprint& fp, const Checkpoint& c, SaveReason reason) {
   uint8_t h[kCheckpointHeaderBytes] = {};
   std::memcpy(h, kMagic, sizeof kMagic);
   put<uint32_t>(h, kOffVersion, kCheckpointVersion);
@@ -279,7 +283,7 @@ void write_checkpoint(const std::string& path, const Fingerprint& fp, const Chec
   put<uint64_t>(h, kOffWeights, fp.weights);
   put<uint64_t>(h, kOffTokenizer, fp.tokenizer);
   h[kOffNumerics] = fp.numerics == backend::NumericsMode::exact ? 0 : 1;
-  h[kOffReason] = static_cast<uint8_t>(c.reason);
+  h[kOffReason] = static_cast<uint8_t>(reason);
   const auto& toks = c.snapshot.tokens;
   const auto& state = c.snapshot.state;
   put<uint64_t>(h, kOffTokens, toks.size());

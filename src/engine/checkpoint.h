@@ -70,6 +70,9 @@ uint64_t checkpoint_file_bytes(const Checkpoint& c);
 
 // Writes `c` to `path` atomically (see above). Throws ds4::Error naming `path`.
 void write_checkpoint(const std::string& path, const Fingerprint& fp, const Checkpoint& c);
+// The same with another reason in the header (a RAM entry spilled or flushed
+// at shutdown), without copying the state.
+void write_checkpoint(const std::string& path, const Fingerprint& fp, const Checkpoint& c, SaveReason reason);
 
 // Reads and verifies the whole file: size, magic, version, header checksum,
 // the fingerprint against `want`, payload checksum. Throws CheckpointError

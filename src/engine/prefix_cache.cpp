@@ -93,12 +93,21 @@ PrefixCache::PrefixCache(PrefixCacheOptions opt) : opt_(std::move(opt)) {
                      "checkpoint every {}",
                      opt_.disk_dir, mib(opt_.disk_bytes), mib(opt_.ram_bytes), B, opt_.min_tokens, step_));
     scan_dir();
+    if (opt_.background_writes) writer_ = std::thread([this] { writer_loop(); });
   }
   std::lock_guard lk(mu_);
   publish();
 }
 
-PrefixCache::~PrefixCache() = default;
+// Queued writes finish first: an entry stored or spilled must reach the disk.
+PrefixCache::~PrefixCache() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  jobs_cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+}
 
 void PrefixCache::note(const std::string& line) const {
   if (opt_.log)
@@ -323,7 +332,7 @@ bool PrefixCache::restore_impl(const Handle& h, const std::function<void(const S
     std::lock_guard lk(mu_);
     auto it = entries_.find(h.key_);
     if (it == entries_.end()) return say("restore: entry gone");
-    data = it->second.ram;
+    data = it->second.ram ? it->second.ram : it->second.pending;
     file = it->second.file;
     if (!data) want_tokens = it->second.tokens;
   }
@@ -371,15 +380,19 @@ bool PrefixCache::restore_impl(const Handle& h, const std::function<void(const S
   return true;
 }
 
-bool PrefixCache::write_disk(Entry& e, const Checkpoint& c, std::string* why) {
-  const std::string path = (fs::path(opt_.disk_dir) / fmt::format("{:016x}{}", e.key, kExt)).string();
+std::string PrefixCache::disk_path(uint64_t key) const {
+  return (fs::path(opt_.disk_dir) / fmt::format("{:016x}{}", key, kExt)).string();
+}
+
+bool PrefixCache::write_disk(Entry& e, const Checkpoint& c, SaveReason reason, std::string* why) {
+  const std::string path = disk_path(e.key);
   const uint64_t bytes = checkpoint_file_bytes(c);
   if (bytes > opt_.disk_bytes) {
     *why = fmt::format("{} MiB exceeds the disk budget of {} MiB", mib(bytes), mib(opt_.disk_bytes));
     return false;
   }
   try {
-    write_checkpoint(path, opt_.fingerprint, c);
+    write_checkpoint(path, opt_.fingerprint, c, reason);
   } catch (const Error& err) {
     ++st_.store_failures;
     *why = err.what();
@@ -394,6 +407,93 @@ bool PrefixCache::write_disk(Entry& e, const Checkpoint& c, std::string* why) {
   return true;
 }
 
+bool PrefixCache::put_disk(Entry& e, std::shared_ptr<const Checkpoint> c, SaveReason reason, std::string* why) {
+  const uint64_t mem = c->snapshot.bytes() + c->extra.size();
+  if (!writer_.joinable() || st_.pending_bytes + mem > opt_.max_pending_bytes) {
+    if (!write_disk(e, *c, reason, why)) return false;
+    if (reason == SaveReason::spill) ++st_.spills;
+    return true;
+  }
+  WriteJob j;
+  j.bytes = checkpoint_file_bytes(*c);
+  if (j.bytes > opt_.disk_bytes) {
+    *why = fmt::format("{} MiB exceeds the disk budget of {} MiB", mib(j.bytes), mib(opt_.disk_bytes));
+    return false;
+  }
+  e.gen = ++gen_;
+  e.pending = c;
+  j.key = e.key;
+  j.gen = e.gen;
+  j.mem_bytes = mem;
+  j.c = std::move(c);
+  j.reason = reason;
+  j.path = disk_path(e.key);
+  ++st_.pending_writes;
+  st_.pending_bytes += mem;
+  jobs_.push_back(std::move(j));
+  jobs_cv_.notify_one();
+  return true;
+}
+
+void PrefixCache::writer_loop() {
+  std::unique_lock lk(mu_);
+  for (;;) {
+    jobs_cv_.wait(lk, [&] { return stop_ || !jobs_.empty(); });
+    if (jobs_.empty()) return;  // stopping, and nothing left to write
+    WriteJob j = std::move(jobs_.front());
+    jobs_.pop_front();
+    ++writing_;
+    lk.unlock();
+    std::string error;
+    try {
+      write_checkpoint(j.path, opt_.fingerprint, *j.c, j.reason);
+    } catch (const Error& err) {
+      error = err.what();
+    }
+    lk.lock();
+    finish_write(j, error);
+    --writing_;
+    publish();
+    idle_cv_.notify_all();
+  }
+}
+
+void PrefixCache::finish_write(const WriteJob& j, const std::string& error) {
+  --st_.pending_writes;
+  st_.pending_bytes -= j.mem_bytes;
+  auto it = entries_.find(j.key);
+  if (it == entries_.end() || it->second.gen != j.gen) {
+    // The entry went while its file was written (or was replaced by another
+    // of the same key, whose own write names the same file): a file nobody
+    // indexes would only take disk space until the next start.
+    if (error.empty() && it == entries_.end()) ::unlink(j.path.c_str());
+    return;
+  }
+  Entry& e = it->second;
+  e.pending.reset();
+  if (!error.empty()) {
+    ++st_.store_failures;
+    note(fmt::format("prefix cache: store failed: {}", error));
+    if (!e.ram && e.file.empty()) drop_entry(e.key, false);
+    return;
+  }
+  e.file = j.path;
+  e.disk_bytes = j.bytes;
+  st_.disk_bytes += j.bytes;
+  ++st_.disk_entries;
+  ++st_.stores_disk;
+  if (j.reason == SaveReason::spill) {
+    ++st_.spills;
+    note(fmt::format("prefix cache: spilled {} tokens from ram to disk ({} MiB)", e.tokens.size(), mib(j.bytes)));
+  }
+  fit_disk(e.key);
+}
+
+void PrefixCache::wait_writes() {
+  std::unique_lock lk(mu_);
+  idle_cv_.wait(lk, [&] { return jobs_.empty() && writing_ == 0; });
+}
+
 // Least recently used first; pinned entries and `protect` stay.
 void PrefixCache::fit_ram(uint64_t protect) {
   while (st_.ram_bytes > opt_.ram_bytes) {
@@ -402,18 +502,15 @@ void PrefixCache::fit_ram(uint64_t protect) {
       if (e.ram && e.pins == 0 && k != protect && (!victim || e.last_used < victim->last_used)) victim = &e;
     if (!victim) return;
     ++st_.evictions_ram;
-    if (victim->file.empty() && !opt_.disk_dir.empty()) {
+    if (victim->file.empty() && !victim->pending && !opt_.disk_dir.empty()) {
       std::string why;
-      Checkpoint c = *victim->ram;
-      c.reason = SaveReason::spill;
-      if (write_disk(*victim, c, &why)) {
-        ++st_.spills;
+      if (put_disk(*victim, victim->ram, SaveReason::spill, &why) && !victim->file.empty()) {
         note(fmt::format("prefix cache: spilled {} tokens from ram to disk ({} MiB)", victim->tokens.size(),
                          mib(victim->disk_bytes)));
         fit_disk(victim->key);
       }
     }
-    if (victim->file.empty()) {
+    if (victim->file.empty() && !victim->pending) {
       note(fmt::format("prefix cache: evicted {} tokens from ram", victim->tokens.size()));
       drop_entry(victim->key, false);
       continue;
@@ -509,7 +606,7 @@ PrefixCache::StoreResult PrefixCache::store_impl(std::span<const int32_t> toks, 
     ++st_.ram_entries;
     ++st_.stores_ram;
     r.tier = Tier::ram;
-  } else if (!opt_.disk_dir.empty() && write_disk(e, *c, &why)) {
+  } else if (!opt_.disk_dir.empty() && put_disk(e, c, reason, &why)) {
     r.tier = Tier::disk;
   } else {
     if (why.empty())
@@ -534,18 +631,19 @@ PrefixCache::StoreResult PrefixCache::store_impl(std::span<const int32_t> toks, 
 
 void PrefixCache::flush() {
   if (opt_.disk_dir.empty()) return;
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
   std::vector<Entry*> todo;
   for (auto& [k, e] : entries_)
-    if (e.ram && e.file.empty()) todo.push_back(&e);
+    if (e.ram && e.file.empty() && !e.pending) todo.push_back(&e);
   // Most recently used first: if the disk budget runs out, the older ones go.
   std::sort(todo.begin(), todo.end(), [](const Entry* a, const Entry* b) { return a->last_used > b->last_used; });
+  // Written here, in order (the writer thread may still be busy with earlier
+  // jobs; those are waited for below).
   for (Entry* e : todo) {
-    Checkpoint c = *e->ram;
-    c.reason = SaveReason::shutdown;
     std::string why;
-    if (write_disk(*e, c, &why)) fit_disk(e->key);
+    if (write_disk(*e, *e->ram, SaveReason::shutdown, &why)) fit_disk(e->key);
   }
+  idle_cv_.wait(lk, [&] { return jobs_.empty() && writing_ == 0; });
   publish();
 }
 

@@ -14,16 +14,22 @@
 //   before a live session is replaced: cache.store(session, SaveReason::evict);
 //   at shutdown: cache.store(...shutdown) for live sessions, then cache.flush().
 //
-// Thread safety: every member may be called from any thread. Disk I/O of a
-// store or spill runs under the cache's lock (lookups wait for it); stats()
-// never waits for I/O.
+// Thread safety: every member may be called from any thread; stats() never
+// waits for I/O. Disk writes (a store that goes to disk, a RAM entry spilled
+// on eviction) run on the cache's own writer thread when background_writes is
+// set, so the caller (the server's scheduler, between two batched steps)
+// never waits on the disk; until its file is written such an entry is served
+// from the copy in memory. Without it they run in the caller, under the lock.
 #include <cstdint>
+#include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -50,6 +56,11 @@ struct PrefixCacheOptions {
   // Read and checksum every file at startup (else only headers and token
   // lists; a corrupt payload is then found at restore).
   bool verify_on_scan = true;
+  // Disk writes on the writer thread (see above). Queued copies may hold up to
+  // max_pending_bytes beyond the RAM budget; past that a write runs in the
+  // caller, as without the thread.
+  bool background_writes = false;
+  uint64_t max_pending_bytes = uint64_t{2048} << 20;
   // One line per event (store, hit, eviction, discarded file); default log::info.
   std::function<void(const std::string&)> log;
 };
@@ -66,6 +77,7 @@ struct PrefixCacheStats {
   uint64_t restore_failures = 0, discarded_files = 0;
   uint64_t ram_bytes = 0, disk_bytes = 0;
   uint64_t ram_entries = 0, disk_entries = 0;
+  uint64_t pending_writes = 0, pending_bytes = 0;  // queued or being written
 };
 
 class PrefixCache {
@@ -130,8 +142,11 @@ class PrefixCache {
   // Extra bytes of the entries found on disk at startup (with verify_on_scan),
   // handed over once: the server reloads the tool-id replay map from them.
   std::vector<std::string> take_scanned_extras();
-  // Writes RAM-only entries to disk (shutdown); no-op without a disk tier.
+  // Writes RAM-only entries to disk (shutdown) and waits for every queued
+  // write; no-op without a disk tier.
   void flush();
+  // Waits until no disk write is queued or running.
+  void wait_writes();
 
   // Periodic checkpoints: whether a session at `pos` should be stored, and the
   // first such position in (from, to] (-1: none) for cutting prefill chunks.
@@ -156,6 +171,9 @@ class PrefixCache {
     std::vector<int32_t> tokens;
     std::shared_ptr<const Checkpoint> ram;  // null: not in RAM
     std::string file;                      // "": not on disk
+    // The copy a queued disk write holds (also what restores read meanwhile).
+    std::shared_ptr<const Checkpoint> pending;
+    uint64_t gen = 0;  // tells a write's entry from a later one of the same key
     uint64_t ram_bytes = 0, disk_bytes = 0;
     uint64_t last_used = 0;
     int pins = 0;
@@ -166,7 +184,20 @@ class PrefixCache {
   void scan_dir();
   void add_index(Entry& e, bool add);
   void drop_entry(uint64_t key, bool delete_file);
-  bool write_disk(Entry& e, const Checkpoint& c, std::string* why);
+  struct WriteJob {
+    uint64_t key = 0, gen = 0, bytes = 0, mem_bytes = 0;
+    std::shared_ptr<const Checkpoint> c;
+    SaveReason reason = SaveReason::unknown;
+    std::string path;
+  };
+  std::string disk_path(uint64_t key) const;
+  bool write_disk(Entry& e, const Checkpoint& c, SaveReason reason, std::string* why);
+  // Disk write of `c` for entry e: queued for the writer thread when it runs
+  // and the queue has room, else written now. False with `why` when the
+  // checkpoint exceeds the disk budget or a write done now fails.
+  bool put_disk(Entry& e, std::shared_ptr<const Checkpoint> c, SaveReason reason, std::string* why);
+  void writer_loop();
+  void finish_write(const WriteJob& j, const std::string& error);
   void fit_ram(uint64_t protect);
   void fit_disk(uint64_t protect);
   void unpin(uint64_t key);
@@ -188,6 +219,13 @@ class PrefixCache {
   mutable std::mutex stats_mu_;
   PrefixCacheStats published_;
   std::vector<std::string> scanned_extras_;  // under mu_
+  // The writer thread's queue (under mu_).
+  std::deque<WriteJob> jobs_;
+  int writing_ = 0;  // jobs taken off the queue and not finished
+  bool stop_ = false;
+  uint64_t gen_ = 0;
+  std::condition_variable jobs_cv_, idle_cv_;
+  std::thread writer_;
 };
 
 }  // namespace ds4::engine

@@ -80,6 +80,9 @@ std::string Metrics::render(const engine::SchedulerStats& s, const std::optional
            c.discarded_files);
     tiered("ds4_prefix_cache_bytes", "gauge", "Bytes held, by tier.", c.ram_bytes, c.disk_bytes);
     tiered("ds4_prefix_cache_entries", "gauge", "Entries held, by tier.", c.ram_entries, c.disk_entries);
+    metric("ds4_prefix_cache_pending_writes", "gauge", "Checkpoints queued for or being written to disk.",
+           c.pending_writes);
+    metric("ds4_prefix_cache_pending_bytes", "gauge", "Memory the queued disk writes hold.", c.pending_bytes);
   }
   return o;
 }

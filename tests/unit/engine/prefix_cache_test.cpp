@@ -7,8 +7,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
 #include <thread>
+
+#include <unistd.h>
 
 #include "engine_test_util.h"
 #include "util/error.h"
@@ -496,6 +502,149 @@ TEST(PrefixCache, AgentConversationIsServedFromCacheAcrossTurnsAndARestart) {
   std::printf("agent conversation: %lld of %lld prompt tokens after turn 1 from cache (%.1f%%)\n",
               static_cast<long long>(cached_total), static_cast<long long>(prompt_total), 100 * share);
   EXPECT_GT(share, 0.85);
+}
+
+}  // namespace
+}  // namespace ds4::engine
+
+namespace ds4::engine {
+namespace {
+
+// A checkpoint write that waits at a gate the test opens (so the test can look
+// at the cache while a write is in flight), or fails like a full disk.
+std::mutex g_gate_mu;
+std::condition_variable g_gate_cv;
+bool g_gate_open = true;
+bool g_disk_full = false;
+ssize_t gated_write(int fd, const void* buf, size_t n) {
+  std::unique_lock lk(g_gate_mu);
+  g_gate_cv.wait(lk, [] { return g_gate_open; });
+  if (g_disk_full) {
+    errno = ENOSPC;
+    return -1;
+  }
+  lk.unlock();
+  return ::write(fd, buf, n);
+}
+void set_gate(bool open, bool full = false) {
+  {
+    std::lock_guard lk(g_gate_mu);
+    g_gate_open = open;
+    g_disk_full = full;
+  }
+  g_gate_cv.notify_all();
+}
+// Declared after a cache: opens the gate before the cache's destructor waits
+// for its writer, also when an assertion leaves the scope early.
+struct OpenGateOnExit {
+  ~OpenGateOnExit() { set_gate(true); }
+};
+struct GatedWrites {
+  GatedWrites() { set_checkpoint_write_fn(&gated_write); }
+  ~GatedWrites() {
+    set_gate(true);
+    set_checkpoint_write_fn(nullptr);
+  }
+};
+
+// With background writes a spill and a disk-only store return while the disk
+// write is still held at the gate; the entries are served from memory
+// meanwhile (as disk entries, which is where they are going), restore
+// exactly, and reach the disk once the gate opens, where a new cache finds them.
+TEST(PrefixCache, BackgroundWritesNeverMakeTheCallerWait) {
+  const TempDir dir("pc_bg");
+  const uint64_t one = entry_bytes(16);
+  std::vector<std::string> log;
+  auto o = opts(&log);
+  o.ram_bytes = one + one / 2;  // one entry fits
+  o.disk_dir = dir.path.string();
+  o.background_writes = true;
+  const GatedWrites gated;
+  auto a = session_with(toks(16, 1)), b = session_with(toks(16, 2));
+  {
+    PrefixCache cache(o);
+    const OpenGateOnExit open_gate;
+    set_gate(false);
+    ASSERT_TRUE(cache.store(*a, SaveReason::cold).stored);
+    // b pushes a out of RAM: a's spill is queued, the store returns at once.
+    const auto r = cache.store(*b, SaveReason::cold);
+    ASSERT_TRUE(r.stored) << r.explain;
+    EXPECT_EQ(r.tier, Tier::ram);
+    auto st = cache.stats();
+    EXPECT_EQ(st.pending_writes, 1u);
+    EXPECT_GT(st.pending_bytes, 0u);
+    EXPECT_EQ(st.stores_disk, 0u);
+    EXPECT_TRUE(dir.files().empty() || dir.files().size() == 1);  // at most the writer's temporary file
+    auto hit = cache.lookup(toks(20, 1));
+    EXPECT_EQ(hit.tier, Tier::disk);
+    expect_resumes(cache, hit, toks(20, 1));
+    set_gate(true);
+    cache.wait_writes();
+    st = cache.stats();
+    EXPECT_EQ(st.pending_writes, 0u);
+    EXPECT_EQ(st.pending_bytes, 0u);
+    // Restoring a brought it back into RAM, which spilled b in turn.
+    EXPECT_EQ(st.spills, 2u);
+    EXPECT_EQ(st.stores_disk, 2u);
+    EXPECT_EQ(st.store_failures, 0u);
+    EXPECT_EQ(dir.files().size(), 2u);
+  }
+  // Disk only: the store is queued; the destructor finishes it.
+  auto d = opts();
+  d.disk_dir = dir.path.string();
+  d.background_writes = true;
+  auto c = session_with(toks(24, 3));
+  {
+    PrefixCache cache(d);
+    const OpenGateOnExit open_gate;
+    set_gate(false);
+    const auto r = cache.store(*c, SaveReason::cold);
+    ASSERT_TRUE(r.stored) << r.explain;
+    EXPECT_EQ(r.tier, Tier::disk);
+    EXPECT_EQ(cache.stats().pending_writes, 1u);
+    auto hit = cache.lookup(toks(30, 3));
+    EXPECT_EQ(hit.matched, 24);
+    expect_resumes(cache, hit, toks(30, 3));
+    set_gate(true);
+  }
+  PrefixCache again(d);
+  EXPECT_EQ(again.stats().disk_entries, 3u);
+  for (int salt : {1, 2, 3}) {
+    auto hit = again.lookup(toks(30, salt));
+    EXPECT_EQ(hit.tier, Tier::disk) << salt;
+    expect_resumes(again, hit, toks(30, salt));
+  }
+}
+
+// A background write that fails (disk full) is counted and logged; a
+// disk-only entry goes, a spilled one is gone from RAM too, nothing is left
+// in the directory, and the cache goes on storing and serving.
+TEST(PrefixCache, BackgroundWriteFailureKeepsServing) {
+  const TempDir dir("pc_bg_full");
+  std::vector<std::string> log;
+  auto o = opts(&log);
+  o.disk_dir = dir.path.string();
+  o.background_writes = true;
+  const GatedWrites gated;
+  PrefixCache cache(o);
+  set_gate(true, /*full=*/true);
+  ASSERT_TRUE(cache.store(*session_with(toks(16, 1)), SaveReason::cold).stored);
+  cache.wait_writes();
+  auto st = cache.stats();
+  EXPECT_EQ(st.store_failures, 1u);
+  EXPECT_EQ(st.disk_entries, 0u);
+  EXPECT_EQ(st.pending_writes, 0u);
+  EXPECT_EQ(cache.lookup(toks(20, 1)).matched, 0);
+  EXPECT_TRUE(dir.files().empty());
+  EXPECT_TRUE(std::any_of(log.begin(), log.end(), [](const std::string& l) {
+    return l.find("store failed") != std::string::npos;
+  }));
+  set_gate(true, /*full=*/false);
+  ASSERT_TRUE(cache.store(*session_with(toks(16, 2)), SaveReason::cold).stored);
+  cache.wait_writes();
+  EXPECT_EQ(cache.stats().disk_entries, 1u);
+  auto hit = cache.lookup(toks(20, 2));
+  expect_resumes(cache, hit, toks(20, 2));
 }
 
 }  // namespace
