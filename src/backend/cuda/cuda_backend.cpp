@@ -1052,15 +1052,19 @@ class CudaBackend final : public Backend {
 
   void pass(std::span<const Row> rows) const {
     const auto t0 = std::chrono::steady_clock::now();
+    auto queued = t0;
     prof_.begin(st_);
-    queue_pass(rows, nullptr);
+    queue_pass(rows, nullptr, &queued);
     if (prof_.on())
-      prof_.end(st_, static_cast<int64_t>(rows.size()),
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      prof_.end(st_, static_cast<int64_t>(rows.size()), std::chrono::duration<double>(queued - t0).count());
   }
   // host_logits: null, each row's logits straight to where it wants them;
-  // else the j-th row with logits to host_logits + j * vocab.
-  void queue_pass(std::span<const Row> rows, float* host_logits) const {
+  // else the j-th row with logits to host_logits + j * vocab. `queued`, when
+  // given, gets the time the last kernel was queued: the logits copy into
+  // pageable memory waits for the GPU, so the time after it says nothing about
+  // what queueing costs the host.
+  void queue_pass(std::span<const Row> rows, float* host_logits,
+                  std::chrono::steady_clock::time_point* queued = nullptr) const {
     Pass& P = *pass_;
     const int64_t D = c_.n_embd, hc = c_.hc_count, V = c_.n_vocab;
     for (size_t i = 0; i < rows.size(); ++i) {
@@ -1076,9 +1080,13 @@ class CudaBackend final : public Backend {
     std::vector<int64_t> which;
     for (size_t i = 0; i < rows.size(); ++i)
       if (rows[i].logits) which.push_back(static_cast<int64_t>(i));
-    if (which.empty()) return;
+    if (which.empty()) {
+      if (queued) *queued = std::chrono::steady_clock::now();
+      return;
+    }
     head(which);
     prof_.mark(st_, Phase::head, LayerKind::outside);
+    if (queued) *queued = std::chrono::steady_clock::now();
     if (host_logits)
       DS4_CUDA_CHECK(cudaMemcpyAsync(host_logits, P.logits.as<float>(), which.size() * sz(V) * sizeof(float),
                                      cudaMemcpyDeviceToHost, st_));
