@@ -9,6 +9,7 @@
 #include "engine/scheduler.h"
 #include "server/api_error.h"
 #include "server/metrics.h"
+#include "server/response_store.h"
 #include "server/server.h"
 #include "server/turn_runner.h"
 
@@ -19,6 +20,7 @@ struct ServerContext {
   engine::Scheduler& sched;
   TurnRunner& runner;
   Metrics& metrics;
+  ResponseStore& responses;  // previous_response_id
   // Generation requests inside handlers now; beyond parallel + queue limit a
   // request gets 503 at once, so the HTTP pool keeps threads for /health.
   std::atomic<int> generating{0};

@@ -51,6 +51,7 @@ struct ResponseState {
   std::string message_id = random_id("msg_", 24);
   Json output = Json::array();  // finished items
   Json steering = nullptr;      // ds4_steering, decided when the turn is prepared
+  ResponseStore* store = nullptr;  // where a finished turn is kept (req.store)
 
   Json call_item(const chat::ParsedCall& c, const std::string& status) const {
     auto it = req.tools.find(c.name);
@@ -79,6 +80,23 @@ struct ResponseState {
             {"content", Json::array({{{"type", "output_text"}, {"text", text}, {"annotations", Json::array()}}})}};
   }
 
+  // Keeps the conversation for a later previous_response_id (before the
+  // terminal event or body goes out, so a client's next request finds it): the
+  // request's items, then this turn's output with its reasoning as ds4's blob,
+  // whether or not the client asked to see it, so the continuation renders
+  // exactly what the model wrote. Failed turns are not kept.
+  void remember(const std::string& status, const chat::ParsedMessage& p) const {
+    if (!store || !req.store || (status != "completed" && status != "incomplete")) return;
+    const std::string item_status = status == "completed" ? "completed" : "incomplete";
+    Json items = req.items;
+    if (p.reasoning && !p.reasoning->empty())
+      items.push_back({{"type", "reasoning"}, {"status", item_status}, {"summary", Json::array()},
+                       {"encrypted_content", std::string(kReasoningBlobPrefix) + *p.reasoning}});
+    if (!p.content.empty()) items.push_back(message_item(p.content, item_status));
+    for (const auto& c : p.calls) items.push_back(call_item(c, "completed"));
+    store->put(id, std::move(items));
+  }
+
   Json object(const std::string& status, const TurnEvent* done) const {
     Json o = {{"id", id}, {"object", "response"}, {"created_at", created}, {"status", status}, {"model", req.model}};
     o["error"] = nullptr;
@@ -94,9 +112,9 @@ struct ResponseState {
     o["reasoning"] = req.reasoning;
     o["text"] = {{"format", {{"type", "text"}}}};
     o["truncation"] = "disabled";
-    o["store"] = false;
+    o["store"] = req.store;
     o["metadata"] = Json::object();
-    o["previous_response_id"] = nullptr;
+    o["previous_response_id"] = req.previous_id.empty() ? Json(nullptr) : Json(req.previous_id);
     o["max_output_tokens"] = req.turn.max_tokens ? Json(*req.turn.max_tokens) : Json(nullptr);
     o["usage"] = done ? responses_usage(done->usage) : Json(nullptr);
     o["ds4_steering"] = steering;
@@ -193,6 +211,7 @@ class ResponseStream {
     const std::string terminal = status == "completed" ? "response.completed"
                                  : status == "incomplete" ? "response.incomplete"
                                                           : "response.failed";
+    st_->remember(status, done.parsed);
     return send(w, terminal, {{"response", st_->object(status, &done)}});
   }
 
@@ -247,7 +266,8 @@ void handle(const httplib::Request& req, httplib::Response& res, ServerContext& 
   auto ticket = std::make_shared<GenerationTicket>(ctx);
   const Json body = parse_body(req.body);
   auto st = std::make_shared<ResponseState>();
-  st->req = read_responses_request(body, ctx.opt.model_id);
+  st->req = read_responses_request(body, ctx.opt.model_id, &ctx.responses);
+  st->store = &ctx.responses;
   const PreparedTurn prepared = ctx.runner.prepare(st->req.turn, "input");
   st->steering = steering_json(prepared);
   std::shared_ptr<TurnStream> stream = ctx.runner.start(st->req.turn, prepared);
@@ -261,6 +281,7 @@ void handle(const httplib::Request& req, httplib::Response& res, ServerContext& 
       st->output.push_back(st->reasoning_item(*p.reasoning, item_status));
     if (!p.content.empty()) st->output.push_back(st->message_item(p.content, item_status));
     for (const auto& c : p.calls) st->output.push_back(st->call_item(c, item_status));
+    st->remember(status, p);
     send_json(res, 200, st->object(status, &done));
     return;
   }

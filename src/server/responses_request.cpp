@@ -247,10 +247,28 @@ void read_reasoning(const Json& body, ResponsesRequest& r) {
 
 }  // namespace
 
-ResponsesRequest read_responses_request(const Json& body, const std::string& default_model) {
+ResponsesRequest read_responses_request(const Json& body, const std::string& default_model, ResponseStore* previous) {
   ResponsesRequest r;
-  if (field(body, "previous_response_id"))
-    throw ApiError(400, "previous_response_id is not supported; replay full input instead", "previous_response_id");
+  if (const Json* st = field(body, "store")) {
+    if (!st->is_boolean()) throw ApiError(400, "invalid JSON request: field 'store' must be a boolean", "store");
+    r.store = st->get<bool>();
+  }
+  Json earlier = Json::array();
+  if (const Json* prev = field(body, "previous_response_id")) {
+    if (!previous)
+      throw ApiError(400, "previous_response_id is not supported; replay full input instead", "previous_response_id");
+    if (!prev->is_string())
+      throw ApiError(400, "invalid JSON request: field 'previous_response_id' must be a string", "previous_response_id");
+    r.previous_id = prev->get<std::string>();
+    auto items = previous->get(r.previous_id);
+    if (!items)
+      throw ApiError(400,
+                     fmt::format("previous response '{}' not found: ds4 keeps recent responses in memory only (not "
+                                 "those made with store=false, nor across a restart); replay full input instead",
+                                 r.previous_id),
+                     "previous_response_id");
+    earlier = std::move(*items);
+  }
   if (field(body, "conversation"))
     throw ApiError(400, "conversation is not supported; replay full input instead", "conversation");
   if (const Json* text = get_object(body, "text", ""))
@@ -274,14 +292,23 @@ ResponsesRequest read_responses_request(const Json& body, const std::string& def
   }
   const Json* input = field(body, "input");
   if (!input) throw ApiError(400, "missing input", "input");
-  if (input->is_string()) {
+  if (input->is_string() && earlier.empty()) {
     chat::Message m;
     m.content = input->get<std::string>();
     r.turn.messages.push_back(std::move(m));
-  } else if (input->is_array()) {
-    if (input->empty()) throw ApiError(400, "invalid JSON request: field 'input' must not be empty", "input");
+    r.items.push_back({{"type", "message"}, {"role", "user"}, {"content", *input}});
+  } else if (input->is_array() || input->is_string()) {
+    if (input->is_array() && input->empty())
+      throw ApiError(400, "invalid JSON request: field 'input' must not be empty", "input");
+    // A continued response's items first (they were read once already, when
+    // that request came), then this input's, with its own indices in errors.
     InputReader in;
-    for (size_t i = 0; i < input->size(); ++i) in.item((*input)[i], i);
+    for (size_t i = 0; i < earlier.size(); ++i) in.item(earlier[i], i);
+    r.items = std::move(earlier);
+    const Json mine = input->is_string() ? Json::array({{{"type", "message"}, {"role", "user"}, {"content", *input}}})
+                                         : *input;
+    for (size_t i = 0; i < mine.size(); ++i) in.item(mine[i], i);
+    for (const Json& it : mine) r.items.push_back(it);
     in.flush_reasoning();
     for (auto& m : in.out) r.turn.messages.push_back(std::move(m));
   } else {

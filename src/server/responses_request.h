@@ -7,6 +7,7 @@
 #include <string>
 
 #include "server/json_fields.h"
+#include "server/response_store.h"
 #include "server/turn.h"
 
 namespace ds4::server {
@@ -32,9 +33,17 @@ struct ResponsesRequest {
   Json reasoning = Json::object();  // echoed in the response object
   std::string instructions;
   std::map<std::string, ResponsesTool> tools;  // by prompt name
+  // The conversation as input items: a continued response's items, then this
+  // request's input (a string input as one user message item). What the
+  // response store keeps, followed by the output.
+  Json items = Json::array();
+  bool store = true;         // body.store (OpenAI's default: true)
+  std::string previous_id;   // previous_response_id, or empty
 };
 
-ResponsesRequest read_responses_request(const Json& body, const std::string& default_model);
+// `previous` resolves previous_response_id (null: the field is refused).
+ResponsesRequest read_responses_request(const Json& body, const std::string& default_model,
+                                        ResponseStore* previous = nullptr);
 
 // A custom tool's call is rendered and parsed as one string parameter of this
 // name (docs/server.md: custom tools).

@@ -71,7 +71,8 @@ void serve(engine::Scheduler& sched, const RunnerOptions& runner_opt, const Serv
   set_keepalive_seconds(opt.keepalive_seconds);
   TurnRunner runner(sched, runner_opt);
   Metrics metrics;
-  ServerContext ctx{opt, sched, runner, metrics};
+  ResponseStore responses;
+  ServerContext ctx{opt, sched, runner, metrics, responses};
   ctx.max_generating = sched.options().parallel + sched.options().max_queue;
   const int threads = ctx.max_generating + kReservedThreads;
 

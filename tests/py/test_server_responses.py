@@ -193,12 +193,53 @@ def test_custom_tool_apply_patch(patch_server):
     assert r2.usage.input_tokens_details.cached_tokens == r.usage.input_tokens + r.usage.output_tokens - 1
 
 
+# ---- previous_response_id ----------------------------------------------------
+
+def test_previous_response_id_continues_like_a_full_replay(patch_server):
+    """A turn that names the previous response renders the prompt a client
+    replaying everything would send (the same tokens, the first turn a reused
+    prefix), streamed or not, along a chain; store=false turns are not kept."""
+    c = client(patch_server)
+    first = [{"role": "user", "content": "Create hello.txt"}]
+    kw = dict(model=MODEL, tools=CUSTOM_TOOLS)
+    r = c.responses.create(input=first, **kw)
+    assert r.store is True and r.previous_response_id is None
+    call = [o for o in r.output if o.type == "custom_tool_call"][0]
+    reply = [{"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Done!"}]
+    r2 = c.responses.create(previous_response_id=r.id, input=reply, **kw)
+    assert r2.previous_response_id == r.id and r2.status == "completed"
+    assert r2.usage.input_tokens_details.cached_tokens == r.usage.input_tokens + r.usage.output_tokens - 1
+    # The same turn replayed in full, reasoning included as Codex keeps it.
+    codex = c.responses.create(input=first, store=False, include=["reasoning.encrypted_content"], **kw)
+    full = first + [o.model_dump(exclude_none=True) for o in codex.output] + [
+        {"type": "custom_tool_call_output", "call_id": codex.output[-1].call_id, "output": "Done!"}]
+    replayed = c.responses.create(input=full, store=False, **kw)
+    assert replayed.usage.input_tokens == r2.usage.input_tokens
+    # A chain, the last link streamed.
+    call2 = r2.output[-1]
+    events, r3 = collect(c.responses.create(
+        previous_response_id=r2.id, stream=True, **kw,
+        input=[{"type": "custom_tool_call_output", "call_id": call2.call_id, "output": "Done again!"}]))
+    assert r3.previous_response_id == r2.id and r3.status == "completed"
+    assert r3.usage.input_tokens > r2.usage.input_tokens + r2.usage.output_tokens
+    assert r3.usage.input_tokens_details.cached_tokens == r2.usage.input_tokens + r2.usage.output_tokens - 1
+    # A streamed response can be continued as well; a plain string input too.
+    r4 = c.responses.create(previous_response_id=r3.id, input="Thanks.", **kw)
+    assert r4.usage.input_tokens > r3.usage.input_tokens + r3.usage.output_tokens
+    # store=false: nothing to continue from.
+    with pytest.raises(openai.BadRequestError) as e:
+        c.responses.create(previous_response_id=codex.id, input="more", **kw)
+    assert "not found" in str(e.value)
+
+
 # ---- errors -----------------------------------------------------------------
 
 @pytest.mark.parametrize("body,needle", [
     ({}, "missing input"),
     ({"input": 5}, "input"),
-    ({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id"),
+    ({"input": "x", "previous_response_id": "resp_1"}, "previous response 'resp_1' not found"),
+    ({"input": "x", "previous_response_id": 7}, "previous_response_id"),
+    ({"input": "x", "store": "yes"}, "store"),
     ({"input": "x", "conversation": "c"}, "conversation"),
     ({"input": "x", "tool_choice": "required"}, "tool_choice"),
     ({"input": "x", "tool_choice": {"type": "function", "name": "f"}}, "forced tool_choice"),
