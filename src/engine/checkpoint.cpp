@@ -87,6 +87,7 @@ enum : size_t {
   kOffCreated = 72,
   kOffPayloadHash = 80,
   kOffExtra = 88,
+  kOffVariant = 96,  // 0 in files of before it: unsteered, which they are
   kOffHeaderHash = 120,
 };
 
@@ -195,6 +196,7 @@ void open_checked(const std::string& path, const Fingerprint& want, Opened& o) {
   const auto n_tok = get<uint64_t>(o.h, kOffTokens);
   o.head.state_bytes = get<uint64_t>(o.h, kOffState);
   o.head.extra_bytes = get<uint64_t>(o.h, kOffExtra);
+  o.head.variant = get<uint64_t>(o.h, kOffVariant);
   o.payload_hash = get<uint64_t>(o.h, kOffPayloadHash);
   // Sizes beyond any real file are corruption (and would overflow below).
   constexpr uint64_t kLimit = uint64_t{1} << 50;
@@ -296,6 +298,7 @@ void write_checkpoint(const std::string& path, const Fingerprint& fp, const Chec
   put<uint64_t>(h, kOffCreated, created);
   put<uint64_t>(h, kOffPayloadHash, payload_hash(toks, state, c.extra));
   put<uint64_t>(h, kOffExtra, c.extra.size());
+  put<uint64_t>(h, kOffVariant, c.variant);
   put<uint64_t>(h, kOffHeaderHash, XXH3_64bits(h, kOffHeaderHash));
 
   // pid + counter: unique among processes sharing the directory and among
@@ -337,6 +340,7 @@ Checkpoint read_checkpoint(const std::string& path, const Fingerprint& want) {
   Checkpoint c;
   c.reason = o.head.reason;
   c.created_unix = o.head.created_unix;
+  c.variant = o.head.variant;
   c.snapshot.tokens = std::move(o.head.tokens);
   c.snapshot.state.resize(static_cast<size_t>(o.head.state_bytes));
   c.extra.resize(static_cast<size_t>(o.head.extra_bytes));

@@ -53,6 +53,9 @@ struct Checkpoint {
   std::string extra;
   SaveReason reason = SaveReason::unknown;
   uint64_t created_unix = 0;
+  // What the state depends on besides the model and its tokens: a hash of
+  // the steering it was computed with (scales and directions); 0 for none.
+  uint64_t variant = 0;
 };
 
 // The header and token history, without the state (what a directory scan needs).
@@ -62,6 +65,7 @@ struct CheckpointHead {
   uint64_t created_unix = 0;
   uint64_t state_bytes = 0, extra_bytes = 0;
   uint64_t file_bytes = 0;
+  uint64_t variant = 0;
   std::vector<int32_t> tokens;
 };
 

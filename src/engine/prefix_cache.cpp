@@ -25,6 +25,12 @@ constexpr std::string_view kExt = ".ds4kv";
 
 uint64_t mib(uint64_t b) { return b >> 20; }
 
+// The chain's seed: unsteered states keep the seed they always had, so their
+// keys (and file names) are those of before variants existed.
+uint64_t chain_seed(uint64_t variant) {
+  return variant == 0 ? kChainSeed : XXH3_64bits_withSeed(&variant, sizeof variant, kChainSeed);
+}
+
 bool prefix_of(std::span<const int32_t> shorter, std::span<const int32_t> longer) {
   return shorter.size() <= longer.size() && std::equal(shorter.begin(), shorter.end(), longer.begin());
 }
@@ -116,11 +122,11 @@ void PrefixCache::note(const std::string& line) const {
     log::info("{}", line);
 }
 
-std::vector<uint64_t> PrefixCache::block_keys(std::span<const int32_t> tokens) const {
+std::vector<uint64_t> PrefixCache::block_keys(std::span<const int32_t> tokens, uint64_t variant) const {
   const size_t B = static_cast<size_t>(opt_.block_tokens);
   std::vector<uint64_t> keys;
   keys.reserve(tokens.size() / B);
-  uint64_t h = kChainSeed;
+  uint64_t h = chain_seed(variant);
   for (size_t at = 0; at + B <= tokens.size(); at += B) {
     h = XXH3_64bits_withSeed(tokens.data() + at, B * sizeof(int32_t), h);
     keys.push_back(h);
@@ -130,9 +136,9 @@ std::vector<uint64_t> PrefixCache::block_keys(std::span<const int32_t> tokens) c
 
 // Whole-block entries take their last block's chain key; an entry that ends
 // inside a block hashes its tail onto the chain key before it (its parent).
-uint64_t PrefixCache::entry_key(std::span<const int32_t> toks, uint64_t* parent) const {
-  const auto keys = block_keys(toks);
-  const uint64_t base = keys.empty() ? kChainSeed : keys.back();
+uint64_t PrefixCache::entry_key(std::span<const int32_t> toks, uint64_t* parent, uint64_t variant) const {
+  const auto keys = block_keys(toks, variant);
+  const uint64_t base = keys.empty() ? chain_seed(variant) : keys.back();
   const size_t done = keys.size() * static_cast<size_t>(opt_.block_tokens);
   *parent = base;
   if (done == toks.size()) return base;
@@ -152,7 +158,7 @@ void PrefixCache::add_index(Entry& e, bool add) {
         }
     }
   }
-  for (uint64_t k : block_keys(e.tokens)) {
+  for (uint64_t k : block_keys(e.tokens, e.variant)) {
     if (add) {
       ++block_refs_[k];
     } else if (auto it = block_refs_.find(k); it != block_refs_.end() && --it->second == 0) {
@@ -208,6 +214,7 @@ void PrefixCache::scan_dir() {
         head.file_bytes = checkpoint_file_bytes(c);
         head.tokens = std::move(c.snapshot.tokens);
         head.reason = c.reason;
+        head.variant = c.variant;
         if (!c.extra.empty()) scanned_extras_.push_back(std::move(c.extra));
       } else {
         head = read_checkpoint_head(f.path, opt_.fingerprint);
@@ -221,7 +228,8 @@ void PrefixCache::scan_dir() {
     }
     Entry e;
     e.tokens = std::move(head.tokens);
-    e.key = entry_key(e.tokens, &e.parent);
+    e.variant = head.variant;
+    e.key = entry_key(e.tokens, &e.parent, e.variant);
     const std::string want = fmt::format("{:016x}{}", e.key, kExt);
     if (fs::path(f.path).filename().string() != want || static_cast<int64_t>(e.tokens.size()) < opt_.min_tokens || entries_.count(e.key)) {
       ::unlink(f.path.c_str());
@@ -242,20 +250,20 @@ void PrefixCache::scan_dir() {
   fit_disk(0);
 }
 
-PrefixCache::Lookup PrefixCache::lookup(std::span<const int32_t> tokens, int64_t max_tokens) {
+PrefixCache::Lookup PrefixCache::lookup(std::span<const int32_t> tokens, int64_t max_tokens, uint64_t variant) {
   const size_t limit = max_tokens < 0 ? tokens.size() : std::min(tokens.size(), static_cast<size_t>(max_tokens));
   const auto prompt = tokens.first(limit);
-  const auto keys = block_keys(prompt);
+  const auto keys = block_keys(prompt, variant);
   const size_t B = static_cast<size_t>(opt_.block_tokens);
   std::lock_guard lk(mu_);
   ++st_.lookups;
   Lookup r;
   const Entry* best = nullptr;
-  auto matches = [&](const Entry& e) { return prefix_of(e.tokens, prompt); };
+  auto matches = [&](const Entry& e) { return e.variant == variant && prefix_of(e.tokens, prompt); };
   // From the longest block chain down: tails ending inside block k+1, then
   // the whole-block entry at block k (keys[k-1]).
   for (size_t k = keys.size() + 1; k-- > 0 && !best;) {
-    const uint64_t base = k == 0 ? kChainSeed : keys[k - 1];
+    const uint64_t base = k == 0 ? chain_seed(variant) : keys[k - 1];
     auto [b, en] = tails_.equal_range(base);
     for (auto it = b; it != en; ++it) {
       const Entry& e = entries_.at(it->second);
@@ -540,19 +548,20 @@ void PrefixCache::fit_disk(uint64_t protect) {
   }
 }
 
-PrefixCache::StoreResult PrefixCache::store(const Session& session, SaveReason reason, std::string extra) {
+PrefixCache::StoreResult PrefixCache::store(const Session& session, SaveReason reason, std::string extra,
+                                            uint64_t variant) {
   return store_impl(session.tokens(), session.position(), [&] { return session.state_bytes(); }, reason,
-                    std::move(extra));
+                    std::move(extra), variant);
 }
 
 PrefixCache::StoreResult PrefixCache::store(const backend::SessionState& state, std::span<const int32_t> tokens,
-                                            SaveReason reason, std::string extra) {
-  return store_impl(tokens, state.position(), [&] { return state.save(); }, reason, std::move(extra));
+                                            SaveReason reason, std::string extra, uint64_t variant) {
+  return store_impl(tokens, state.position(), [&] { return state.save(); }, reason, std::move(extra), variant);
 }
 
 PrefixCache::StoreResult PrefixCache::store_impl(std::span<const int32_t> toks, int64_t position,
                                                  const std::function<std::vector<uint8_t>()>& save, SaveReason reason,
-                                                 std::string extra) {
+                                                 std::string extra, uint64_t variant) {
   StoreResult r;
   if (position != static_cast<int64_t>(toks.size())) {
     r.explain = fmt::format("not stored: session at position {} holds {} tokens", position, toks.size());
@@ -567,7 +576,7 @@ PrefixCache::StoreResult PrefixCache::store_impl(std::span<const int32_t> toks, 
     return r;
   }
   uint64_t parent = 0;
-  const uint64_t key = entry_key(toks, &parent);
+  const uint64_t key = entry_key(toks, &parent, variant);
   {
     std::lock_guard lk(mu_);
     if (auto it = entries_.find(key); it != entries_.end()) {
@@ -585,6 +594,7 @@ PrefixCache::StoreResult PrefixCache::store_impl(std::span<const int32_t> toks, 
   c->snapshot.tokens.assign(toks.begin(), toks.end());
   c->extra = std::move(extra);
   c->reason = reason;
+  c->variant = variant;
   const uint64_t ram_bytes = c->snapshot.bytes() + c->extra.size();
 
   std::lock_guard lk(mu_);
@@ -597,6 +607,7 @@ PrefixCache::StoreResult PrefixCache::store_impl(std::span<const int32_t> toks, 
   e.parent = parent;
   e.tokens.assign(toks.begin(), toks.end());
   e.reason = reason;
+  e.variant = variant;
   e.last_used = ++tick_;
   std::string why;
   if (opt_.ram_bytes > 0 && ram_bytes <= opt_.ram_bytes) {

@@ -122,7 +122,10 @@ class PrefixCache {
   PrefixCache& operator=(const PrefixCache&) = delete;
 
   // The longest cached prefix of `tokens[0, max_tokens)` (max_tokens < 0: all).
-  Lookup lookup(std::span<const int32_t> tokens, int64_t max_tokens = -1);
+  // `variant` names what else the state depends on (a hash of the steering it
+  // is computed with; 0: none): entries of another variant never match, as
+  // their keys are chained from a seed that includes it.
+  Lookup lookup(std::span<const int32_t> tokens, int64_t max_tokens = -1, uint64_t variant = 0);
   // Loads the entry into `session` (of this cache's model and numerics).
   // False, with `why`, when it cannot: a disk file gone bad (the entry is then
   // dropped and the file deleted) or a session too small for it. `extra`
@@ -135,10 +138,10 @@ class PrefixCache {
   // Stores the session's whole state (position == tokens().size()). Not
   // stored, with the reason in `explain`: shorter than min_tokens, already
   // cached, larger than every budget, or a failed write (ENOSPC: serving goes on).
-  StoreResult store(const Session& session, SaveReason reason, std::string extra = {});
+  StoreResult store(const Session& session, SaveReason reason, std::string extra = {}, uint64_t variant = 0);
   // The same for a bare backend state holding exactly `tokens`.
   StoreResult store(const backend::SessionState& state, std::span<const int32_t> tokens, SaveReason reason,
-                    std::string extra = {});
+                    std::string extra = {}, uint64_t variant = 0);
   // Extra bytes of the entries found on disk at startup (with verify_on_scan),
   // handed over once: the server reloads the tool-id replay map from them.
   std::vector<std::string> take_scanned_extras();
@@ -162,7 +165,7 @@ class PrefixCache {
   PrefixCacheStats stats() const;
   const PrefixCacheOptions& options() const { return opt_; }
   // Chain keys of the first len / block_tokens full blocks; [k] covers tokens [0, (k+1)B).
-  std::vector<uint64_t> block_keys(std::span<const int32_t> tokens) const;
+  std::vector<uint64_t> block_keys(std::span<const int32_t> tokens, uint64_t variant = 0) const;
 
  private:
   struct Entry {
@@ -178,9 +181,10 @@ class PrefixCache {
     uint64_t last_used = 0;
     int pins = 0;
     SaveReason reason = SaveReason::unknown;
+    uint64_t variant = 0;
   };
 
-  uint64_t entry_key(std::span<const int32_t> toks, uint64_t* parent) const;
+  uint64_t entry_key(std::span<const int32_t> toks, uint64_t* parent, uint64_t variant) const;
   void scan_dir();
   void add_index(Entry& e, bool add);
   void drop_entry(uint64_t key, bool delete_file);
@@ -204,7 +208,8 @@ class PrefixCache {
   void publish();  // copies the counters stats() reads
   void note(const std::string& line) const;
   StoreResult store_impl(std::span<const int32_t> toks, int64_t position,
-                         const std::function<std::vector<uint8_t>()>& save, SaveReason reason, std::string extra);
+                         const std::function<std::vector<uint8_t>()>& save, SaveReason reason, std::string extra,
+                         uint64_t variant);
   bool restore_impl(const Handle& h, const std::function<void(const Session::Snapshot&)>& load, std::string* extra,
                     std::string* why);
 

@@ -5,6 +5,8 @@
 #include <limits>
 #include <numeric>
 
+#include <xxhash.h>
+
 #include "engine/prefix_match.h"
 #include "engine/stop_matcher.h"
 #include "tokenizer/tokenizer.h"
@@ -44,6 +46,7 @@ struct Scheduler::Slot {
   std::unique_ptr<backend::SessionState> state;
   std::vector<int32_t> history;  // the tokens `state` holds, in order
   backend::Steering steer;       // the steering `history` was computed with
+  uint64_t variant = 0;          // its prefix cache variant (Scheduler::cache_variant)
   uint64_t last_used = 0;
 
   std::unique_ptr<Job> job;  // null: idle
@@ -200,12 +203,12 @@ bool Scheduler::step() {
         best = &s;
     }
     if (!lru) break;  // every slot is busy
-    // The prefix cache may hold a longer prefix than any live slot (states
-    // computed with steering are never cached).
+    // The prefix cache may hold a longer prefix than any live slot (among the
+    // states computed with this request's steering).
     PrefixCache::Lookup hit;
     std::string explain;
-    if (opt_.cache && !job.req.steering.active()) {
-      hit = opt_.cache->lookup(prompt, static_cast<int64_t>(prompt.size()) - 1);
+    if (opt_.cache) {
+      hit = opt_.cache->lookup(prompt, static_cast<int64_t>(prompt.size()) - 1, cache_variant(job.req.steering));
       explain = "cache " + hit.explain;
       if (hit.matched <= (best ? static_cast<int64_t>(best->history.size()) : 0)) {
         hit.handle.release();
@@ -214,7 +217,7 @@ bool Scheduler::step() {
         best = nullptr;  // the cache's prefix is longer: restore it; the live slot keeps its own conversation
       }
     } else {
-      explain = job.req.steering.active() ? "prefix cache not used with steering" : "prefix cache off";
+      explain = "prefix cache off";
     }
     bool by_text = false;
     if (!best && hit.matched == 0 && job.req.segments) {
@@ -279,11 +282,12 @@ bool Scheduler::step() {
     }
     const GenRequest& r = s.job->req;
     s.steer = r.steering;
+    s.variant = cache_variant(s.steer);
     s.cached = static_cast<int64_t>(s.history.size());
     s.prefill_pos = s.history.size();
     // A prompt prefilled from nothing stores a checkpoint on the way (at the
     // chat anchor: system prompt and tools, shared by an agent's sessions).
-    s.cold_at = opt_.cache && s.cached == 0 && !s.steer.active()
+    s.cold_at = opt_.cache && s.cached == 0
                     ? opt_.cache->cold_checkpoint(static_cast<int64_t>(r.prompt.size()), chat_anchor(r.prompt))
                     : -1;
     s.unfed.reset();
@@ -331,7 +335,7 @@ bool Scheduler::step() {
     // Chunks end where a checkpoint is due, so the state there can be stored.
     const auto pos = static_cast<int64_t>(s->prefill_pos);
     if (s->cold_at > pos) n = std::min(n, s->cold_at - pos);
-    if (opt_.cache && !s->steer.active())
+    if (opt_.cache)
       if (const int64_t at = opt_.cache->next_checkpoint(pos, pos + n); at > 0) n = at - pos;
     const bool last = s->prefill_pos + static_cast<size_t>(n) == prompt.size();
     batch.push_back({s->state.get(), std::span<const int32_t>(prompt).subspan(s->prefill_pos, static_cast<size_t>(n)),
@@ -384,7 +388,7 @@ bool Scheduler::step() {
     }
     // Cold and periodic checkpoints (docs/prefix-cache.md), before sampling
     // may end the request; the state is exactly `history` here.
-    if (opt_.cache && !s.steer.active()) {
+    if (opt_.cache) {
       const auto at = static_cast<int64_t>(s.history.size());
       if (at == s.cold_at)
         checkpoint(s, SaveReason::cold);
@@ -526,16 +530,27 @@ std::optional<PrefixCacheStats> Scheduler::cache_stats() const {
 // the cache decides (too short, already cached, over budget), and a failed
 // write is its problem, not the request's.
 void Scheduler::checkpoint(Slot& s, SaveReason why) {
-  if (!opt_.cache || !s.state || s.steer.active() || s.history.empty() ||
+  if (!opt_.cache || !s.state || s.history.empty() ||
       static_cast<int64_t>(s.history.size()) < opt_.cache->options().min_tokens)
     return;
   std::string extra;
   if (extra_hooks_.make) extra = extra_hooks_.make(s.history);
   try {
-    opt_.cache->store(*s.state, s.history, why, std::move(extra));
+    opt_.cache->store(*s.state, s.history, why, std::move(extra), s.variant);
   } catch (const std::exception& e) {
     log::warn("ds4 serve: prefix cache store failed: {}", e.what());
   }
+}
+
+uint64_t Scheduler::cache_variant(const backend::Steering& st) {
+  if (!st.active()) return 0;
+  const model::SteeringVectors* v = engine_->backend().steering_for(st);
+  uint64_t& dirs = dir_hash_[v];
+  if (dirs == 0 && v) dirs = XXH3_64bits(v->dirs.data(), v->dirs.size() * sizeof(float)) | 1;
+  // +0.0f: a zero scale of either sign computes the same thing.
+  const float scales[2] = {st.attn + 0.0f, st.ffn + 0.0f};
+  const uint64_t h = XXH3_64bits_withSeed(scales, sizeof scales, dirs);
+  return h ? h : 1;
 }
 
 // The end of the part of a chat prompt that every conversation of one agent

@@ -21,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -207,6 +208,10 @@ class Scheduler {
   void sample_into(Slot& s, std::span<float> logits);
   void checkpoint(Slot& s, SaveReason why);
   int64_t chat_anchor(std::span<const int32_t> prompt) const;
+  // The prefix cache variant of a steering: 0 when inactive, else a hash of
+  // its scales and its directions' values (so a restarted server with the
+  // same file finds its entries on disk).
+  uint64_t cache_variant(const backend::Steering& st);
 
   std::unique_ptr<Engine> engine_;
   SchedulerOptions opt_;
@@ -221,6 +226,7 @@ class Scheduler {
   uint64_t lru_clock_ = 0;
   uint64_t next_seq_ = 0;
   CacheExtraHooks extra_hooks_;
+  std::unordered_map<const model::SteeringVectors*, uint64_t> dir_hash_;  // scheduler thread only
   std::thread thread_;
 };
 

@@ -140,6 +140,40 @@ def test_no_reuse_across_scales(steered):
     assert follow_up(steered.url, first, {"ffn": 0.5}) > 0    # same scales: it is
 
 
+LONG_OPENING = "A long shared opening about mountains and their geology. " + " ".join(
+    f"Peak {i} rises above the valley." for i in range(40))
+
+
+def test_steered_conversations_use_the_prefix_cache(start_server, dirs):
+    """A steered conversation's state goes to the prefix cache under its
+    steering (scales and directions) and comes back for the same steering
+    only: with one slot, another conversation pushes the first out (stored on
+    eviction), and the first's next turn then starts from the cache, while
+    the same turn with other scales finds nothing."""
+    srv = start_server("--dir-steering-file", dirs, "--cache-ram-mb", "256", "--kv-cache-min-tokens", "64",
+                       "--kv-cache-block-tokens", "32", ctx=2048, parallel=1)
+
+    def turn(steering):
+        msgs = [{"role": "user", "content": LONG_OPENING},
+                {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+                {"role": "user", "content": "And rivers?"}]
+        r = requests.post(srv.url + "/v1/chat/completions", timeout=300, json={
+            "model": "x", "messages": msgs, "max_tokens": 4, "temperature": 0,
+            "thinking": {"type": "disabled"}, "ds4_steering": steering})
+        assert r.status_code == 200, r.text
+        return r.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+    first = chat(srv.url, LONG_OPENING, {"ffn": 0.5})
+    n_first = first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"]
+    chat(srv.url, "Something else entirely: name a colour.", {"ffn": 0.5})  # takes the only slot
+    assert turn({"ffn": 0.25}) == 0  # other scales: a miss
+    chat(srv.url, "Something else again: name a fruit.", {"ffn": 0.5})
+    cached = turn({"ffn": 0.5})
+    assert cached >= 64 and cached <= n_first, (cached, n_first)
+    log = "".join(srv.log)
+    assert "from=ram" in log and "prefix cache not used with steering" not in log
+
+
 @pytest.mark.parametrize("bad", [{"ffn": "x"}, {"ffn": 1e9}, "strong", [1, 2]])
 def test_bad_steering_field_is_a_400(steered, bad):
     r = requests.post(steered.url + "/v1/chat/completions", timeout=60, json={

@@ -649,3 +649,41 @@ TEST(PrefixCache, BackgroundWriteFailureKeepsServing) {
 
 }  // namespace
 }  // namespace ds4::engine
+
+namespace ds4::engine {
+namespace {
+
+// A state computed with steering is cached under its variant: the same
+// tokens stored under variant A are found with A only (not unsteered, not
+// B), both entries live side by side, and A's survives a restart.
+TEST(PrefixCache, VariantsKeepSteeredStatesApart) {
+  const TempDir dir("pc_variant");
+  auto o = opts();
+  o.ram_bytes = 64 * entry_bytes(16);
+  o.disk_dir = dir.path.string();
+  const uint64_t A = 0x1234, B = 0x5678;
+  auto s = session_with(toks(16, 1));
+  {
+    PrefixCache cache(o);
+    ASSERT_TRUE(cache.store(*s, SaveReason::cold, {}, A).stored);
+    EXPECT_EQ(cache.lookup(toks(20, 1)).matched, 0) << "unsteered lookup found a steered state";
+    EXPECT_EQ(cache.lookup(toks(20, 1), -1, B).matched, 0) << "variant B found A's state";
+    auto hit = cache.lookup(toks(20, 1), -1, A);
+    EXPECT_EQ(hit.matched, 16);
+    expect_resumes(cache, hit, toks(20, 1));
+    // The unsteered state of the same tokens is another entry.
+    const auto r = cache.store(*s, SaveReason::cold);
+    EXPECT_TRUE(r.stored) << r.explain;
+    EXPECT_EQ(cache.stats().ram_entries, 2u);
+    EXPECT_EQ(cache.lookup(toks(20, 1)).matched, 16);
+    cache.flush();
+  }
+  PrefixCache again(o);
+  EXPECT_EQ(again.stats().disk_entries, 2u);
+  EXPECT_EQ(again.lookup(toks(20, 1), -1, A).matched, 16);
+  EXPECT_EQ(again.lookup(toks(20, 1), -1, B).matched, 0);
+  EXPECT_EQ(again.lookup(toks(20, 1)).matched, 16);
+}
+
+}  // namespace
+}  // namespace ds4::engine
