@@ -85,7 +85,7 @@ struct ResponseState {
   // request's items, then this turn's output with its reasoning as ds4's blob,
   // whether or not the client asked to see it, so the continuation renders
   // exactly what the model wrote. Failed turns are not kept.
-  void remember(const std::string& status, const chat::ParsedMessage& p) const {
+  void remember(const std::string& status, const chat::ParsedMessage& p, const TurnEvent& done) const {
     if (!store || !req.store || (status != "completed" && status != "incomplete")) return;
     const std::string item_status = status == "completed" ? "completed" : "incomplete";
     Json items = req.items;
@@ -94,7 +94,7 @@ struct ResponseState {
                        {"encrypted_content", std::string(kReasoningBlobPrefix) + *p.reasoning}});
     if (!p.content.empty()) items.push_back(message_item(p.content, item_status));
     for (const auto& c : p.calls) items.push_back(call_item(c, "completed"));
-    store->put(id, std::move(items));
+    store->put(id, std::move(items), object(status, &done));
   }
 
   Json object(const std::string& status, const TurnEvent* done) const {
@@ -211,7 +211,7 @@ class ResponseStream {
     const std::string terminal = status == "completed" ? "response.completed"
                                  : status == "incomplete" ? "response.incomplete"
                                                           : "response.failed";
-    st_->remember(status, done.parsed);
+    st_->remember(status, done.parsed, done);
     return send(w, terminal, {{"response", st_->object(status, &done)}});
   }
 
@@ -281,7 +281,7 @@ void handle(const httplib::Request& req, httplib::Response& res, ServerContext& 
       st->output.push_back(st->reasoning_item(*p.reasoning, item_status));
     if (!p.content.empty()) st->output.push_back(st->message_item(p.content, item_status));
     for (const auto& c : p.calls) st->output.push_back(st->call_item(c, item_status));
-    st->remember(status, p);
+    st->remember(status, p, done);
     send_json(res, 200, st->object(status, &done));
     return;
   }
@@ -305,6 +305,18 @@ void handle(const httplib::Request& req, httplib::Response& res, ServerContext& 
 void add_openai_responses_routes(httplib::Server& s, ServerContext& ctx) {
   s.Post("/v1/responses", [&ctx](const httplib::Request& req, httplib::Response& res) {
     guarded(res, openai_error_body, [&] { handle(req, res, ctx); });
+  });
+  // A stored response (not store=false, not evicted, not before a restart).
+  s.Get(R"(/v1/responses/([^/]+))", [&ctx](const httplib::Request& req, httplib::Response& res) {
+    const std::string id = req.matches[1];
+    if (auto o = ctx.responses.response(id)) return send_json(res, 200, *o);
+    send_json(res, 404, openai_error_body(ApiError(404, fmt::format("response '{}' not found", id), "response_id")));
+  });
+  s.Delete(R"(/v1/responses/([^/]+))", [&ctx](const httplib::Request& req, httplib::Response& res) {
+    const std::string id = req.matches[1];
+    if (ctx.responses.erase(id))
+      return send_json(res, 200, Json{{"id", id}, {"object", "response.deleted"}, {"deleted", true}});
+    send_json(res, 404, openai_error_body(ApiError(404, fmt::format("response '{}' not found", id), "response_id")));
   });
 }
 

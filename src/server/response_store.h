@@ -25,17 +25,22 @@ namespace ds4::server {
 class ResponseStore {
  public:
   explicit ResponseStore(size_t max_entries = 512, size_t max_bytes = size_t{256} << 20);
-  // Keeps `items` (a JSON array) under `id`; evicts the least recently used
-  // entries beyond the bounds. An entry larger than max_bytes is not kept.
-  void put(const std::string& id, Json items);
+  // Keeps `items` (a JSON array) and the response object as it was returned
+  // under `id`; evicts the least recently used entries beyond the bounds. An
+  // entry larger than max_bytes is not kept.
+  void put(const std::string& id, Json items, Json response = nullptr);
   // The items of `id`, or nothing when it was never stored or has been evicted.
   std::optional<Json> get(const std::string& id);
+  // The response object of `id` (GET /v1/responses/{id}).
+  std::optional<Json> response(const std::string& id);
+  // Forgets `id`; false when it was not there (DELETE /v1/responses/{id}).
+  bool erase(const std::string& id);
   size_t size() const;
 
  private:
   struct Entry {
     std::string id;
-    Json items;
+    Json items, response;
     size_t bytes = 0;
   };
   size_t max_entries_, max_bytes_;

@@ -232,6 +232,26 @@ def test_previous_response_id_continues_like_a_full_replay(patch_server):
     assert "not found" in str(e.value)
 
 
+def test_retrieve_and_delete_a_stored_response(patch_server):
+    c = client(patch_server)
+    r = c.responses.create(model=MODEL, input="Create hello.txt", tools=CUSTOM_TOOLS)
+    got = c.responses.retrieve(r.id)
+    assert got.model_dump() == r.model_dump()
+    events, streamed = collect(c.responses.create(model=MODEL, input="Create hello.txt", tools=CUSTOM_TOOLS,
+                                                  stream=True))
+    assert c.responses.retrieve(streamed.id).model_dump() == streamed.model_dump()
+    deleted = requests.delete(patch_server.url + f"/v1/responses/{r.id}", timeout=30)
+    assert deleted.status_code == 200 and deleted.json() == {"id": r.id, "object": "response.deleted", "deleted": True}
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve(r.id)
+    with pytest.raises(openai.BadRequestError):
+        c.responses.create(model=MODEL, previous_response_id=r.id, input="more", tools=CUSTOM_TOOLS)
+    assert requests.delete(patch_server.url + f"/v1/responses/{r.id}", timeout=30).status_code == 404
+    kept = c.responses.create(model=MODEL, input="x", store=False)
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve(kept.id)
+
+
 # ---- errors -----------------------------------------------------------------
 
 @pytest.mark.parametrize("body,needle", [

@@ -24,6 +24,18 @@ TEST(ResponseStore, KeepsAndReturnsTheItems) {
   EXPECT_EQ(s.size(), 1u);
 }
 
+TEST(ResponseStore, KeepsTheResponseObjectAndForgets) {
+  ResponseStore s(4, 1 << 20);
+  s.put("resp_a", items("hello"), Json{{"id", "resp_a"}, {"object", "response"}});
+  s.put("resp_b", items("no object"));
+  EXPECT_EQ((*s.response("resp_a"))["object"], "response");
+  EXPECT_FALSE(s.response("resp_b").has_value());
+  EXPECT_TRUE(s.erase("resp_a"));
+  EXPECT_FALSE(s.erase("resp_a"));
+  EXPECT_FALSE(s.get("resp_a").has_value());
+  EXPECT_EQ(s.size(), 1u);
+}
+
 TEST(ResponseStore, EvictsLeastRecentlyUsedBeyondTheCount) {
   ResponseStore s(2, 1 << 20);
   s.put("a", items("1"));
