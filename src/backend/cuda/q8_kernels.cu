@@ -591,7 +591,7 @@ void mvq_grouped(GgmlType t, const void* base, int64_t stride, const int32_t* se
   const int n = static_cast<int>(nslots);
   // At most one slot per row names an expert (the kernel's chunk loop covers a
   // row naming one twice), so the row count bounds the chunk size worth having.
-  if (nrows == 1)  // two weight rows per warp (see grouped_chunk)
+  if (nrows == 1)  // two weight rows per warp (see mvq_grouped_kernel)
     mvq_grouped_kernel<T, 1><<<dim3(grid_for((rows + 1) / 2 * 32), ns), kThreads, 0, s>>>(
         bp, stride, sel, n, K, rb, rows, nb, a, act_row_stride, act_k_stride, y, y_stride);
   else if (nrows == 2)
