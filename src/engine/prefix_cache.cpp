@@ -392,13 +392,16 @@ std::string PrefixCache::disk_path(uint64_t key) const {
   return (fs::path(opt_.disk_dir) / fmt::format("{:016x}{}", key, kExt)).string();
 }
 
+bool PrefixCache::fits_disk(uint64_t bytes, std::string* why) const {
+  if (bytes <= opt_.disk_bytes) return true;
+  *why = fmt::format("{} MiB exceeds the disk budget of {} MiB", mib(bytes), mib(opt_.disk_bytes));
+  return false;
+}
+
 bool PrefixCache::write_disk(Entry& e, const Checkpoint& c, SaveReason reason, std::string* why) {
   const std::string path = disk_path(e.key);
   const uint64_t bytes = checkpoint_file_bytes(c);
-  if (bytes > opt_.disk_bytes) {
-    *why = fmt::format("{} MiB exceeds the disk budget of {} MiB", mib(bytes), mib(opt_.disk_bytes));
-    return false;
-  }
+  if (!fits_disk(bytes, why)) return false;
   try {
     write_checkpoint(path, opt_.fingerprint, c, reason);
   } catch (const Error& err) {
@@ -424,10 +427,7 @@ bool PrefixCache::put_disk(Entry& e, std::shared_ptr<const Checkpoint> c, SaveRe
   }
   WriteJob j;
   j.bytes = checkpoint_file_bytes(*c);
-  if (j.bytes > opt_.disk_bytes) {
-    *why = fmt::format("{} MiB exceeds the disk budget of {} MiB", mib(j.bytes), mib(opt_.disk_bytes));
-    return false;
-  }
+  if (!fits_disk(j.bytes, why)) return false;
   e.gen = ++gen_;
   e.pending = c;
   j.key = e.key;

@@ -195,6 +195,7 @@ class PrefixCache {
     std::string path;
   };
   std::string disk_path(uint64_t key) const;
+  bool fits_disk(uint64_t bytes, std::string* why) const;  // within the disk budget, else why not
   bool write_disk(Entry& e, const Checkpoint& c, SaveReason reason, std::string* why);
   // Disk write of `c` for entry e: queued for the writer thread when it runs
   // and the queue has room, else written now. False with `why` when the

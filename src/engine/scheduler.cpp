@@ -207,8 +207,9 @@ bool Scheduler::step() {
     // states computed with this request's steering).
     PrefixCache::Lookup hit;
     std::string explain;
+    const uint64_t variant = cache_variant(job.req.steering);
     if (opt_.cache) {
-      hit = opt_.cache->lookup(prompt, static_cast<int64_t>(prompt.size()) - 1, cache_variant(job.req.steering));
+      hit = opt_.cache->lookup(prompt, static_cast<int64_t>(prompt.size()) - 1, variant);
       explain = "cache " + hit.explain;
       if (hit.matched <= (best ? static_cast<int64_t>(best->history.size()) : 0)) {
         hit.handle.release();
@@ -282,7 +283,7 @@ bool Scheduler::step() {
     }
     const GenRequest& r = s.job->req;
     s.steer = r.steering;
-    s.variant = cache_variant(s.steer);
+    s.variant = variant;
     s.cached = static_cast<int64_t>(s.history.size());
     s.prefill_pos = s.history.size();
     // A prompt prefilled from nothing stores a checkpoint on the way (at the
