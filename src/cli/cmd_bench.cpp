@@ -56,6 +56,25 @@ double weight_bytes_per_token(const engine::Engine& e) {
   return total;
 }
 
+// Multiply-adds one prefill token costs in the weight products: every matrix
+// once, only n_expert_used of the routed experts, and neither the embedding
+// (a lookup) nor the head (a prefill wants the logits of its last token
+// only). Attention's own products are not counted.
+double prefill_macs_per_token(const engine::Engine& e) {
+  const auto& c = e.model().config;
+  double total = 0;
+  for (const auto& t : e.model().file->tensors()) {
+    if (t.ne.size() < 2 || t.name == "token_embd.weight" || t.name.rfind("output", 0) == 0 ||
+        t.name.find("tid2eid") != std::string::npos)
+      continue;
+    double n = 1;
+    for (const int64_t d : t.ne) n *= static_cast<double>(d);
+    if (t.name.find("_exps") != std::string::npos) n *= static_cast<double>(c.n_expert_used) / std::max(1u, c.n_expert);
+    total += n;
+  }
+  return total;
+}
+
 // S sequences restored from the frontier snapshot decode G steps together
 // (greedy, never EOS); returns the aggregate decode tok/s. Sequence i starts
 // from the frontier token shifted by i so the sequences route differently.
@@ -130,12 +149,14 @@ void run(const BenchOpts& o) {
                                         : e.tokenizer().encode(text);
   if (static_cast<int64_t>(toks.size()) < o.ctx_max)
     fail("the prompt has {} tokens; --ctx-max {} needs at least that many", toks.size(), o.ctx_max);
-  const double wbytes = weight_bytes_per_token(e);
-  std::fprintf(stderr, "ds4-bench: %s, %zu prompt tokens, %.1f MB of weights read per decoded token\n", o.model.c_str(),
-               toks.size(), wbytes / 1e6);
+  const double wbytes = weight_bytes_per_token(e), macs = prefill_macs_per_token(e);
+  std::fprintf(stderr,
+               "ds4-bench: %s, %zu prompt tokens, %.1f MB of weights read per decoded token, %.3f GFLOP of weight "
+               "products per prefill token\n",
+               o.model.c_str(), toks.size(), wbytes / 1e6, 2 * macs / 1e9);
 
   const bool multi = o.sequences > 1;
-  std::fprintf(out, "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes,weight_gbps%s\n",
+  std::fprintf(out, "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes,weight_gbps,prefill_tflops%s\n",
                multi ? ",sequences,agg_gen_tps,seq_gen_tps" : "");
   std::fflush(out);
   auto session = e.new_session(alloc);
@@ -164,9 +185,9 @@ void run(const BenchOpts& o) {
     // one decode forward pass, which is what gen_tps measures.
     const double gen_tps = n_gen > 1 && r.gen_seconds > 0 ? static_cast<double>(n_gen - 1) / r.gen_seconds : 0;
     const double prefill_tps = prefill_s > 0 ? static_cast<double>(frontier - from) / prefill_s : 0;
-    std::fprintf(out, "%lld,%lld,%.2f,%lld,%.2f,%zu,%.2f", static_cast<long long>(frontier),
+    std::fprintf(out, "%lld,%lld,%.2f,%lld,%.2f,%zu,%.2f,%.5g", static_cast<long long>(frontier),
                  static_cast<long long>(frontier - from), prefill_tps, static_cast<long long>(n_gen), gen_tps,
-                 snap.bytes(), wbytes * gen_tps / 1e9);
+                 snap.bytes(), wbytes * gen_tps / 1e9, 2 * macs * prefill_tps / 1e12);
     if (multi) {
       const double agg = batched_decode_tps(e, snap, last, o.sequences, o.gen_tokens, alloc);
       profile(fmt::format("{} sequences decoding together at {}", o.sequences, frontier));

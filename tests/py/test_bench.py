@@ -1,14 +1,17 @@
 """`ds4 bench`: one CSV row per context frontier with the §6.6 columns plus
-weight GB/s; the frontiers follow --step-incr / --step-mul."""
+weight GB/s and the prefill's TFLOP/s in the weight products; the frontiers
+follow --step-incr / --step-mul."""
 import csv
 import io
 
+import numpy as np
 import pytest
 
 from conftest import REPO, run
 from test_run import make_model
 
-COLUMNS = ["ctx_tokens", "prefill_tokens", "prefill_tps", "gen_tokens", "gen_tps", "kvcache_bytes", "weight_gbps"]
+COLUMNS = ["ctx_tokens", "prefill_tokens", "prefill_tps", "gen_tokens", "gen_tps", "kvcache_bytes", "weight_gbps",
+           "prefill_tflops"]
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +24,25 @@ def text(tmp_path_factory):
     p = tmp_path_factory.mktemp("bench") / "prompt.txt"
     p.write_text((REPO / "docs/ARCHITECTURE.md").read_text())
     return str(p)
+
+
+def prefill_macs(path):
+    import gguf
+    rd = gguf.GGUFReader(path)
+    arch = rd.fields["general.architecture"].contents()
+    used = rd.fields[f"{arch}.expert_used_count"].contents()
+    total = rd.fields[f"{arch}.expert_count"].contents()
+    macs = 0.0
+    for t in rd.tensors:
+        shape = [int(d) for d in t.shape]
+        if len(shape) < 2 or t.name == "token_embd.weight" or t.name.startswith("output") or "tid2eid" in t.name:
+            continue
+        n = float(np.prod(shape))
+        if "_exps" in t.name:
+            n *= used / total
+        macs += n
+    assert macs > 0
+    return macs
 
 
 def rows(out, columns=COLUMNS):
@@ -37,6 +59,13 @@ def test_bench_step_incr(ds4_bin, model, text):
     assert [int(x["prefill_tokens"]) for x in r] == [64, 48, 48]
     assert all(int(x["gen_tokens"]) == 4 for x in r)  # EOS is never chosen
     assert all(float(x["prefill_tps"]) > 0 and float(x["gen_tps"]) > 0 and float(x["weight_gbps"]) > 0 for x in r)
+    # TFLOP/s = 2 * (multiply-adds of one token's weight products) * tok/s,
+    # the count taken here from the file by gguf-py: every matrix but the
+    # embedding and the head, routed experts at n_expert_used of n_expert.
+    macs = prefill_macs(model)
+    for x in r:
+        want = 2 * macs * float(x["prefill_tps"]) / 1e12
+        assert float(x["prefill_tflops"]) == pytest.approx(want, rel=2e-4)
     kv = [int(x["kvcache_bytes"]) for x in r]
     assert kv[0] < kv[1] < kv[2]  # compressed rows and history grow with the context
     print(p.stdout)
