@@ -84,51 +84,48 @@ DS4_AVX512 inline __m512i unpack_nibbles2(const uint8_t* p0, const uint8_t* p1) 
   return _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(ha), hb, 1), _mm512_set1_epi8(0x0F));
 }
 
-DS4_AVX512 float dot_f32(int64_t n, const void* w, const void* a) {
-  const float* x = static_cast<const float*>(w);
-  const float* y = static_cast<const float*>(a);
-  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), s0);
-    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(y + i + 16), s1);
-  }
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-  for (; i < n; ++i) s += x[i] * y[i];
-  return s;
-}
-DS4_AVX512 float dot_f16(int64_t n, const void* w, const void* a) {
-  const uint16_t* x = static_cast<const uint16_t*>(w);
-  const float* y = static_cast<const float*>(a);
-  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    prefetch_weights(x + i);
-    s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i))), _mm512_loadu_ps(y + i), s0);
-    s1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i + 16))),
-                         _mm512_loadu_ps(y + i + 16), s1);
-  }
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-  for (; i < n; ++i) s += f16_to_f32(x[i]) * y[i];
-  return s;
-}
 DS4_AVX512 inline __m512 load_bf16(const uint16_t* p) {
   const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
 }
-DS4_AVX512 float dot_bf16(int64_t n, const void* w, const void* a) {
-  const uint16_t* x = static_cast<const uint16_t*>(w);
-  const float* y = static_cast<const float*>(a);
-  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+
+// Float weights (K: 0 f32, 1 f16, 2 bf16) against NA f32 activation rows: each
+// 32 weights are loaded and widened once for all rows, and each row is summed
+// as dot sums it (two accumulators over 32-value steps, added and reduced,
+// then the tail in order), so dotn equals dot bit for bit; dot is NA = 1.
+template <int K>
+DS4_AVX512 inline __m512 float_w16(const void* w, int64_t i) {
+  if constexpr (K == 0) return _mm512_loadu_ps(static_cast<const float*>(w) + i);
+  else if constexpr (K == 1)
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + i)));
+  else return load_bf16(static_cast<const uint16_t*>(w) + i);
+}
+template <int K>
+inline float float_w1(const void* w, int64_t i) {
+  if constexpr (K == 0) return static_cast<const float*>(w)[i];
+  else if constexpr (K == 1) return f16_to_f32(static_cast<const uint16_t*>(w)[i]);
+  else return bf16_to_f32(static_cast<const uint16_t*>(w)[i]);
+}
+template <int K, int NA>
+DS4_AVX512 void dotn_float(int64_t n, const void* w, const void* a, size_t stride, float* out) {
+  const float* y[NA];
+  for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const float*>(static_cast<const uint8_t*>(a) + stride * j);
+  __m512 s0[NA], s1[NA];
+  for (int j = 0; j < NA; ++j) s0[j] = s1[j] = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    prefetch_weights(x + i);
-    s0 = _mm512_fmadd_ps(load_bf16(x + i), _mm512_loadu_ps(y + i), s0);
-    s1 = _mm512_fmadd_ps(load_bf16(x + i + 16), _mm512_loadu_ps(y + i + 16), s1);
+    if constexpr (K != 0) prefetch_weights(static_cast<const uint16_t*>(w) + i);
+    const __m512 w0 = float_w16<K>(w, i), w1 = float_w16<K>(w, i + 16);
+    for (int j = 0; j < NA; ++j) {
+      s0[j] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(y[j] + i), s0[j]);
+      s1[j] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(y[j] + i + 16), s1[j]);
+    }
   }
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-  for (; i < n; ++i) s += bf16_to_f32(x[i]) * y[i];
-  return s;
+  for (int j = 0; j < NA; ++j) {
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(s0[j], s1[j]));
+    for (int64_t k = i; k < n; ++k) s += float_w1<K>(w, k) * y[j][k];
+    out[j] = s;
+  }
 }
 
 // Q8_0 / MXFP4: two 32-value blocks per register; the odd tail block goes
@@ -638,6 +635,8 @@ void act_order_iq2_xxs(void* act, int64_t n) {
   }
 }
 
+template <int K>
+using FloatRows = RowKernels<dotn_float<K, 1>, dotn_float<K, 2>, dotn_float<K, 3>, dotn_float<K, 4>>;
 using Q80Vnni = RowKernels<dotn_q8_0_vnni256<1>, dotn_q8_0_vnni256<2>, dotn_q8_0_vnni256<3>, dotn_q8_0_vnni256<4>>;
 using Mxfp4Vnni = RowKernels<dotn_mxfp4_vnni256<1>, dotn_mxfp4_vnni256<2>, dotn_mxfp4_vnni256<3>, dotn_mxfp4_vnni256<4>>;
 using Q4KVnni = RowKernels<dotn_q4_k_vnni<1>, dotn_q4_k_vnni<2>, dotn_q4_k_vnni<3>, dotn_q4_k_vnni<4>>;
@@ -712,9 +711,18 @@ struct Entry {
   DotKernel k, vnni, icl;
 };
 const Entry kAvx512[] = {
-    {GgmlType::F32, {GgmlType::F32, dot_f32}, {GgmlType::F32, dot_f32}, {GgmlType::F32, dot_f32}},
-    {GgmlType::F16, {GgmlType::F32, dot_f16}, {GgmlType::F32, dot_f16}, {GgmlType::F32, dot_f16}},
-    {GgmlType::BF16, {GgmlType::F32, dot_bf16}, {GgmlType::F32, dot_bf16}, {GgmlType::F32, dot_bf16}},
+    {GgmlType::F32,
+     {GgmlType::F32, FloatRows<0>::dot, FloatRows<0>::dotn},
+     {GgmlType::F32, FloatRows<0>::dot, FloatRows<0>::dotn},
+     {GgmlType::F32, FloatRows<0>::dot, FloatRows<0>::dotn}},
+    {GgmlType::F16,
+     {GgmlType::F32, FloatRows<1>::dot, FloatRows<1>::dotn},
+     {GgmlType::F32, FloatRows<1>::dot, FloatRows<1>::dotn},
+     {GgmlType::F32, FloatRows<1>::dot, FloatRows<1>::dotn}},
+    {GgmlType::BF16,
+     {GgmlType::F32, FloatRows<2>::dot, FloatRows<2>::dotn},
+     {GgmlType::F32, FloatRows<2>::dot, FloatRows<2>::dotn},
+     {GgmlType::F32, FloatRows<2>::dot, FloatRows<2>::dotn}},
     {GgmlType::Q8_0,
      {GgmlType::Q8_0, dot_q8_0},
      {GgmlType::Q8_0, Q80Vnni::dot, Q80Vnni::dotn},

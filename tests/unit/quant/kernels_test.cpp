@@ -159,7 +159,10 @@ TEST(Kernels, DotNEqualsDot) {
         acts.insert(acts.end(), a.begin(), a.end());
       }
       const size_t ab = acts.size() / max_rows;
-      for (int r = 0; r < 2; ++r)
+      // Random bytes are no float row (NaNs, infinities): float kernels take
+      // the generated row only (FloatDotNEqualsDotWithTails covers them more).
+      const bool float_weights = t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16;
+      for (int r = 0; r < (float_weights ? 1 : 2); ++r)
         for (int nact = 1; nact <= max_rows; ++nact) {
           std::vector<float> out(static_cast<size_t>(nact), NAN);
           k->dotn(cols, w.data() + rb * r, acts.data(), ab, nact, out.data());
@@ -173,6 +176,49 @@ TEST(Kernels, DotNEqualsDot) {
 #if defined(__x86_64__)
   if (cpu_has(Isa::Avx2)) {
     EXPECT_GE(checked, 5);  // AVX2 Q8_0, MXFP4, Q2_K, Q4_K, IQ2_XXS
+  }
+#endif
+}
+
+// The float kernels' dotn against dot bit for bit where rows do not fill the
+// vector steps (the scalar tail of each row), for every ISA present, and
+// against the double-precision dot within a sum's rounding.
+TEST(Kernels, FloatDotNEqualsDotWithTails) {
+  int checked = 0;
+  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16}) {
+    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon}) {
+      const DotKernel* k = find_kernel(t, isa);
+      if (!k || !k->dotn) continue;
+      for (int64_t cols : {int64_t{7}, int64_t{45}, int64_t{2061}}) {
+        ++checked;
+        const auto w = test::random_rows(t, 1, cols, 3 + static_cast<uint32_t>(cols));
+        std::vector<float> wf(static_cast<size_t>(cols));
+        dequantize_row(t, w.data(), wf.data(), cols);
+        const int max_rows = 6;
+        const auto x = test::random_floats(static_cast<size_t>(cols * max_rows), 77 + static_cast<uint32_t>(cols), 3.0f);
+        const size_t stride = static_cast<size_t>(cols) * sizeof(float);
+        for (int nact = 1; nact <= max_rows; ++nact) {
+          std::vector<float> out(static_cast<size_t>(nact), NAN);
+          k->dotn(cols, w.data(), x.data(), stride, nact, out.data());
+          for (int j = 0; j < nact; ++j) {
+            const float* xj = x.data() + static_cast<size_t>(j * cols);
+            ASSERT_EQ(out[static_cast<size_t>(j)], k->dot(cols, w.data(), xj))
+                << ggml_type_name(t) << " " << isa_name(isa) << " cols " << cols << " nact " << nact << " act " << j;
+            double want = 0, mag = 0;
+            for (int64_t c = 0; c < cols; ++c) {
+              want += static_cast<double>(wf[static_cast<size_t>(c)]) * xj[c];
+              mag += std::fabs(static_cast<double>(wf[static_cast<size_t>(c)]) * xj[c]);
+            }
+            EXPECT_LE(std::fabs(out[static_cast<size_t>(j)] - want), static_cast<double>(cols + 8) * 0x1p-24 * mag)
+                << ggml_type_name(t) << " " << isa_name(isa) << " cols " << cols;
+          }
+        }
+      }
+    }
+  }
+#if defined(__x86_64__)
+  if (cpu_has(Isa::Avx2)) {
+    EXPECT_GE(checked, 9);  // AVX2: F32, F16, BF16 at three widths
   }
 #endif
 }
