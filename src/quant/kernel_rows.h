@@ -7,7 +7,20 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "util/float16.h"
+#include "util/ggml_type.h"
+
 namespace ds4::quant {
+
+// Value i of a float weight row (F32, F16 or BF16): the scalar tail of the
+// SIMD float kernels, which every ISA's kernel sums the same way.
+template <GgmlType T>
+inline float float_weight(const void* w, int64_t i) {
+  static_assert(T == GgmlType::F32 || T == GgmlType::F16 || T == GgmlType::BF16);
+  if constexpr (T == GgmlType::F32) return static_cast<const float*>(w)[i];
+  else if constexpr (T == GgmlType::F16) return f16_to_f32(static_cast<const uint16_t*>(w)[i]);
+  else return bf16_to_f32(static_cast<const uint16_t*>(w)[i]);
+}
 
 using RowsFn = void (*)(int64_t n, const void* w, const void* act, size_t act_stride, float* out);
 

@@ -55,24 +55,18 @@ DS4_AVX2 inline __m256 load_bf16(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
 
-// Float weights (K: 0 f32, 1 f16, 2 bf16) against NA f32 activation rows: each
+// Float weights (T: F32, F16 or BF16) against NA f32 activation rows: each
 // 16 weights are loaded and widened once for all rows, and each row is summed
 // as dot sums it (two accumulators over 16-value steps, added and reduced,
 // then the tail in order), so dotn equals dot bit for bit; dot is NA = 1.
-template <int K>
+template <GgmlType T>
 DS4_AVX2 inline __m256 float_w8(const void* w, int64_t i) {
-  if constexpr (K == 0) return _mm256_loadu_ps(static_cast<const float*>(w) + i);
-  else if constexpr (K == 1)
+  if constexpr (T == GgmlType::F32) return _mm256_loadu_ps(static_cast<const float*>(w) + i);
+  else if constexpr (T == GgmlType::F16)
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i)));
   else return load_bf16(static_cast<const uint16_t*>(w) + i);
 }
-template <int K>
-inline float float_w1(const void* w, int64_t i) {
-  if constexpr (K == 0) return static_cast<const float*>(w)[i];
-  else if constexpr (K == 1) return f16_to_f32(static_cast<const uint16_t*>(w)[i]);
-  else return bf16_to_f32(static_cast<const uint16_t*>(w)[i]);
-}
-template <int K, int NA>
+template <GgmlType T, int NA>
 DS4_AVX2 void dotn_float(int64_t n, const void* w, const void* a, size_t stride, float* out) {
   const float* y[NA];
   for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const float*>(static_cast<const uint8_t*>(a) + stride * j);
@@ -80,7 +74,7 @@ DS4_AVX2 void dotn_float(int64_t n, const void* w, const void* a, size_t stride,
   for (int j = 0; j < NA; ++j) s0[j] = s1[j] = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m256 w0 = float_w8<K>(w, i), w1 = float_w8<K>(w, i + 8);
+    const __m256 w0 = float_w8<T>(w, i), w1 = float_w8<T>(w, i + 8);
     for (int j = 0; j < NA; ++j) {
       s0[j] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(y[j] + i), s0[j]);
       s1[j] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(y[j] + i + 8), s1[j]);
@@ -88,12 +82,12 @@ DS4_AVX2 void dotn_float(int64_t n, const void* w, const void* a, size_t stride,
   }
   for (int j = 0; j < NA; ++j) {
     float s = hsum(_mm256_add_ps(s0[j], s1[j]));
-    for (int64_t k = i; k < n; ++k) s += float_w1<K>(w, k) * y[j][k];
+    for (int64_t k = i; k < n; ++k) s += float_weight<T>(w, k) * y[j][k];
     out[j] = s;
   }
 }
-template <int K>
-using FloatRows = RowKernels<dotn_float<K, 1>, dotn_float<K, 2>, dotn_float<K, 3>, dotn_float<K, 4>>;
+template <GgmlType T>
+using FloatRows = RowKernels<dotn_float<T, 1>, dotn_float<T, 2>, dotn_float<T, 3>, dotn_float<T, 4>>;
 
 // Weights of 32 int8 values per block against Q8_0 activations, NA activation
 // rows at once: W unpacks a block into its values and scale once, then every
@@ -430,9 +424,9 @@ struct Entry {
   DotKernel k;
 };
 const Entry kAvx2[] = {
-    {GgmlType::F32, {GgmlType::F32, FloatRows<0>::dot, FloatRows<0>::dotn}},
-    {GgmlType::F16, {GgmlType::F32, FloatRows<1>::dot, FloatRows<1>::dotn}},
-    {GgmlType::BF16, {GgmlType::F32, FloatRows<2>::dot, FloatRows<2>::dotn}},
+    {GgmlType::F32, {GgmlType::F32, FloatRows<GgmlType::F32>::dot, FloatRows<GgmlType::F32>::dotn}},
+    {GgmlType::F16, {GgmlType::F32, FloatRows<GgmlType::F16>::dot, FloatRows<GgmlType::F16>::dotn}},
+    {GgmlType::BF16, {GgmlType::F32, FloatRows<GgmlType::BF16>::dot, FloatRows<GgmlType::BF16>::dotn}},
     {GgmlType::Q8_0, {GgmlType::Q8_0, Q80::dot, Q80::dotn}},
     {GgmlType::MXFP4, {GgmlType::Q8_0, MXFP4::dot, MXFP4::dotn}},
     {GgmlType::Q2_K, {GgmlType::Q8_K, Q2K::dot, Q2K::dotn}},

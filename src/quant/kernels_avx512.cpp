@@ -89,24 +89,18 @@ DS4_AVX512 inline __m512 load_bf16(const uint16_t* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
 }
 
-// Float weights (K: 0 f32, 1 f16, 2 bf16) against NA f32 activation rows: each
+// Float weights (T: F32, F16 or BF16) against NA f32 activation rows: each
 // 32 weights are loaded and widened once for all rows, and each row is summed
 // as dot sums it (two accumulators over 32-value steps, added and reduced,
 // then the tail in order), so dotn equals dot bit for bit; dot is NA = 1.
-template <int K>
+template <GgmlType T>
 DS4_AVX512 inline __m512 float_w16(const void* w, int64_t i) {
-  if constexpr (K == 0) return _mm512_loadu_ps(static_cast<const float*>(w) + i);
-  else if constexpr (K == 1)
+  if constexpr (T == GgmlType::F32) return _mm512_loadu_ps(static_cast<const float*>(w) + i);
+  else if constexpr (T == GgmlType::F16)
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + i)));
   else return load_bf16(static_cast<const uint16_t*>(w) + i);
 }
-template <int K>
-inline float float_w1(const void* w, int64_t i) {
-  if constexpr (K == 0) return static_cast<const float*>(w)[i];
-  else if constexpr (K == 1) return f16_to_f32(static_cast<const uint16_t*>(w)[i]);
-  else return bf16_to_f32(static_cast<const uint16_t*>(w)[i]);
-}
-template <int K, int NA>
+template <GgmlType T, int NA>
 DS4_AVX512 void dotn_float(int64_t n, const void* w, const void* a, size_t stride, float* out) {
   const float* y[NA];
   for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const float*>(static_cast<const uint8_t*>(a) + stride * j);
@@ -114,8 +108,8 @@ DS4_AVX512 void dotn_float(int64_t n, const void* w, const void* a, size_t strid
   for (int j = 0; j < NA; ++j) s0[j] = s1[j] = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    if constexpr (K != 0) prefetch_weights(static_cast<const uint16_t*>(w) + i);
-    const __m512 w0 = float_w16<K>(w, i), w1 = float_w16<K>(w, i + 16);
+    if constexpr (T != GgmlType::F32) prefetch_weights(static_cast<const uint16_t*>(w) + i);
+    const __m512 w0 = float_w16<T>(w, i), w1 = float_w16<T>(w, i + 16);
     for (int j = 0; j < NA; ++j) {
       s0[j] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(y[j] + i), s0[j]);
       s1[j] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(y[j] + i + 16), s1[j]);
@@ -123,7 +117,7 @@ DS4_AVX512 void dotn_float(int64_t n, const void* w, const void* a, size_t strid
   }
   for (int j = 0; j < NA; ++j) {
     float s = _mm512_reduce_add_ps(_mm512_add_ps(s0[j], s1[j]));
-    for (int64_t k = i; k < n; ++k) s += float_w1<K>(w, k) * y[j][k];
+    for (int64_t k = i; k < n; ++k) s += float_weight<T>(w, k) * y[j][k];
     out[j] = s;
   }
 }
@@ -635,8 +629,8 @@ void act_order_iq2_xxs(void* act, int64_t n) {
   }
 }
 
-template <int K>
-using FloatRows = RowKernels<dotn_float<K, 1>, dotn_float<K, 2>, dotn_float<K, 3>, dotn_float<K, 4>>;
+template <GgmlType T>
+using FloatRows = RowKernels<dotn_float<T, 1>, dotn_float<T, 2>, dotn_float<T, 3>, dotn_float<T, 4>>;
 using Q80Vnni = RowKernels<dotn_q8_0_vnni256<1>, dotn_q8_0_vnni256<2>, dotn_q8_0_vnni256<3>, dotn_q8_0_vnni256<4>>;
 using Mxfp4Vnni = RowKernels<dotn_mxfp4_vnni256<1>, dotn_mxfp4_vnni256<2>, dotn_mxfp4_vnni256<3>, dotn_mxfp4_vnni256<4>>;
 using Q4KVnni = RowKernels<dotn_q4_k_vnni<1>, dotn_q4_k_vnni<2>, dotn_q4_k_vnni<3>, dotn_q4_k_vnni<4>>;
@@ -712,17 +706,17 @@ struct Entry {
 };
 const Entry kAvx512[] = {
     {GgmlType::F32,
-     {GgmlType::F32, FloatRows<0>::dot, FloatRows<0>::dotn},
-     {GgmlType::F32, FloatRows<0>::dot, FloatRows<0>::dotn},
-     {GgmlType::F32, FloatRows<0>::dot, FloatRows<0>::dotn}},
+     {GgmlType::F32, FloatRows<GgmlType::F32>::dot, FloatRows<GgmlType::F32>::dotn},
+     {GgmlType::F32, FloatRows<GgmlType::F32>::dot, FloatRows<GgmlType::F32>::dotn},
+     {GgmlType::F32, FloatRows<GgmlType::F32>::dot, FloatRows<GgmlType::F32>::dotn}},
     {GgmlType::F16,
-     {GgmlType::F32, FloatRows<1>::dot, FloatRows<1>::dotn},
-     {GgmlType::F32, FloatRows<1>::dot, FloatRows<1>::dotn},
-     {GgmlType::F32, FloatRows<1>::dot, FloatRows<1>::dotn}},
+     {GgmlType::F32, FloatRows<GgmlType::F16>::dot, FloatRows<GgmlType::F16>::dotn},
+     {GgmlType::F32, FloatRows<GgmlType::F16>::dot, FloatRows<GgmlType::F16>::dotn},
+     {GgmlType::F32, FloatRows<GgmlType::F16>::dot, FloatRows<GgmlType::F16>::dotn}},
     {GgmlType::BF16,
-     {GgmlType::F32, FloatRows<2>::dot, FloatRows<2>::dotn},
-     {GgmlType::F32, FloatRows<2>::dot, FloatRows<2>::dotn},
-     {GgmlType::F32, FloatRows<2>::dot, FloatRows<2>::dotn}},
+     {GgmlType::F32, FloatRows<GgmlType::BF16>::dot, FloatRows<GgmlType::BF16>::dotn},
+     {GgmlType::F32, FloatRows<GgmlType::BF16>::dot, FloatRows<GgmlType::BF16>::dotn},
+     {GgmlType::F32, FloatRows<GgmlType::BF16>::dot, FloatRows<GgmlType::BF16>::dotn}},
     {GgmlType::Q8_0,
      {GgmlType::Q8_0, dot_q8_0},
      {GgmlType::Q8_0, Q80Vnni::dot, Q80Vnni::dotn},
