@@ -739,3 +739,45 @@ TEST(GpuMatvecQ8Grouped, EachSlotEqualsItsOwnMatvec) {
 }
 }  // namespace
 }  // namespace ds4
+
+namespace ds4 {
+namespace {
+TEST(GpuMatvecQ8List, EachTargetEqualsItsOwnMatvec) {
+  REQUIRE_DEVICE();
+  // Matrices of 1, 37, 300 and 1024 rows (blocks of the short ones past their
+  // rows return at once) against one activation: each result bit for bit
+  // matvec_q8 of its own matrix.
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::IQ2_XXS, GgmlType::Q4_K}) {
+    const GgmlType act = cuda::activation_type(t);
+    const int64_t cols = 512;
+    const std::vector<int64_t> rows = {300, 1, 1024, 37};
+    std::mt19937_64 rng(777 + ggml_type_id(t));
+    std::vector<DeviceBuffer> w, y;
+    std::vector<cuda::MatvecTarget> targets;
+    for (int64_t r : rows) {
+      const auto host = random_data(t, r * cols, false, rng);
+      w.emplace_back(host.size());
+      w.back().upload(host.data(), host.size());
+      y.emplace_back(static_cast<size_t>(r) * 4);
+    }
+    for (size_t i = 0; i < rows.size(); ++i) targets.push_back({w[i].get(), rows[i], y[i].as<float>()});
+    std::vector<float> x(static_cast<size_t>(cols));
+    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+    for (auto& v : x) v = uni(rng);
+    const size_t ab = cuda::activation_bytes(act, cols);
+    DeviceBuffer dx(x.size() * 4), da(ab), y1(1024 * 4);
+    dx.upload(x.data(), x.size() * 4);
+    cuda::quantize_activation(act, dx.as<float>(), cols, da.get());
+    cuda::matvec_q8_list(t, targets.data(), static_cast<int>(targets.size()), cols, da.get());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      cuda::matvec_q8(t, w[i].get(), rows[i], cols, da.get(), y1.as<float>());
+      sync();
+      std::vector<float> got(static_cast<size_t>(rows[i])), one(static_cast<size_t>(rows[i]));
+      y[i].download(got.data(), got.size() * 4);
+      y1.download(one.data(), one.size() * 4);
+      EXPECT_EQ(std::memcmp(one.data(), got.data(), one.size() * 4), 0) << type_str(t) << " target " << i;
+    }
+  }
+}
+}  // namespace
+}  // namespace ds4

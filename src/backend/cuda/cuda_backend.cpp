@@ -678,6 +678,45 @@ class CudaBackend final : public Backend {
                                 y_stride, st_);
     }
   }
+  // Several weights times the same input: for one row, the integer weights of
+  // one type (all of them take in's columns) go in matvec_q8_list launches,
+  // bit for bit what one mv each gives; otherwise, one mv each.
+  struct MvJob {
+    const DevWeight* w;
+    float* y;
+    int64_t y_stride;
+  };
+  // Jobs with a null weight are skipped.
+  void mv_many(std::span<const MvJob> jobs, QRows& in) const {
+    if (in.n != 1) {
+      for (const MvJob& j : jobs)
+        if (j.w) mv(*j.w, in, j.y, j.y_stride);
+      return;
+    }
+    std::vector<const MvJob*> left;
+    for (const MvJob& j : jobs)
+      if (j.w) left.push_back(&j);
+    while (!left.empty()) {
+      const GgmlType t = left.front()->w->type;
+      const GgmlType act = ds4::cuda::activation_type(t);
+      std::vector<ds4::cuda::MatvecTarget> group;
+      std::vector<const MvJob*> next;
+      for (const MvJob* j : left) {
+        if (j->w->type == t && act != GgmlType::F32 && group.size() < sz(ds4::cuda::kMatvecListMax)) {
+          if (j->w->cols != in.cols) fail("cuda backend: input of {} values for a weight of {} columns", in.cols, j->w->cols);
+          group.push_back({j->w->p, j->w->rows, j->y});
+        } else if (j->w->type == t && act == GgmlType::F32) {
+          mv(*j->w, in, j->y, j->y_stride);
+        } else {
+          next.push_back(j);
+        }
+      }
+      if (group.size() == 1) ds4::cuda::matvec_q8(t, group[0].w, group[0].rows, in.cols, in.as(act), group[0].y, st_);
+      else if (!group.empty())
+        ds4::cuda::matvec_q8_list(t, group.data(), static_cast<int>(group.size()), in.cols, in.as(act), st_);
+      left = std::move(next);
+    }
+  }
   // Matrix *sel of a stack of experts times row i of the input (F32 activations).
   void mv_expert(const DevWeight& w, const int32_t* sel, const float* x, float* y) const {
     const auto stride = static_cast<int64_t>(w.mat_bytes);
@@ -751,29 +790,28 @@ class CudaBackend final : public Backend {
     fwd::rms_norm_rows(P.y.as<float>(), W.attn_norm, n, D, eps, a, st_);
     QRows& in_a = P.in_a.bind(a, D, n);
     float* qlat = P.qlat.as<float>();
-    mv(W.q_a, in_a, qlat, qr);
+    float* kvt = P.kvt.as<float>();
+    bool need_indexer = false;  // does any row score compressed rows this pass?
+    // After its compressor step a row at position p has (p + 1) / ratio rows.
+    if (ratio == 4)
+      for (const Row& r : rows) need_indexer |= (r.pos + 1) / ratio > int64_t{c_.indexer_top_k};
+    // Every projection of the normed input, together (one launch per weight
+    // type for a decode step).
+    const MvJob none{nullptr, nullptr, 0};
+    const MvJob jobs[] = {{&W.q_a, qlat, qr},
+                          {&W.kv, kvt, hd},
+                          ratio ? MvJob{&W.comp.kv, P.ckv.as<float>(), P.cw} : none,
+                          ratio ? MvJob{&W.comp.gate, P.cg.as<float>(), P.cw} : none,
+                          ratio == 4 ? MvJob{&W.icomp.kv, P.ikv.as<float>(), P.icw} : none,
+                          ratio == 4 ? MvJob{&W.icomp.gate, P.ig.as<float>(), P.icw} : none,
+                          need_indexer ? MvJob{&W.indexer_proj, P.iwt.as<float>(), ih} : none};
+    mv_many(jobs, in_a);
     fwd::rms_norm_rows(qlat, W.q_a_norm, n, qr, eps, qlat, st_);
     QRows& in_q = P.in_b.bind(qlat, qr, n);
     float* q = P.q.as<float>();
     mv(W.q_b, in_q, q, H * hd);
     fwd::rms_norm_rows(q, nullptr, n * H, hd, eps, q, st_);
-    float* kvt = P.kvt.as<float>();
-    mv(W.kv, in_a, kvt, hd);
-    if (ratio) {
-      mv(W.comp.kv, in_a, P.ckv.as<float>(), P.cw);
-      mv(W.comp.gate, in_a, P.cg.as<float>(), P.cw);
-    }
-    bool need_indexer = false;  // does any row score compressed rows this pass?
-    if (ratio == 4) {
-      mv(W.icomp.kv, in_a, P.ikv.as<float>(), P.icw);
-      mv(W.icomp.gate, in_a, P.ig.as<float>(), P.icw);
-      // After its compressor step a row at position p has (p + 1) / ratio rows.
-      for (const Row& r : rows) need_indexer |= (r.pos + 1) / ratio > int64_t{c_.indexer_top_k};
-      if (need_indexer) {
-        mv(W.indexer_q_b, in_q, P.iq.as<float>(), ih * id);
-        mv(W.indexer_proj, in_a, P.iwt.as<float>(), ih);
-      }
-    }
+    if (need_indexer) mv(W.indexer_q_b, in_q, P.iq.as<float>(), ih * id);
     mark(Phase::attn_proj, l);
 
     // What each row leaves in its session's state, in order: its raw KV row
@@ -947,8 +985,8 @@ class CudaBackend final : public Backend {
       // Shared expert: rows [n][SF] in g and up, read once for all rows.
       const int64_t SF = c_.shared_ff();
       float *g = P.g.as<float>(), *u = P.up.as<float>();
-      mv(W.gate_shexp, in_f, g, SF);
-      mv(W.up_shexp, in_f, u, SF);
+      const MvJob shared[] = {{&W.gate_shexp, g, SF}, {&W.up_shexp, u, SF}};
+      mv_many(shared, in_f);
       fwd::swiglu(g, u, n * SF, clamp, nullptr, st_);
       mv(W.down_shexp, P.in_b.bind(g, SF, n), ys, D);
       if (!integer) fwd::add(out, ys, n * D, st_);

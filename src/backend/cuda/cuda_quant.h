@@ -70,6 +70,19 @@ void quantize_activation_strided(GgmlType act, const float* x, int64_t cols, int
 // and each result is bit for bit matvec_q8 of that activation alone.
 void matvec_q8_rows(GgmlType t, const void* dW, int64_t rows, int64_t cols, const void* act, size_t act_stride,
                     int64_t nact, float* dy, int64_t y_stride, cudaStream_t stream = nullptr);
+// Several weights of one type and column count times one activation, in one
+// launch: target i's result is matvec_q8(t, w, rows, cols, act, y) of its own
+// w, rows and y, bit for bit. For the small projections of a decode step that
+// share an input (a layer's q_a, kv, compressor and indexer weights): alone,
+// each is a launch too small to fill the GPU.
+struct MatvecTarget {
+  const void* w = nullptr;
+  int64_t rows = 0;
+  float* y = nullptr;
+};
+inline constexpr int kMatvecListMax = 8;
+void matvec_q8_list(GgmlType t, const MatvecTarget* targets, int n, int64_t cols, const void* act,
+                    cudaStream_t stream = nullptr);
 // nmat products in one launch (MoE experts): product i takes matrix
 // d_index[i] of base (matrices stride_bytes apart), the activation at
 // act + i * act_stride bytes (act_stride 0: the same one for all, else a

@@ -491,7 +491,46 @@ __global__ void __launch_bounds__(kThreads) mvq_grouped_kernel(const uint8_t* __
   }
 }
 
+// matvec_q8_list: matrix blockIdx.y of the list, one weight row per warp;
+// blocks past a shorter matrix's rows return at once.
+struct MatList {
+  const uint8_t* w[kMatvecListMax];
+  int64_t rows[kMatvecListMax];
+  float* y[kMatvecListMax];
+};
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) mvq_list_kernel(MatList L, int64_t row_bytes, int64_t nblocks, Act act) {
+  const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+  const unsigned m = blockIdx.y;
+  kc::warp_rows<T, 1, kThreads, kUnroll>(L.w[m], row_bytes, L.rows[m], nblocks * T::PARTS, L.y[m],
+                                         [&](const typename T::Raw(&raw)[1], int64_t b, int p, float(&acc)[1]) {
+                                           acc[0] = __fadd_rn(acc[0], T::dot(ctx, raw[0], p, act, b));
+                                         });
+}
+
 unsigned grid_for(int64_t threads) { return kc::grid_for(threads, kThreads); }
+
+template <class T>
+void mvq_list(GgmlType t, const MatvecTarget* targets, int n, int64_t cols, const void* act, cudaStream_t s) {
+  if (n < 1 || n > kMatvecListMax) fail_shape("matvec_q8_list targets", t, n, 1);
+  if (cols % T::QK || cols % T::AQK) fail_shape("matvec_q8_list", t, cols, T::AQK > T::QK ? T::AQK : T::QK);
+  if (!aligned(act, 16)) fail_align("matvec_q8_list activation", t, act, 16);
+  MatList L{};
+  int64_t most = 0;
+  for (int i = 0; i < n; ++i) {
+    if (!aligned(targets[i].w, T::ALIGN)) fail_align("matvec_q8_list weights", t, targets[i].w, T::ALIGN);
+    L.w[i] = static_cast<const uint8_t*>(targets[i].w);
+    L.rows[i] = targets[i].rows;
+    L.y[i] = targets[i].y;
+    most = targets[i].rows > most ? targets[i].rows : most;
+  }
+  if (most <= 0 || cols <= 0) return;
+  const int64_t rb = cols / T::QK * T::BYTES, nb = cols / T::QK;
+  mvq_list_kernel<T><<<dim3(grid_for(most * 32), static_cast<unsigned>(n)), kThreads, 0, s>>>(
+      L, rb, nb, act_view(act, cols, T::AQK));
+  DS4_CUDA_CHECK_LAUNCH("mvq_list_kernel");
+}
 
 struct TablesTag {};
 
@@ -726,6 +765,18 @@ void matvec_q8_grouped(GgmlType t, const void* base, int64_t stride_bytes, const
       return mvq_grouped<QIQ2_XXS>(t, base, stride_bytes, d_sel, nrows, K, rows, cols, act, act_row_stride,
                                    act_k_stride, y, y_stride, s);
     default: fail_unsupported("matvec_q8_grouped", t);
+  }
+}
+
+void matvec_q8_list(GgmlType t, const MatvecTarget* targets, int n, int64_t cols, const void* act, cudaStream_t s) {
+  switch (t) {
+    case GgmlType::Q8_0: return mvq_list<QQ8_0>(t, targets, n, cols, act, s);
+    case GgmlType::Q2_K: return mvq_list<QQ2_K>(t, targets, n, cols, act, s);
+    case GgmlType::Q4_K: return mvq_list<QQ4_K>(t, targets, n, cols, act, s);
+    case GgmlType::IQ2_XXS:
+      upload_tables();
+      return mvq_list<QIQ2_XXS>(t, targets, n, cols, act, s);
+    default: fail_unsupported("matvec_q8_list", t);
   }
 }
 
