@@ -17,6 +17,7 @@
 // |a| and |b|, not with |a - b|.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdio>
@@ -779,5 +780,178 @@ TEST(GpuMatvecQ8List, EachTargetEqualsItsOwnMatvec) {
     }
   }
 }
+}  // namespace
+}  // namespace ds4
+
+// ---- tensor-core products (matmul_q8, matmul_q8_grouped) -------------------------
+// Held to the matvec's bound against the same double-precision reference:
+// the integers are the matvec's and the float terms are fewer (one per 256
+// values for the K/IQ types), so k = cols / 32 + 32 still covers every
+// rounding path.
+
+namespace ds4 {
+namespace {
+
+struct MmCase {
+  GgmlType type;
+  int64_t rows, cols, nact;
+};
+
+// Checks y[i * y_stride + r] of every listed (matrix, activation) pair.
+struct Product {
+  const uint8_t* w;  // host copy of the matrix
+  size_t act;        // which activation row of x
+  int64_t out;       // output row index (times y_stride)
+};
+
+int64_t check_products(GgmlType t, int64_t rows, int64_t cols, const std::vector<float>& x,
+                       const std::vector<Product>& prods, const std::vector<float>& y, int64_t y_stride,
+                       const std::string& what) {
+  const GgmlType act = cuda::activation_type(t);
+  const int block = act == GgmlType::Q8_0 ? 32 : 256;
+  const size_t rb = quant::row_bytes(t, cols);
+  const double u = std::ldexp(1.0, -24), k = static_cast<double>(cols / 32 + 32);
+  int64_t bad = 0;
+  std::vector<CpuAct> qa;
+  for (size_t a = 0; a * static_cast<size_t>(cols) < x.size(); ++a)
+    qa.push_back(cpu_quantize(act, std::vector<float>(x.begin() + static_cast<long>(a * static_cast<size_t>(cols)),
+                                                       x.begin() + static_cast<long>((a + 1) * static_cast<size_t>(cols)))));
+  for (const Product& p : prods) {
+    const CpuAct& q = qa[p.act];
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto [ref, s] = row_reference(t, p.w + static_cast<size_t>(r) * rb, cols, [&](int64_t i) {
+        return static_cast<double>(q.q[static_cast<size_t>(i)]) * q.d[static_cast<size_t>(i / block)];
+      });
+      const float got = y[static_cast<size_t>(p.out * y_stride + r)];
+      const double err = std::fabs(static_cast<double>(got) - ref);
+      if (!(err <= k * u * s) && bad++ < 5)
+        ADD_FAILURE() << what << " output " << p.out << " row " << r << ": gpu " << got << " ref " << ref << " err "
+                      << err << " > bound " << k * u * s;
+    }
+  }
+  return bad;
+}
+
+class GpuMatmulQ8 : public ::testing::TestWithParam<MmCase> {};
+
+TEST_P(GpuMatmulQ8, WithinRoundingBoundOfDoubleDot) {
+  REQUIRE_DEVICE();
+  const MmCase c = GetParam();
+  const GgmlType act = cuda::activation_type(c.type);
+  std::mt19937_64 rng(0x3a3a00u + ggml_type_id(c.type) * 977 + static_cast<uint64_t>(c.rows * 13 + c.cols + c.nact));
+  const auto w = random_data(c.type, c.rows * c.cols, false, rng);
+  std::vector<float> x;
+  for (int64_t i = 0; i < c.nact; ++i) {
+    const auto xi = random_activation(c.cols, act == GgmlType::Q8_0 ? 32 : 256, rng);
+    x.insert(x.end(), xi.begin(), xi.end());
+  }
+  const size_t ab = cuda::activation_bytes(act, c.cols);
+  const int64_t y_stride = c.rows + 3;  // outputs not packed: the kernel must honour the stride
+  DeviceBuffer dw(w.size()), dx(x.size() * 4), da(ab * static_cast<size_t>(c.nact)),
+      dy(static_cast<size_t>(c.nact * y_stride) * 4);
+  dw.upload(w.data(), w.size());
+  dx.upload(x.data(), x.size() * 4);
+  DS4_CUDA_CHECK(cudaMemset(dy.get(), 0xff, dy.size()));
+  cuda::quantize_activation_rows(act, dx.as<float>(), c.cols, c.nact, da.get());
+  cuda::matmul_q8(c.type, dw.get(), c.rows, c.cols, da.get(), ab, c.nact, dy.as<float>(), y_stride);
+  sync();
+  std::vector<float> y(static_cast<size_t>(c.nact * y_stride));
+  dy.download(y.data(), y.size() * 4);
+  std::vector<Product> prods;
+  for (int64_t i = 0; i < c.nact; ++i) prods.push_back({w.data(), static_cast<size_t>(i), i});
+  const std::string what = type_str(c.type) + " " + std::to_string(c.rows) + "x" + std::to_string(c.cols) + " n" +
+                           std::to_string(c.nact);
+  EXPECT_EQ(check_products(c.type, c.rows, c.cols, x, prods, y, y_stride, what), 0) << what;
+  // The padding between outputs stays as it was (0xff bytes: a NaN).
+  int64_t touched = 0;
+  for (int64_t i = 0; i < c.nact; ++i)
+    for (int64_t r = c.rows; r < y_stride; ++r) touched += !std::isnan(y[static_cast<size_t>(i * y_stride + r)]);
+  EXPECT_EQ(touched, 0) << what << ": wrote outside its outputs";
+}
+
+std::vector<MmCase> mm_cases() {
+  std::vector<MmCase> v;
+  for (GgmlType t : kIntTypes) {
+    const int64_t qk = geometry(t).qk;
+    // Token counts around every tile width (8, 16, 32, 64), rows around the
+    // 64-row tile; Q8_0 also with a last k step shorter than 256.
+    for (int64_t n : {1, 7, 8, 9, 31, 33, 64, 65, 130}) v.push_back({t, 100, 2 * 256, n});
+    v.push_back({t, 64, 4 * qk, 16});
+    v.push_back({t, 1, 256, 40});
+    if (qk == 32) v.push_back({t, 77, 11 * 32, 20});
+    v.push_back({t, 512, 4096, 64});
+  }
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(IntTypes, GpuMatmulQ8, ::testing::ValuesIn(mm_cases()), [](const auto& p) {
+  return type_str(p.param.type) + "_" + std::to_string(p.param.rows) + "x" + std::to_string(p.param.cols) + "_n" +
+         std::to_string(p.param.nact);
+});
+
+TEST(GpuMatmulQ8Grouped, AnyNumberOfSlotsPerExpert) {
+  REQUIRE_DEVICE();
+  // Experts chosen 0, 1, 63, 64, 65, 127, 128 and 129 times (around every
+  // tile width, the counts the wide-tile kernels of other engines got wrong),
+  // slots in a random order, each slot's product within the matvec bound.
+  // Both activation layouts: one per row (gate, up) and one per slot (down).
+  const int counts[] = {0, 1, 63, 64, 65, 127, 128, 129};
+  for (GgmlType t : kIntTypes) {
+    for (bool per_slot : {false, true}) {
+      const GgmlType act = cuda::activation_type(t);
+      const int K = 3, E = 10;
+      std::vector<int32_t> sel;
+      for (int e = 0; e < 8; ++e) sel.insert(sel.end(), static_cast<size_t>(counts[e]), e);
+      while (sel.size() % K) sel.push_back(8);  // expert 9 stays unchosen
+      std::mt19937_64 rng(0x9e0000u + ggml_type_id(t) * 3 + per_slot);
+      std::shuffle(sel.begin(), sel.end(), rng);
+      const auto nslots = static_cast<int64_t>(sel.size()), nrows = nslots / K;
+      const int64_t rows = 80, cols = 512;
+      const auto w = random_data(t, E * rows * cols, false, rng);
+      const int64_t nx = per_slot ? nslots : nrows;
+      std::vector<float> x;
+      for (int64_t i = 0; i < nx; ++i) {
+        const auto xi = random_activation(cols, act == GgmlType::Q8_0 ? 32 : 256, rng);
+        x.insert(x.end(), xi.begin(), xi.end());
+      }
+      const size_t ab = cuda::activation_bytes(act, cols);
+      const int64_t stride = static_cast<int64_t>(quant::row_bytes(t, cols)) * rows;
+      const size_t scratch = cuda::matmul_q8_grouped_scratch(E, nslots);
+      DeviceBuffer dw(w.size()), dx(x.size() * 4), da(ab * static_cast<size_t>(nx)), ds(sel.size() * 4),
+          dy(static_cast<size_t>(nslots * rows) * 4), dscr(scratch);
+      dw.upload(w.data(), w.size());
+      dx.upload(x.data(), x.size() * 4);
+      ds.upload(sel.data(), sel.size() * 4);
+      DS4_CUDA_CHECK(cudaMemset(dy.get(), 0xff, dy.size()));
+      cuda::quantize_activation_rows(act, dx.as<float>(), cols, nx, da.get());
+      cuda::matmul_q8_grouped(t, dw.get(), stride, E, ds.as<int32_t>(), nrows, K, rows, cols, da.get(),
+                              per_slot ? K * ab : ab, per_slot ? ab : 0, dy.as<float>(), rows, dscr.get(), scratch);
+      sync();
+      std::vector<float> y(static_cast<size_t>(nslots * rows));
+      dy.download(y.data(), y.size() * 4);
+      std::vector<Product> prods;
+      for (int64_t j = 0; j < nslots; ++j)
+        prods.push_back({w.data() + static_cast<size_t>(sel[static_cast<size_t>(j)] * stride),
+                         static_cast<size_t>(per_slot ? j : j / K), j});
+      const std::string what = type_str(t) + (per_slot ? " per-slot" : " per-row");
+      EXPECT_EQ(check_products(t, rows, cols, x, prods, y, rows, what), 0) << what;
+    }
+  }
+}
+
+TEST(GpuMatmulQ8Grouped, TooLittleScratchIsAnError) {
+  REQUIRE_DEVICE();
+  const int32_t sel[2] = {0, 1};
+  DeviceBuffer ds(sizeof sel), dw(34 * 2), da(256), dy(64), dscr(16);
+  ds.upload(sel, sizeof sel);
+  try {
+    cuda::matmul_q8_grouped(GgmlType::Q8_0, dw.get(), 34, 2, ds.as<int32_t>(), 2, 1, 1, 32, da.get(), 48, 0,
+                            dy.as<float>(), 1, dscr.get(), 16);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("scratch of 16 bytes"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace ds4

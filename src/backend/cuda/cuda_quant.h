@@ -102,6 +102,25 @@ void matvec_q8_grouped(GgmlType t, const void* base, int64_t stride_bytes, const
                        int64_t rows, int64_t cols, const void* act, size_t act_row_stride, size_t act_k_stride,
                        float* dy, int64_t y_stride, cudaStream_t stream = nullptr);
 
+// ---- tensor-core products (mmq_kernels.cu): many activations at once --------
+// What matvec_q8_rows computes (activation i at act + i * act_stride bytes,
+// result at dy + i * y_stride), on int8 MMA tiles of 64 weight rows by up to
+// 64 activations: for a prefill chunk or a wide batch. Same integers as the
+// matvec; K/IQ blocks form one float term per 256 values where the matvec
+// forms one per unit, so results agree to rounding (tests/gpu bound both by
+// the same double-precision reference).
+void matmul_q8(GgmlType t, const void* dW, int64_t rows, int64_t cols, const void* act, size_t act_stride,
+               int64_t nact, float* dy, int64_t y_stride, cudaStream_t stream = nullptr);
+// The routed experts of nrows rows, as matvec_q8_grouped lays them out
+// (slot j = row j / K, choice j % K), with the slots sorted by expert on the
+// device first so that each expert's slots form MMA columns. scratch: device
+// memory of matmul_q8_grouped_scratch(n_expert, nrows * K) bytes.
+size_t matmul_q8_grouped_scratch(int64_t n_expert, int64_t nslots);
+void matmul_q8_grouped(GgmlType t, const void* base, int64_t stride_bytes, int64_t n_expert, const int32_t* d_sel,
+                       int64_t nrows, int K, int64_t rows, int64_t cols, const void* act, size_t act_row_stride,
+                       size_t act_k_stride, float* dy, int64_t y_stride, void* scratch, size_t scratch_bytes,
+                       cudaStream_t stream = nullptr);
+
 namespace detail {
 void upload_q8_tables();  // q8_kernels.cu's part of prepare_tables()
 inline constexpr int kBlockPerRow = -1;
