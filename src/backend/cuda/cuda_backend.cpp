@@ -48,6 +48,8 @@ constexpr double kMiB = 1024.0 * 1024.0;
 // Most rows (tokens of all the batch's sequences) one pass runs through the
 // layers together; a longer batch runs in several passes.
 constexpr int64_t kPassRows = fwd::kMaxRows;
+// Rows from which a pass's integer products run on tensor cores (see wide()).
+constexpr int64_t kMmqRows = 16;
 // Slots of a session's raw KV ring: the window, plus a pass's rows, so that a
 // pass writes all its rows' KV before any of them attends without
 // overwriting a position an earlier row of the pass still sees.
@@ -252,6 +254,7 @@ struct Pass {
   QRows in_a, in_b;  // two live inputs at a time (e.g. the normed hidden state and q's latent)
   DeviceSpan gq;     // per row: the routed experts' down-projection inputs, quantized
   DeviceSpan oq;     // per row: the attention output's head groups, quantized (grouped output projection)
+  DeviceSpan mmq;    // matmul_q8_grouped's slot sort (the routed experts of a wide pass)
   DeviceSpan X, u, mix, pre, post, comb, y, a, qlat, q, kvt, ckv, cg, ikv, ig, iq, iwt, o, z, out, f, logit, sel, wts, g,
       up, ye, ys, e, hu, hy, logits, attn_part;
   int64_t gw = 0;  // floats per row of g and up
@@ -303,6 +306,7 @@ struct Pass {
     hy = m.floats(R * D);
     logits = m.floats(R * c.n_vocab);
     attn_part = m.floats(fwd::attend_rows_scratch_floats(static_cast<int>(H), hd));
+    mmq = m.take(ds4::cuda::matmul_q8_grouped_scratch(std::max<int64_t>(c.n_expert, 1), R * K));
     const int64_t max_cols = std::max<int64_t>(
         {hc * D, H * hd, int64_t{c.o_groups} * c.o_lora_rank, ffmax, c.q_lora_rank, D, c.heads_per_group() * hd});
     in_a.carve(max_cols, R, m);
@@ -506,6 +510,8 @@ class CudaBackend final : public Backend {
     std::vector<int32_t> iota(std::max<uint32_t>(c_.o_groups, 1));
     for (size_t g = 0; g < iota.size(); ++g) iota[g] = static_cast<int32_t>(g);
     iota_ = DeviceBuffer(iota.size() * sizeof(int32_t));
+    const char* mm = std::getenv("DS4_CUDA_MMQ");
+    mmq_ = !(mm && std::string_view(mm) == "0");
     const char* g = std::getenv("DS4_CUDA_GRAPH");
     graph_ = g && std::string_view(g) == "1";
     if (graph_) {
@@ -673,11 +679,19 @@ class CudaBackend final : public Backend {
     const GgmlType act = ds4::cuda::activation_type(w.type);
     if (act == GgmlType::F32) {
       for (int64_t i = 0; i < in.n; ++i) ds4::cuda::matvec(w.type, p, n, w.cols, in.x + i * in.stride, y + i * y_stride, st_);
+    } else if (wide(in.n)) {
+      ds4::cuda::matmul_q8(w.type, p, n, w.cols, in.as(act), ds4::cuda::activation_bytes(act, w.cols), in.n, y, y_stride,
+                           st_);
     } else {
       ds4::cuda::matvec_q8_rows(w.type, p, n, w.cols, in.as(act), ds4::cuda::activation_bytes(act, w.cols), in.n, y,
                                 y_stride, st_);
     }
   }
+  // Whether n rows take the tensor-core products (matmul_q8*) rather than
+  // the matvecs: from kMmqRows rows on, where one weight read serves enough
+  // tokens for the MMA tiles to pay. Below it (decode steps of a few
+  // sequences) the matvecs give every row bit for bit its result alone.
+  bool wide(int64_t n) const { return mmq_ && n >= kMmqRows; }
   // Several weights times the same input: for one row, the integer weights of
   // one type (all of them take in's columns) go in matvec_q8_list launches,
   // bit for bit what one mv each gives; otherwise, one mv each.
@@ -905,10 +919,16 @@ class CudaBackend final : public Backend {
                                      iota_.as<int32_t>(), static_cast<int>(G), ro, hpg * hd, P.oq.get(), gbytes,
                                      P.z.as<float>(), ro, st_);
       else
-        for (int64_t g = 0; g < G; ++g)
-        ds4::cuda::matvec_q8_rows(W.out_a.type, W.out_a.p + sz(g * ro) * W.out_a.row_bytes, ro, hpg * hd,
-                                  P.oq.as<uint8_t>() + sz(g) * gbytes, sz(G) * gbytes, n, P.z.as<float>() + g * ro,
-                                  G * ro, st_);
+        for (int64_t g = 0; g < G; ++g) {
+          const uint8_t* wg = W.out_a.p + sz(g * ro) * W.out_a.row_bytes;
+          const uint8_t* ag = P.oq.as<uint8_t>() + sz(g) * gbytes;
+          if (wide(n))
+            ds4::cuda::matmul_q8(W.out_a.type, wg, ro, hpg * hd, ag, sz(G) * gbytes, n, P.z.as<float>() + g * ro,
+                                 G * ro, st_);
+          else
+            ds4::cuda::matvec_q8_rows(W.out_a.type, wg, ro, hpg * hd, ag, sz(G) * gbytes, n, P.z.as<float>() + g * ro,
+                                      G * ro, st_);
+        }
     } else {
       for (int64_t g = 0; g < G; ++g)
         mv(W.out_a, P.in_b.bind(P.o.as<float>() + g * hpg * hd, hpg * hd, n, H * hd), P.z.as<float>() + g * ro, G * ro,
@@ -949,19 +969,26 @@ class CudaBackend final : public Backend {
       // The routed experts of all rows grouped by expert (the ids stay on the
       // device): each chosen expert is read once for the rows that chose it.
       // Slot j = i * K + k (row i's k-th choice) owns g, up and ye row j.
-      using ds4::cuda::matvec_q8_grouped;
+      // A wide pass sorts its slots by expert and runs each expert's slots
+      // as tensor-core tiles (matmul_q8_grouped); a narrow one, the matvecs.
       const int32_t* sel = P.sel.as<int32_t>();
       const auto kk = static_cast<int>(K);
+      auto experts = [&](const DevWeight& w, int64_t out_rows, int64_t cols, const void* act, size_t row_stride,
+                         size_t k_stride, float* y, int64_t y_stride) {
+        if (wide(n))
+          ds4::cuda::matmul_q8_grouped(w.type, w.p, static_cast<int64_t>(w.mat_bytes), E, sel, n, kk, out_rows, cols,
+                                       act, row_stride, k_stride, y, y_stride, P.mmq.get(), P.mmq.size(), st_);
+        else
+          ds4::cuda::matvec_q8_grouped(w.type, w.p, static_cast<int64_t>(w.mat_bytes), sel, n, kk, out_rows, cols, act,
+                                       row_stride, k_stride, y, y_stride, st_);
+      };
       float *g = P.g.as<float>(), *u = P.up.as<float>(), *ye = P.ye.as<float>();
-      matvec_q8_grouped(W.gate_exps.type, W.gate_exps.p, static_cast<int64_t>(W.gate_exps.mat_bytes), sel, n, kk, FF, D,
-                        in_f.as(ga), ds4::cuda::activation_bytes(ga, D), 0, g, FF, st_);
-      matvec_q8_grouped(W.up_exps.type, W.up_exps.p, static_cast<int64_t>(W.up_exps.mat_bytes), sel, n, kk, FF, D,
-                        in_f.as(ua), ds4::cuda::activation_bytes(ua, D), 0, u, FF, st_);
+      experts(W.gate_exps, FF, D, in_f.as(ga), ds4::cuda::activation_bytes(ga, D), 0, g, FF);
+      experts(W.up_exps, FF, D, in_f.as(ua), ds4::cuda::activation_bytes(ua, D), 0, u, FF);
       fwd::swiglu_rows(g, u, FF, n * K, clamp, P.wts.as<float>(), st_);
       const size_t dab = ds4::cuda::activation_bytes(da, FF);
       ds4::cuda::quantize_activation_rows(da, g, FF, n * K, P.gq.get(), st_);
-      matvec_q8_grouped(W.down_exps.type, W.down_exps.p, static_cast<int64_t>(W.down_exps.mat_bytes), sel, n, kk, D, FF,
-                        P.gq.get(), sz(K) * dab, dab, ye, D, st_);
+      experts(W.down_exps, D, FF, P.gq.get(), sz(K) * dab, dab, ye, D);
       // Summed with the shared expert's output once that is known.
     } else {
       // Float experts meet f32 activations, one matrix at a time.
@@ -1152,6 +1179,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Pass> pass_;  // carved from pass_mem_; one pass at a time (one thread drives a backend)
   mutable PhaseProfile prof_;  // off unless BackendOptions::profile
   bool graph_ = false;              // DS4_CUDA_GRAPH=1
+  bool mmq_ = true;                 // tensor-core products for wide passes (DS4_CUDA_MMQ=0: the matvecs, to compare)
   float* logits_pinned_ = nullptr;  // [kPassRows][vocab], graph mode only
   mutable cudaGraphExec_t exec_ = nullptr;
 };
