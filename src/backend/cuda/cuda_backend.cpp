@@ -47,13 +47,16 @@ size_t sz(int64_t n) { return static_cast<size_t>(n); }
 constexpr double kMiB = 1024.0 * 1024.0;
 // Most rows (tokens of all the batch's sequences) one pass runs through the
 // layers together; a longer batch runs in several passes.
-constexpr int64_t kPassRows = fwd::kMaxRows;
+constexpr int64_t kPassRows = 256;
+// Rows the stateful middle of attention (and routing) takes per launch: their
+// parameters travel by value, in arrays of fwd::kMaxRows.
+constexpr int64_t kMidRows = fwd::kMaxRows;
 // Rows from which a pass's integer products run on tensor cores (see wide()).
 constexpr int64_t kMmqRows = 16;
-// Slots of a session's raw KV ring: the window, plus a pass's rows, so that a
-// pass writes all its rows' KV before any of them attends without
-// overwriting a position an earlier row of the pass still sees.
-int64_t ring_slots(const ModelConfig& c) { return int64_t{c.sliding_window} + kPassRows; }
+// Slots of a session's raw KV ring: the window, plus the rows of one launch
+// of the middle, so that those rows write their KV before any of them attends
+// without overwriting a position an earlier one still sees.
+int64_t ring_slots(const ModelConfig& c) { return int64_t{c.sliding_window} + kMidRows; }
 
 // Device memory new_session() leaves free beyond the session itself.
 constexpr size_t kSessionRoom = size_t{128} << 20;
@@ -302,9 +305,10 @@ struct Pass {
     oq = m.take(sz(R * c.o_groups) * std::max(ds4::cuda::activation_bytes(GgmlType::Q8_0, c.heads_per_group() * hd),
                                               ds4::cuda::activation_bytes(GgmlType::Q8_K, c.heads_per_group() * hd)));
     e = m.floats(R * D);
-    hu = m.floats(R * hc * D);
-    hy = m.floats(R * D);
-    logits = m.floats(R * c.n_vocab);
+    // The head runs kMidRows rows at a time.
+    hu = m.floats(kMidRows * hc * D);
+    hy = m.floats(kMidRows * D);
+    logits = m.floats(kMidRows * c.n_vocab);
     attn_part = m.floats(fwd::attend_rows_scratch_floats(static_cast<int>(H), hd));
     mmq = m.take(ds4::cuda::matmul_q8_grouped_scratch(std::max<int64_t>(c.n_expert, 1), R * K));
     const int64_t max_cols = std::max<int64_t>(
@@ -351,8 +355,8 @@ struct SessionLayout {
     sc.v = m.floats(std::max<int64_t>(c.head_dim, c.indexer_head_dim));
     sc.topk_stride = std::max<int64_t>(c.indexer_top_k, 1);
     sc.idx_stride = (max_idx_rows + 63) / 64 * 64;
-    sc.topk = m.floats(kPassRows * sc.topk_stride);
-    sc.idx_score = m.floats(kPassRows * sc.idx_stride);
+    sc.topk = m.floats(kMidRows * sc.topk_stride);
+    sc.idx_score = m.floats(kMidRows * sc.idx_stride);
     scratch_bytes = m.used();
   }
 };
@@ -516,7 +520,7 @@ class CudaBackend final : public Backend {
     graph_ = g && std::string_view(g) == "1";
     if (graph_) {
       void* h = nullptr;
-      DS4_CUDA_CHECK(cudaHostAlloc(&h, sz(kPassRows) * sz(c_.n_vocab) * sizeof(float), cudaHostAllocDefault));
+      DS4_CUDA_CHECK(cudaHostAlloc(&h, sz(kMidRows) * sz(c_.n_vocab) * sizeof(float), cudaHostAllocDefault));
       logits_pinned_ = static_cast<float*>(h);
       log::info("cuda: decode steps run as CUDA graphs (DS4_CUDA_GRAPH=1)");
     }
@@ -597,7 +601,7 @@ class CudaBackend final : public Backend {
     // DS4_CUDA_GRAPH=1 (experimental: the pass is captured, the previous
     // graph updated in place, then launched, so the GPU runs the step's
     // kernels back to back).
-    bool one_pass_decode = graph_ && !prof_.on() && batch.size() <= sz(kPassRows);
+    bool one_pass_decode = graph_ && !prof_.on() && batch.size() <= sz(kMidRows);
     for (const SeqStep& st : batch) one_pass_decode &= st.tokens.size() == 1 && !st.capture;
     std::vector<Row> rows;
     rows.reserve(sz(kPassRows));
@@ -790,11 +794,8 @@ class CudaBackend final : public Backend {
     const DevLayer& W = layers_[l];
     Pass& P = *pass_;
     const auto n = static_cast<int64_t>(rows.size());
-    const int64_t D = c_.n_embd, H = c_.n_head, hd = c_.head_dim, qr = c_.q_lora_rank, rd = c_.rope_dim,
-                  nope = c_.nope_dim(), win = c_.sliding_window;
-    const int pairs = static_cast<int>(rd / 2);
+    const int64_t D = c_.n_embd, H = c_.n_head, hd = c_.head_dim, qr = c_.q_lora_rank;
     const uint32_t ratio = c_.compress_ratios[l];
-    const float* rope = ratio ? rope_comp_ : rope_plain_;
     const float eps = c_.rms_eps;
     const int64_t ih = c_.indexer_heads, id = c_.indexer_head_dim;
 
@@ -828,82 +829,10 @@ class CudaBackend final : public Backend {
     if (need_indexer) mv(W.indexer_q_b, in_q, P.iq.as<float>(), ih * id);
     mark(Phase::attn_proj, l);
 
-    // What each row leaves in its session's state, in order: its raw KV row
-    // in the ring (which has room for a whole pass beyond the window) and its
-    // compressor windows (a session's consecutive rows reuse the frontier).
-    // Then the reading side for all rows at once: RoPE, the indexer, top-k
-    // and attention, each row seeing exactly the state its position has.
-    const int64_t ring = ring_slots(c_), top_k = c_.indexer_top_k;
-    fwd::Positions at_pos;
-    fwd::AttnRows att;
-    fwd::IdxRows idx;
-    at_pos.n = att.n = idx.n = static_cast<int>(n);
-    att.ring = ring;
-    bool any_idx = false, all_faithful = true;
-    fwd::KvRows kvr;
-    kvr.n = static_cast<int>(n);
-    for (int64_t i = 0; i < n; ++i) {
-      const CudaSession& S = *rows[sz(i)].S;
-      const int64_t p = rows[sz(i)].pos;
-      kvr.dst[i] = S.lay.layers[l].raw.as<float>() + (p % ring) * hd;
-      kvr.pos[i] = p;
-      kvr.faithful[i] = S.mode == NumericsMode::faithful;
-    }
-    fwd::kv_rows(kvt, hd, W.kv_norm, eps, nope, rope, pairs, kvr, st_);
-    mark(Phase::attn_kv, l);
-    for (int64_t i = 0; i < n; ++i) {
-      CudaSession& S = *rows[sz(i)].S;
-      const int64_t p = rows[sz(i)].pos;
-      DevLayerState& L = S.lay.layers[l];
-      SessionScratch& s = S.lay.sc;
-      const bool faithful = S.mode == NumericsMode::faithful;
-      all_faithful &= faithful;
-      at_pos.pos[i] = p;
-
-      fwd::AttnRow& ar = att.r[i];
-      ar = {p, std::min<int64_t>(p + 1, win), 0, L.raw.as<float>(), nullptr, nullptr};
-      idx.r[i] = {};
-      if (ratio) {
-        comp_step(L.attn, W.comp, false, faithful, p, P.ckv.as<float>() + i * P.cw, P.cg.as<float>() + i * P.cw, s);
-        ar.comp = L.attn.rows.as<float>();
-        ar.n_comp = L.attn.n_rows;
-      }
-      if (ratio == 4) {
-        comp_step(L.indexer, W.icomp, true, faithful, p, P.ikv.as<float>() + i * P.icw, P.ig.as<float>() + i * P.icw,
-                  s);
-        const int64_t nrows = L.indexer.n_rows;
-        if (nrows > top_k) {
-          if (!need_indexer) fail("cuda backend: indexer rows {} at position {} were not foreseen", nrows, p);
-          int32_t* sel = s.topk.as<int32_t>() + i * s.topk_stride;
-          idx.r[i] = {nrows, L.indexer.rows.as<float>(), s.idx_score.as<float>() + i * s.idx_stride, sel};
-          ar.sel = sel;
-          ar.n_comp = top_k;
-          any_idx = true;
-        }
-        // else: all rows, in order, as indexer_select returns them
-      }
-      if (ratio) mark(Phase::compressor, l);
-    }
-    fwd::rope_rows(q + nope, H * hd, hd, static_cast<int>(H), rope, pairs, at_pos, false, st_);
-    if (any_idx) {
-      // Every row's indexer query is prepared (rows that score nothing ignore it).
-      float* iq = P.iq.as<float>();
-      fwd::rope_rows(iq + id - rd, ih * id, id, static_cast<int>(ih), rope_comp_, pairs, at_pos, false, st_);
-      if (all_faithful) {
-        fwd::indexer_qat(iq, n * ih, id, st_);
-      } else {
-        for (int64_t i = 0; i < n; ++i)
-          if (rows[sz(i)].S->mode == NumericsMode::faithful) fwd::indexer_qat(iq + i * ih * id, ih, id, st_);
-      }
-      fwd::scale(P.iwt.as<float>(), n * ih, 1.0f / std::sqrt(static_cast<float>(id * ih)), st_);
-      fwd::indexer_scores_rows(idx, id, iq, ih * id, P.iwt.as<float>(), ih, static_cast<int>(ih), st_);
-      mark(Phase::indexer, l);
-      fwd::topk_rows(idx, top_k, st_);
-      mark(Phase::topk, l);
-    }
-    float* o = P.o.as<float>();
-    fwd::attend_rows(q, static_cast<int>(H), hd, att, W.sinks, o, P.attn_part.as<float>(), st_);
-    fwd::rope_rows(o + nope, H * hd, hd, static_cast<int>(H), rope, pairs, at_pos, true, st_);
+    // The stateful middle, kMidRows rows at a time (its per-row parameters
+    // travel by value in each launch).
+    for (int64_t s0 = 0; s0 < n; s0 += kMidRows)
+      middle(l, rows.subspan(sz(s0), sz(std::min(kMidRows, n - s0))), s0, need_indexer);
     mark(Phase::attend, l);
 
     // Grouped output projection: group g maps its heads through its rows of W_oa.
@@ -941,6 +870,103 @@ class CudaBackend final : public Backend {
     mark(Phase::hc_post, l);
   }
 
+  // Rows [s0, s0 + rows.size()) of a pass (at most kMidRows): what each row
+  // leaves in its session's state, in order: its raw KV row in the ring
+  // (which has room for kMidRows rows beyond the window) and its compressor
+  // windows (a session's consecutive rows reuse the frontier). Then the
+  // reading side for these rows at once: RoPE, the indexer, top-k and
+  // attention, each row seeing exactly the state its position has.
+  void middle(uint32_t l, std::span<const Row> rows, int64_t s0, bool need_indexer) const {
+    const DevLayer& W = layers_[l];
+    Pass& P = *pass_;
+    const auto n = static_cast<int64_t>(rows.size());
+    const int64_t H = c_.n_head, hd = c_.head_dim, rd = c_.rope_dim, nope = c_.nope_dim(), win = c_.sliding_window;
+    const int pairs = static_cast<int>(rd / 2);
+    const uint32_t ratio = c_.compress_ratios[l];
+    const float* rope = ratio ? rope_comp_ : rope_plain_;
+    const float eps = c_.rms_eps;
+    const int64_t ih = c_.indexer_heads, id = c_.indexer_head_dim;
+    // These rows' parts of the pass buffers.
+    float* kvt = P.kvt.as<float>() + s0 * hd;
+    float* q = P.q.as<float>() + s0 * H * hd;
+    float* o = P.o.as<float>() + s0 * H * hd;
+    float* ckv = P.ckv.as<float>() + s0 * P.cw;
+    float* cg = P.cg.as<float>() + s0 * P.cw;
+    float* ikv = P.ikv.as<float>() + s0 * P.icw;
+    float* ig = P.ig.as<float>() + s0 * P.icw;
+    float* iq = P.iq.as<float>() + s0 * ih * id;
+    float* iwt = P.iwt.as<float>() + s0 * ih;
+    const int64_t ring = ring_slots(c_), top_k = c_.indexer_top_k;
+    fwd::Positions at_pos;
+    fwd::AttnRows att;
+    fwd::IdxRows idx;
+    at_pos.n = att.n = idx.n = static_cast<int>(n);
+    att.ring = ring;
+    bool any_idx = false, all_faithful = true;
+    fwd::KvRows kvr;
+    kvr.n = static_cast<int>(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const CudaSession& S = *rows[sz(i)].S;
+      const int64_t p = rows[sz(i)].pos;
+      kvr.dst[i] = S.lay.layers[l].raw.as<float>() + (p % ring) * hd;
+      kvr.pos[i] = p;
+      kvr.faithful[i] = S.mode == NumericsMode::faithful;
+    }
+    fwd::kv_rows(kvt, hd, W.kv_norm, eps, nope, rope, pairs, kvr, st_);
+    mark(Phase::attn_kv, l);
+    for (int64_t i = 0; i < n; ++i) {
+      CudaSession& S = *rows[sz(i)].S;
+      const int64_t p = rows[sz(i)].pos;
+      DevLayerState& L = S.lay.layers[l];
+      SessionScratch& s = S.lay.sc;
+      const bool faithful = S.mode == NumericsMode::faithful;
+      all_faithful &= faithful;
+      at_pos.pos[i] = p;
+
+      fwd::AttnRow& ar = att.r[i];
+      ar = {p, std::min<int64_t>(p + 1, win), 0, L.raw.as<float>(), nullptr, nullptr};
+      idx.r[i] = {};
+      if (ratio) {
+        comp_step(L.attn, W.comp, false, faithful, p, ckv + i * P.cw, cg + i * P.cw, s);
+        ar.comp = L.attn.rows.as<float>();
+        ar.n_comp = L.attn.n_rows;
+      }
+      if (ratio == 4) {
+        comp_step(L.indexer, W.icomp, true, faithful, p, ikv + i * P.icw, ig + i * P.icw,
+                  s);
+        const int64_t nrows = L.indexer.n_rows;
+        if (nrows > top_k) {
+          if (!need_indexer) fail("cuda backend: indexer rows {} at position {} were not foreseen", nrows, p);
+          int32_t* sel = s.topk.as<int32_t>() + i * s.topk_stride;
+          idx.r[i] = {nrows, L.indexer.rows.as<float>(), s.idx_score.as<float>() + i * s.idx_stride, sel};
+          ar.sel = sel;
+          ar.n_comp = top_k;
+          any_idx = true;
+        }
+        // else: all rows, in order, as indexer_select returns them
+      }
+      if (ratio) mark(Phase::compressor, l);
+    }
+    fwd::rope_rows(q + nope, H * hd, hd, static_cast<int>(H), rope, pairs, at_pos, false, st_);
+    if (any_idx) {
+      // Every row's indexer query is prepared (rows that score nothing ignore it).
+      fwd::rope_rows(iq + id - rd, ih * id, id, static_cast<int>(ih), rope_comp_, pairs, at_pos, false, st_);
+      if (all_faithful) {
+        fwd::indexer_qat(iq, n * ih, id, st_);
+      } else {
+        for (int64_t i = 0; i < n; ++i)
+          if (rows[sz(i)].S->mode == NumericsMode::faithful) fwd::indexer_qat(iq + i * ih * id, ih, id, st_);
+      }
+      fwd::scale(iwt, n * ih, 1.0f / std::sqrt(static_cast<float>(id * ih)), st_);
+      fwd::indexer_scores_rows(idx, id, iq, ih * id, iwt, ih, static_cast<int>(ih), st_);
+      mark(Phase::indexer, l);
+      fwd::topk_rows(idx, top_k, st_);
+      mark(Phase::topk, l);
+    }
+    fwd::attend_rows(q, static_cast<int>(H), hd, att, W.sinks, o, P.attn_part.as<float>(), st_);
+    fwd::rope_rows(o + nope, H * hd, hd, static_cast<int>(H), rope, pairs, at_pos, true, st_);
+  }
+
   void ffn(uint32_t l, std::span<const Row> rows) const {
     const DevLayer& W = layers_[l];
     Pass& P = *pass_;
@@ -958,12 +984,14 @@ class CudaBackend final : public Backend {
     const GgmlType ga = activation_type(W.gate_exps.type), ua = activation_type(W.up_exps.type),
                    da = activation_type(W.down_exps.type);
     const bool integer = ga != GgmlType::F32 && ua != GgmlType::F32 && da != GgmlType::F32;
-    fwd::Tokens toks;
-    toks.n = static_cast<int>(n);
-    for (int64_t i = 0; i < n; ++i) toks.tok[i] = rows[sz(i)].tok;
-    fwd::route_rows(P.logit.as<float>(), static_cast<int>(E), static_cast<int>(K),
-                    c_.is_hash_layer(l) ? W.tid2eid : nullptr, toks, W.exp_probs_b, c_.expert_weights_norm,
-                    c_.expert_weights_scale, P.sel.as<int32_t>(), P.wts.as<float>(), st_);
+    for (int64_t s0 = 0; s0 < n; s0 += kMidRows) {
+      fwd::Tokens toks;
+      toks.n = static_cast<int>(std::min(kMidRows, n - s0));
+      for (int i = 0; i < toks.n; ++i) toks.tok[i] = rows[sz(s0 + i)].tok;
+      fwd::route_rows(P.logit.as<float>() + s0 * E, static_cast<int>(E), static_cast<int>(K),
+                      c_.is_hash_layer(l) ? W.tid2eid : nullptr, toks, W.exp_probs_b, c_.expert_weights_norm,
+                      c_.expert_weights_scale, P.sel.as<int32_t>() + s0 * K, P.wts.as<float>() + s0 * K, st_);
+    }
     mark(Phase::router, l);
     if (integer) {
       // The routed experts of all rows grouped by expert (the ids stay on the
@@ -1149,17 +1177,21 @@ class CudaBackend final : public Backend {
       if (queued) *queued = std::chrono::steady_clock::now();
       return;
     }
-    head(which);
-    prof_.mark(st_, Phase::head, LayerKind::outside);
-    if (queued) *queued = std::chrono::steady_clock::now();
-    if (host_logits)
-      DS4_CUDA_CHECK(cudaMemcpyAsync(host_logits, P.logits.as<float>(), which.size() * sz(V) * sizeof(float),
-                                     cudaMemcpyDeviceToHost, st_));
-    else
-      for (size_t j = 0; j < which.size(); ++j)
-        DS4_CUDA_CHECK(cudaMemcpyAsync(rows[sz(which[j])].logits, P.logits.as<float>() + sz(V) * j,
-                                       sz(V) * sizeof(float), cudaMemcpyDeviceToHost, st_));
-    prof_.mark(st_, Phase::logits_copy, LayerKind::outside);
+    // The head kMidRows rows at a time (the logits buffer holds that many).
+    for (size_t j0 = 0; j0 < which.size(); j0 += sz(kMidRows)) {
+      const auto part = std::span<const int64_t>(which).subspan(j0, std::min(sz(kMidRows), which.size() - j0));
+      head(part);
+      prof_.mark(st_, Phase::head, LayerKind::outside);
+      if (queued && j0 + part.size() == which.size()) *queued = std::chrono::steady_clock::now();
+      if (host_logits)
+        DS4_CUDA_CHECK(cudaMemcpyAsync(host_logits + j0 * sz(V), P.logits.as<float>(), part.size() * sz(V) * sizeof(float),
+                                       cudaMemcpyDeviceToHost, st_));
+      else
+        for (size_t j = 0; j < part.size(); ++j)
+          DS4_CUDA_CHECK(cudaMemcpyAsync(rows[sz(part[j])].logits, P.logits.as<float>() + sz(V) * j,
+                                         sz(V) * sizeof(float), cudaMemcpyDeviceToHost, st_));
+      prof_.mark(st_, Phase::logits_copy, LayerKind::outside);
+    }
   }
 
   std::shared_ptr<const model::Model> m_;
