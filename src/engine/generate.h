@@ -35,7 +35,9 @@ struct GenerateOptions {
   // Never pick EOS (ds4-bench generates exactly N tokens).
   bool ban_eos = false;
   // Prefill is fed in chunks of this many tokens (progress + interrupt checks;
-  // any chunking gives the same state).
+  // any chunking gives the same state on the CPU; on CUDA, chunks of 16 or
+  // more tokens take the tensor-core products and agree with smaller ones to
+  // rounding, see docs/cuda-backend.md).
   int64_t prefill_chunk = 512;
   const std::atomic<bool>* interrupt = nullptr;
 
