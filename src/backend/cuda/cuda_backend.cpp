@@ -320,12 +320,12 @@ struct Pass {
 };
 
 // A session's own scratch: what the stateful middle of its rows needs, sized
-// by the session's context: the pooled vector of a closing window, and for
-// each row of a pass (a prefill chunk's rows may all be one session's) one
-// indexer score per compressed row and its top-k.
+// by the session's context: for each row of a middle group (a prefill
+// chunk's rows may all be one session's) one indexer score per compressed
+// row and its top-k.
 struct SessionScratch {
-  DeviceSpan v, topk, idx_score;
-  int64_t idx_stride = 0, topk_stride = 0;  // floats / ints per pass row
+  DeviceSpan topk, idx_score;
+  int64_t idx_stride = 0, topk_stride = 0;  // floats / ints per group row
 };
 
 // Where every part of a session's device memory lives: KV state first, then
@@ -352,7 +352,6 @@ struct SessionLayout {
     }
     state_bytes = st.used();
     Carver m(base ? base + state_bytes : nullptr);
-    sc.v = m.floats(std::max<int64_t>(c.head_dim, c.indexer_head_dim));
     sc.topk_stride = std::max<int64_t>(c.indexer_top_k, 1);
     sc.idx_stride = (max_idx_rows + 63) / 64 * 64;
     sc.topk = m.floats(kMidRows * sc.topk_stride);
@@ -759,35 +758,6 @@ class CudaBackend final : public Backend {
                    st_, n);
   }
 
-  // cpu::compressor_step on the device.
-  void comp_step(DevCompState& st, const DevCompressor& w, bool indexer, bool faithful, int64_t p, const float* kv,
-                 const float* gate, SessionScratch& s) const {
-    const int64_t r = st.ratio, d = st.dim, cw = st.width(), rd = c_.rope_dim;
-    const int64_t slot = p % r, row = (st.overlap ? r : 0) + slot;
-    fwd::comp_store(st.kv.as<float>() + row * cw, st.score.as<float>() + row * cw, kv, gate, w.ape + slot * cw, cw,
-                    st_);
-    if ((p + 1) % r != 0) return;
-    const int64_t window = (p + 1) / r - 1;
-    // Rows were reserved for the whole context and validate_batch keeps
-    // positions inside it, so this holds; checked all the same.
-    if (st.n_rows >= st.cap) fail("cuda backend: compressed row {} past the {} reserved", st.n_rows, st.cap);
-    fwd::comp_pool(st.kv.as<float>(), st.score.as<float>(), r, d, st.overlap, s.v.as<float>(), st_);
-    float* dst = st.rows.as<float>() + st.n_rows * d;
-    fwd::rms_norm_rows(s.v.as<float>(), w.norm, 1, d, c_.rms_eps, dst, st_);
-    fwd::rope(dst + d - rd, 0, 1, rope_comp_, static_cast<int>(rd / 2), window * r, false, st_);
-    if (faithful) {
-      if (indexer) fwd::indexer_qat(dst, 1, d, st_);
-      else fwd::kv_round(dst, c_.nope_dim(), d, st_);
-    }
-    ++st.n_rows;
-    if (st.overlap) {
-      // The window just closed becomes the "previous" window of the next one.
-      const size_t half = sz(r * cw) * sizeof(float);
-      DS4_CUDA_CHECK(cudaMemcpyAsync(st.kv.get(), st.kv.as<float>() + r * cw, half, cudaMemcpyDeviceToDevice, st_));
-      DS4_CUDA_CHECK(cudaMemcpyAsync(st.score.get(), st.score.as<float>() + r * cw, half, cudaMemcpyDeviceToDevice, st_));
-    }
-  }
-
   // Projections of all rows at once; then each row's stateful middle, in
   // order, on its own session; then the output projection of all rows.
   void attention(uint32_t l, std::span<const Row> rows) const {
@@ -870,6 +840,26 @@ class CudaBackend final : public Backend {
     mark(Phase::hc_post, l);
   }
 
+  // Row at position p of a session steps compressor state st: it joins the
+  // segment of its session's previous row when it follows it, else opens one
+  // (comp_rows walks each segment in order). The host keeps the count of
+  // compressed rows, which the attention launches of the group read.
+  static void comp_row(fwd::CompRows& segs, DevCompState& st, bool faithful, int64_t p, const float* kv,
+                       const float* gate) {
+    fwd::CompSeg* last = segs.n ? &segs.s[segs.n - 1] : nullptr;
+    if (!last || last->fkv != st.kv.as<float>() || last->p0 + last->n != p) {
+      if (segs.n == fwd::kMaxRows) fail("cuda backend: more than {} compressor segments in a group", fwd::kMaxRows);
+      last = &segs.s[segs.n++];
+      *last = {st.kv.as<float>(), st.score.as<float>(), st.rows.as<float>(), kv, gate, p, st.n_rows, 0, faithful};
+    }
+    ++last->n;
+    if ((p + 1) % st.ratio != 0) return;
+    // Rows were reserved for the whole context and validate_batch keeps
+    // positions inside it, so this holds; checked all the same.
+    if (st.n_rows >= st.cap) fail("cuda backend: compressed row {} past the {} reserved", st.n_rows, st.cap);
+    ++st.n_rows;
+  }
+
   // Rows [s0, s0 + rows.size()) of a pass (at most kMidRows): what each row
   // leaves in its session's state, in order: its raw KV row in the ring
   // (which has room for kMidRows rows beyond the window) and its compressor
@@ -903,6 +893,7 @@ class CudaBackend final : public Backend {
     at_pos.n = att.n = idx.n = static_cast<int>(n);
     att.ring = ring;
     bool any_idx = false, all_faithful = true;
+    fwd::CompRows ca, ci;  // compressor segments: attention, indexer
     fwd::KvRows kvr;
     kvr.n = static_cast<int>(n);
     for (int64_t i = 0; i < n; ++i) {
@@ -927,13 +918,12 @@ class CudaBackend final : public Backend {
       ar = {p, std::min<int64_t>(p + 1, win), 0, L.raw.as<float>(), nullptr, nullptr};
       idx.r[i] = {};
       if (ratio) {
-        comp_step(L.attn, W.comp, false, faithful, p, ckv + i * P.cw, cg + i * P.cw, s);
+        comp_row(ca, L.attn, faithful, p, ckv + i * P.cw, cg + i * P.cw);
         ar.comp = L.attn.rows.as<float>();
         ar.n_comp = L.attn.n_rows;
       }
       if (ratio == 4) {
-        comp_step(L.indexer, W.icomp, true, faithful, p, ikv + i * P.icw, ig + i * P.icw,
-                  s);
+        comp_row(ci, L.indexer, faithful, p, ikv + i * P.icw, ig + i * P.icw);
         const int64_t nrows = L.indexer.n_rows;
         if (nrows > top_k) {
           if (!need_indexer) fail("cuda backend: indexer rows {} at position {} were not foreseen", nrows, p);
@@ -945,7 +935,31 @@ class CudaBackend final : public Backend {
         }
         // else: all rows, in order, as indexer_select returns them
       }
-      if (ratio) mark(Phase::compressor, l);
+    }
+    // The compressor steps of these rows: one launch per compressor.
+    if (ratio) {
+      fwd::CompShape sh;
+      sh.ratio = ratio;
+      sh.d = hd;
+      sh.in_stride = P.cw;
+      sh.nope = nope;
+      sh.overlap = ratio == 4;
+      sh.ape = W.comp.ape;
+      sh.norm = W.comp.norm;
+      sh.inv_freq = rope_comp_;
+      sh.pairs = pairs;
+      sh.eps = eps;
+      fwd::comp_rows(sh, ca, st_);
+      if (ratio == 4) {
+        sh.d = id;
+        sh.in_stride = P.icw;
+        sh.overlap = true;
+        sh.indexer = true;
+        sh.ape = W.icomp.ape;
+        sh.norm = W.icomp.norm;
+        fwd::comp_rows(sh, ci, st_);
+      }
+      mark(Phase::compressor, l);
     }
     fwd::rope_rows(q + nope, H * hd, hd, static_cast<int>(H), rope, pairs, at_pos, false, st_);
     if (any_idx) {

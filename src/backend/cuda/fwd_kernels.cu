@@ -294,12 +294,19 @@ __global__ void k_indexer_qat(float* x, int64_t rows, int64_t d) {
 // row through global memory one dependent access after another, hundreds of
 // microseconds a layer for a decode step's 64 heads.
 template <int V>
+__device__ __forceinline__ void qat_row_warp(float* row, int lane);
+
+template <int V>
 __global__ void k_indexer_qat_warp(float* x, int64_t rows) {
-  constexpr int d = 32 * V;
   const int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) >> 5;
   if (r >= rows) return;
-  const int lane = threadIdx.x & 31;
-  float* row = x + r * d;
+  qat_row_warp<V>(x + r * (32 * V), static_cast<int>(threadIdx.x & 31));
+}
+
+// One row of d = 32 * V values by one warp (lane `lane`).
+template <int V>
+__device__ __forceinline__ void qat_row_warp(float* row, int lane) {
+  constexpr int d = 32 * V;
   float v[V];
 #pragma unroll
   for (int t = 0; t < V; ++t) v[t] = row[lane + 32 * t];
@@ -348,28 +355,78 @@ __global__ void k_add(float* y, const float* x, int64_t n) {
 
 // ---- compressor, indexer, attention ---------------------------------------------
 
-__global__ void k_comp_store(float* kv_row, float* score_row, const float* kv, const float* gate, const float* ape,
-                             int64_t cw) {
-  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (j >= cw) return;
-  kv_row[j] = kv[j];
-  score_row[j] = gate[j] + ape[j];
-}
-
-__global__ void k_comp_pool(const float* kv, const float* score, int64_t r, int64_t d, bool overlap, float* v) {
-  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (j >= d) return;
-  const int64_t cw = (overlap ? 2 : 1) * d, cand = overlap ? 2 * r : r;
-  float mx = -INFINITY;
-  for (int64_t i = 0; i < cand; ++i) mx = fmaxf(mx, score[i * cw + (overlap && i >= r ? d + j : j)]);
-  float den = 0, num = 0;
-  for (int64_t i = 0; i < cand; ++i) {
-    const int64_t col = overlap && i >= r ? d + j : j;
-    const float e = expf(score[i * cw + col] - mx);
-    den += e;
-    num += e * kv[i * cw + col];
+// comp_rows: block blockIdx.x walks segment blockIdx.x. Each step is written
+// as cpu::compressor_step orders it: the frontier write, softmax pooling
+// (overlap: rows [0, r) give their first half, rows [r, 2r) their second), the
+// norm (rms_inv, with rms_threads(1, d) threads as k_rms_norm uses for a
+// row), rope_pair, and faithful rounding as k_fp8_blocks + k_f16_round or the
+// QAT warp round it.
+__global__ void k_comp_rows(CompShape sh, CompRows segs) {
+  extern __shared__ float v[];  // the pooled row [d]
+  const CompSeg& sg = segs.s[blockIdx.x];
+  const int64_t r = sh.ratio, d = sh.d, cw = (sh.overlap ? 2 : 1) * d, rd = 2 * int64_t{sh.pairs};
+  const int tid = static_cast<int>(threadIdx.x), nt = static_cast<int>(blockDim.x);
+  int64_t n_rows = sg.n_rows;
+  for (int t = 0; t < sg.n; ++t) {
+    const int64_t p = sg.p0 + t, slot = p % r, row = (sh.overlap ? r : 0) + slot;
+    const float* kv = sg.kv + t * sh.in_stride;
+    const float* gate = sg.gate + t * sh.in_stride;
+    for (int64_t j = tid; j < cw; j += nt) {
+      sg.fkv[row * cw + j] = kv[j];
+      sg.fscore[row * cw + j] = gate[j] + sh.ape[slot * cw + j];
+    }
+    if ((p + 1) % r != 0) continue;  // the same for the whole block
+    __syncthreads();
+    const int64_t cand = sh.overlap ? 2 * r : r;
+    for (int64_t j = tid; j < d; j += nt) {
+      float mx = -INFINITY;
+      for (int64_t i = 0; i < cand; ++i) mx = fmaxf(mx, sg.fscore[i * cw + (sh.overlap && i >= r ? d + j : j)]);
+      float den = 0, num = 0;
+      for (int64_t i = 0; i < cand; ++i) {
+        const int64_t col = sh.overlap && i >= r ? d + j : j;
+        const float e = expf(sg.fscore[i * cw + col] - mx);
+        den += e;
+        num += e * sg.fkv[i * cw + col];
+      }
+      v[j] = num / den;
+    }
+    __syncthreads();
+    float* dst = sg.rows + n_rows * d;
+    ++n_rows;
+    const float inv = rms_inv(v, d, sh.eps);
+    for (int64_t k = tid; k < d; k += nt) dst[k] = sh.norm ? v[k] * inv * sh.norm[k] : v[k] * inv;
+    __syncthreads();
+    const int64_t window = (p + 1) / r - 1;
+    for (int64_t k = tid; k < sh.pairs; k += nt) rope_pair(dst + d - rd, k, 0, sh.pairs, sh.inv_freq, window * r, false);
+    __syncthreads();
+    if (sg.faithful) {
+      if (sh.indexer) {
+        if (tid < 32) {
+          switch (d) {
+            case 32: qat_row_warp<1>(dst, tid); break;
+            case 64: qat_row_warp<2>(dst, tid); break;
+            case 128: qat_row_warp<4>(dst, tid); break;
+            case 256: qat_row_warp<8>(dst, tid); break;
+            default: break;  // comp_rows refuses other lengths
+          }
+        }
+      } else {
+        for (int64_t b = tid * int64_t{64}; b < sh.nope; b += nt * int64_t{64})
+          scaled_round(dst + b, sh.nope - b < 64 ? sh.nope - b : 64, 64, 448.0f, 1e-4f, 3, -6);
+        __syncthreads();
+        for (int64_t k = tid; k < d; k += nt) dst[k] = __half2float(__float2half_rn(dst[k]));
+      }
+      __syncthreads();
+    }
+    if (sh.overlap) {
+      // The window just closed becomes the "previous" window of the next one.
+      for (int64_t j = tid; j < r * cw; j += nt) {
+        sg.fkv[j] = sg.fkv[r * cw + j];
+        sg.fscore[j] = sg.fscore[r * cw + j];
+      }
+    }
+    __syncthreads();
   }
-  v[j] = num / den;
 }
 
 constexpr int kMaxIndexerHeads = 128;
@@ -895,15 +952,16 @@ void add(float* y, const float* x, int64_t n, cudaStream_t s) {
   LAUNCH_CHECK("k_add");
 }
 
-void comp_store(float* kv_row, float* score_row, const float* kv, const float* gate, const float* ape_slot, int64_t cw,
-                cudaStream_t s) {
-  k_comp_store<<<blocks_for(cw), kBlock, 0, s>>>(kv_row, score_row, kv, gate, ape_slot, cw);
-  LAUNCH_CHECK("k_comp_store");
-}
-
-void comp_pool(const float* kv, const float* score, int64_t r, int64_t d, bool overlap, float* v, cudaStream_t s) {
-  k_comp_pool<<<blocks_for(d), kBlock, 0, s>>>(kv, score, r, d, overlap, v);
-  LAUNCH_CHECK("k_comp_pool");
+void comp_rows(const CompShape& shape, const CompRows& segs, cudaStream_t s) {
+  if (segs.n <= 0) return;
+  if (segs.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "comp_rows: more than 32 segments", __FILE__, __LINE__);
+  if (shape.indexer && (shape.d < 32 || shape.d > 256 || (shape.d & (shape.d - 1)) != 0))
+    throw_cuda_error(cudaErrorInvalidValue, "comp_rows: indexer rows of 32, 64, 128 or 256 only", __FILE__, __LINE__);
+  // rms_norm_rows of one row of d uses rms_threads(1, d) threads; the same
+  // block width keeps the norm's sum in the same order.
+  const int threads = rms_threads(1, shape.d);
+  k_comp_rows<<<static_cast<unsigned>(segs.n), threads, static_cast<size_t>(shape.d) * sizeof(float), s>>>(shape, segs);
+  LAUNCH_CHECK("k_comp_rows");
 }
 
 void indexer_scores(const float* rows, int64_t n, int64_t d, const float* q, const float* w, int heads, float* score,

@@ -47,13 +47,6 @@ void add(float* y, const float* x, int64_t n, cudaStream_t s);
 // the dot product in double as the CPU computes it.
 void steer_row(float* y, const float* d, int64_t n, float s, cudaStream_t st);
 
-// Compressor frontier write: kv_row = kv, score_row = gate + ape_slot (width cw).
-void comp_store(float* kv_row, float* score_row, const float* kv, const float* gate, const float* ape_slot, int64_t cw,
-                cudaStream_t s);
-// Softmax pooling of a closed window into v[d] (overlap: rows [0, r) give
-// their first half, rows [r, 2r) their second).
-void comp_pool(const float* kv, const float* score, int64_t r, int64_t d, bool overlap, float* v, cudaStream_t s);
-
 // score[c] = sum_h w[h] * max(q_h . k_c, 0) over n rows of d.
 void indexer_scores(const float* rows, int64_t n, int64_t d, const float* q, const float* w, int heads, float* score,
                     cudaStream_t s);
@@ -139,6 +132,39 @@ struct AttnRows {
 void attend_rows(const float* q, int H, int64_t dim, const AttnRows& rows, const float* sinks, float* out,
                  float* scratch, cudaStream_t s);
 int64_t attend_rows_scratch_floats(int H, int64_t dim);
+
+// The compressor steps of a middle group's rows, one launch per compressor:
+// each segment is one session's consecutive rows (positions p0 .. p0 + n - 1,
+// their kv/gate projections `in_stride` floats apart), walked in order by one
+// block exactly as comp_store, then at a closing window comp_pool,
+// rms_norm_rows (weight `norm`), rope of the last rope_dim values at the
+// window's first position, and for faithful rows indexer_qat (indexer) or
+// kv_round (attention), then the overlap shift: the same arithmetic, launch
+// for launch, as the per-row steps.
+struct CompSeg {
+  float* fkv = nullptr;    // frontier kv [(overlap ? 2r : r)][cw]
+  float* fscore = nullptr;  // frontier scores, same shape
+  float* rows = nullptr;    // compressed rows [cap][d]; this segment appends from n_rows on
+  const float* kv = nullptr;
+  const float* gate = nullptr;
+  int64_t p0 = 0, n_rows = 0;
+  int n = 0;
+  bool faithful = false;
+};
+struct CompRows {
+  int n = 0;  // segments
+  CompSeg s[kMaxRows];
+};
+struct CompShape {
+  int64_t ratio = 0, d = 0, in_stride = 0, nope = 0;
+  bool overlap = false, indexer = false;
+  const float* ape = nullptr;   // [ratio][cw]
+  const float* norm = nullptr;  // [d]
+  const float* inv_freq = nullptr;
+  int pairs = 0;
+  float eps = 0;
+};
+void comp_rows(const CompShape& shape, const CompRows& segs, cudaStream_t s);
 
 // MoE routing (model-spec §7): s_e = sqrt(softplus(logit_e)); hash_ids (K
 // expert ids, device) or top-K of s + bias (lowest index wins ties); weights
