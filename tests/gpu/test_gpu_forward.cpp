@@ -208,7 +208,7 @@ TEST_P(GpuForward, MatchesCpuAndChunkingsAgree) {
     const Diff f = compare(tf.gpu, tf.cpu, V), fs = compare(tf.cpu_scalar, tf.cpu, V);
     const auto ef = position_errors(tf.gpu, tf.cpu, V), es = position_errors(tf.cpu_scalar, tf.cpu, V);
     const auto want = run(*cpu, mode, toks, 0);
-    // Passes of 16 rows or more take the tensor-core products, smaller ones
+    // Passes of 16 rows or more take the tiled products, smaller ones
     // the matvecs; each product's result depends only on its weight and its
     // own row, so chunkings on the same side agree bit for bit, and the two
     // sides differ by rounding (held below to the spread CUDA shows against
@@ -248,9 +248,9 @@ TEST_P(GpuForward, MatchesCpuAndChunkingsAgree) {
       EXPECT_LE(d.max_abs, 1e-3f) << what << " (free-running)";
       EXPECT_EQ(d.argmax_mismatch, 0) << what << " (free-running): first at position " << d.first_bad;
     }
-    if (float_weights) {
-      EXPECT_LE(d.max_abs, 1e-3f) << what << " (free-running, tensor-core prefill)";
-      EXPECT_TRUE(same(got, dec)) << what << ": float weights take no tensor-core product, yet prefill != decode";
+    if (float_weights && mode == NumericsMode::exact) {
+      EXPECT_LE(d.max_abs, 1e-3f) << what << " (free-running, tiled prefill)";
+      EXPECT_EQ(d.argmax_mismatch, 0) << what << " (free-running, tiled prefill)";
     }
     EXPECT_TRUE(same_dec) << what << ": matvec prefill, token-by-token decode and chunks of 7 differ";
     EXPECT_TRUE(same_chk) << what << ": tensor-core prefill and chunks of 16 differ";

@@ -24,6 +24,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "backend/cuda/cuda_buffer.h"
@@ -950,6 +951,55 @@ TEST(GpuMatmulQ8Grouped, TooLittleScratchIsAnError) {
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("scratch of 16 bytes"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace ds4
+
+namespace ds4 {
+namespace {
+
+TEST(GpuMatmulFloat, WithinRoundingBoundOfDoubleDot) {
+  REQUIRE_DEVICE();
+  // Float weights against many rows: row and token counts around the 64
+  // tile, columns not a multiple of the 32-column step, a strided input and
+  // output. Bound: a sum of cols products in any order, k = cols + 8.
+  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16}) {
+    for (const auto& [rows, cols, n] : {std::tuple<int64_t, int64_t, int64_t>{100, 200, 1}, {64, 96, 16}, {130, 1000, 65},
+                                        {7, 4096, 130}}) {
+      std::mt19937_64 rng(0xf10a7u + ggml_type_id(t) * 31 + static_cast<uint64_t>(rows + cols + n));
+      const auto w = random_data(t, rows * cols, false, rng);
+      const int64_t xs = cols + 5, ys = rows + 3;
+      std::vector<float> x(static_cast<size_t>(n * xs));
+      std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+      for (auto& v : x) v = uni(rng);
+      DeviceBuffer dw(w.size()), dx(x.size() * 4), dy(static_cast<size_t>(n * ys) * 4);
+      dw.upload(w.data(), w.size());
+      dx.upload(x.data(), x.size() * 4);
+      DS4_CUDA_CHECK(cudaMemset(dy.get(), 0xff, dy.size()));
+      cuda::matmul_float(t, dw.get(), rows, cols, dx.as<float>(), xs, n, dy.as<float>(), ys);
+      sync();
+      std::vector<float> y(static_cast<size_t>(n * ys));
+      dy.download(y.data(), y.size() * 4);
+      const size_t rb = quant::row_bytes(t, cols);
+      const double u = std::ldexp(1.0, -24), k = static_cast<double>(cols + 8);
+      int64_t bad = 0, touched = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const auto [ref, sum] = row_reference(t, w.data() + static_cast<size_t>(r) * rb, cols, [&](int64_t c) {
+            return static_cast<double>(x[static_cast<size_t>(i * xs + c)]);
+          });
+          const float got = y[static_cast<size_t>(i * ys + r)];
+          if (!(std::fabs(static_cast<double>(got) - ref) <= k * u * sum) && bad++ < 5)
+            ADD_FAILURE() << type_str(t) << " " << rows << "x" << cols << " n" << n << " row " << r << " of " << i
+                          << ": gpu " << got << " ref " << ref;
+        }
+        for (int64_t r = rows; r < ys; ++r) touched += !std::isnan(y[static_cast<size_t>(i * ys + r)]);
+      }
+      EXPECT_EQ(bad, 0) << type_str(t);
+      EXPECT_EQ(touched, 0) << type_str(t) << ": wrote outside its outputs";
+    }
   }
 }
 

@@ -680,7 +680,9 @@ class CudaBackend final : public Backend {
     const uint8_t* p = w.p + sz(row0) * w.row_bytes;
     const int64_t n = rows < 0 ? w.rows : rows;
     const GgmlType act = ds4::cuda::activation_type(w.type);
-    if (act == GgmlType::F32) {
+    if (act == GgmlType::F32 && wide(in.n)) {
+      ds4::cuda::matmul_float(w.type, p, n, w.cols, in.x, in.stride, in.n, y, y_stride, st_);
+    } else if (act == GgmlType::F32) {
       for (int64_t i = 0; i < in.n; ++i) ds4::cuda::matvec(w.type, p, n, w.cols, in.x + i * in.stride, y + i * y_stride, st_);
     } else if (wide(in.n)) {
       ds4::cuda::matmul_q8(w.type, p, n, w.cols, in.as(act), ds4::cuda::activation_bytes(act, w.cols), in.n, y, y_stride,
@@ -690,10 +692,11 @@ class CudaBackend final : public Backend {
                                 y_stride, st_);
     }
   }
-  // Whether n rows take the tensor-core products (matmul_q8*) rather than
-  // the matvecs: from kMmqRows rows on, where one weight read serves enough
-  // tokens for the MMA tiles to pay. Below it (decode steps of a few
-  // sequences) the matvecs give every row bit for bit its result alone.
+  // Whether n rows take the tiled products (matmul_q8* on tensor cores for
+  // integer weights, matmul_float for float ones) rather than the matvecs:
+  // from kMmqRows rows on, where one weight read serves enough rows for the
+  // tiles to pay. Below it (decode steps of a few sequences) the matvecs give
+  // every row bit for bit its result alone.
   bool wide(int64_t n) const { return mmq_ && n >= kMmqRows; }
   // Several weights times the same input: for one row, the integer weights of
   // one type (all of them take in's columns) go in matvec_q8_list launches,

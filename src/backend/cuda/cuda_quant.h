@@ -111,6 +111,11 @@ void matvec_q8_grouped(GgmlType t, const void* base, int64_t stride_bytes, const
 // the same double-precision reference).
 void matmul_q8(GgmlType t, const void* dW, int64_t rows, int64_t cols, const void* act, size_t act_stride,
                int64_t nact, float* dy, int64_t y_stride, cudaStream_t stream = nullptr);
+// Float weights (F32, F16, BF16) times n f32 rows (row i at x + i * x_stride,
+// its result at y + i * y_stride), each weight tile read once per 64 rows:
+// f32 FMAs over k in ascending order (gemm_float.cu).
+void matmul_float(GgmlType t, const void* dW, int64_t rows, int64_t cols, const float* x, int64_t x_stride, int64_t n,
+                  float* dy, int64_t y_stride, cudaStream_t stream = nullptr);
 // The routed experts of nrows rows, as matvec_q8_grouped lays them out
 // (slot j = row j / K, choice j % K), with the slots sorted by expert on the
 // device first so that each expert's slots form MMA columns. scratch: device
