@@ -964,10 +964,13 @@ TEST(GpuMatmulFloat, WithinRoundingBoundOfDoubleDot) {
   REQUIRE_DEVICE();
   // Float weights against many rows: row and token counts around the 64
   // tile, columns not a multiple of the 32-column step, a strided input and
-  // output. Bound: a sum of cols products in any order, k = cols + 8.
+  // output; shapes split into column slices (few rows, many columns: the
+  // mixers' 24 x 16384, the router's 256 x 4096) and not. Bound: a sum of
+  // cols products in any order, k = cols + 8. A row's result is bit for bit
+  // the same whatever the number of rows beside it.
   for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16}) {
     for (const auto& [rows, cols, n] : {std::tuple<int64_t, int64_t, int64_t>{100, 200, 1}, {64, 96, 16}, {130, 1000, 65},
-                                        {7, 4096, 130}}) {
+                                        {7, 4096, 130}, {24, 16384, 70}, {256, 4096, 33}, {4096, 1000, 17}}) {
       std::mt19937_64 rng(0xf10a7u + ggml_type_id(t) * 31 + static_cast<uint64_t>(rows + cols + n));
       const auto w = random_data(t, rows * cols, false, rng);
       const int64_t xs = cols + 5, ys = rows + 3;
@@ -978,10 +981,28 @@ TEST(GpuMatmulFloat, WithinRoundingBoundOfDoubleDot) {
       dw.upload(w.data(), w.size());
       dx.upload(x.data(), x.size() * 4);
       DS4_CUDA_CHECK(cudaMemset(dy.get(), 0xff, dy.size()));
-      cuda::matmul_float(t, dw.get(), rows, cols, dx.as<float>(), xs, n, dy.as<float>(), ys);
+      const size_t sb = cuda::matmul_float_scratch(rows, cols, n);
+      EXPECT_LE(sb, cuda::matmul_float_scratch_bound(n));
+      DeviceBuffer scratch(std::max<size_t>(sb, 4));
+      if (sb > 0) {
+        EXPECT_THROW(cuda::matmul_float(t, dw.get(), rows, cols, dx.as<float>(), xs, n, dy.as<float>(), ys,
+                                        scratch.as<float>(), sb - 4),
+                     std::runtime_error)
+            << "too little scratch must be an error";
+      }
+      cuda::matmul_float(t, dw.get(), rows, cols, dx.as<float>(), xs, n, dy.as<float>(), ys, scratch.as<float>(), sb);
       sync();
       std::vector<float> y(static_cast<size_t>(n * ys));
       dy.download(y.data(), y.size() * 4);
+      // The last row alone.
+      DeviceBuffer d1(static_cast<size_t>(rows) * 4);
+      cuda::matmul_float(t, dw.get(), rows, cols, dx.as<float>() + (n - 1) * xs, xs, 1, d1.as<float>(), rows,
+                         scratch.as<float>(), sb);
+      sync();
+      std::vector<float> y1(static_cast<size_t>(rows));
+      d1.download(y1.data(), y1.size() * 4);
+      EXPECT_EQ(std::memcmp(y1.data(), y.data() + (n - 1) * ys, y1.size() * 4), 0)
+          << type_str(t) << " " << rows << "x" << cols << ": a row alone differs from the same row among " << n;
       const size_t rb = quant::row_bytes(t, cols);
       const double u = std::ldexp(1.0, -24), k = static_cast<double>(cols + 8);
       int64_t bad = 0, touched = 0;

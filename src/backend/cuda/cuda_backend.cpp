@@ -258,6 +258,7 @@ struct Pass {
   DeviceSpan gq;     // per row: the routed experts' down-projection inputs, quantized
   DeviceSpan oq;     // per row: the attention output's head groups, quantized (grouped output projection)
   DeviceSpan mmq;    // matmul_q8_grouped's slot sort (the routed experts of a wide pass)
+  DeviceSpan fmm;    // matmul_float's column-slice partial sums
   DeviceSpan X, u, mix, pre, post, comb, y, a, qlat, q, kvt, ckv, cg, ikv, ig, iq, iwt, o, z, out, f, logit, sel, wts, g,
       up, ye, ys, e, hu, hy, logits, attn_part;
   int64_t gw = 0;  // floats per row of g and up
@@ -311,6 +312,7 @@ struct Pass {
     logits = m.floats(kMidRows * c.n_vocab);
     attn_part = m.floats(fwd::attend_rows_scratch_floats(static_cast<int>(H), hd));
     mmq = m.take(ds4::cuda::matmul_q8_grouped_scratch(std::max<int64_t>(c.n_expert, 1), R * K));
+    fmm = m.take(ds4::cuda::matmul_float_scratch_bound(R));
     const int64_t max_cols = std::max<int64_t>(
         {hc * D, H * hd, int64_t{c.o_groups} * c.o_lora_rank, ffmax, c.q_lora_rank, D, c.heads_per_group() * hd});
     in_a.carve(max_cols, R, m);
@@ -680,11 +682,12 @@ class CudaBackend final : public Backend {
     const uint8_t* p = w.p + sz(row0) * w.row_bytes;
     const int64_t n = rows < 0 ? w.rows : rows;
     const GgmlType act = ds4::cuda::activation_type(w.type);
-    if (act == GgmlType::F32 && wide(in.n)) {
-      ds4::cuda::matmul_float(w.type, p, n, w.cols, in.x, in.stride, in.n, y, y_stride, st_);
+    if (act == GgmlType::F32 && wide()) {
+      ds4::cuda::matmul_float(w.type, p, n, w.cols, in.x, in.stride, in.n, y, y_stride, pass_->fmm.as<float>(),
+                              pass_->fmm.size(), st_);
     } else if (act == GgmlType::F32) {
       for (int64_t i = 0; i < in.n; ++i) ds4::cuda::matvec(w.type, p, n, w.cols, in.x + i * in.stride, y + i * y_stride, st_);
-    } else if (wide(in.n)) {
+    } else if (wide()) {
       ds4::cuda::matmul_q8(w.type, p, n, w.cols, in.as(act), ds4::cuda::activation_bytes(act, w.cols), in.n, y, y_stride,
                            st_);
     } else {
@@ -692,12 +695,16 @@ class CudaBackend final : public Backend {
                                 y_stride, st_);
     }
   }
-  // Whether n rows take the tiled products (matmul_q8* on tensor cores for
-  // integer weights, matmul_float for float ones) rather than the matvecs:
-  // from kMmqRows rows on, where one weight read serves enough rows for the
-  // tiles to pay. Below it (decode steps of a few sequences) the matvecs give
-  // every row bit for bit its result alone.
-  bool wide(int64_t n) const { return mmq_ && n >= kMmqRows; }
+  // Whether this pass takes the tiled products (matmul_q8* on tensor cores
+  // for integer weights, matmul_float for float ones) rather than the
+  // matvecs: a pass of kMmqRows rows or more, where one weight read serves
+  // enough rows for the tiles to pay. Narrower passes (decode steps of a few
+  // sequences) keep the matvecs, which give every row bit for bit its result
+  // alone. Decided per pass, not per launch: the head and the stateful
+  // middle work in groups of kMidRows, and a row's products must not depend
+  // on which group of its pass it fell in (else a prompt split at another
+  // place, or a snapshot taken mid-prompt, would change the continuation).
+  bool wide() const { return mmq_ && pass_rows_ >= kMmqRows; }
   // Several weights times the same input: for one row, the integer weights of
   // one type (all of them take in's columns) go in matvec_q8_list launches,
   // bit for bit what one mv each gives; otherwise, one mv each.
@@ -824,7 +831,7 @@ class CudaBackend final : public Backend {
         for (int64_t g = 0; g < G; ++g) {
           const uint8_t* wg = W.out_a.p + sz(g * ro) * W.out_a.row_bytes;
           const uint8_t* ag = P.oq.as<uint8_t>() + sz(g) * gbytes;
-          if (wide(n))
+          if (wide())
             ds4::cuda::matmul_q8(W.out_a.type, wg, ro, hpg * hd, ag, sz(G) * gbytes, n, P.z.as<float>() + g * ro,
                                  G * ro, st_);
           else
@@ -1020,7 +1027,7 @@ class CudaBackend final : public Backend {
       const auto kk = static_cast<int>(K);
       auto experts = [&](const DevWeight& w, int64_t out_rows, int64_t cols, const void* act, size_t row_stride,
                          size_t k_stride, float* y, int64_t y_stride) {
-        if (wide(n))
+        if (wide())
           ds4::cuda::matmul_q8_grouped(w.type, w.p, static_cast<int64_t>(w.mat_bytes), E, sel, n, kk, out_rows, cols,
                                        act, row_stride, k_stride, y, y_stride, P.mmq.get(), P.mmq.size(), st_);
         else
@@ -1177,6 +1184,7 @@ class CudaBackend final : public Backend {
                   std::chrono::steady_clock::time_point* queued = nullptr) const {
     Pass& P = *pass_;
     const int64_t D = c_.n_embd, hc = c_.hc_count, V = c_.n_vocab;
+    pass_rows_ = static_cast<int64_t>(rows.size());
     for (size_t i = 0; i < rows.size(); ++i) {
       float* e = P.e.as<float>() + sz(D) * i;
       ds4::cuda::dequantize_device(token_embd_.type, token_embd_.p + sz(rows[i].tok) * token_embd_.row_bytes, e, D, st_);
@@ -1228,6 +1236,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Pass> pass_;  // carved from pass_mem_; one pass at a time (one thread drives a backend)
   mutable PhaseProfile prof_;  // off unless BackendOptions::profile
   bool graph_ = false;              // DS4_CUDA_GRAPH=1
+  mutable int64_t pass_rows_ = 0;  // rows of the pass being queued (see wide())
   bool mmq_ = true;                 // tensor-core products for wide passes (DS4_CUDA_MMQ=0: the matvecs, to compare)
   float* logits_pinned_ = nullptr;  // [kPassRows][vocab], graph mode only
   mutable cudaGraphExec_t exec_ = nullptr;

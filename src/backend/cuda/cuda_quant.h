@@ -113,9 +113,14 @@ void matmul_q8(GgmlType t, const void* dW, int64_t rows, int64_t cols, const voi
                int64_t nact, float* dy, int64_t y_stride, cudaStream_t stream = nullptr);
 // Float weights (F32, F16, BF16) times n f32 rows (row i at x + i * x_stride,
 // its result at y + i * y_stride), each weight tile read once per 64 rows:
-// f32 FMAs over k in ascending order (gemm_float.cu).
+// f32 FMAs over k in ascending order, in column slices for weights of few
+// rows (gemm_float.cu). scratch: device memory of at least
+// matmul_float_scratch(rows, cols, n) bytes (0 for most shapes);
+// matmul_float_scratch_bound(n) covers every shape.
+size_t matmul_float_scratch(int64_t rows, int64_t cols, int64_t n);
+size_t matmul_float_scratch_bound(int64_t n);
 void matmul_float(GgmlType t, const void* dW, int64_t rows, int64_t cols, const float* x, int64_t x_stride, int64_t n,
-                  float* dy, int64_t y_stride, cudaStream_t stream = nullptr);
+                  float* dy, int64_t y_stride, float* scratch, size_t scratch_bytes, cudaStream_t stream = nullptr);
 // The routed experts of nrows rows, as matvec_q8_grouped lays them out
 // (slot j = row j / K, choice j % K), with the slots sorted by expert on the
 // device first so that each expert's slots form MMA columns. scratch: device
