@@ -45,9 +45,14 @@ namespace fwd = ds4::cuda::fwd;
 
 size_t sz(int64_t n) { return static_cast<size_t>(n); }
 constexpr double kMiB = 1024.0 * 1024.0;
-// Most rows (tokens of all the batch's sequences) one pass runs through the
-// layers together; a longer batch runs in several passes.
+// Rows (tokens of all the batch's sequences) one pass runs through the layers
+// together; a longer batch runs in several passes. The backend takes the
+// largest of kPassRows, 2 kPassRows, ..., kPassRowsMax whose buffers fit a
+// quarter of the memory the weights leave free: a wider pass reads and
+// decodes every weight once for more prompt tokens and fills more of the card
+// per launch. DS4_CUDA_PASS_ROWS=N overrides.
 constexpr int64_t kPassRows = 256;
+constexpr int64_t kPassRowsMax = 2048;
 // Rows the stateful middle of attention (and routing) takes per launch: their
 // parameters travel by value, in arrays of fwd::kMaxRows.
 constexpr int64_t kMidRows = fwd::kMaxRows;
@@ -249,7 +254,7 @@ struct QRows {
 };
 
 
-// The backend's working memory for one pass of up to kPassRows rows: each
+// The backend's working memory for one pass of up to R rows: each
 // buffer holds one slice per row (row i at i * its width). Allocated once with
 // the backend; the stateful middle of each row also uses its session's own
 // scratch (SessionScratch).
@@ -265,9 +270,9 @@ struct Pass {
   int64_t cw = 0, icw = 0;  // widths of the compressor outputs (ckv/cg, ikv/ig)
   size_t bytes = 0;
 
-  Pass(const ModelConfig& c, uint8_t* base) {
+  Pass(const ModelConfig& c, uint8_t* base, int64_t R) {
     Carver m(base);
-    const int64_t R = kPassRows, D = c.n_embd, hc = c.hc_count, hd = c.head_dim, H = c.n_head;
+    const int64_t D = c.n_embd, hc = c.hc_count, hd = c.head_dim, H = c.n_head;
     const int64_t ffmax = std::max<int64_t>(c.expert_ff, c.shared_ff());
     const int64_t K = c.n_expert_used;
     X = m.floats(R * hc * D);
@@ -458,7 +463,7 @@ class CudaBackend final : public Backend {
       : m_(std::move(m)), c_(m_->config), prof_(profile) {
     if (ds4::cuda::device_count() == 0) fail("cuda backend: no CUDA device (built with CUDA, but no GPU or driver here)");
     const auto& W = m_->weights;
-    check_fits(W);
+    pass_rows_max_ = check_fits(W);
     Uploader& U = up_;
     token_embd_ = U.weight(W.token_embd);
     output_hc_fn_ = U.weight(W.output_hc_fn);
@@ -509,8 +514,8 @@ class CudaBackend final : public Backend {
     // Lookup tables now, so that forward() never makes a synchronous copy.
     ds4::cuda::prepare_tables();
     DS4_CUDA_CHECK(cudaStreamCreateWithFlags(&st_, cudaStreamNonBlocking));
-    pass_mem_ = DeviceBuffer(Pass(c_, nullptr).bytes);
-    pass_ = std::make_unique<Pass>(c_, pass_mem_.as<uint8_t>());
+    pass_mem_ = DeviceBuffer(Pass(c_, nullptr, pass_rows_max_).bytes);
+    pass_ = std::make_unique<Pass>(c_, pass_mem_.as<uint8_t>(), pass_rows_max_);
     pass_->in_a.stream = pass_->in_b.stream = st_;
     std::vector<int32_t> iota(std::max<uint32_t>(c_.o_groups, 1));
     for (size_t g = 0; g < iota.size(); ++g) iota[g] = static_cast<int32_t>(g);
@@ -573,7 +578,7 @@ class CudaBackend final : public Backend {
   }
 
   // The batch's rows (every token of every sequence, in order) run through
-  // the layers in passes of up to kPassRows rows: each weight is read once per
+  // the layers in passes of up to pass_rows_max_ rows: each weight is read once per
   // pass for all its rows, and only the stateful middle of attention (ring,
   // compressors, indexer, attention itself) walks the rows one by one, in
   // order, on each row's own session. Logits come back after each pass that
@@ -605,7 +610,7 @@ class CudaBackend final : public Backend {
     bool one_pass_decode = graph_ && !prof_.on() && batch.size() <= sz(kMidRows);
     for (const SeqStep& st : batch) one_pass_decode &= st.tokens.size() == 1 && !st.capture;
     std::vector<Row> rows;
-    rows.reserve(sz(kPassRows));
+    rows.reserve(sz(pass_rows_max_));
     for (size_t i = 0; i < batch.size(); ++i) {
       const SeqStep& st = batch[i];
       auto* S = static_cast<CudaSession*>(st.state);
@@ -616,7 +621,7 @@ class CudaBackend final : public Backend {
         if (st.want == Logits::last && t == n - 1) dst = st.logits.data();
         rows.push_back({S, st.tokens[sz(t)], S->pos, dst, st.steer, steer_dev[i], t == n - 1 ? st.capture : nullptr});
         ++S->pos;
-        if (static_cast<int64_t>(rows.size()) == kPassRows && !one_pass_decode) {
+        if (static_cast<int64_t>(rows.size()) == pass_rows_max_ && !one_pass_decode) {
           pass(rows);
           rows.clear();
         }
@@ -631,7 +636,9 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  void check_fits(const model::ModelWeights& W) const {
+  // Fails when the weights and the smallest pass do not fit; else returns the
+  // rows per pass to use.
+  int64_t check_fits(const model::ModelWeights& W) const {
     size_t need = 0;
     auto add = [&](const Weight& w) { need += device_bytes(w); };
     for (const Weight* w : {&W.token_embd, &W.output_hc_fn, &W.output_hc_base, &W.output_hc_scale, &W.output_norm,
@@ -646,7 +653,8 @@ class CudaBackend final : public Backend {
             &L.ffn_norm, &L.gate_inp, &L.exp_probs_b, &L.tid2eid, &L.gate_exps, &L.up_exps, &L.down_exps,
             &L.gate_shexp, &L.up_shexp, &L.down_shexp})
         add(*w);
-    need += Pass(c_, nullptr).bytes;  // the backend's pass scratch
+    const size_t weights = need;
+    need += Pass(c_, nullptr, kPassRows).bytes;  // the backend's pass scratch, smallest
     size_t free_b = 0, total_b = 0;
     DS4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
     const size_t headroom = kWeightRoom;
@@ -656,8 +664,29 @@ class CudaBackend final : public Backend {
            "`ds4 plan -m FILE` shows how it would)",
            static_cast<double>(need) / kMiB, static_cast<double>(headroom) / kMiB, static_cast<double>(free_b) / kMiB,
            static_cast<double>(total_b) / kMiB);
-    log::info("cuda: uploading {:.1f} MiB of weights ({:.1f} MiB free)", static_cast<double>(need) / kMiB,
+    log::info("cuda: uploading {:.1f} MiB of weights ({:.1f} MiB free)", static_cast<double>(weights) / kMiB,
               static_cast<double>(free_b) / kMiB);
+    int64_t rows = kPassRows;
+    if (const char* env = std::getenv("DS4_CUDA_PASS_ROWS")) {
+      char* end = nullptr;
+      const long long v = std::strtoll(env, &end, 10);
+      if (end == env || *end || v < 1 || v > 16384)
+        fail("DS4_CUDA_PASS_ROWS={}: want a number of rows from 1 to 16384", env);
+      rows = v;
+      if (weights + Pass(c_, nullptr, rows).bytes + headroom > free_b)
+        fail("DS4_CUDA_PASS_ROWS={}: a pass of {} rows needs {:.1f} MiB, which with the weights does not fit", env, rows,
+             static_cast<double>(Pass(c_, nullptr, rows).bytes) / kMiB);
+    } else {
+      const size_t spare = free_b - weights - headroom;
+      for (int64_t r = kPassRowsMax; r > kPassRows; r /= 2)
+        if (Pass(c_, nullptr, r).bytes <= spare / 4) {
+          rows = r;
+          break;
+        }
+    }
+    log::info("cuda: passes of up to {} rows ({:.1f} MiB of pass buffers)", rows,
+              static_cast<double>(Pass(c_, nullptr, rows).bytes) / kMiB);
+    return rows;
   }
 
   void mark(Phase p, uint32_t l) const { prof_.mark(st_, p, layer_kind(c_.compress_ratios[l])); }
@@ -1131,7 +1160,7 @@ class CudaBackend final : public Backend {
     }
   }
 
-  // One pass: up to kPassRows rows through every layer, then the head for the
+  // One pass: up to pass_rows_max_ rows through every layer, then the head for the
   // rows that want logits, whose values are copied to where they go.
   // One pass captured into a graph (logits into pinned host memory, as a
   // capture cannot copy to pageable memory), the previous executable graph
@@ -1237,8 +1266,9 @@ class CudaBackend final : public Backend {
   mutable PhaseProfile prof_;  // off unless BackendOptions::profile
   bool graph_ = false;              // DS4_CUDA_GRAPH=1
   mutable int64_t pass_rows_ = 0;  // rows of the pass being queued (see wide())
+  int64_t pass_rows_max_ = kPassRows;  // rows a pass holds (check_fits picks it)
   bool mmq_ = true;                 // tensor-core products for wide passes (DS4_CUDA_MMQ=0: the matvecs, to compare)
-  float* logits_pinned_ = nullptr;  // [kPassRows][vocab], graph mode only
+  float* logits_pinned_ = nullptr;  // [kMidRows][vocab], graph mode only
   mutable cudaGraphExec_t exec_ = nullptr;
 };
 
@@ -1256,7 +1286,7 @@ size_t weight_device_bytes(GgmlType type, std::span<const int64_t> ne) {
   return gpu_type(type) ? n * quant::row_bytes(type, cols) : n * sz(cols) * sizeof(float);
 }
 
-size_t pass_scratch_bytes(const model::ModelConfig& c) { return Pass(c, nullptr).bytes; }
+size_t pass_scratch_bytes(const model::ModelConfig& c) { return Pass(c, nullptr, kPassRows).bytes; }
 
 std::vector<DeviceInfo> list_devices() {
   std::vector<DeviceInfo> v;

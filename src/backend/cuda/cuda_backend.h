@@ -19,8 +19,9 @@ std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const model::Model> m
 // How the backend sizes device memory (its load check and the placement
 // planner use the same figures): a weight of this type and shape takes
 // weight_device_bytes (types without a GPU kernel are widened to F32 at
-// upload), the backend's pass scratch is pass_scratch_bytes, and the load
-// check keeps kWeightRoom free beyond both.
+// upload), the backend's pass scratch is at least pass_scratch_bytes (its
+// smallest pass; it takes wider ones when a quarter of the memory the weights
+// leave holds them), and the load check keeps kWeightRoom free beyond both.
 size_t weight_device_bytes(GgmlType type, std::span<const int64_t> ne);
 size_t pass_scratch_bytes(const model::ModelConfig& c);
 inline constexpr size_t kWeightRoom = size_t{256} << 20;
