@@ -355,78 +355,160 @@ __global__ void k_add(float* y, const float* x, int64_t n) {
 
 // ---- compressor, indexer, attention ---------------------------------------------
 
-// comp_rows: block blockIdx.x walks segment blockIdx.x. Each step is written
-// as cpu::compressor_step orders it: the frontier write, softmax pooling
-// (overlap: rows [0, r) give their first half, rows [r, 2r) their second), the
-// norm (rms_inv, with rms_threads(1, d) threads as k_rms_norm uses for a
-// row), rope_pair, and faithful rounding as k_fp8_blocks + k_f16_round or the
-// QAT warp round it.
-__global__ void k_comp_rows(CompShape sh, CompRows segs) {
-  extern __shared__ float v[];  // the pooled row [d]
-  const CompSeg& sg = segs.s[blockIdx.x];
-  const int64_t r = sh.ratio, d = sh.d, cw = (sh.overlap ? 2 : 1) * d, rd = 2 * int64_t{sh.pairs};
-  const int tid = static_cast<int>(threadIdx.x), nt = static_cast<int>(blockDim.x);
-  int64_t n_rows = sg.n_rows;
-  for (int t = 0; t < sg.n; ++t) {
-    const int64_t p = sg.p0 + t, slot = p % r, row = (sh.overlap ? r : 0) + slot;
-    const float* kv = sg.kv + t * sh.in_stride;
-    const float* gate = sg.gate + t * sh.in_stride;
-    for (int64_t j = tid; j < cw; j += nt) {
-      sg.fkv[row * cw + j] = kv[j];
-      sg.fscore[row * cw + j] = gate[j] + sh.ape[slot * cw + j];
-    }
-    if ((p + 1) % r != 0) continue;  // the same for the whole block
-    __syncthreads();
-    const int64_t cand = sh.overlap ? 2 * r : r;
-    for (int64_t j = tid; j < d; j += nt) {
-      float mx = -INFINITY;
-      for (int64_t i = 0; i < cand; ++i) mx = fmaxf(mx, sg.fscore[i * cw + (sh.overlap && i >= r ? d + j : j)]);
-      float den = 0, num = 0;
-      for (int64_t i = 0; i < cand; ++i) {
-        const int64_t col = sh.overlap && i >= r ? d + j : j;
-        const float e = expf(sg.fscore[i * cw + col] - mx);
-        den += e;
-        num += e * sg.fkv[i * cw + col];
-      }
-      v[j] = num / den;
-    }
-    __syncthreads();
-    float* dst = sg.rows + n_rows * d;
-    ++n_rows;
-    const float inv = rms_inv(v, d, sh.eps);
-    for (int64_t k = tid; k < d; k += nt) dst[k] = sh.norm ? v[k] * inv * sh.norm[k] : v[k] * inv;
-    __syncthreads();
-    const int64_t window = (p + 1) / r - 1;
-    for (int64_t k = tid; k < sh.pairs; k += nt) rope_pair(dst + d - rd, k, 0, sh.pairs, sh.inv_freq, window * r, false);
-    __syncthreads();
-    if (sg.faithful) {
-      if (sh.indexer) {
-        if (tid < 32) {
-          switch (d) {
-            case 32: qat_row_warp<1>(dst, tid); break;
-            case 64: qat_row_warp<2>(dst, tid); break;
-            case 128: qat_row_warp<4>(dst, tid); break;
-            case 256: qat_row_warp<8>(dst, tid); break;
-            default: break;  // comp_rows refuses other lengths
-          }
-        }
-      } else {
-        for (int64_t b = tid * int64_t{64}; b < sh.nope; b += nt * int64_t{64})
-          scaled_round(dst + b, sh.nope - b < 64 ? sh.nope - b : 64, 64, 448.0f, 1e-4f, 3, -6);
-        __syncthreads();
-        for (int64_t k = tid; k < d; k += nt) dst[k] = __half2float(__float2half_rn(dst[k]));
-      }
-      __syncthreads();
-    }
-    if (sh.overlap) {
-      // The window just closed becomes the "previous" window of the next one.
-      for (int64_t j = tid; j < r * cw; j += nt) {
-        sg.fkv[j] = sg.fkv[r * cw + j];
-        sg.fscore[j] = sg.fscore[r * cw + j];
-      }
-    }
-    __syncthreads();
+// comp_rows, in two launches, as cpu::compressor_step orders each step: the
+// frontier write, softmax pooling (overlap: rows [0, r) give their first
+// half, rows [r, 2r) their second), the norm (rms_inv, with rms_threads(1, d)
+// threads as k_rms_norm uses for a row), rope_pair, and faithful rounding as
+// k_fp8_blocks + k_f16_round or the QAT warp round it.
+//
+// A segment is one session's consecutive positions [p0, p0 + n). The windows
+// that close in it are independent of each other: each pools rows that are
+// either this pass's inputs (positions >= p0) or the frontier as the segment
+// found it. So k_comp_pool gives every closing window its own block, reading
+// the frontier untouched, and k_comp_frontier then leaves the frontier as
+// the steps in order would have. Every value is the same float operation the
+// step-by-step walk performed (a stored score gate + ape is recomputed as
+// gate + ape), so the rows are bit for bit what it gave.
+
+// Where candidate i of the window closing at c gets its kv and score: this
+// pass's input row or a frontier row. Overlap: i < r is the previous window
+// (positions c - 2r + 1 ..), i >= r this one; a position before p0 sits in
+// frontier row r + slot when its window was in progress at p0, else (the
+// window that closed last before p0, or window -1 at the start) in row slot.
+struct CompSrc {
+  const float* kv;
+  const float* score;  // frontier score row, or null: gate + ape
+  const float* gate;
+  const float* ape;
+};
+__device__ __forceinline__ CompSrc comp_src(const CompShape& sh, const CompSeg& sg, int64_t c, int64_t i) {
+  const int64_t r = sh.ratio, cw = (sh.overlap ? 2 : 1) * sh.d;
+  const int64_t q = (sh.overlap ? c - 2 * r + 1 : c - r + 1) + i, slot = i % r;
+  if (q >= sg.p0) {
+    const int64_t t = q - sg.p0;
+    return {sg.kv + t * sh.in_stride, nullptr, sg.gate + t * sh.in_stride, sh.ape + slot * cw};
   }
+  const bool in_progress = !sh.overlap || (q >= 0 && q / r == sg.p0 / r);
+  const int64_t fr = sh.overlap && in_progress ? r + slot : slot;
+  return {sg.fkv + fr * cw, sg.fscore + fr * cw, nullptr, nullptr};
+}
+__device__ __forceinline__ float comp_score(const CompSrc& src, int64_t col) {
+  return src.score ? src.score[col] : src.gate[col] + src.ape[col];
+}
+
+// Windows closing in segment sg: (p0 + n) / r - p0 / r.
+__device__ __forceinline__ int64_t comp_closings(const CompSeg& sg, int64_t r) {
+  return (sg.p0 + sg.n) / r - sg.p0 / r;
+}
+
+// One block per window closing in any segment: its pooled, normed, roped
+// (and in faithful numerics rounded) row, at row n_rows + k of the segment's
+// rows for its k-th closing.
+__global__ void k_comp_pool(CompShape sh, CompRows segs) {
+  extern __shared__ float v[];  // the pooled row [d]
+  const int64_t r = sh.ratio, d = sh.d, rd = 2 * int64_t{sh.pairs};
+  int64_t k = blockIdx.x;
+  int si = 0;
+  while (si < segs.n && k >= comp_closings(segs.s[si], r)) k -= comp_closings(segs.s[si++], r);
+  if (si >= segs.n) return;
+  const CompSeg& sg = segs.s[si];
+  const int tid = static_cast<int>(threadIdx.x), nt = static_cast<int>(blockDim.x);
+  const int64_t c = (sg.p0 / r + k + 1) * r - 1;  // the closing position
+  const int64_t cand = sh.overlap ? 2 * r : r;
+  for (int64_t j = tid; j < d; j += nt) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < cand; ++i) {
+      const CompSrc src = comp_src(sh, sg, c, i);
+      mx = fmaxf(mx, comp_score(src, sh.overlap && i >= r ? d + j : j));
+    }
+    float den = 0, num = 0;
+    for (int64_t i = 0; i < cand; ++i) {
+      const int64_t col = sh.overlap && i >= r ? d + j : j;
+      const CompSrc src = comp_src(sh, sg, c, i);
+      const float e = expf(comp_score(src, col) - mx);
+      den += e;
+      num += e * src.kv[col];
+    }
+    v[j] = num / den;
+  }
+  __syncthreads();
+  float* dst = sg.rows + (sg.n_rows + k) * d;
+  const float inv = rms_inv(v, d, sh.eps);
+  for (int64_t m = tid; m < d; m += nt) dst[m] = sh.norm ? v[m] * inv * sh.norm[m] : v[m] * inv;
+  __syncthreads();
+  const int64_t window = (c + 1) / r - 1;
+  for (int64_t m = tid; m < sh.pairs; m += nt) rope_pair(dst + d - rd, m, 0, sh.pairs, sh.inv_freq, window * r, false);
+  __syncthreads();
+  if (sg.faithful) {
+    if (sh.indexer) {
+      if (tid < 32) {
+        switch (d) {
+          case 32: qat_row_warp<1>(dst, tid); break;
+          case 64: qat_row_warp<2>(dst, tid); break;
+          case 128: qat_row_warp<4>(dst, tid); break;
+          case 256: qat_row_warp<8>(dst, tid); break;
+          default: break;  // comp_rows refuses other lengths
+        }
+      }
+    } else {
+      for (int64_t b = tid * int64_t{64}; b < sh.nope; b += nt * int64_t{64})
+        scaled_round(dst + b, sh.nope - b < 64 ? sh.nope - b : 64, 64, 448.0f, 1e-4f, 3, -6);
+      __syncthreads();
+      for (int64_t m = tid; m < d; m += nt) dst[m] = __half2float(__float2half_rn(dst[m]));
+    }
+  }
+}
+
+// The frontier after segment blockIdx.x's steps, element (slot s, column j)
+// per thread: without overlap, slot s holds the segment's last position with
+// that slot (if any). With overlap and no window closed in the segment, row
+// r + s takes the segment's position with slot s (if any); when windows
+// closed, rows [0, r) hold the last closed window and row r + s the position
+// with slot s after it, else that window's row again (the walk copies [r, 2r)
+// down at each close and overwrites slots as positions come).
+__global__ void k_comp_frontier(CompShape sh, CompRows segs) {
+  const CompSeg& sg = segs.s[blockIdx.y];
+  const int64_t r = sh.ratio, cw = (sh.overlap ? 2 : 1) * sh.d;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= r * cw) return;
+  const int64_t s = i / cw, j = i % cw, pe = sg.p0 + sg.n - 1;
+  auto input = [&](int64_t p, float& kv, float& sc) {
+    const int64_t t = p - sg.p0;
+    kv = sg.kv[t * sh.in_stride + j];
+    sc = sg.gate[t * sh.in_stride + j] + sh.ape[s * cw + j];
+  };
+  float kv, sc;
+  if (!sh.overlap) {
+    const int64_t p = pe - ((pe % r - s + r) % r);
+    if (p < sg.p0) return;
+    input(p, kv, sc);
+    sg.fkv[s * cw + j] = kv;
+    sg.fscore[s * cw + j] = sc;
+    return;
+  }
+  const int64_t closings = comp_closings(sg, r);
+  float* hk = sg.fkv + (r + s) * cw + j;
+  float* hs = sg.fscore + (r + s) * cw + j;
+  if (closings == 0) {
+    const int64_t p = sg.p0 + ((s - sg.p0 % r + r) % r);
+    if (p > pe) return;
+    input(p, kv, sc);
+    *hk = kv;
+    *hs = sc;
+    return;
+  }
+  const int64_t cm = ((sg.p0 + sg.n) / r) * r - 1, q = cm - r + 1 + s;
+  if (q >= sg.p0) {
+    input(q, kv, sc);
+  } else {
+    kv = *hk;
+    sc = *hs;
+  }
+  sg.fkv[s * cw + j] = kv;
+  sg.fscore[s * cw + j] = sc;
+  if (cm + 1 + s <= pe) input(cm + 1 + s, kv, sc);
+  *hk = kv;
+  *hs = sc;
 }
 
 constexpr int kMaxIndexerHeads = 128;
@@ -960,8 +1042,17 @@ void comp_rows(const CompShape& shape, const CompRows& segs, cudaStream_t s) {
   // rms_norm_rows of one row of d uses rms_threads(1, d) threads; the same
   // block width keeps the norm's sum in the same order.
   const int threads = rms_threads(1, shape.d);
-  k_comp_rows<<<static_cast<unsigned>(segs.n), threads, static_cast<size_t>(shape.d) * sizeof(float), s>>>(shape, segs);
-  LAUNCH_CHECK("k_comp_rows");
+  int64_t closings = 0;
+  for (int i = 0; i < segs.n; ++i) closings += (segs.s[i].p0 + segs.s[i].n) / shape.ratio - segs.s[i].p0 / shape.ratio;
+  if (closings > 0) {
+    k_comp_pool<<<static_cast<unsigned>(closings), threads, static_cast<size_t>(shape.d) * sizeof(float), s>>>(shape,
+                                                                                                               segs);
+    LAUNCH_CHECK("k_comp_pool");
+  }
+  const int64_t cw = (shape.overlap ? 2 : 1) * shape.d;
+  const dim3 grid(static_cast<unsigned>((shape.ratio * cw + kBlock - 1) / kBlock), static_cast<unsigned>(segs.n));
+  k_comp_frontier<<<grid, kBlock, 0, s>>>(shape, segs);
+  LAUNCH_CHECK("k_comp_frontier");
 }
 
 void indexer_scores(const float* rows, int64_t n, int64_t d, const float* q, const float* w, int heads, float* score,
