@@ -1018,6 +1018,7 @@ class CudaBackend final : public Backend {
     }
     fwd::attend_rows(q, static_cast<int>(H), hd, att, W.sinks, o, P.attn_part.as<float>(), st_);
     fwd::rope_rows(o + nope, H * hd, hd, static_cast<int>(H), rope, pairs, at_pos, true, st_);
+    mark(Phase::attend, l);
   }
 
   void ffn(uint32_t l, std::span<const Row> rows) const {

@@ -459,19 +459,33 @@ __global__ void k_comp_pool(CompShape sh, CompRows segs) {
   }
 }
 
-// The frontier after segment blockIdx.x's steps, element (slot s, column j)
-// per thread: without overlap, slot s holds the segment's last position with
-// that slot (if any). With overlap and no window closed in the segment, row
-// r + s takes the segment's position with slot s (if any); when windows
-// closed, rows [0, r) hold the last closed window and row r + s the position
-// with slot s after it, else that window's row again (the walk copies [r, 2r)
-// down at each close and overwrites slots as positions come).
+// Frontier slots segment sg's steps write (the rest keep their values): with
+// overlap and a window closed in it, all r of them (rows [0, r) take the last
+// closed window); else those of its last min(n, r) positions. Slot of the
+// i-th: comp_touched_slot.
+__host__ __device__ __forceinline__ int64_t comp_touched(const CompShape& sh, const CompSeg& sg) {
+  const int64_t r = sh.ratio;
+  if (sh.overlap && (sg.p0 + sg.n) / r != sg.p0 / r) return r;
+  return sg.n < r ? sg.n : r;
+}
+__device__ __forceinline__ int64_t comp_touched_slot(const CompShape& sh, const CompSeg& sg, int64_t i) {
+  const int64_t r = sh.ratio, m = comp_touched(sh, sg);
+  return m == r ? i : (sg.p0 + sg.n - m + i) % r;
+}
+
+// The frontier after segment blockIdx.y's steps, element (slot s, column j)
+// per thread over the touched slots: without overlap, slot s holds the
+// segment's last position with that slot. With overlap and no window closed
+// in the segment, row r + s takes the segment's position with slot s; when
+// windows closed, rows [0, r) hold the last closed window and row r + s the
+// position with slot s after it, else that window's row again (the walk
+// copies [r, 2r) down at each close and overwrites slots as positions come).
 __global__ void k_comp_frontier(CompShape sh, CompRows segs) {
   const CompSeg& sg = segs.s[blockIdx.y];
   const int64_t r = sh.ratio, cw = (sh.overlap ? 2 : 1) * sh.d;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= r * cw) return;
-  const int64_t s = i / cw, j = i % cw, pe = sg.p0 + sg.n - 1;
+  if (i >= comp_touched(sh, sg) * cw) return;
+  const int64_t s = comp_touched_slot(sh, sg, i / cw), j = i % cw, pe = sg.p0 + sg.n - 1;
   auto input = [&](int64_t p, float& kv, float& sc) {
     const int64_t t = p - sg.p0;
     kv = sg.kv[t * sh.in_stride + j];
@@ -671,31 +685,40 @@ __device__ __forceinline__ void topk_block(const float* score, int64_t n, int64_
 constexpr int kAttnWarps = 4;
 constexpr int kAttnMaxPerLane = 32;  // head_dim up to 1024
 constexpr int kAttnMaxSplits = 8;
+constexpr int kAttnHeads = 4;  // heads per block for several rows (attend_rows)
 
 __host__ __device__ __forceinline__ int attn_splits(int64_t keys) {
   const int64_t s = keys / (16 * kAttnWarps);  // about 16 keys or more per warp
   return static_cast<int>(s < 1 ? 1 : s > kAttnMaxSplits ? kAttnMaxSplits : s);
 }
 
-// Head h, split `split` of S. part: this head's S partials of dim + 2 floats.
-template <int PER_LANE>
-__device__ __forceinline__ void attend_block(int h, int split, int S, const float* q, int64_t dim, const float* raw,
+// Heads h0 .. h0 + HG - 1, split `split` of S. part: head h0's S partials of
+// dim + 2 floats (head h0 + g's at part + g * kAttnMaxSplits * (dim + 2)).
+// The heads share one KV row (multi-query attention), so a warp loads each
+// key once for its HG heads; each head's sums run exactly as with HG = 1
+// (same keys per warp, same order), so HG changes speed, never a result.
+template <int PER_LANE, int HG>
+__device__ __forceinline__ void attend_block(int h0, int split, int S, const float* q, int64_t dim, const float* raw,
                                              int64_t window, int64_t p, int64_t n_raw, const float* comp,
                                              int64_t n_comp, const int32_t* sel, const float* sinks, float* out,
                                              float* part) {
-  extern __shared__ float sh[];  // [kAttnWarps][dim] outputs, then [kAttnWarps] max and denominators
+  extern __shared__ float sh[];  // [HG][kAttnWarps][dim] outputs, then [HG][kAttnWarps] maxima and denominators
   const int lane = static_cast<int>(threadIdx.x) & 31, w = static_cast<int>(threadIdx.x) >> 5;
-  const float* qh = q + h * dim;
   const float scale = 1.0f / sqrtf(static_cast<float>(dim));
-  float qv[PER_LANE], acc[PER_LANE];
-#pragma unroll
-  for (int i = 0; i < PER_LANE; ++i) {
-    const int64_t k = lane + 32 * i;
-    qv[i] = k < dim ? qh[k] : 0.0f;
-    acc[i] = 0;
-  }
+  float qv[HG][PER_LANE], acc[HG][PER_LANE], mx[HG], den[HG];
   const bool first = split == 0 && w == 0;
-  float mx = first ? sinks[h] : -INFINITY, den = first ? 1.0f : 0.0f;  // the sink's exp(sink - mx)
+#pragma unroll
+  for (int g = 0; g < HG; ++g) {
+    const float* qh = q + (h0 + g) * dim;
+#pragma unroll
+    for (int i = 0; i < PER_LANE; ++i) {
+      const int64_t k = lane + 32 * i;
+      qv[g][i] = k < dim ? qh[k] : 0.0f;
+      acc[g][i] = 0;
+    }
+    mx[g] = first ? sinks[h0 + g] : -INFINITY;  // the sink's exp(sink - mx)
+    den[g] = first ? 1.0f : 0.0f;
+  }
   const int64_t total = n_raw + n_comp, stride = int64_t{S} * kAttnWarps;
   for (int64_t j = int64_t{split} * kAttnWarps + w; j < total; j += stride) {
     const float* key;
@@ -707,56 +730,67 @@ __device__ __forceinline__ void attend_block(int h, int split, int S, const floa
       key = comp + (sel ? sel[c] : c) * dim;
     }
     float kv[PER_LANE];
-    float dot = 0;
 #pragma unroll
     for (int i = 0; i < PER_LANE; ++i) {
       const int64_t k = lane + 32 * i;
       kv[i] = k < dim ? key[k] : 0.0f;
-      dot += qv[i] * kv[i];
     }
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-    const float sc = dot * scale;
-    if (sc > mx) {
-      const float c = expf(mx - sc);
-      den *= c;
+    for (int g = 0; g < HG; ++g) {
+      float dot = 0;
 #pragma unroll
-      for (int i = 0; i < PER_LANE; ++i) acc[i] *= c;
-      mx = sc;
+      for (int i = 0; i < PER_LANE; ++i) dot += qv[g][i] * kv[i];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+      const float sc = dot * scale;
+      if (sc > mx[g]) {
+        const float c = expf(mx[g] - sc);
+        den[g] *= c;
+#pragma unroll
+        for (int i = 0; i < PER_LANE; ++i) acc[g][i] *= c;
+        mx[g] = sc;
+      }
+      const float e = expf(sc - mx[g]);
+      den[g] += e;
+#pragma unroll
+      for (int i = 0; i < PER_LANE; ++i) acc[g][i] += e * kv[i];
     }
-    const float e = expf(sc - mx);
-    den += e;
-#pragma unroll
-    for (int i = 0; i < PER_LANE; ++i) acc[i] += e * kv[i];
   }
-  float* shm = sh + kAttnWarps * dim;  // maxima, then denominators
+  float* shm = sh + HG * kAttnWarps * dim;  // maxima, then denominators
 #pragma unroll
-  for (int i = 0; i < PER_LANE; ++i) {
-    const int64_t k = lane + 32 * i;
-    if (k < dim) sh[w * dim + k] = acc[i];
-  }
-  if (lane == 0) {
-    shm[w] = mx;
-    shm[kAttnWarps + w] = den;
+  for (int g = 0; g < HG; ++g) {
+#pragma unroll
+    for (int i = 0; i < PER_LANE; ++i) {
+      const int64_t k = lane + 32 * i;
+      if (k < dim) sh[(g * kAttnWarps + w) * dim + k] = acc[g][i];
+    }
+    if (lane == 0) {
+      shm[g * kAttnWarps + w] = mx[g];
+      shm[HG * kAttnWarps + g * kAttnWarps + w] = den[g];
+    }
   }
   __syncthreads();
-  float M = -INFINITY;
-  for (int v = 0; v < kAttnWarps; ++v) M = fmaxf(M, shm[v]);
-  float D = 0, f[kAttnWarps];
-  for (int v = 0; v < kAttnWarps; ++v) {
-    f[v] = shm[v] == -INFINITY ? 0.0f : expf(shm[v] - M);
-    D += shm[kAttnWarps + v] * f[v];
-  }
-  float* ps = part + int64_t{split} * (dim + 2);
-  for (int64_t k = threadIdx.x; k < dim; k += blockDim.x) {
-    float o = 0;
-    for (int v = 0; v < kAttnWarps; ++v) o += sh[v * dim + k] * f[v];
-    if (S == 1) out[h * dim + k] = o / D;
-    else ps[2 + k] = o;
-  }
-  if (S > 1 && threadIdx.x == 0) {
-    ps[0] = M;
-    ps[1] = D;
+  for (int g = 0; g < HG; ++g) {
+    const float* gm = shm + g * kAttnWarps;
+    const float* gd = shm + HG * kAttnWarps + g * kAttnWarps;
+    float M = -INFINITY;
+    for (int v = 0; v < kAttnWarps; ++v) M = fmaxf(M, gm[v]);
+    float D = 0, f[kAttnWarps];
+    for (int v = 0; v < kAttnWarps; ++v) {
+      f[v] = gm[v] == -INFINITY ? 0.0f : expf(gm[v] - M);
+      D += gd[v] * f[v];
+    }
+    float* ps = part + int64_t{g} * kAttnMaxSplits * (dim + 2) + int64_t{split} * (dim + 2);
+    for (int64_t k = threadIdx.x; k < dim; k += blockDim.x) {
+      float o = 0;
+      for (int v = 0; v < kAttnWarps; ++v) o += sh[(g * kAttnWarps + v) * dim + k] * f[v];
+      if (S == 1) out[(h0 + g) * dim + k] = o / D;
+      else ps[2 + k] = o;
+    }
+    if (S > 1 && threadIdx.x == 0) {
+      ps[0] = M;
+      ps[1] = D;
+    }
   }
 }
 
@@ -779,19 +813,20 @@ __device__ __forceinline__ void attend_merge_head(const float* ph, int S, int64_
   }
 }
 
-// Head blockIdx.x, split blockIdx.y of pass row blockIdx.z (splits past the
-// row's own count return). Row r's partials at scratch + r * H * kAttnMaxSplits * (dim + 2).
-template <int PER_LANE>
+// Heads HG * blockIdx.x .., split blockIdx.y of pass row blockIdx.z (splits
+// past the row's own count return). Row r's partials at
+// scratch + r * H * kAttnMaxSplits * (dim + 2).
+template <int PER_LANE, int HG>
 __global__ void __launch_bounds__(kAttnWarps * 32)
     k_attend_rows(const float* q, int64_t dim, AttnRows rows, const float* sinks, float* out, float* scratch) {
-  const int H = static_cast<int>(gridDim.x), h = static_cast<int>(blockIdx.x);
+  const int H = static_cast<int>(gridDim.x) * HG, h0 = static_cast<int>(blockIdx.x) * HG;
   const AttnRow& r = rows.r[blockIdx.z];
   const int S = attn_splits(r.n_raw + r.n_comp);
   if (static_cast<int>(blockIdx.y) >= S) return;
   const int64_t off = static_cast<int64_t>(blockIdx.z) * H * dim;
-  float* part = scratch + (static_cast<int64_t>(blockIdx.z) * H + h) * kAttnMaxSplits * (dim + 2);
-  attend_block<PER_LANE>(h, static_cast<int>(blockIdx.y), S, q + off, dim, r.raw, rows.ring, r.pos, r.n_raw, r.comp,
-                         r.n_comp, r.sel, sinks, out + off, part);
+  float* part = scratch + (static_cast<int64_t>(blockIdx.z) * H + h0) * kAttnMaxSplits * (dim + 2);
+  attend_block<PER_LANE, HG>(h0, static_cast<int>(blockIdx.y), S, q + off, dim, r.raw, rows.ring, r.pos, r.n_raw,
+                             r.comp, r.n_comp, r.sel, sinks, out + off, part);
 }
 
 // Head blockIdx.x of pass row blockIdx.y, for rows split more than once.
@@ -1050,7 +1085,9 @@ void comp_rows(const CompShape& shape, const CompRows& segs, cudaStream_t s) {
     LAUNCH_CHECK("k_comp_pool");
   }
   const int64_t cw = (shape.overlap ? 2 : 1) * shape.d;
-  const dim3 grid(static_cast<unsigned>((shape.ratio * cw + kBlock - 1) / kBlock), static_cast<unsigned>(segs.n));
+  int64_t touched = 0;
+  for (int i = 0; i < segs.n; ++i) touched = std::max(touched, comp_touched(shape, segs.s[i]));
+  const dim3 grid(static_cast<unsigned>((touched * cw + kBlock - 1) / kBlock), static_cast<unsigned>(segs.n));
   k_comp_frontier<<<grid, kBlock, 0, s>>>(shape, segs);
   LAUNCH_CHECK("k_comp_frontier");
 }
@@ -1122,14 +1159,28 @@ void attend_rows(const float* q, int H, int64_t dim, const AttnRows& rows, const
   if (rows.n <= 0) return;
   int S = 1;
   for (int i = 0; i < rows.n; ++i) S = std::max(S, attn_splits(rows.r[i].n_raw + rows.r[i].n_comp));
-  const dim3 grid(static_cast<unsigned>(H), static_cast<unsigned>(S), static_cast<unsigned>(rows.n));
-  const size_t shm = (kAttnWarps * static_cast<size_t>(dim) + 2 * kAttnWarps) * sizeof(float);
   const int per_lane = static_cast<int>((dim + 31) / 32);
+  // Several rows (a prefill group): a block takes kAttnHeads heads, so each
+  // key is read once per kAttnHeads heads instead of once per head. One row
+  // (a decode step) keeps a block per head, for more blocks in flight.
+  const int hg = rows.n >= 4 && H % kAttnHeads == 0 && per_lane <= 16 ? kAttnHeads : 1;
+  const dim3 grid(static_cast<unsigned>(H / hg), static_cast<unsigned>(S), static_cast<unsigned>(rows.n));
+  const size_t shm = (static_cast<size_t>(hg) * kAttnWarps * static_cast<size_t>(dim) + 2 * hg * kAttnWarps) *
+                     sizeof(float);
   constexpr int T = kAttnWarps * 32;
-  if (per_lane <= 4) k_attend_rows<4><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
-  else if (per_lane <= 8) k_attend_rows<8><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
-  else if (per_lane <= 16) k_attend_rows<16><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
-  else k_attend_rows<32><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+  if (hg == kAttnHeads) {
+    if (per_lane <= 4) k_attend_rows<4, kAttnHeads><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+    else if (per_lane <= 8) k_attend_rows<8, kAttnHeads><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+    else k_attend_rows<16, kAttnHeads><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+  } else if (per_lane <= 4) {
+    k_attend_rows<4, 1><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+  } else if (per_lane <= 8) {
+    k_attend_rows<8, 1><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+  } else if (per_lane <= 16) {
+    k_attend_rows<16, 1><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+  } else {
+    k_attend_rows<32, 1><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+  }
   LAUNCH_CHECK("k_attend_rows");
   if (S > 1) {
     k_attend_merge_rows<<<dim3(static_cast<unsigned>(H), static_cast<unsigned>(rows.n)), 128, 0, s>>>(scratch, dim,
