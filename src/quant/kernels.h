@@ -23,6 +23,15 @@ using DotFn = float (*)(int64_t n, const void* w, const void* act);
 // tokens), where dot unpacks it once per activation row.
 using DotNFn = void (*)(int64_t n, const void* w, const void* act, size_t act_stride, int nact, float* out);
 
+// dots of nw weight rows (w_stride bytes apart) with nact activation rows:
+// out[r * nact + j] = dot(n, w + r * w_stride, act + j * act_stride), bit for
+// bit, for nw <= 4. A tile of weight rows and activation rows, so each loaded
+// activation block serves several weight rows as each weight block serves
+// several activation rows (prefill's products); null where a type has none.
+using DotNMFn = void (*)(int64_t n, const void* w, size_t w_stride, int nw, const void* act, size_t act_stride,
+                         int nact, float* out);
+constexpr int kDotNMRows = 4;  // most weight rows one dotnm call takes
+
 // A kernel's own byte order for its quantized activation, applied in place to
 // each quantized row of n values before the dots: lets a kernel read the
 // activation in the order its unpacked weights come out, where reordering
@@ -35,6 +44,7 @@ struct DotKernel {
   DotFn dot;
   DotNFn dotn = nullptr;      // null: matmul calls dot per activation row
   ActOrderFn order = nullptr;  // null: act's own layout
+  DotNMFn dotnm = nullptr;     // null: matmul calls dotn per weight row
 };
 
 // The kernel of `t` for `isa`, or null when there is none or this CPU lacks it.

@@ -477,6 +477,114 @@ template <int NA>
 DS4_AVX512VNNI void dotn_q8_0_vnni256(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
   dotn_int8_vnni256<Q8_0Vnni256, NA>(n, w, a, act_stride, out);
 }
+
+// Q8_0 tiles for prefill: NW weight rows by NA activation rows, each pair's
+// sum exactly dotn_int8_vnni256's. That kernel keeps two 8-lane accumulators,
+// acc0 for even blocks and acc1 for odd ones; here one 16-lane register holds
+// both (lanes 0-7 acc0, 8-15 acc1), so a pair of blocks takes one 512-bit
+// dpbusd, convert and FMA where it took two of each, and every value loaded
+// (a weight block pair, an activation block pair) serves a whole row or
+// column of the tile. Lane by lane the operations are the ones dot performs:
+// |w| times the activation with w's signs (a masked negate stands in for
+// vpsignb, which has no 512-bit form; where w is 0 its |w| is 0 either way),
+// the scale product dw * da formed as in dot, a fused multiply-add; an odd
+// last block goes to lanes 0-7 only; then acc0 + acc1 and dot's reduction.
+// The two 8-float halves of a 512-bit register through the 64-bit-lane forms
+// (AVX512F, which the emulated build has; the 32x8 forms are AVX512DQ).
+DS4_AVX512VNNI inline __m512 f32x8_pair(__m256 lo, __m256 hi) {
+  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+}
+DS4_AVX512VNNI inline __m256 f32x8_high(__m512 v) {
+  return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+DS4_AVX512VNNI inline __m512 q8_0_scale_pair(const BlockQ8_0& b0, const BlockQ8_0& b1) {
+  const __m256 d0 = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_loadu_si32(&b0.d)));
+  const __m256 d1 = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_loadu_si32(&b1.d)));
+  return f32x8_pair(d0, d1);
+}
+DS4_AVX512VNNI inline __m512i q8_0_quants_pair(const BlockQ8_0& b0, const BlockQ8_0& b1) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0.qs))),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b1.qs)), 1);
+}
+template <int NW, int NA>
+DS4_AVX512VNNI void dotnm_q8_0_tile(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* a, size_t act_stride,
+                                    float* out, int out_stride) {
+  const BlockQ8_0* x[NW];
+  const BlockQ8_0* y[NA];
+  for (int r = 0; r < NW; ++r) x[r] = reinterpret_cast<const BlockQ8_0*>(w + w_stride * r);
+  for (int j = 0; j < NA; ++j) y[j] = reinterpret_cast<const BlockQ8_0*>(a + act_stride * j);
+  __m512 acc[NW][NA];
+  for (int r = 0; r < NW; ++r)
+    for (int j = 0; j < NA; ++j) acc[r][j] = _mm512_setzero_ps();
+  const int64_t nb = n / QK;
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    __m512i qy[NA];
+    __m512 dy[NA];
+    for (int j = 0; j < NA; ++j) {
+      qy[j] = q8_0_quants_pair(y[j][i], y[j][i + 1]);
+      dy[j] = q8_0_scale_pair(y[j][i], y[j][i + 1]);
+    }
+    for (int r = 0; r < NW; ++r) {
+      prefetch_weights(&x[r][i]);
+      const __m512i qx = q8_0_quants_pair(x[r][i], x[r][i + 1]);
+      const __m512i ax = _mm512_abs_epi8(qx);
+      const __mmask64 neg = _mm512_movepi8_mask(qx);
+      const __m512 dx = q8_0_scale_pair(x[r][i], x[r][i + 1]);
+      for (int j = 0; j < NA; ++j) {
+        const __m512i sy = _mm512_mask_sub_epi8(qy[j], neg, _mm512_setzero_si512(), qy[j]);
+        const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sy);
+        acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(dx, dy[j]), _mm512_cvtepi32_ps(p), acc[r][j]);
+      }
+    }
+  }
+  if (i < nb) {  // the odd last block: lanes 0-7 (acc0) only
+    for (int r = 0; r < NW; ++r) {
+      const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r][i].qs));
+      const __m256i ax = _mm256_sign_epi8(qx, qx);
+      const __m128 dx = _mm_cvtph_ps(_mm_loadu_si32(&x[r][i].d));
+      for (int j = 0; j < NA; ++j) {
+        const __m256i qyj = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[j][i].qs));
+        const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, _mm256_sign_epi8(qyj, qx));
+        const __m128 d = _mm_mul_ss(dx, _mm_cvtph_ps(_mm_loadu_si32(&y[j][i].d)));
+        const __m256 lo = _mm256_fmadd_ps(_mm256_broadcastss_ps(d), _mm256_cvtepi32_ps(p), _mm512_castps512_ps256(acc[r][j]));
+        acc[r][j] = f32x8_pair(lo, f32x8_high(acc[r][j]));
+      }
+    }
+  }
+  for (int r = 0; r < NW; ++r)
+    for (int j = 0; j < NA; ++j) {
+      const __m256 s = _mm256_add_ps(_mm512_castps512_ps256(acc[r][j]), f32x8_high(acc[r][j]));
+      __m128 q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+      q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+      out[r * out_stride + j] = _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+    }
+}
+template <int NW>
+DS4_AVX512VNNI void dotnm_q8_0_rows(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* a, size_t act_stride,
+                                    int nact, float* out) {
+  int j = 0;
+  for (; j + 4 <= nact; j += 4) dotnm_q8_0_tile<NW, 4>(n, w, w_stride, a + act_stride * j, act_stride, out + j, nact);
+  const uint8_t* aj = a + act_stride * j;
+  switch (nact - j) {
+    case 3: dotnm_q8_0_tile<NW, 3>(n, w, w_stride, aj, act_stride, out + j, nact); break;
+    case 2: dotnm_q8_0_tile<NW, 2>(n, w, w_stride, aj, act_stride, out + j, nact); break;
+    case 1: dotnm_q8_0_tile<NW, 1>(n, w, w_stride, aj, act_stride, out + j, nact); break;
+    default: break;
+  }
+}
+DS4_AVX512VNNI void dotnm_q8_0_vnni(int64_t n, const void* w, size_t w_stride, int nw, const void* a, size_t act_stride,
+                                    int nact, float* out) {
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const auto* ab = static_cast<const uint8_t*>(a);
+  switch (nw) {
+    case 4: return dotnm_q8_0_rows<4>(n, wb, w_stride, ab, act_stride, nact, out);
+    case 3: return dotnm_q8_0_rows<3>(n, wb, w_stride, ab, act_stride, nact, out);
+    case 2: return dotnm_q8_0_rows<2>(n, wb, w_stride, ab, act_stride, nact, out);
+    case 1: return dotnm_q8_0_rows<1>(n, wb, w_stride, ab, act_stride, nact, out);
+    default: return;
+  }
+}
 template <int NA>
 DS4_AVX512VNNI void dotn_mxfp4_vnni256(int64_t n, const void* w, const void* a, size_t act_stride, float* out) {
   dotn_int8_vnni256<Mxfp4Vnni256, NA>(n, w, a, act_stride, out);
@@ -719,8 +827,8 @@ const Entry kAvx512[] = {
      {GgmlType::F32, FloatRows<GgmlType::BF16>::dot, FloatRows<GgmlType::BF16>::dotn}},
     {GgmlType::Q8_0,
      {GgmlType::Q8_0, dot_q8_0},
-     {GgmlType::Q8_0, Q80Vnni::dot, Q80Vnni::dotn},
-     {GgmlType::Q8_0, Q80Vnni::dot, Q80Vnni::dotn}},
+     {GgmlType::Q8_0, Q80Vnni::dot, Q80Vnni::dotn, nullptr, dotnm_q8_0_vnni},
+     {GgmlType::Q8_0, Q80Vnni::dot, Q80Vnni::dotn, nullptr, dotnm_q8_0_vnni}},
     {GgmlType::MXFP4,
      {GgmlType::Q8_0, dot_mxfp4},
      {GgmlType::Q8_0, Mxfp4Vnni::dot, Mxfp4Vnni::dotn},

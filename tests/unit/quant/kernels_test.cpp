@@ -180,6 +180,57 @@ TEST(Kernels, DotNEqualsDot) {
 #endif
 }
 
+// The tile kernels (dotnm: several weight rows by several activation rows)
+// against dot bit for bit, for every tile shape (1-4 weight rows, 1-9
+// activation rows), an even and an odd number of blocks (the odd last block
+// takes its own path), and a weight row of random bytes (extreme quants).
+TEST(Kernels, DotNMEqualsDot) {
+  int checked = 0;
+  for (GgmlType t : kAllTypes) {
+    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon}) {
+      const DotKernel* k = find_kernel(t, isa);
+      if (!k || !k->dotnm) continue;
+      const size_t bb = require_ops(t, "test").block_bytes;
+      for (int64_t cols : {int64_t{2048}, int64_t{2080}, int64_t{32}}) {
+        if (cols % static_cast<int64_t>(require_ops(t, "test").block_size) != 0) continue;
+        ++checked;
+        const int nw_max = 4, na_max = 9;
+        auto w = test::random_rows(t, nw_max, cols, 57 + ggml_type_id(t) + static_cast<uint32_t>(cols));
+        const size_t rb = row_bytes(t, cols);
+        std::mt19937 rng(9);
+        for (size_t i = 2 * rb; i < 3 * rb; ++i) w[i] = static_cast<uint8_t>(rng());  // row 2: random bytes
+        for (size_t off = 2 * rb; off < 3 * rb; off += bb) {  // with an ordinary f16 scale at 0
+          const uint16_t h = f32_to_f16(0.05f);
+          std::memcpy(w.data() + off, &h, 2);
+        }
+        std::vector<uint8_t> acts;
+        for (int j = 0; j < na_max; ++j) {
+          const auto a = quantize_act(*k, test::random_floats(static_cast<size_t>(cols), 300 + static_cast<uint32_t>(j), 2.0f));
+          acts.insert(acts.end(), a.begin(), a.end());
+        }
+        const size_t ab = acts.size() / na_max;
+        for (int nw = 1; nw <= nw_max; ++nw)
+          for (int na = 1; na <= na_max; ++na) {
+            std::vector<float> out(static_cast<size_t>(nw * na), NAN);
+            k->dotnm(cols, w.data(), rb, nw, acts.data(), ab, na, out.data());
+            for (int r = 0; r < nw; ++r)
+              for (int j = 0; j < na; ++j) {
+                const float want = k->dot(cols, w.data() + rb * r, acts.data() + ab * j);
+                ASSERT_EQ(out[static_cast<size_t>(r * na + j)], want)
+                    << ggml_type_name(t) << " " << isa_name(isa) << " cols " << cols << " tile " << nw << "x" << na
+                    << " pair " << r << "," << j;
+              }
+          }
+      }
+    }
+  }
+#if defined(__x86_64__)
+  if (cpu_has(Isa::Avx512)) {
+    EXPECT_GE(checked, 1);  // AVX-512 VNNI Q8_0 (emulated where the CPU lacks it)
+  }
+#endif
+}
+
 // The float kernels' dotn against dot bit for bit where rows do not fill the
 // vector steps (the scalar tail of each row), for every ISA present, and
 // against the double-precision dot within a sum's rounding.
