@@ -484,11 +484,13 @@ DS4_AVX512VNNI void dotn_q8_0_vnni256(int64_t n, const void* w, const void* a, s
 // both (lanes 0-7 acc0, 8-15 acc1), so a pair of blocks takes one 512-bit
 // dpbusd, convert and FMA where it took two of each, and every value loaded
 // (a weight block pair, an activation block pair) serves a whole row or
-// column of the tile. Lane by lane the operations are the ones dot performs:
-// |w| times the activation with w's signs (a masked negate stands in for
-// vpsignb, which has no 512-bit form; where w is 0 its |w| is 0 either way),
-// the scale product dw * da formed as in dot, a fused multiply-add; an odd
-// last block goes to lanes 0-7 only; then acc0 + acc1 and dot's reduction.
+// column of the tile. Lane by lane the values are the ones dot forms: the
+// integer sum of 4 products w * a (dot takes |w| times a with w's signs;
+// here the lane starts at -128 * the sum of its 4 weights and dpbusd adds
+// (a + 128) * w, the same integer for every activation a quantizer makes,
+// which never yields -128), the scale product dw * da formed as in dot, a
+// fused multiply-add; an odd last block goes to lanes 0-7 only; then
+// acc0 + acc1 and dot's reduction.
 // The two 8-float halves of a 512-bit register through the 64-bit-lane forms
 // (AVX512F, which the emulated build has; the 32x8 forms are AVX512DQ).
 DS4_AVX512VNNI inline __m512 f32x8_pair(__m256 lo, __m256 hi) {
@@ -497,10 +499,11 @@ DS4_AVX512VNNI inline __m512 f32x8_pair(__m256 lo, __m256 hi) {
 DS4_AVX512VNNI inline __m256 f32x8_high(__m512 v) {
   return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
 }
+// [d0 x 8, d1 x 8]: both f16 scales converted in one instruction, then spread.
 DS4_AVX512VNNI inline __m512 q8_0_scale_pair(const BlockQ8_0& b0, const BlockQ8_0& b1) {
-  const __m256 d0 = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_loadu_si32(&b0.d)));
-  const __m256 d1 = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_loadu_si32(&b1.d)));
-  return f32x8_pair(d0, d1);
+  const __m128 d = _mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(b0.d), static_cast<short>(b1.d), 1));
+  return _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+                               _mm512_castps128_ps512(d));
 }
 DS4_AVX512VNNI inline __m512i q8_0_quants_pair(const BlockQ8_0& b0, const BlockQ8_0& b1) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0.qs))),
@@ -517,23 +520,24 @@ DS4_AVX512VNNI void dotnm_q8_0_tile(int64_t n, const uint8_t* w, size_t w_stride
   for (int r = 0; r < NW; ++r)
     for (int j = 0; j < NA; ++j) acc[r][j] = _mm512_setzero_ps();
   const int64_t nb = n / QK;
+  const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
   int64_t i = 0;
   for (; i + 2 <= nb; i += 2) {
-    __m512i qy[NA];
+    __m512i uy[NA];  // the activation plus 128, as unsigned bytes
     __m512 dy[NA];
     for (int j = 0; j < NA; ++j) {
-      qy[j] = q8_0_quants_pair(y[j][i], y[j][i + 1]);
+      uy[j] = _mm512_xor_si512(q8_0_quants_pair(y[j][i], y[j][i + 1]), k80);
       dy[j] = q8_0_scale_pair(y[j][i], y[j][i + 1]);
     }
     for (int r = 0; r < NW; ++r) {
       prefetch_weights(&x[r][i]);
       const __m512i qx = q8_0_quants_pair(x[r][i], x[r][i + 1]);
-      const __m512i ax = _mm512_abs_epi8(qx);
-      const __mmask64 neg = _mm512_movepi8_mask(qx);
+      // -128 * (sum of each lane's 4 weights): starting each lane there,
+      // dpbusd over (y + 128) * w leaves exactly the lane's sum of y * w.
+      const __m512i base = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), k80, qx));
       const __m512 dx = q8_0_scale_pair(x[r][i], x[r][i + 1]);
       for (int j = 0; j < NA; ++j) {
-        const __m512i sy = _mm512_mask_sub_epi8(qy[j], neg, _mm512_setzero_si512(), qy[j]);
-        const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sy);
+        const __m512i p = _mm512_dpbusd_epi32(base, uy[j], qx);
         acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(dx, dy[j]), _mm512_cvtepi32_ps(p), acc[r][j]);
       }
     }
