@@ -19,6 +19,10 @@
 #include <memory>
 #include <thread>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "backend/backend.h"
 #include "model/convert.h"
 #include "util/log.h"
@@ -102,6 +106,66 @@ double mem_read_gbps(int threads) {
   return cache[threads] = best;
 }
 
+// Multiply-adds of one prefill token's weight products: every matrix once,
+// n_expert_used of the routed experts, not the embedding (a lookup), the head
+// (a prefill wants its last token's logits only) or tid2eid (a table); as
+// `ds4 bench` counts them. Attention's own products are not counted.
+double prefill_macs_per_token(const ds4::model::Model& m) {
+  const auto& c = m.config;
+  double total = 0;
+  for (const auto& t : m.file->tensors()) {
+    if (t.ne.size() < 2 || t.name == "token_embd.weight" || t.name.rfind("output", 0) == 0 ||
+        t.name.find("tid2eid") != std::string::npos)
+      continue;
+    double n = 1;
+    for (const int64_t d : t.ne) n *= static_cast<double>(d);
+    if (t.name.find("_exps") != std::string::npos) n *= static_cast<double>(c.n_expert_used) / std::max(1u, c.n_expert);
+    total += n;
+  }
+  return total;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// int8 multiply-adds per second one thread's AVX-512 VNNI units give: 8
+// independent vpdpbusd chains over registers (no memory), 2^22 rounds.
+[[gnu::target("avx512f,avx512vnni")]] double vnni_macs_one_thread() {
+  __m512i acc[8];
+  for (int k = 0; k < 8; ++k) acc[k] = _mm512_set1_epi32(k);
+  const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+  constexpr int64_t kRounds = int64_t{1} << 22;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t r = 0; r < kRounds; ++r) {
+    for (int k = 0; k < 8; ++k) acc[k] = _mm512_dpbusd_epi32(acc[k], a, b);
+    __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[1]), "+v"(acc[2]), "+v"(acc[3]), "+v"(acc[4]), "+v"(acc[5]),
+                     "+v"(acc[6]), "+v"(acc[7]));
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  int32_t sink[16];
+  _mm512_storeu_si512(sink, acc[0]);
+  benchmark::DoNotOptimize(sink);
+  return static_cast<double>(kRounds) * 8 * 64 / s;
+}
+#endif
+
+// The machine's int8 multiply-add rate on `threads` threads (0 where the CPU
+// has no AVX-512 VNNI): what prefill's integer products could reach at best.
+double int8_peak_gmacs(int threads) {
+  static std::map<int, double> cache;
+  if (cache.count(threads)) return cache[threads];
+  double total = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (__builtin_cpu_supports("avx512vnni")) {
+    ds4::ThreadPool pool(threads);
+    std::vector<double> per(static_cast<size_t>(threads));
+    pool.parallel_for(threads, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) per[static_cast<size_t>(t)] = vnni_macs_one_thread();
+    }, 1);
+    for (double v : per) total += v;
+  }
+#endif
+  return cache[threads] = total / 1e9;
+}
+
 std::vector<int32_t> tokens(size_t n, uint32_t vocab) {
   std::vector<int32_t> t(n);
   for (size_t i = 0; i < n; ++i) t[i] = static_cast<int32_t>((i * 7919 + 3) % vocab);
@@ -169,6 +233,14 @@ void BM_Prefill(benchmark::State& st, const std::string& model, NumericsMode mod
   }
   st.counters["tok/s"] = benchmark::Counter(n * static_cast<double>(st.iterations()), benchmark::Counter::kIsRate);
   st.counters["threads"] = bench_threads();
+  // The weight products' rate against the machine's measured int8 rate (the
+  // quantized recipes' products are int8 dot products; float ones are not,
+  // so the share means most for them).
+  const double macs = prefill_macs_per_token(*m);
+  st.counters["w_GMAC/s"] = benchmark::Counter(macs * n * static_cast<double>(st.iterations()) / 1e9,
+                                               benchmark::Counter::kIsRate);
+  const double peak = int8_peak_gmacs(bench_threads());
+  if (peak > 0) st.counters["int8_GMAC/s"] = peak;
 }
 
 }  // namespace
