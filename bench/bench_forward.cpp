@@ -25,6 +25,7 @@
 
 #include "backend/backend.h"
 #include "model/convert.h"
+#include "model/token_cost.h"
 #include "util/log.h"
 #include "util/thread_pool.h"
 
@@ -104,25 +105,6 @@ double mem_read_gbps(int threads) {
     best = std::max(best, static_cast<double>(kWords * 8) / s / 1e9);
   }
   return cache[threads] = best;
-}
-
-// Multiply-adds of one prefill token's weight products: every matrix once,
-// n_expert_used of the routed experts, not the embedding (a lookup), the head
-// (a prefill wants its last token's logits only) or tid2eid (a table); as
-// `ds4 bench` counts them. Attention's own products are not counted.
-double prefill_macs_per_token(const ds4::model::Model& m) {
-  const auto& c = m.config;
-  double total = 0;
-  for (const auto& t : m.file->tensors()) {
-    if (t.ne.size() < 2 || t.name == "token_embd.weight" || t.name.rfind("output", 0) == 0 ||
-        t.name.find("tid2eid") != std::string::npos)
-      continue;
-    double n = 1;
-    for (const int64_t d : t.ne) n *= static_cast<double>(d);
-    if (t.name.find("_exps") != std::string::npos) n *= static_cast<double>(c.n_expert_used) / std::max(1u, c.n_expert);
-    total += n;
-  }
-  return total;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -236,7 +218,7 @@ void BM_Prefill(benchmark::State& st, const std::string& model, NumericsMode mod
   // The weight products' rate against the machine's measured int8 rate (the
   // quantized recipes' products are int8 dot products; float ones are not,
   // so the share means most for them).
-  const double macs = prefill_macs_per_token(*m);
+  const double macs = ds4::model::prefill_macs_per_token(*m);
   st.counters["w_GMAC/s"] = benchmark::Counter(macs * n * static_cast<double>(st.iterations()) / 1e9,
                                                benchmark::Counter::kIsRate);
   const double peak = int8_peak_gmacs(bench_threads());

@@ -22,6 +22,7 @@
 #include "cli/read_file.h"
 #include "cli/steering_flags.h"
 #include "engine/generate.h"
+#include "model/token_cost.h"
 #include "engine/prompt.h"
 #include "util/error.h"
 
@@ -52,25 +53,6 @@ double weight_bytes_per_token(const engine::Engine& e) {
       total += b / static_cast<double>(t.ne.size() > 1 ? t.ne[1] : 1);
     else
       total += b;
-  }
-  return total;
-}
-
-// Multiply-adds one prefill token costs in the weight products: every matrix
-// once, only n_expert_used of the routed experts, and neither the embedding
-// (a lookup) nor the head (a prefill wants the logits of its last token
-// only). Attention's own products are not counted.
-double prefill_macs_per_token(const engine::Engine& e) {
-  const auto& c = e.model().config;
-  double total = 0;
-  for (const auto& t : e.model().file->tensors()) {
-    if (t.ne.size() < 2 || t.name == "token_embd.weight" || t.name.rfind("output", 0) == 0 ||
-        t.name.find("tid2eid") != std::string::npos)
-      continue;
-    double n = 1;
-    for (const int64_t d : t.ne) n *= static_cast<double>(d);
-    if (t.name.find("_exps") != std::string::npos) n *= static_cast<double>(c.n_expert_used) / std::max(1u, c.n_expert);
-    total += n;
   }
   return total;
 }
@@ -149,7 +131,7 @@ void run(const BenchOpts& o) {
                                         : e.tokenizer().encode(text);
   if (static_cast<int64_t>(toks.size()) < o.ctx_max)
     fail("the prompt has {} tokens; --ctx-max {} needs at least that many", toks.size(), o.ctx_max);
-  const double wbytes = weight_bytes_per_token(e), macs = prefill_macs_per_token(e);
+  const double wbytes = weight_bytes_per_token(e), macs = model::prefill_macs_per_token(e.model());
   std::fprintf(stderr,
                "ds4-bench: %s, %zu prompt tokens, %.1f MB of weights read per decoded token, %.3f GFLOP of weight "
                "products per prefill token\n",
