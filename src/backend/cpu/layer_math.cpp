@@ -11,6 +11,17 @@
 
 namespace ds4::backend::cpu {
 
+// The attention and indexer loops also get a 256-bit build, picked at load
+// where the CPU has AVX2 (GCC target clones). The compiler's vectors of
+// dot's 8 partial sums and of the element-wise updates do the same float
+// operations lane by lane (AVX2 brings no FMA, and ISO C++ keeps a * b + c
+// unfused), so both builds give the same bits.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define DS4_AVX2_CLONES [[gnu::target_clones("avx2", "default")]]
+#else
+#define DS4_AVX2_CLONES
+#endif
+
 void compressor_step(CompressorState& s, const CompressorParams& prm, int64_t p, const float* kv, const float* gate) {
   const int64_t r = s.ratio, d = s.dim, cw = s.width();
   const int64_t slot = p % r;
@@ -121,25 +132,9 @@ namespace {
     score[c] = s;
   }
 }
-using ScoreRowsFn = void (*)(const float*, const float*, int64_t, const float*, int64_t, int64_t, int64_t, float*);
-void score_rows_base(const float* q, const float* w, int64_t heads, const float* rows, int64_t d, int64_t c0,
-                     int64_t c1, float* score) {
+DS4_AVX2_CLONES void score_rows(const float* q, const float* w, int64_t heads, const float* rows, int64_t d,
+                                int64_t c0, int64_t c1, float* score) {
   score_rows_body(q, w, heads, rows, d, c0, c1, score);
-}
-#if defined(__x86_64__) && defined(__GNUC__)
-// 256-bit registers, the same float operations lane by lane (see attend_heads_avx2).
-[[gnu::target("avx2")]] void score_rows_avx2(const float* q, const float* w, int64_t heads, const float* rows,
-                                             int64_t d, int64_t c0, int64_t c1, float* score) {
-  score_rows_body(q, w, heads, rows, d, c0, c1, score);
-}
-ScoreRowsFn pick_score_rows() { return __builtin_cpu_supports("avx2") ? score_rows_avx2 : score_rows_base; }
-#else
-ScoreRowsFn pick_score_rows() { return score_rows_base; }
-#endif
-void score_rows(const float* q, const float* w, int64_t heads, const float* rows, int64_t d, int64_t c0, int64_t c1,
-                float* score) {
-  static const ScoreRowsFn fn = pick_score_rows();
-  fn(q, w, heads, rows, d, c0, c1, score);
 }
 
 }  // namespace
@@ -211,32 +206,15 @@ namespace {
   }
 }
 
-using AttendHeadsFn = void (*)(const float*, int64_t, int64_t, int64_t, const float* const*, int64_t, const float*, float,
-                               float*, float*);
-void attend_heads_base(const float* q, int64_t h0, int64_t nh, int64_t dim, const float* const* keys, int64_t nk,
-                       const float* sinks, float scale, float* s, float* out) {
+DS4_AVX2_CLONES void attend_heads_any(const float* q, int64_t h0, int64_t nh, int64_t dim, const float* const* keys,
+                                      int64_t nk, const float* sinks, float scale, float* s, float* out) {
   attend_heads(q, h0, nh, dim, keys, nk, sinks, scale, s, out);
 }
-#if defined(__x86_64__) && defined(__GNUC__)
-// The same code for 256-bit registers: the compiler's vectors of dot's 8
-// partial sums and of the element-wise updates do the same float operations
-// lane by lane (AVX2 brings no FMA, and ISO C++ keeps a * b + c unfused), so
-// the results are the base build's bit for bit.
-[[gnu::target("avx2")]] void attend_heads_avx2(const float* q, int64_t h0, int64_t nh, int64_t dim,
-                                               const float* const* keys, int64_t nk, const float* sinks, float scale,
-                                               float* s, float* out) {
-  attend_heads(q, h0, nh, dim, keys, nk, sinks, scale, s, out);
-}
-AttendHeadsFn pick_attend_heads() { return __builtin_cpu_supports("avx2") ? attend_heads_avx2 : attend_heads_base; }
-#else
-AttendHeadsFn pick_attend_heads() { return attend_heads_base; }
-#endif
 
 }  // namespace
 
 void attend(const float* q, int64_t heads, int64_t dim, std::span<const float* const> keys, const float* sinks,
             float* out, ThreadPool* pool) {
-  static const AttendHeadsFn heads_fn = pick_attend_heads();
   const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
   constexpr int64_t kHeads = 8;
   const auto nk = static_cast<int64_t>(keys.size());
@@ -244,7 +222,7 @@ void attend(const float* q, int64_t heads, int64_t dim, std::span<const float* c
     std::vector<float> s(static_cast<size_t>(kHeads * nk));
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t h0 = b * kHeads;
-      heads_fn(q, h0, std::min(kHeads, heads - h0), dim, keys.data(), nk, sinks, scale, s.data(), out);
+      attend_heads_any(q, h0, std::min(kHeads, heads - h0), dim, keys.data(), nk, sinks, scale, s.data(), out);
     }
   });
 }
