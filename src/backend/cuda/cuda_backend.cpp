@@ -535,6 +535,14 @@ class CudaBackend final : public Backend {
   }
   ~CudaBackend() override {
     // Sessions free their own slabs; a destructor cannot throw.
+    if (graph_steps_) {
+      try {
+        const double k = 1e3 / static_cast<double>(graph_steps_);
+        log::info("cuda graph: {} steps ({} instantiated anew); per step, ms: capture {:.3f}, update {:.3f}, run {:.3f}",
+                  graph_steps_, graph_made_, graph_t_[0] * k, graph_t_[1] * k, graph_t_[2] * k);
+      } catch (...) {
+      }
+    }
     if (exec_) (void)cudaGraphExecDestroy(exec_);
     if (logits_pinned_) (void)cudaFreeHost(logits_pinned_);
     if (st_) (void)cudaStreamDestroy(st_);
@@ -1168,6 +1176,8 @@ class CudaBackend final : public Backend {
   // updated to it when the shapes allow (else made anew), launched, waited
   // for; then the logits go where the rows want them.
   void graph_pass(std::span<const Row> rows) const {
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
     DS4_CUDA_CHECK(cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal));
     cudaGraph_t g = nullptr;
     try {
@@ -1178,6 +1188,7 @@ class CudaBackend final : public Backend {
       throw;
     }
     DS4_CUDA_CHECK(cudaStreamEndCapture(st_, &g));
+    const auto t1 = clock::now();
     if (exec_) {
       cudaGraphExecUpdateResultInfo info{};
       if (cudaGraphExecUpdate(exec_, g, &info) != cudaSuccess) {
@@ -1186,11 +1197,20 @@ class CudaBackend final : public Backend {
         exec_ = nullptr;
       }
     }
+    graph_made_ += exec_ ? 0 : 1;
     const cudaError_t inst = exec_ ? cudaSuccess : cudaGraphInstantiate(&exec_, g, 0);
     (void)cudaGraphDestroy(g);
     DS4_CUDA_CHECK(inst);
+    const auto t2 = clock::now();
     DS4_CUDA_CHECK(cudaGraphLaunch(exec_, st_));
     DS4_CUDA_CHECK(cudaStreamSynchronize(st_));
+    const auto t3 = clock::now();
+    // What a step costs where: the host's capture and update against the
+    // GPU's run of the step's kernels back to back (logged at the end).
+    graph_t_[0] += std::chrono::duration<double>(t1 - t0).count();
+    graph_t_[1] += std::chrono::duration<double>(t2 - t1).count();
+    graph_t_[2] += std::chrono::duration<double>(t3 - t2).count();
+    ++graph_steps_;
     const int64_t V = c_.n_vocab;
     int64_t j = 0;
     for (const Row& r : rows)
@@ -1271,6 +1291,8 @@ class CudaBackend final : public Backend {
   bool mmq_ = true;                 // tensor-core products for wide passes (DS4_CUDA_MMQ=0: the matvecs, to compare)
   float* logits_pinned_ = nullptr;  // [kMidRows][vocab], graph mode only
   mutable cudaGraphExec_t exec_ = nullptr;
+  mutable int64_t graph_steps_ = 0, graph_made_ = 0;  // graph mode's step count, and how many were instantiated anew
+  mutable double graph_t_[3] = {};                    // seconds in capture, update, run (see graph_pass)
 };
 
 }  // namespace
