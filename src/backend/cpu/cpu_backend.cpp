@@ -52,15 +52,6 @@ double physical_memory_bytes() {
   return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
 }
 
-// One hidden value of a clamped SwiGLU expert, scaled by its routing weight
-// (1 for the shared expert). Both expert paths call this, so decode and
-// prefill round alike.
-float swiglu_act(float g, float u, float clamp, float weight) {
-  const float gv = std::min(g, clamp);
-  const float uv = std::clamp(u, -clamp, clamp);
-  return gv * sigmoid(gv) * uv * weight;
-}
-
 class CpuBackend final : public Backend {
  public:
   CpuBackend(std::shared_ptr<const model::Model> m, const BackendOptions& opt)

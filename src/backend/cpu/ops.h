@@ -1,5 +1,6 @@
 #pragma once
 // Small per-token operations of the forward pass (model-spec §4, §5.2, §5.3, §5.7).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -12,6 +13,15 @@ void rms_norm(const float* x, const float* w, int64_t n, float eps, float* y);
 
 inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 float softplus(float z);
+
+// One hidden value of a clamped SwiGLU expert, scaled by its routing weight
+// (1 for the shared expert). Every expert path calls this, so decode,
+// prefill and host-computed experts round alike.
+inline float swiglu_act(float g, float u, float clamp, float weight) {
+  const float gv = std::min(g, clamp);
+  const float uv = std::clamp(u, -clamp, clamp);
+  return gv * sigmoid(gv) * uv * weight;
+}
 
 // HC pre-mix coefficients from the mixer output m (model-spec §5.2 steps 3-5):
 // pre[hc], post[hc], comb[hc*hc] (row i, column j at i*hc + j).
