@@ -181,6 +181,11 @@ struct BackendOptions {
   // sync per pass; CPU: the driving thread's clock); read with
   // Backend::take_profile.
   bool profile = false;
+  // CUDA: the routed experts of layers [0, N) go on the device, those of the
+  // later layers stay in host memory and the host computes them
+  // (docs/placement.md). -1: every layer's when they fit, else as many whole
+  // layers as fit. The CPU backend holds everything in host memory anyway.
+  int device_expert_layers = -1;
 };
 
 // A GPU this process sees, with its free memory when asked (for `ds4 plan`).

@@ -19,6 +19,7 @@
 
 #include "cli/commands.h"
 #include "cli/engine_options.h"
+#include "cli/placement_flags.h"
 #include "cli/read_file.h"
 #include "cli/steering_flags.h"
 #include "engine/generate.h"
@@ -35,6 +36,7 @@ struct BenchOpts {
   int64_t ctx_start = 2048, ctx_max = 32768, ctx_alloc = 0, step_incr = 2048, gen_tokens = 128, sequences = 1;
   double step_mul = 1;
   int threads = 0;
+  ExpertFlags experts;
   bool profile = false;
   SteeringFlags steering;
 };
@@ -109,6 +111,7 @@ void run(const BenchOpts& o) {
 
   engine::EngineOptions eo = engine_options(o.model, o.backend, o.threads, o.numerics, &o.steering);
   eo.profile = o.profile;
+  eo.device_expert_layers = device_expert_layers(o.experts);
   std::FILE* out = stdout;
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> csv_file(nullptr, &std::fclose);
   if (!o.csv.empty()) {
@@ -209,6 +212,7 @@ Registration reg("bench", 80, [](CLI::App& app) {
   sub->add_option("--csv", o->csv, "Write the CSV here instead of stdout");
   sub->add_option("-t,--threads", o->threads, "CPU threads (0: all)");
   sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");
+  add_expert_flags(sub, o->experts);
   sub->add_flag("--profile", o->profile,
                 "Print where the backend's time went, per phase and layer kind, for each prefill and generation "
                 "(CUDA: GPU time between events, one sync per pass)");

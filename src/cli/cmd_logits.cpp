@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "backend/backend.h"
+#include "cli/placement_flags.h"
 #include "cli/commands.h"
 #include "util/error.h"
 
@@ -17,6 +18,7 @@ struct Opts {
   std::string model, tokens, output, numerics = "exact", backend = "cpu";
   int64_t chunk = 0;  // 0: the whole sequence in one call
   int threads = 0;
+  ExpertFlags experts;
 };
 
 std::vector<int32_t> parse_tokens(const std::string& s) {
@@ -46,6 +48,7 @@ void run(const Opts& o) {
   auto model = model::Model::load(o.model);
   backend::BackendOptions bo;
   bo.threads = o.threads;
+  bo.device_expert_layers = device_expert_layers(o.experts);
   auto be = backend::make_backend(o.backend, model, bo);
   auto session = be->new_session({mode, static_cast<int64_t>(toks.size())});
   const size_t V = model->config.n_vocab, S = toks.size();
@@ -70,6 +73,7 @@ Registration reg("logits", 50, [](CLI::App& app) {
   sub->add_option("--numerics", o->numerics, "exact (float reference) or faithful (FP8/FP4 QAT simulation)");
   sub->add_option("--chunk", o->chunk, "Feed the sequence in chunks of N tokens (1 = token-by-token decode)");
   sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");
+  add_expert_flags(sub, o->experts);
   sub->add_option("-t,--threads", o->threads, "CPU threads (0: all)");
   sub->callback([o] { run(*o); });
 });

@@ -181,7 +181,8 @@ void run(RunOptions& o, const CLI::App& sub, const SessionFileFlags& sf) {
   check_session_file_flags(sf);
   std::string prompt = o.prompt;
   if (!o.prompt_file.empty()) prompt = read_file(o.prompt_file, "--prompt-file");
-  engine::Engine e(engine_options(o.model, o.backend, o.threads, o.numerics, &o.steering));
+  engine::Engine e(
+      engine_options(o.model, o.backend, o.threads, o.numerics, &o.steering, device_expert_layers(o.experts)));
   if (o.dump_tokens) return dump_tokens(e, prompt);
   note_random_weights(e, o.model);
   const bool have_prompt = !o.prompt.empty() || !o.prompt_file.empty();
@@ -212,6 +213,7 @@ Registration reg("run", 10, [](CLI::App& app) {
   sub->add_option("--trace", o->trace, "Write prompt tokens, sampled tokens and the stop reason to a file");
   sub->add_option("-t,--threads", o->threads, "CPU threads (0: all)");
   sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");
+  add_expert_flags(sub, o->experts);
   sub->add_option("--numerics", o->numerics, "faithful (default) or exact");
   add_steering_flags(sub, o->steering);
   auto sf = std::make_shared<SessionFileFlags>();

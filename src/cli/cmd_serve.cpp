@@ -7,6 +7,7 @@
 #include <memory>
 #include <sstream>
 
+#include "cli/placement_flags.h"
 #include "cli/cache_flags.h"
 #include "cli/commands.h"
 #include "cli/engine_options.h"
@@ -22,6 +23,7 @@ namespace {
 
 struct ServeOptions {
   std::string model, backend = "cpu", numerics = "faithful", test_script;
+  ExpertFlags experts;
   server::ServerOptions http;
   int64_t ctx = 32768, tokens = 393216, batch_tokens = 512;
   int parallel = 4, queue = 64, threads = 0;
@@ -62,7 +64,8 @@ void run_serve(ServeOptions o) {
     fail("invalid value for --sse-keepalive: {} (must be in [0.05, 3600] seconds)", o.http.keepalive_seconds);
   if (o.model.empty()) o.model = demo_model_path();
 
-  auto eng = std::make_unique<engine::Engine>(engine_options(o.model, o.backend, o.threads, o.numerics, &o.steering));
+  auto eng = std::make_unique<engine::Engine>(
+      engine_options(o.model, o.backend, o.threads, o.numerics, &o.steering, device_expert_layers(o.experts)));
   const auto mem = eng->backend().session_memory(backend::SessionOptions{eng->numerics(), o.ctx});
   log::info("ds4 serve: each slot's session takes {:.1f} MiB at {} tokens of context ({} slots: {:.1f} MiB when all are used)",
             static_cast<double>(mem.total()) / 1048576.0, o.ctx, o.parallel,
@@ -115,6 +118,7 @@ Registration reg("serve", 20, [](CLI::App& app) {
   sub->add_option("--model-id", o->http.model_id, "Model id in /v1/models")->capture_default_str();
   sub->add_option("-t,--threads", o->threads, "CPU threads (0: all)");
   sub->add_option("--backend", o->backend, "cpu (default) or cuda (builds with CUDA)");
+  add_expert_flags(sub, o->experts);
   sub->add_option("--numerics", o->numerics, "faithful (default) or exact");
   add_steering_flags(sub, o->steering);
   add_steering_vector_flag(sub, o->steering);

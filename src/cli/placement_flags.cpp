@@ -28,6 +28,21 @@ model::PlacementOptions placement_options(const PlacementFlags& f) {
   return o;
 }
 
+void add_expert_flags(CLI::App* sub, ExpertFlags& f) {
+  auto* all = sub->add_flag("--cpu-moe", f.cpu_moe,
+                            "CUDA: every routed expert stays in host memory and the CPU computes it");
+  sub->add_option("--gpu-layers-experts", f.gpu_layers_experts,
+                  "CUDA: routed experts of the first N layers on the GPU, the others in host memory, computed by "
+                  "the CPU (default: all that fit)")
+      ->excludes(all);
+}
+
+int device_expert_layers(const ExpertFlags& f) {
+  if (f.cpu_moe) return 0;
+  if (f.gpu_layers_experts < -1) fail("--gpu-layers-experts {}: must be >= 0", f.gpu_layers_experts);
+  return f.gpu_layers_experts;
+}
+
 std::vector<int> placement_gpus(const PlacementFlags& f) {
   return f.gpus.empty() ? std::vector<int>{} : model::parse_device_ids(f.gpus);
 }

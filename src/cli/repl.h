@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "cli/placement_flags.h"
 #include "cli/steering_flags.h"
 #include "engine/engine.h"
 #include "engine/generate.h"
@@ -24,6 +25,7 @@ struct RunOptions {
   bool nothink = false, think = false, think_max = false, dump_tokens = false;
   engine::Thinking thinking = engine::Thinking::high;  // resolved from the flags and ctx
   SteeringFlags steering;
+  ExpertFlags experts;  // --cpu-moe, --gpu-layers-experts (CUDA)
 };
 
 // Streams generated text to stdout: reasoning dim grey on a terminal, tags

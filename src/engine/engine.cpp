@@ -45,7 +45,7 @@ const SteeringSet* Engine::steering_set(std::string_view name) const {
 
 Engine::Engine(const EngineOptions& opt)
     : model_(load_model(opt.model_path)),
-      backend_(backend::make_backend(opt.backend, model_, backend::BackendOptions{opt.threads, opt.profile})),
+      backend_(backend::make_backend(opt.backend, model_, backend::BackendOptions{opt.threads, opt.profile, opt.device_expert_layers})),
       tok_(load_tokenizer(*model_, opt.model_path)),
       numerics_(opt.numerics),
       steering_(opt.steering) {

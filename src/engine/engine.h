@@ -21,6 +21,7 @@ struct EngineOptions {
   std::string backend = "cpu";
   int threads = 0;  // 0: hardware concurrency
   bool profile = false;  // backend::BackendOptions::profile
+  int device_expert_layers = -1;  // backend::BackendOptions::device_expert_layers
   backend::NumericsMode numerics = backend::NumericsMode::faithful;
   // Directional steering (docs/steering.md): the direction file and the
   // scales every session starts with. Non-zero scales need a file.

@@ -353,6 +353,59 @@ TEST(GpuForwardSnapshot, SaveLoadContinues) {
 
 // A model that does not fit in the free device memory fails at load, naming
 // what it needs and what is free, and leaves the device usable.
+// Routed experts in host memory (issue 21; --cpu-moe, --gpu-layers-experts N):
+// every layer's on the host, the later half's, none. Teacher-forced from the
+// CPU's state, each stays as close to the CPU as the all-device backend does
+// (the host computes a slot with the CPU's own kernels, the GPU the rest). A
+// prefill in one pass equals chunks of 20 bit for bit (both wide; a host slot
+// does not depend on the rows beside it). N = n_layer is the all-device
+// backend, bit for bit.
+TEST(GpuForwardHostExperts, MatchCpuAsAllOnDevice) {
+  ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
+  ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";
+  for (const std::string recipe : {"ds4-q2", "f32"}) {
+    auto model = ds4::model::Model::load(model_dir() + "/tiny-flash-" + recipe + ".gguf");
+    auto cpu = ds4::backend::make_backend("cpu", model);
+    auto all = ds4::backend::make_backend("cuda", model);
+    const auto L = static_cast<int>(model->config.n_layer);
+    const size_t V = model->config.n_vocab;
+    const auto toks = test_tokens(model->config.n_vocab, 40);
+    for (int n_dev : {0, L / 2, L}) {
+      ds4::backend::BackendOptions bo;
+      bo.device_expert_layers = n_dev;
+      auto gpu = ds4::backend::make_backend("cuda", model, bo);
+      for (NumericsMode mode : {NumericsMode::exact, NumericsMode::faithful}) {
+        const std::string what = recipe + " " + std::string(ds4::backend::numerics_name(mode)) + ", experts of " +
+                                 std::to_string(n_dev) + " of " + std::to_string(L) + " layers on the device";
+        const Forced tf = teacher_forced(*cpu, *gpu, mode, toks);
+        const Diff f = compare(tf.gpu, tf.cpu, V), fs = compare(tf.cpu_scalar, tf.cpu, V);
+        const auto ef = position_errors(tf.gpu, tf.cpu, V), es = position_errors(tf.cpu_scalar, tf.cpu, V);
+        const auto pre = run(*gpu, mode, toks, 0), chk = run(*gpu, mode, toks, 20);
+        const bool same_chk = std::memcmp(pre.data(), chk.data(), pre.size() * sizeof(float)) == 0;
+        std::printf("gpu-forward: host experts %s: forced cuda-cpu: %s | forced cpu_scalar-cpu: %s | prefill==chunk20 %s\n",
+                    what.c_str(), summary(ef, f, 0.05f).c_str(), summary(es, fs, 0.05f).c_str(),
+                    same_chk ? "yes" : "NO");
+        const auto jumps = [](const std::vector<float>& e) {
+          return static_cast<int>(std::count_if(e.begin(), e.end(), [](float x) { return x > 0.05f; }));
+        };
+        EXPECT_LE(ef[ef.size() / 2], 1e-5f) << what << ": median position error";
+        EXPECT_LE(jumps(ef), std::max(10, 2 * jumps(es) + 2)) << what << ": positions off by > 0.05";
+        EXPECT_LE(f.argmax_mismatch, std::max(3, 2 * fs.argmax_mismatch + 1)) << what;
+        if (recipe == "f32") {
+          EXPECT_LE(f.max_abs, 1e-2f) << what;
+          EXPECT_EQ(f.argmax_mismatch, 0) << what;
+        }
+        EXPECT_TRUE(same_chk) << what << ": prefill and chunks of 20 differ";
+        if (n_dev == L) {
+          const auto ref = run(*all, mode, toks, 0);
+          EXPECT_EQ(std::memcmp(pre.data(), ref.data(), pre.size() * sizeof(float)), 0)
+              << what << ": differs from the default backend";
+        }
+      }
+    }
+  }
+}
+
 TEST(GpuForwardFit, ModelThatDoesNotFitFailsAtLoadWithSizes) {
   ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
   ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";

@@ -29,6 +29,7 @@
 #include "backend/cpu/session.h"
 #include "backend/cuda/cuda_buffer.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/host_experts.h"
 #include "backend/cuda/cuda_quant.h"
 #include "backend/cuda/fwd_kernels.h"
 #include "backend/cuda/phase_profile.h"
@@ -459,11 +460,11 @@ class CudaSession final : public SessionState {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(std::shared_ptr<const model::Model> m, bool profile)
-      : m_(std::move(m)), c_(m_->config), prof_(profile) {
+  CudaBackend(std::shared_ptr<const model::Model> m, const BackendOptions& opt)
+      : m_(std::move(m)), c_(m_->config), prof_(opt.profile) {
     if (ds4::cuda::device_count() == 0) fail("cuda backend: no CUDA device (built with CUDA, but no GPU or driver here)");
     const auto& W = m_->weights;
-    pass_rows_max_ = check_fits(W);
+    pass_rows_max_ = check_fits(W, opt.device_expert_layers);
     Uploader& U = up_;
     token_embd_ = U.weight(W.token_embd);
     output_hc_fn_ = U.weight(W.output_hc_fn);
@@ -483,9 +484,13 @@ class CudaBackend final : public Backend {
       d.indexer_proj = U.weight(L.indexer_proj);
       d.hc_ffn_fn = U.weight(L.hc_ffn_fn);
       d.gate_inp = U.weight(L.gate_inp);
-      d.gate_exps = U.weight(L.gate_exps);
-      d.up_exps = U.weight(L.up_exps);
-      d.down_exps = U.weight(L.down_exps);
+      // Routed experts of the layers past device_layers_ stay in the file's
+      // mapping; the host computes them (ffn, host_experts).
+      if (layers_.size() < sz(device_layers_)) {
+        d.gate_exps = U.weight(L.gate_exps);
+        d.up_exps = U.weight(L.up_exps);
+        d.down_exps = U.weight(L.down_exps);
+      }
       d.gate_shexp = U.weight(L.gate_shexp);
       d.up_shexp = U.weight(L.up_shexp);
       d.down_shexp = U.weight(L.down_shexp);
@@ -524,6 +529,11 @@ class CudaBackend final : public Backend {
     mmq_ = !(mm && std::string_view(mm) == "0");
     const char* g = std::getenv("DS4_CUDA_GRAPH");
     graph_ = g && std::string_view(g) == "1";
+    if (device_layers_ < static_cast<int64_t>(c_.n_layer)) {
+      if (graph_) log::info("cuda: DS4_CUDA_GRAPH ignored: layers with host experts run host code inside a step");
+      graph_ = false;
+      host_ = std::make_unique<HostExperts>(c_, opt.threads);
+    }
     if (graph_) {
       void* h = nullptr;
       DS4_CUDA_CHECK(cudaHostAlloc(&h, sz(kMidRows) * sz(c_.n_vocab) * sizeof(float), cudaHostAllocDefault));
@@ -534,6 +544,7 @@ class CudaBackend final : public Backend {
     DS4_CUDA_CHECK(cudaDeviceSynchronize());  // uploads done before the stream's first kernel
   }
   ~CudaBackend() override {
+    host_.reset();  // its pinned buffers before the stream and context go
     // Sessions free their own slabs; a destructor cannot throw.
     if (graph_steps_) {
       try {
@@ -644,34 +655,67 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  // Fails when the weights and the smallest pass do not fit; else returns the
-  // rows per pass to use.
-  int64_t check_fits(const model::ModelWeights& W) const {
-    size_t need = 0;
-    auto add = [&](const Weight& w) { need += device_bytes(w); };
+  // Decides which layers' routed experts go on the device (device_layers_:
+  // `want`, or with -1 as many whole layers from layer 0 up as fit beside the
+  // dense parts, the smallest pass and the working room, as `ds4 plan` does)
+  // and fails, naming the figures, when that does not fit; returns the rows
+  // per pass to use.
+  int64_t check_fits(const model::ModelWeights& W, int want) {
+    size_t dense = 0;
+    auto add = [&](const Weight& w) { dense += device_bytes(w); };
     for (const Weight* w : {&W.token_embd, &W.output_hc_fn, &W.output_hc_base, &W.output_hc_scale, &W.output_norm,
                             &W.output})
       add(*w);
-    for (const auto& L : W.layers)
+    std::vector<size_t> experts;  // per layer: its routed experts' device bytes
+    for (const auto& L : W.layers) {
       for (const Weight* w :
            {&L.hc_attn_fn, &L.hc_attn_scale, &L.hc_attn_base, &L.attn_norm, &L.q_a, &L.q_a_norm, &L.q_b, &L.kv,
             &L.kv_norm, &L.sinks, &L.out_a, &L.out_b, &L.compressor.ape, &L.compressor.kv, &L.compressor.gate,
             &L.compressor.norm, &L.indexer_q_b, &L.indexer_proj, &L.indexer_compressor.ape, &L.indexer_compressor.kv,
             &L.indexer_compressor.gate, &L.indexer_compressor.norm, &L.hc_ffn_fn, &L.hc_ffn_scale, &L.hc_ffn_base,
-            &L.ffn_norm, &L.gate_inp, &L.exp_probs_b, &L.tid2eid, &L.gate_exps, &L.up_exps, &L.down_exps,
-            &L.gate_shexp, &L.up_shexp, &L.down_shexp})
+            &L.ffn_norm, &L.gate_inp, &L.exp_probs_b, &L.tid2eid, &L.gate_shexp, &L.up_shexp, &L.down_shexp})
         add(*w);
-    const size_t weights = need;
-    need += Pass(c_, nullptr, kPassRows).bytes;  // the backend's pass scratch, smallest
+      experts.push_back(device_bytes(L.gate_exps) + device_bytes(L.up_exps) + device_bytes(L.down_exps));
+    }
+    const auto n_layer = static_cast<int64_t>(experts.size());
+    const size_t pass0 = Pass(c_, nullptr, kPassRows).bytes;  // the backend's pass scratch, smallest
     size_t free_b = 0, total_b = 0;
     DS4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
     const size_t headroom = kWeightRoom;
-    if (need + headroom > free_b)
-      fail("cuda backend: the model needs {:.1f} MiB of device memory for weights (+{:.0f} MiB working room), only "
-           "{:.1f} MiB of {:.1f} MiB are free (this backend does not split a model between GPU and host yet; "
-           "`ds4 plan -m FILE` shows how it would)",
-           static_cast<double>(need) / kMiB, static_cast<double>(headroom) / kMiB, static_cast<double>(free_b) / kMiB,
-           static_cast<double>(total_b) / kMiB);
+    auto mib = [](size_t b) { return static_cast<double>(b) / kMiB; };
+    int64_t fit = 0;  // whole layers' experts that fit beside the dense parts
+    size_t with = dense;
+    while (fit < n_layer && with + experts[sz(fit)] + pass0 + headroom <= free_b) with += experts[sz(fit++)];
+    if (want < 0) {
+      device_layers_ = fit;
+    } else {
+      device_layers_ = std::min<int64_t>(want, n_layer);
+    }
+    size_t weights = dense;
+    for (int64_t l = 0; l < device_layers_; ++l) weights += experts[sz(l)];
+    const size_t need = weights + pass0;
+    if (need + headroom > free_b) {
+      if (dense + pass0 + headroom > free_b)
+        fail("cuda backend: the model needs {:.1f} MiB of device memory for weights (+{:.0f} MiB working room), only "
+             "{:.1f} MiB of {:.1f} MiB are free; even with every routed expert in host memory its dense parts "
+             "(attention, norms, routers, shared experts, mixers, embedding and head: {:.1f} MiB with the pass "
+             "buffers) do not fit (`ds4 plan -m FILE` shows the figures)",
+             mib(need), mib(headroom), mib(free_b), mib(total_b), mib(dense + pass0));
+      fail("cuda backend: the model needs {:.1f} MiB of device memory for weights with the routed experts of {} "
+           "layers on the device (+{:.0f} MiB working room), only {:.1f} MiB of {:.1f} MiB are free; "
+           "--gpu-layers-experts {} fits",
+           mib(need), device_layers_, mib(headroom), mib(free_b), mib(total_b), fit);
+    }
+    if (device_layers_ < n_layer) {
+      size_t host = 0;  // as stored: the host reads the file's mapping
+      for (int64_t l = device_layers_; l < n_layer; ++l)
+        for (const Weight* w : {&W.layers[sz(l)].gate_exps, &W.layers[sz(l)].up_exps, &W.layers[sz(l)].down_exps})
+          if (w->present()) host += w->row_bytes() * sz(w->rows()) * sz(n_mats(*w));
+      log::info("cuda: routed experts of layers {} on the device, of layers {}-{} in host memory ({:.1f} MiB, "
+                "computed by the host){}",
+                device_layers_ > 0 ? fmt::format("0-{}", device_layers_ - 1) : std::string("none"), device_layers_,
+                n_layer - 1, mib(host), want < 0 ? " (the whole model does not fit the device)" : "");
+    }
     log::info("cuda: uploading {:.1f} MiB of weights ({:.1f} MiB free)", static_cast<double>(weights) / kMiB,
               static_cast<double>(free_b) / kMiB);
     int64_t rows = kPassRows;
@@ -1055,61 +1099,73 @@ class CudaBackend final : public Backend {
                       c_.expert_weights_scale, P.sel.as<int32_t>() + s0 * K, P.wts.as<float>() + s0 * K, st_);
     }
     mark(Phase::router, l);
-    if (integer) {
-      // The routed experts of all rows grouped by expert (the ids stay on the
-      // device): each chosen expert is read once for the rows that chose it.
-      // Slot j = i * K + k (row i's k-th choice) owns g, up and ye row j.
-      // A wide pass sorts its slots by expert and runs each expert's slots
-      // as tensor-core tiles (matmul_q8_grouped); a narrow one, the matvecs.
-      const int32_t* sel = P.sel.as<int32_t>();
-      const auto kk = static_cast<int>(K);
-      auto experts = [&](const DevWeight& w, int64_t out_rows, int64_t cols, const void* act, size_t row_stride,
-                         size_t k_stride, float* y, int64_t y_stride) {
-        if (wide())
-          ds4::cuda::matmul_q8_grouped(w.type, w.p, static_cast<int64_t>(w.mat_bytes), E, sel, n, kk, out_rows, cols,
-                                       act, row_stride, k_stride, y, y_stride, P.mmq.get(), P.mmq.size(), st_);
-        else
-          ds4::cuda::matvec_q8_grouped(w.type, w.p, static_cast<int64_t>(w.mat_bytes), sel, n, kk, out_rows, cols, act,
-                                       row_stride, k_stride, y, y_stride, st_);
-      };
-      float *g = P.g.as<float>(), *u = P.up.as<float>(), *ye = P.ye.as<float>();
-      experts(W.gate_exps, FF, D, in_f.as(ga), ds4::cuda::activation_bytes(ga, D), 0, g, FF);
-      experts(W.up_exps, FF, D, in_f.as(ua), ds4::cuda::activation_bytes(ua, D), 0, u, FF);
-      fwd::swiglu_rows(g, u, FF, n * K, clamp, P.wts.as<float>(), st_);
-      const size_t dab = ds4::cuda::activation_bytes(da, FF);
-      ds4::cuda::quantize_activation_rows(da, g, FF, n * K, P.gq.get(), st_);
-      experts(W.down_exps, D, FF, P.gq.get(), sz(K) * dab, dab, ye, D);
-      // Summed with the shared expert's output once that is known.
+    const bool on_host = static_cast<int64_t>(l) >= device_layers_;
+    float* ys = c_.n_expert_shared > 0 ? P.ys.as<float>() : nullptr;
+    auto shared_expert = [&] {
+      if (ys) {
+        // Shared expert: rows [n][SF] in g and up, read once for all rows.
+        const int64_t SF = c_.shared_ff();
+        float *g = P.g.as<float>(), *u = P.up.as<float>();
+        const MvJob shared[] = {{&W.gate_shexp, g, SF}, {&W.up_shexp, u, SF}};
+        mv_many(shared, in_f);
+        fwd::swiglu(g, u, n * SF, clamp, nullptr, st_);
+        mv(W.down_shexp, P.in_b.bind(g, SF, n), ys, D);
+        if (!integer && !on_host) fwd::add(out, ys, n * D, st_);
+        mark(Phase::shared, l);
+      }
+    };
+    if (on_host) {
+      // The host computes this layer's routed experts slot by slot into ye
+      // while the GPU runs the shared expert.
+      host_->run(m_->weights.layers[l], l, n, f, P.sel.as<int32_t>(), P.wts.as<float>(), P.ye.as<float>(), st_,
+                 shared_expert);
+      mark(Phase::experts, l);
     } else {
-      // Float experts meet f32 activations, one matrix at a time.
-      DS4_CUDA_CHECK(cudaMemsetAsync(out, 0, sz(n * D) * sizeof(float), st_));
-      for (int64_t i = 0; i < n; ++i) {
-        const int32_t* sel = P.sel.as<int32_t>() + i * K;
-        const float* wts = P.wts.as<float>() + i * K;
+      if (integer) {
+        // The routed experts of all rows grouped by expert (the ids stay on the
+        // device): each chosen expert is read once for the rows that chose it.
+        // Slot j = i * K + k (row i's k-th choice) owns g, up and ye row j.
+        // A wide pass sorts its slots by expert and runs each expert's slots
+        // as tensor-core tiles (matmul_q8_grouped); a narrow one, the matvecs.
+        const int32_t* sel = P.sel.as<int32_t>();
+        const auto kk = static_cast<int>(K);
+        auto experts = [&](const DevWeight& w, int64_t out_rows, int64_t cols, const void* act, size_t row_stride,
+                           size_t k_stride, float* y, int64_t y_stride) {
+          if (wide())
+            ds4::cuda::matmul_q8_grouped(w.type, w.p, static_cast<int64_t>(w.mat_bytes), E, sel, n, kk, out_rows, cols,
+                                         act, row_stride, k_stride, y, y_stride, P.mmq.get(), P.mmq.size(), st_);
+          else
+            ds4::cuda::matvec_q8_grouped(w.type, w.p, static_cast<int64_t>(w.mat_bytes), sel, n, kk, out_rows, cols, act,
+                                         row_stride, k_stride, y, y_stride, st_);
+        };
         float *g = P.g.as<float>(), *u = P.up.as<float>(), *ye = P.ye.as<float>();
-        for (int64_t k = 0; k < K; ++k) {
-          mv_expert(W.gate_exps, sel + k, f + i * D, g);
-          mv_expert(W.up_exps, sel + k, f + i * D, u);
-          fwd::swiglu(g, u, FF, clamp, wts + k, st_);
-          mv_expert(W.down_exps, sel + k, g, ye);
-          fwd::add(out + i * D, ye, D, st_);
+        experts(W.gate_exps, FF, D, in_f.as(ga), ds4::cuda::activation_bytes(ga, D), 0, g, FF);
+        experts(W.up_exps, FF, D, in_f.as(ua), ds4::cuda::activation_bytes(ua, D), 0, u, FF);
+        fwd::swiglu_rows(g, u, FF, n * K, clamp, P.wts.as<float>(), st_);
+        const size_t dab = ds4::cuda::activation_bytes(da, FF);
+        ds4::cuda::quantize_activation_rows(da, g, FF, n * K, P.gq.get(), st_);
+        experts(W.down_exps, D, FF, P.gq.get(), sz(K) * dab, dab, ye, D);
+        // Summed with the shared expert's output once that is known.
+      } else {
+        // Float experts meet f32 activations, one matrix at a time.
+        DS4_CUDA_CHECK(cudaMemsetAsync(out, 0, sz(n * D) * sizeof(float), st_));
+        for (int64_t i = 0; i < n; ++i) {
+          const int32_t* sel = P.sel.as<int32_t>() + i * K;
+          const float* wts = P.wts.as<float>() + i * K;
+          float *g = P.g.as<float>(), *u = P.up.as<float>(), *ye = P.ye.as<float>();
+          for (int64_t k = 0; k < K; ++k) {
+            mv_expert(W.gate_exps, sel + k, f + i * D, g);
+            mv_expert(W.up_exps, sel + k, f + i * D, u);
+            fwd::swiglu(g, u, FF, clamp, wts + k, st_);
+            mv_expert(W.down_exps, sel + k, g, ye);
+            fwd::add(out + i * D, ye, D, st_);
+          }
         }
       }
+      mark(Phase::experts, l);
+      shared_expert();
     }
-    mark(Phase::experts, l);
-    float* ys = c_.n_expert_shared > 0 ? P.ys.as<float>() : nullptr;
-    if (ys) {
-      // Shared expert: rows [n][SF] in g and up, read once for all rows.
-      const int64_t SF = c_.shared_ff();
-      float *g = P.g.as<float>(), *u = P.up.as<float>();
-      const MvJob shared[] = {{&W.gate_shexp, g, SF}, {&W.up_shexp, u, SF}};
-      mv_many(shared, in_f);
-      fwd::swiglu(g, u, n * SF, clamp, nullptr, st_);
-      mv(W.down_shexp, P.in_b.bind(g, SF, n), ys, D);
-      if (!integer) fwd::add(out, ys, n * D, st_);
-      mark(Phase::shared, l);
-    }
-    if (integer) fwd::moe_sum(out, P.ye.as<float>(), ys, D, static_cast<int>(K), n, st_);
+    if (integer || on_host) fwd::moe_sum(out, P.ye.as<float>(), ys, D, static_cast<int>(K), n, st_);
     steer(l, Component::ffn, rows, out);
     hc_post(P, n);
     mark(Phase::hc_post, l);
@@ -1287,6 +1343,8 @@ class CudaBackend final : public Backend {
   mutable PhaseProfile prof_;  // off unless BackendOptions::profile
   bool graph_ = false;              // DS4_CUDA_GRAPH=1
   mutable int64_t pass_rows_ = 0;  // rows of the pass being queued (see wide())
+  int64_t device_layers_ = 0;      // layers [0, device_layers_) have their routed experts on the device
+  std::unique_ptr<HostExperts> host_;  // the others' (null when none)
   int64_t pass_rows_max_ = kPassRows;  // rows a pass holds (check_fits picks it)
   bool mmq_ = true;                 // tensor-core products for wide passes (DS4_CUDA_MMQ=0: the matvecs, to compare)
   float* logits_pinned_ = nullptr;  // [kMidRows][vocab], graph mode only
@@ -1298,7 +1356,7 @@ class CudaBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const model::Model> model, const BackendOptions& opt) {
-  return std::make_unique<CudaBackend>(std::move(model), opt.profile);
+  return std::make_unique<CudaBackend>(std::move(model), opt);
 }
 
 size_t weight_device_bytes(GgmlType type, std::span<const int64_t> ne) {
