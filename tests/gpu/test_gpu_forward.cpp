@@ -406,6 +406,44 @@ TEST(GpuForwardHostExperts, MatchCpuAsAllOnDevice) {
   }
 }
 
+// Wide passes copy host layers' experts to the device a window of experts at a
+// time (expert_stream.h) and multiply them with the device layers' kernels, so
+// a streamed prefill equals the all-device backend's bit for bit, in one pass
+// and in chunks of 20 (DS4_CUDA_STREAM_ROWS=16: every wide pass streams; the
+// staging buffers hold all of a tiny model's experts at once, so the test also
+// runs with windows of a few experts, DS4_CUDA_STAGE_EXPERTS).
+TEST(GpuForwardHostExperts, WidePassesStreamExpertsBitForBit) {
+  ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
+  ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";
+  for (const std::string recipe : {"ds4-q2", "ds4-q4", "q8_0"}) {
+    auto model = ds4::model::Model::load(model_dir() + "/tiny-flash-" + recipe + ".gguf");
+    auto all = ds4::backend::make_backend("cuda", model);
+    const auto L = static_cast<int>(model->config.n_layer);
+    const auto toks = test_tokens(model->config.n_vocab, 40);
+    const auto ref = run(*all, NumericsMode::exact, toks, 0), ref20 = run(*all, NumericsMode::exact, toks, 20);
+    for (const char* window : {"", "3"}) {
+      for (int n_dev : {0, L / 2}) {
+        ds4::backend::BackendOptions bo;
+        bo.device_expert_layers = n_dev;
+        ::setenv("DS4_CUDA_STREAM_ROWS", "16", 1);
+        if (*window) ::setenv("DS4_CUDA_STAGE_EXPERTS", window, 1);
+        auto gpu = ds4::backend::make_backend("cuda", model, bo);
+        ::unsetenv("DS4_CUDA_STREAM_ROWS");
+        ::unsetenv("DS4_CUDA_STAGE_EXPERTS");
+        const std::string what = recipe + ", experts of " + std::to_string(n_dev) + " of " + std::to_string(L) +
+                                 " layers on the device, windows of " + (*window ? window : "all") + " experts";
+        const auto pre = run(*gpu, NumericsMode::exact, toks, 0), chk = run(*gpu, NumericsMode::exact, toks, 20);
+        const bool same = std::memcmp(pre.data(), ref.data(), pre.size() * sizeof(float)) == 0;
+        const bool same20 = std::memcmp(chk.data(), ref20.data(), chk.size() * sizeof(float)) == 0;
+        std::printf("gpu-forward: streamed experts %s: prefill==all-device %s, chunk20==all-device %s\n", what.c_str(),
+                    same ? "yes" : "NO", same20 ? "yes" : "NO");
+        EXPECT_TRUE(same) << what << ": streamed prefill differs from the all-device backend";
+        EXPECT_TRUE(same20) << what << ": streamed chunks of 20 differ from the all-device backend";
+      }
+    }
+  }
+}
+
 TEST(GpuForwardFit, ModelThatDoesNotFitFailsAtLoadWithSizes) {
   ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
   ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";

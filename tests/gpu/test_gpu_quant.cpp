@@ -940,6 +940,80 @@ TEST(GpuMatmulQ8Grouped, AnyNumberOfSlotsPerExpert) {
   }
 }
 
+TEST(GpuMatmulQ8Grouped, WindowsOfExpertsEqualTheWholeLaunch) {
+  REQUIRE_DEVICE();
+  // The experts taken a window at a time, each window's matrices copied into a
+  // buffer of their own (as host-resident experts are streamed in), give every
+  // slot the same bits as one launch over all experts, and a window leaves the
+  // slots of experts outside it as they were.
+  for (GgmlType t : kIntTypes) {
+    const GgmlType act = cuda::activation_type(t);
+    const int K = 4, E = 9;
+    const int64_t nrows = 50, rows = 70, cols = 512, nslots = nrows * K;
+    std::mt19937_64 rng(0x9e1000u + ggml_type_id(t));
+    std::vector<int32_t> sel(static_cast<size_t>(nslots));
+    for (auto& e : sel) e = static_cast<int32_t>(rng() % 8);  // expert 8 stays unchosen
+    const auto w = random_data(t, E * rows * cols, false, rng);
+    std::vector<float> x;
+    for (int64_t i = 0; i < nrows; ++i) {
+      const auto xi = random_activation(cols, act == GgmlType::Q8_0 ? 32 : 256, rng);
+      x.insert(x.end(), xi.begin(), xi.end());
+    }
+    const size_t ab = cuda::activation_bytes(act, cols);
+    const auto stride = static_cast<int64_t>(quant::row_bytes(t, cols)) * rows;
+    const size_t scratch = cuda::matmul_q8_grouped_scratch(E, nslots);
+    const size_t ybytes = static_cast<size_t>(nslots * rows) * 4;
+    DeviceBuffer dw(w.size()), dx(x.size() * 4), da(ab * static_cast<size_t>(nrows)), ds(sel.size() * 4), dy(ybytes),
+        dyw(ybytes), dscr(scratch);
+    dw.upload(w.data(), w.size());
+    dx.upload(x.data(), x.size() * 4);
+    ds.upload(sel.data(), sel.size() * 4);
+    DS4_CUDA_CHECK(cudaMemset(dy.get(), 0xff, ybytes));
+    DS4_CUDA_CHECK(cudaMemset(dyw.get(), 0xff, ybytes));
+    cuda::quantize_activation_rows(act, dx.as<float>(), cols, nrows, da.get());
+    cuda::matmul_q8_grouped(t, dw.get(), stride, E, ds.as<int32_t>(), nrows, K, rows, cols, da.get(), ab, 0,
+                            dy.as<float>(), rows, dscr.get(), scratch);
+    std::vector<float> whole(static_cast<size_t>(nslots * rows)), part(whole.size());
+    dy.download(whole.data(), ybytes);
+    const std::string what = type_str(t);
+    for (auto [lo, hi] : {std::pair<int64_t, int64_t>{0, 3}, {3, 4}, {4, 9}}) {
+      const auto off = static_cast<size_t>(lo * stride), len = static_cast<size_t>((hi - lo) * stride);
+      DeviceBuffer part_w(len);
+      part_w.upload(w.data() + off, len);
+      cuda::matmul_q8_grouped(t, part_w.get(), stride, E, ds.as<int32_t>(), nrows, K, rows, cols, da.get(), ab, 0,
+                              dyw.as<float>(), rows, dscr.get(), scratch, nullptr, {lo, hi});
+      sync();
+      dyw.download(part.data(), ybytes);
+      int64_t wrong = 0, outside = 0;
+      for (int64_t j = 0; j < nslots; ++j) {
+        const int32_t e = sel[static_cast<size_t>(j)];
+        const auto at = static_cast<size_t>(j * rows);
+        if (e < hi) {  // computed by this window or an earlier one
+          wrong += std::memcmp(&part[at], &whole[at], static_cast<size_t>(rows) * 4) != 0;
+        } else {
+          for (int64_t r = 0; r < rows; ++r) {
+            uint32_t b;
+            std::memcpy(&b, &part[at + static_cast<size_t>(r)], 4);
+            outside += b != 0xffffffffu;
+          }
+        }
+      }
+      EXPECT_EQ(wrong, 0) << what << ": window [" << lo << ", " << hi << ") differs from the whole launch";
+      EXPECT_EQ(outside, 0) << what << ": window [" << lo << ", " << hi << ") wrote slots of other experts";
+    }
+  }
+  const int32_t sel[2] = {0, 1};
+  DeviceBuffer ds(sizeof sel), dw(34 * 2), da(256), dy(64), dscr(cuda::matmul_q8_grouped_scratch(2, 2));
+  ds.upload(sel, sizeof sel);
+  try {
+    cuda::matmul_q8_grouped(GgmlType::Q8_0, dw.get(), 34, 2, ds.as<int32_t>(), 2, 1, 1, 32, da.get(), 48, 0,
+                            dy.as<float>(), 1, dscr.get(), dscr.size(), nullptr, {1, 3});
+    ADD_FAILURE() << "no error for a window past the last expert";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("expert window [1, 3)"), std::string::npos) << e.what();
+  }
+}
+
 TEST(GpuMatmulQ8Grouped, TooLittleScratchIsAnError) {
   REQUIRE_DEVICE();
   const int32_t sel[2] = {0, 1};

@@ -29,6 +29,7 @@
 #include "backend/cpu/session.h"
 #include "backend/cuda/cuda_buffer.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/expert_stream.h"
 #include "backend/cuda/host_experts.h"
 #include "backend/cuda/cuda_quant.h"
 #include "backend/cuda/fwd_kernels.h"
@@ -63,6 +64,18 @@ constexpr int64_t kMmqRows = 16;
 // of the middle, so that those rows write their KV before any of them attends
 // without overwriting a position an earlier one still sees.
 int64_t ring_slots(const ModelConfig& c) { return int64_t{c.sliding_window} + kMidRows; }
+
+// Host-resident experts in a wide pass (expert_stream.h): a pass of at least
+// kStreamRows rows copies a layer's experts to the device a window at a time
+// instead of the host computing its slots. The host takes about 0.6 ms a row
+// for one Flash q2 layer's slots on the 16-core GPU machine (prefill and
+// decode alike, measured through ds4 bench); the copy of its 1.7 GiB of
+// experts about 35-70 ms over PCIe, so the break-even is near 60-120 rows.
+// DS4_CUDA_STREAM_ROWS=N overrides (0: never stream). Two staging buffers of
+// kStageBytes each are kept on the device while any layer's experts are on
+// the host.
+constexpr int64_t kStreamRows = 64;
+constexpr size_t kStageBytes = size_t{64} << 20;
 
 // Device memory new_session() leaves free beyond the session itself.
 constexpr size_t kSessionRoom = size_t{128} << 20;
@@ -109,6 +122,18 @@ class Uploader {
       d.p = put(f.data(), f.size() * sizeof(float));
       ++converted;
     }
+    return d;
+  }
+  // The shape and type of a weight left in host memory (p stays null), for
+  // the kernels that read it from a staging copy (expert_stream.h).
+  static DevWeight describe(const Weight& w) {
+    DevWeight d;
+    if (!w.present() || !gpu_type(w.type)) return d;
+    d.type = w.type;
+    d.rows = w.rows();
+    d.cols = w.cols();
+    d.row_bytes = w.row_bytes();
+    d.mat_bytes = d.row_bytes * sz(d.rows);
     return d;
   }
   const float* floats(const Weight& w) {
@@ -490,6 +515,10 @@ class CudaBackend final : public Backend {
         d.gate_exps = U.weight(L.gate_exps);
         d.up_exps = U.weight(L.up_exps);
         d.down_exps = U.weight(L.down_exps);
+      } else {
+        d.gate_exps = Uploader::describe(L.gate_exps);
+        d.up_exps = Uploader::describe(L.up_exps);
+        d.down_exps = Uploader::describe(L.down_exps);
       }
       d.gate_shexp = U.weight(L.gate_shexp);
       d.up_shexp = U.weight(L.up_shexp);
@@ -533,6 +562,17 @@ class CudaBackend final : public Backend {
       if (graph_) log::info("cuda: DS4_CUDA_GRAPH ignored: layers with host experts run host code inside a step");
       graph_ = false;
       host_ = std::make_unique<HostExperts>(c_, opt.threads);
+      if (stage_bytes_ > 0) {
+        stream_ = std::make_unique<ExpertStream>(stage_bytes_ / 2);
+        std::vector<std::pair<const void*, size_t>> ranges;
+        for (int64_t l = device_layers_; l < static_cast<int64_t>(c_.n_layer); ++l)
+          for (const Weight* w : {&W.layers[sz(l)].gate_exps, &W.layers[sz(l)].up_exps, &W.layers[sz(l)].down_exps})
+            ranges.emplace_back(w->data, w->row_bytes() * sz(w->rows()) * sz(n_mats(*w)));
+        (void)stream_->pin(std::move(ranges));
+        log::info("cuda: passes of {} rows or more copy host layers' experts to the device ({:.0f} MiB of staging; "
+                  "DS4_CUDA_STREAM_ROWS=N changes it, 0 never copies)",
+                  stream_rows_, static_cast<double>(stage_bytes_) / kMiB);
+      }
     }
     if (graph_) {
       void* h = nullptr;
@@ -545,6 +585,7 @@ class CudaBackend final : public Backend {
   }
   ~CudaBackend() override {
     host_.reset();  // its pinned buffers before the stream and context go
+    stream_.reset();
     // Sessions free their own slabs; a destructor cannot throw.
     if (graph_steps_) {
       try {
@@ -660,6 +701,34 @@ class CudaBackend final : public Backend {
   // dense parts, the smallest pass and the working room, as `ds4 plan` does)
   // and fails, naming the figures, when that does not fit; returns the rows
   // per pass to use.
+  // Whether wide passes may copy host layers' experts to the device: the
+  // tensor-core products take every layer's expert types, and
+  // DS4_CUDA_STREAM_ROWS is not 0 (it sets stream_rows_).
+  bool streamable(const model::ModelWeights& W) {
+    if (const char* env = std::getenv("DS4_CUDA_STREAM_ROWS")) {
+      char* end = nullptr;
+      const long long v = std::strtoll(env, &end, 10);
+      if (end == env || *end || v < 0) fail("DS4_CUDA_STREAM_ROWS={}: want a number of rows (0: never)", env);
+      stream_rows_ = v;
+    }
+    const char* mm = std::getenv("DS4_CUDA_MMQ");
+    if (stream_rows_ == 0 || (mm && std::string_view(mm) == "0")) return false;
+    for (const auto& L : W.layers)
+      for (const Weight* w : {&L.gate_exps, &L.up_exps, &L.down_exps})
+        if (!w->present() || ds4::cuda::activation_type(w->type) == GgmlType::F32) return false;
+    return true;
+  }
+  // One staging buffer: kStageBytes, or more where one expert of a layer's
+  // gate and up (a step's unit) would not fit.
+  static size_t stage_buffer_bytes(const model::ModelWeights& W) {
+    size_t unit = 0;
+    for (const auto& L : W.layers) {
+      const auto mat = [](const Weight& w) { return w.row_bytes() * sz(w.rows()); };
+      unit = std::max({unit, mat(L.gate_exps) + mat(L.up_exps), mat(L.down_exps)});
+    }
+    return std::max(kStageBytes, unit + 1024);
+  }
+
   int64_t check_fits(const model::ModelWeights& W, int want) {
     size_t dense = 0;
     auto add = [&](const Weight& w) { dense += device_bytes(w); };
@@ -683,15 +752,21 @@ class CudaBackend final : public Backend {
     DS4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
     const size_t headroom = kWeightRoom;
     auto mib = [](size_t b) { return static_cast<double>(b) / kMiB; };
+    // Staging for wide passes over host layers' experts (expert_stream.h),
+    // needed only while some layer's experts are on the host.
+    const size_t stage = streamable(W) ? 2 * stage_buffer_bytes(W) : 0;
     int64_t fit = 0;  // whole layers' experts that fit beside the dense parts
     size_t with = dense;
-    while (fit < n_layer && with + experts[sz(fit)] + pass0 + headroom <= free_b) with += experts[sz(fit++)];
+    while (fit < n_layer &&
+           with + experts[sz(fit)] + pass0 + headroom + (fit + 1 < n_layer ? stage : 0) <= free_b)
+      with += experts[sz(fit++)];
     if (want < 0) {
       device_layers_ = fit;
     } else {
       device_layers_ = std::min<int64_t>(want, n_layer);
     }
-    size_t weights = dense;
+    stage_bytes_ = device_layers_ < n_layer ? stage : 0;
+    size_t weights = dense + stage_bytes_;
     for (int64_t l = 0; l < device_layers_; ++l) weights += experts[sz(l)];
     const size_t need = weights + pass0;
     if (need + headroom > free_b) {
@@ -712,7 +787,7 @@ class CudaBackend final : public Backend {
         for (const Weight* w : {&W.layers[sz(l)].gate_exps, &W.layers[sz(l)].up_exps, &W.layers[sz(l)].down_exps})
           if (w->present()) host += w->row_bytes() * sz(w->rows()) * sz(n_mats(*w));
       log::info("cuda: routed experts of layers {} on the device, of layers {}-{} in host memory ({:.1f} MiB, "
-                "computed by the host){}",
+                "computed by the host in narrow passes){}",
                 device_layers_ > 0 ? fmt::format("0-{}", device_layers_ - 1) : std::string("none"), device_layers_,
                 n_layer - 1, mib(host), want < 0 ? " (the whole model does not fit the device)" : "");
     }
@@ -1073,6 +1148,23 @@ class CudaBackend final : public Backend {
     mark(Phase::attend, l);
   }
 
+  // Whether this pass copies layer l's host-resident experts to the device
+  // (expert_stream.h) rather than handing its slots to the host.
+  bool streams(uint32_t l) const {
+    return stream_ && static_cast<int64_t>(l) >= device_layers_ && wide() && pass_rows_ >= stream_rows_;
+  }
+  void start_stream(uint32_t l) const {
+    const auto& L = m_->weights.layers[l];
+    const DevLayer& W = layers_[l];
+    const int64_t E = c_.n_expert;
+    const ExpertStream::Tensor gate_up[] = {{L.gate_exps.data, W.gate_exps.mat_bytes},
+                                            {L.up_exps.data, W.up_exps.mat_bytes}};
+    const ExpertStream::Tensor down[] = {{L.down_exps.data, W.down_exps.mat_bytes}};
+    std::vector<ExpertStream::Step> steps = stream_->plan(gate_up, E);
+    for (const auto& st : stream_->plan(down, E)) steps.push_back(st);
+    stream_->start(std::move(steps));
+  }
+
   void ffn(uint32_t l, std::span<const Row> rows) const {
     const DevLayer& W = layers_[l];
     Pass& P = *pass_;
@@ -1114,7 +1206,37 @@ class CudaBackend final : public Backend {
         mark(Phase::shared, l);
       }
     };
-    if (on_host) {
+    if (on_host && streams(l)) {
+      // The experts come over a window at a time (the walk started before
+      // this layer's attention): gate and up windows, then down windows, each
+      // slot computed as the device-resident layers compute theirs.
+      shared_expert();
+      const int32_t* sel = P.sel.as<int32_t>();
+      const auto kk = static_cast<int>(K);
+      float *g = P.g.as<float>(), *u = P.up.as<float>(), *ye = P.ye.as<float>();
+      auto window = [&](const DevWeight& w, const uint8_t* p, const ExpertStream::Step& st, int64_t out_rows,
+                        int64_t cols, const void* act, size_t row_stride, size_t k_stride, float* y, int64_t y_stride) {
+        ds4::cuda::matmul_q8_grouped(w.type, p, static_cast<int64_t>(w.mat_bytes), E, sel, n, kk, out_rows, cols, act,
+                                     row_stride, k_stride, y, y_stride, P.mmq.get(), P.mmq.size(), st_,
+                                     {st.lo, st.hi});
+      };
+      size_t i = 0;
+      for (; stream_->step(i).nt == 2; ++i) {
+        const auto p = stream_->wait(i, st_);
+        window(W.gate_exps, p[0], stream_->step(i), FF, D, in_f.as(ga), ds4::cuda::activation_bytes(ga, D), 0, g, FF);
+        window(W.up_exps, p[1], stream_->step(i), FF, D, in_f.as(ua), ds4::cuda::activation_bytes(ua, D), 0, u, FF);
+        stream_->release(i, st_);
+      }
+      fwd::swiglu_rows(g, u, FF, n * K, clamp, P.wts.as<float>(), st_);
+      const size_t dab = ds4::cuda::activation_bytes(da, FF);
+      ds4::cuda::quantize_activation_rows(da, g, FF, n * K, P.gq.get(), st_);
+      for (; stream_->started(); ++i) {
+        const auto p = stream_->wait(i, st_);
+        window(W.down_exps, p[0], stream_->step(i), D, FF, P.gq.get(), sz(K) * dab, dab, ye, D);
+        stream_->release(i, st_);
+      }
+      mark(Phase::experts, l);
+    } else if (on_host) {
       // The host computes this layer's routed experts slot by slot into ye
       // while the GPU runs the shared expert.
       host_->run(m_->weights.layers[l], l, n, f, P.sel.as<int32_t>(), P.wts.as<float>(), P.ye.as<float>(), st_,
@@ -1298,6 +1420,9 @@ class CudaBackend final : public Backend {
     }
     prof_.mark(st_, Phase::embed, LayerKind::outside);
     for (uint32_t l = 0; l < c_.n_layer; ++l) {
+      // A streamed layer's first expert windows come over while its
+      // attention runs.
+      if (streams(l)) start_stream(l);
       attention(l, rows);
       ffn(l, rows);
     }
@@ -1345,6 +1470,9 @@ class CudaBackend final : public Backend {
   mutable int64_t pass_rows_ = 0;  // rows of the pass being queued (see wide())
   int64_t device_layers_ = 0;      // layers [0, device_layers_) have their routed experts on the device
   std::unique_ptr<HostExperts> host_;  // the others' (null when none)
+  std::unique_ptr<ExpertStream> stream_;  // wide passes copy the others' experts in (null: never)
+  int64_t stream_rows_ = kStreamRows;     // rows from which a pass streams them
+  size_t stage_bytes_ = 0;                // device bytes check_fits set aside for stream_
   int64_t pass_rows_max_ = kPassRows;  // rows a pass holds (check_fits picks it)
   bool mmq_ = true;                 // tensor-core products for wide passes (DS4_CUDA_MMQ=0: the matvecs, to compare)
   float* logits_pinned_ = nullptr;  // [kMidRows][vocab], graph mode only

@@ -20,6 +20,10 @@ void fail_scratch(const char* what, size_t have, size_t need) {
   fail("CUDA {}: scratch of {} bytes, {} needed", what, have, need);
 }
 
+void fail_window(const char* what, int64_t lo, int64_t hi, int64_t n) {
+  fail("CUDA {}: expert window [{}, {}) is not inside [0, {})", what, lo, hi, n);
+}
+
 void fail_rows_per_warp(int r) { fail("CUDA matvec: {} rows per warp (1, 2, 4, or -1 for a block per row)", r); }
 
 }  // namespace ds4::cuda

@@ -13,4 +13,5 @@ namespace ds4::cuda {
 [[noreturn]] void fail_rows_per_warp(int r);
 [[noreturn]] void fail_limit(const char* what, int64_t n, int64_t max);
 [[noreturn]] void fail_scratch(const char* what, size_t have, size_t need);
+[[noreturn]] void fail_window(const char* what, int64_t lo, int64_t hi, int64_t n);
 }  // namespace ds4::cuda

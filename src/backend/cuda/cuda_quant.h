@@ -125,11 +125,20 @@ void matmul_float(GgmlType t, const void* dW, int64_t rows, int64_t cols, const 
 // (slot j = row j / K, choice j % K), with the slots sorted by expert on the
 // device first so that each expert's slots form MMA columns. scratch: device
 // memory of matmul_q8_grouped_scratch(n_expert, nrows * K) bytes.
+//
+// window: the experts [lo, hi) this launch computes, base pointing at expert
+// lo's matrix (a part of the experts held elsewhere, e.g. copied in from host
+// memory a part at a time); slots that chose another expert are left as they
+// are. The default, {0, -1}, is every expert. A slot's result does not depend
+// on the window it is computed in.
+struct ExpertWindow {
+  int64_t lo = 0, hi = -1;
+};
 size_t matmul_q8_grouped_scratch(int64_t n_expert, int64_t nslots);
 void matmul_q8_grouped(GgmlType t, const void* base, int64_t stride_bytes, int64_t n_expert, const int32_t* d_sel,
                        int64_t nrows, int K, int64_t rows, int64_t cols, const void* act, size_t act_row_stride,
                        size_t act_k_stride, float* dy, int64_t y_stride, void* scratch, size_t scratch_bytes,
-                       cudaStream_t stream = nullptr);
+                       cudaStream_t stream = nullptr, ExpertWindow window = {});
 
 namespace detail {
 void upload_q8_tables();  // q8_kernels.cu's part of prepare_tables()

@@ -373,15 +373,17 @@ __global__ void __launch_bounds__(kThreads) mmq_kernel(Args p) {
 // Sorts a step's slots by expert (one block): counts, column tiles of up to
 // bn slots per expert in expert order, then each slot's place. The order of
 // slots inside an expert is whatever the atomics give; a slot's result does
-// not depend on it (each output column is its own sum).
-__global__ void group_kernel(const int32_t* __restrict__ sel, int nslots, int E, int bn, int4* tiles, int* ntiles,
-                             int32_t* sorted) {
+// not depend on it (each output column is its own sum). Only experts
+// [lo, lo + E) take part; a tile names its expert relative to lo (the matrix
+// it reads from the launch's base).
+__global__ void group_kernel(const int32_t* __restrict__ sel, int nslots, int lo, int E, int bn, int4* tiles,
+                             int* ntiles, int32_t* sorted) {
   extern __shared__ int cnt[];  // [E] counts, then [E] next free place
   int* pos = cnt + E;
   for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
   __syncthreads();
   for (int j = threadIdx.x; j < nslots; j += blockDim.x) {
-    const int e = __ldg(sel + j);
+    const int e = __ldg(sel + j) - lo;
     if (e >= 0 && e < E) atomicAdd(&cnt[e], 1);
   }
   __syncthreads();
@@ -396,7 +398,7 @@ __global__ void group_kernel(const int32_t* __restrict__ sel, int nslots, int E,
   }
   __syncthreads();
   for (int j = threadIdx.x; j < nslots; j += blockDim.x) {
-    const int e = __ldg(sel + j);
+    const int e = __ldg(sel + j) - lo;
     if (e >= 0 && e < E) sorted[atomicAdd(&pos[e], 1)] = j;
   }
 }
@@ -514,7 +516,7 @@ size_t matmul_q8_grouped_scratch(int64_t n_expert, int64_t nslots) {
 void matmul_q8_grouped(GgmlType t, const void* base, int64_t stride_bytes, int64_t n_expert, const int32_t* d_sel,
                        int64_t nrows, int K, int64_t rows, int64_t cols, const void* act, size_t act_row_stride,
                        size_t act_k_stride, float* y, int64_t y_stride, void* scratch, size_t scratch_bytes,
-                       cudaStream_t s) {
+                       cudaStream_t s, ExpertWindow window) {
   by_type("matmul_q8_grouped", t, [&](auto tag) {
     using T = decltype(tag);
     check<T>("matmul_q8_grouped", t, base, stride_bytes, cols, act, act_row_stride, act_k_stride);
@@ -525,9 +527,15 @@ void matmul_q8_grouped(GgmlType t, const void* base, int64_t stride_bytes, int64
     const GroupScratch g = group_scratch(scratch, n_expert, nslots);
     if (g.bytes > scratch_bytes)
       fail_scratch("matmul_q8_grouped", scratch_bytes, g.bytes);
+    const int64_t lo = window.lo, hi = window.hi < 0 ? n_expert : window.hi;
+    if (lo < 0 || hi > n_expert || lo >= hi)
+      fail_window("matmul_q8_grouped", lo, hi, n_expert);
+    // The tile width follows the whole step's slots per expert, not the
+    // window's, so a window's launches have the shapes of the full one.
     const int bn = pick_bn(nslots / std::min(n_expert, nslots));
-    group_kernel<<<1, 1024, static_cast<size_t>(2 * n_expert) * sizeof(int), s>>>(
-        d_sel, static_cast<int>(nslots), static_cast<int>(n_expert), bn, g.tiles, g.ntiles, g.sorted);
+    group_kernel<<<1, 1024, static_cast<size_t>(2 * (hi - lo)) * sizeof(int), s>>>(
+        d_sel, static_cast<int>(nslots), static_cast<int>(lo), static_cast<int>(hi - lo), bn, g.tiles, g.ntiles,
+        g.sorted);
     DS4_CUDA_CHECK(cudaGetLastError());
     Args a{};
     a.w = static_cast<const uint8_t*>(base);
@@ -545,7 +553,7 @@ void matmul_q8_grouped(GgmlType t, const void* base, int64_t stride_bytes, int64
     a.ntiles = g.ntiles;
     a.sorted = g.sorted;
     // Columns: at most nslots / bn full tiles plus one partial per expert.
-    launch<T>(a, bn, (nslots / bn + std::min(n_expert, nslots)) * bn, s);
+    launch<T>(a, bn, (nslots / bn + std::min(hi - lo, nslots)) * bn, s);
   });
 }
 
