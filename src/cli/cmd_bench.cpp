@@ -23,6 +23,7 @@
 #include "cli/read_file.h"
 #include "cli/steering_flags.h"
 #include "engine/generate.h"
+#include "model/placement.h"
 #include "model/token_cost.h"
 #include "engine/prompt.h"
 #include "util/error.h"
@@ -139,6 +140,29 @@ void run(const BenchOpts& o) {
                "ds4-bench: %s, %zu prompt tokens, %.1f MB of weights read per decoded token, %.3f GFLOP of weight "
                "products per prefill token\n",
                o.model.c_str(), toks.size(), wbytes / 1e6, 2 * macs / 1e9);
+
+  // The bound a decode step cannot beat: its weight bytes at the read rates
+  // of the places that hold them, measured now (issue 21's split bound).
+  if (const auto rr = e.backend().measure_read_rates(); rr.device_gbps > 0) {
+    const auto& c = e.model().config;
+    double host = 0;  // routed-expert bytes a step reads from host memory
+    if (rr.device_expert_layers >= 0)
+      for (const auto& t : e.model().file->tensors())
+        if (t.name.find("_exps") != std::string::npos && model::tensor_layer(t.name) >= rr.device_expert_layers)
+          host += static_cast<double>(t.nbytes) * c.n_expert_used / std::max(1u, c.n_expert);
+    const double dev = wbytes - host;
+    const double sec = dev / (rr.device_gbps * 1e9) + (host > 0 && rr.host_gbps > 0 ? host / (rr.host_gbps * 1e9) : 0);
+    if (host > 0)
+      std::fprintf(stderr,
+                   "ds4-bench: decode bound: %.1f MB a token from the device at %.0f GB/s + %.1f MB from host memory "
+                   "at %.1f GB/s (both read rates measured now) = %.3f ms, %.1f tok/s\n",
+                   dev / 1e6, rr.device_gbps, host / 1e6, rr.host_gbps, sec * 1e3, 1.0 / sec);
+    else
+      std::fprintf(stderr,
+                   "ds4-bench: decode bound: %.1f MB a token at the device's measured read rate of %.0f GB/s = %.3f "
+                   "ms, %.1f tok/s\n",
+                   dev / 1e6, rr.device_gbps, sec * 1e3, 1.0 / sec);
+  }
 
   const bool multi = o.sequences > 1;
   std::fprintf(out, "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes,weight_gbps,prefill_tflops%s\n",

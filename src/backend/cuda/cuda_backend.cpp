@@ -34,6 +34,7 @@
 #include "backend/cuda/cuda_quant.h"
 #include "backend/cuda/fwd_kernels.h"
 #include "backend/cuda/phase_profile.h"
+#include "backend/cuda/read_rate.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -604,6 +605,18 @@ class CudaBackend final : public Backend {
 
   std::string_view name() const override { return "cuda"; }
   std::string take_profile() const override { return prof_.take(); }
+  ReadRates measure_read_rates() const override {
+    ReadRates r;
+    r.device_expert_layers = device_layers_ < static_cast<int64_t>(c_.n_layer) ? device_layers_ : -1;
+    // The largest weight buffer (a layer's stacked experts where any are on
+    // the device): large enough that launch costs vanish.
+    const DeviceBuffer* big = nullptr;
+    for (const DeviceBuffer& b : up_.bufs)
+      if (!big || b.size() > big->size()) big = &b;
+    if (big) r.device_gbps = ds4::cuda::read_gbps(big->get(), big->size(), pass_->logits.as<uint32_t>(), st_);
+    if (host_) r.host_gbps = host_->read_gbps(m_->weights.layers[sz(device_layers_)]);
+    return r;
+  }
   const model::Model& model() const override { return *m_; }
   SessionMemory session_memory(const SessionOptions& opt) const override {
     const SessionLayout lay(c_, opt.ctx_size, nullptr);

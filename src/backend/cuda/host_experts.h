@@ -38,6 +38,10 @@ class HostExperts {
   void run(const model::LayerWeights& W, uint32_t layer, int64_t n, const float* x, const int32_t* sel, const float* w,
            float* ye, cudaStream_t s, const std::function<void()>& meanwhile);
 
+  // GB/s at which the host pool reads a layer's routed experts (best of
+  // three passes over them), for the decode bound `ds4 bench` prints.
+  double read_gbps(const model::LayerWeights& W) const;
+
  private:
   const model::ModelConfig& c_;
   std::unique_ptr<ThreadPool> pool_;
