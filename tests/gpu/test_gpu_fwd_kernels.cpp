@@ -15,6 +15,7 @@
 #include "backend/cpu/rope.h"
 #include "backend/cuda/cuda_buffer.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_quant.h"
 #include "backend/cuda/fwd_kernels.h"
 #include "util/float16.h"
 
@@ -157,6 +158,73 @@ TEST_F(GpuFwdKernels, HcSplitCollapseExpand) {
   EXPECT_LE(max_abs_diff(host(dX, X.size()), X2), 1e-5f);
 }
 
+// hc_pre_fused (a narrow pass's HC pre-mix in one launch) against the four
+// kernels it replaces: bit for bit where matvec takes its block-per-row form
+// (rows of 4096 or more, as the Flash mixers), within f32 rounding of the
+// dot's order otherwise; a second launch gives the same again (its
+// hand-over counters came back to zero).
+TEST_F(GpuFwdKernels, HcPreFusedEqualsItsSteps) {
+  const int hc = 4, mr = 24, iters = 20;
+  const float eps = 1e-6f, hc_eps = 1e-6f;
+  for (const int64_t D : {int64_t{1024}, int64_t{64}}) {
+    for (const ds4::GgmlType t : {ds4::GgmlType::F16, ds4::GgmlType::F32}) {
+      SCOPED_TRACE(testing::Message() << "D " << D << " type " << static_cast<int>(t));
+      const int64_t n = hc * D, rows = 3;
+      const Vec X = randv(static_cast<size_t>(rows * n), 1.5f, 70), wf = randv(static_cast<size_t>(mr * n), 0.02f, 71),
+                scale = {0.7f, 1.3f, 0.9f}, base = randv(mr, 0.5f, 72);
+      std::vector<uint16_t> wh(wf.size());
+      for (size_t i = 0; i < wf.size(); ++i) wh[i] = ds4::f32_to_f16(wf[i]);
+      DeviceBuffer dw(t == ds4::GgmlType::F16 ? wh.size() * 2 : wf.size() * 4);
+      if (t == ds4::GgmlType::F16) dw.upload(wh.data(), wh.size() * 2);
+      else dw.upload(wf.data(), wf.size() * 4);
+      auto dX = dev(X), ds = dev(scale), db = dev(base);
+      auto buf = [](int64_t k) { return DeviceBuffer(static_cast<size_t>(k) * sizeof(float)); };
+      DeviceBuffer u = buf(rows * n), mix = buf(rows * mr), pre = buf(rows * hc), post = buf(rows * hc),
+                   comb = buf(rows * hc * hc), y = buf(rows * D);
+      fwd::rms_norm_rows(dX.as<float>(), nullptr, rows, n, eps, u.as<float>(), nullptr);
+      for (int64_t r = 0; r < rows; ++r)
+        ds4::cuda::matvec(t, dw.get(), mr, n, u.as<float>() + r * n, mix.as<float>() + r * mr, nullptr);
+      fwd::hc_split_rows(mix.as<float>(), mr, rows, ds.as<float>(), db.as<float>(), hc, hc_eps, iters, pre.as<float>(),
+                         post.as<float>(), comb.as<float>(), nullptr);
+      fwd::hc_collapse(dX.as<float>(), pre.as<float>(), hc, D, y.as<float>(), nullptr, rows);
+      const Vec want_mix = host(mix, rows * mr), want_pre = host(pre, rows * hc), want_post = host(post, rows * hc),
+                want_comb = host(comb, rows * hc * hc), want_y = host(y, rows * D);
+      DeviceBuffer fmix = buf(rows * mr), fpre = buf(rows * hc), fpost = buf(rows * hc), fcomb = buf(rows * hc * hc),
+                   fy = buf(rows * D), counters(rows * sizeof(unsigned));
+      DS4_CUDA_CHECK(cudaMemset(counters.get(), 0, rows * sizeof(unsigned)));
+      ds4::cuda::HcPreArgs a;
+      a.X = dX.as<float>();
+      a.hc = hc;
+      a.D = D;
+      a.rms_eps = eps;
+      a.scale = ds.as<float>();
+      a.base = db.as<float>();
+      a.hc_eps = hc_eps;
+      a.iters = iters;
+      a.mix = fmix.as<float>();
+      a.pre = fpre.as<float>();
+      a.post = fpost.as<float>();
+      a.comb = fcomb.as<float>();
+      a.y = fy.as<float>();
+      a.counters = counters.as<unsigned>();
+      ASSERT_TRUE(ds4::cuda::hc_pre_fusable(t, hc));
+      const float tol = n >= 4096 ? 0.0f : 1e-4f;
+      for (int launch = 0; launch < 2; ++launch) {
+        DS4_CUDA_CHECK(cudaMemset(fy.get(), 0, static_cast<size_t>(rows * D) * sizeof(float)));
+        ds4::cuda::hc_pre_fused(t, dw.get(), mr, rows, a, nullptr);
+        EXPECT_LE(max_abs_diff(host(fmix, rows * mr), want_mix), tol) << "launch " << launch;
+        EXPECT_LE(max_abs_diff(host(fpre, rows * hc), want_pre), tol) << "launch " << launch;
+        EXPECT_LE(max_abs_diff(host(fpost, rows * hc), want_post), tol) << "launch " << launch;
+        EXPECT_LE(max_abs_diff(host(fcomb, rows * hc * hc), want_comb), tol) << "launch " << launch;
+        EXPECT_LE(max_abs_diff(host(fy, rows * D), want_y), tol * 10) << "launch " << launch;
+      }
+      std::vector<unsigned> left(rows);
+      counters.download(left.data(), left.size() * sizeof(unsigned));
+      EXPECT_EQ(left, std::vector<unsigned>(rows, 0u));
+    }
+  }
+}
+
 TEST_F(GpuFwdKernels, HcSplitOtherStreamCounts) {
   // hc = 4 has its own register kernel; the general one serves any other count.
   for (int hc : {2, 3, 6}) {
@@ -213,6 +281,39 @@ TEST_F(GpuFwdKernels, FaithfulKvRoundIsExact) {
   auto dx = dev(x);
   fwd::kv_round(dx.as<float>(), nope, n, nullptr);
   EXPECT_EQ(max_abs_diff(host(dx, n), want), 0.0f);
+}
+
+// kv_rows (decode's and prefill's KV write: norm, RoPE, faithful rounding in
+// one launch, the FP8 blocks one warp each) equals rms_norm_rows + rope +
+// kv_round of each row alone, bit for bit; a plain row skips the rounding.
+TEST_F(GpuFwdKernels, KvRowsEqualEachRowsSteps) {
+  const int64_t hd = 512, nope = 448, rows = 3;
+  const int pairs = 32;
+  Vec x = randv(static_cast<size_t>(rows * hd), 3.0f, 60);
+  x[5] = 2000.0f;  // a saturating FP8 block in row 0
+  x[hd + 100] = 0.0f;
+  const Vec w = randv(static_cast<size_t>(hd), 1.0f, 61), inv = randv(pairs, 0.05f, 62);
+  auto dx = dev(x), dw = dev(w), dinv = dev(inv);
+  DeviceBuffer ring(static_cast<size_t>(rows * hd) * sizeof(float)), one(static_cast<size_t>(hd) * sizeof(float));
+  fwd::KvRows kr;
+  kr.n = static_cast<int>(rows);
+  const int64_t pos[rows] = {0, 4097, 123456};
+  const bool faithful[rows] = {true, false, true};
+  for (int64_t i = 0; i < rows; ++i) {
+    kr.dst[i] = ring.as<float>() + (rows - 1 - i) * hd;  // slots in another order than the rows
+    kr.pos[i] = pos[i];
+    kr.faithful[i] = faithful[i];
+  }
+  fwd::kv_rows(dx.as<float>(), hd, dw.as<float>(), 1e-6f, nope, dinv.as<float>(), pairs, kr, nullptr);
+  const Vec got = host(ring, static_cast<size_t>(rows * hd));
+  for (int64_t i = 0; i < rows; ++i) {
+    fwd::rms_norm_rows(dx.as<float>() + i * hd, dw.as<float>(), 1, hd, 1e-6f, one.as<float>(), nullptr);
+    fwd::rope(one.as<float>() + nope, 0, 1, dinv.as<float>(), pairs, pos[i], false, nullptr);
+    if (faithful[i]) fwd::kv_round(one.as<float>(), nope, hd, nullptr);
+    const Vec alone = host(one, static_cast<size_t>(hd));
+    const auto at = static_cast<std::ptrdiff_t>((rows - 1 - i) * hd);
+    EXPECT_EQ(Vec(got.begin() + at, got.begin() + at + hd), alone) << "row " << i;
+  }
 }
 
 TEST_F(GpuFwdKernels, IndexerQatIsExact) {

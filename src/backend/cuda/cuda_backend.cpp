@@ -557,6 +557,10 @@ class CudaBackend final : public Backend {
     iota_ = DeviceBuffer(iota.size() * sizeof(int32_t));
     const char* mm = std::getenv("DS4_CUDA_MMQ");
     mmq_ = !(mm && std::string_view(mm) == "0");
+    const char* fz = std::getenv("DS4_CUDA_FUSE");
+    fuse_ = !(fz && std::string_view(fz) == "0");
+    hc_counters_ = DeviceBuffer(sz(pass_rows_max_) * sizeof(unsigned));
+    DS4_CUDA_CHECK(cudaMemset(hc_counters_.get(), 0, sz(pass_rows_max_) * sizeof(unsigned)));
     const char* g = std::getenv("DS4_CUDA_GRAPH");
     graph_ = g && std::string_view(g) == "1";
     if (device_layers_ < static_cast<int64_t>(c_.n_layer)) {
@@ -923,6 +927,26 @@ class CudaBackend final : public Backend {
   // read for all rows), Sinkhorn split, collapse into P.y.
   void hc_pre(Pass& P, int64_t n, const DevWeight& fn, const float* scale, const float* base) const {
     const int64_t D = c_.n_embd, hc = c_.hc_count, mr = c_.hc_mix_rows();
+    if (fuse_ && !wide() && ds4::cuda::hc_pre_fusable(fn.type, static_cast<int>(hc))) {
+      // A narrow pass (decode): the four steps below in one launch.
+      ds4::cuda::HcPreArgs a;
+      a.X = P.X.as<float>();
+      a.hc = static_cast<int>(hc);
+      a.D = D;
+      a.rms_eps = c_.rms_eps;
+      a.scale = scale;
+      a.base = base;
+      a.hc_eps = c_.hc_eps;
+      a.iters = static_cast<int>(c_.sinkhorn_iters);
+      a.mix = P.mix.as<float>();
+      a.pre = P.pre.as<float>();
+      a.post = P.post.as<float>();
+      a.comb = P.comb.as<float>();
+      a.y = P.y.as<float>();
+      a.counters = hc_counters_.as<unsigned>();
+      ds4::cuda::hc_pre_fused(fn.type, fn.p, mr, n, a, st_);
+      return;
+    }
     fwd::rms_norm_rows(P.X.as<float>(), nullptr, n, hc * D, c_.rms_eps, P.u.as<float>(), st_);
     mv(fn, P.in_b.bind(P.u.as<float>(), hc * D, n), P.mix.as<float>(), mr);
     fwd::hc_split_rows(P.mix.as<float>(), mr, n, scale, base, static_cast<int>(hc), c_.hc_eps,
@@ -1488,6 +1512,8 @@ class CudaBackend final : public Backend {
   size_t stage_bytes_ = 0;                // device bytes check_fits set aside for stream_
   int64_t pass_rows_max_ = kPassRows;  // rows a pass holds (check_fits picks it)
   bool mmq_ = true;                 // tensor-core products for wide passes (DS4_CUDA_MMQ=0: the matvecs, to compare)
+  bool fuse_ = true;                // fused kernels for narrow passes (DS4_CUDA_FUSE=0: the separate ones, to compare)
+  DeviceBuffer hc_counters_;        // [pass_rows_max_] hand-over counters of hc_pre_fused, zero between launches
   float* logits_pinned_ = nullptr;  // [kMidRows][vocab], graph mode only
   mutable cudaGraphExec_t exec_ = nullptr;
   mutable int64_t graph_steps_ = 0, graph_made_ = 0;  // graph mode's step count, and how many were instantiated anew

@@ -140,6 +140,37 @@ void matmul_q8_grouped(GgmlType t, const void* base, int64_t stride_bytes, int64
                        size_t act_k_stride, float* dy, int64_t y_stride, void* scratch, size_t scratch_bytes,
                        cudaStream_t stream = nullptr, ExpertWindow window = {});
 
+// The HC pre-mix of `rows` rows in one launch, for float mixer weights (F32,
+// F16, BF16; hc_pre_fusable): for row r of X ([rows][hc * D]), u = X_r / rms(X_r)
+// (no norm weight), mix_r = W u (W: [mix_rows][hc * D], each row summed as
+// matvec's block-per-row form sums it, the form matvec takes for rows of 4096
+// or more), the Sinkhorn split of mix_r into
+// pre/post/comb ([rows][hc], [rows][hc], [rows][hc][hc]) and y_r = sum_i pre_i
+// X_r,i ([rows][D]). Every value is the float operation the separate kernels
+// (rms_norm_rows of fewer than 64 rows, matvec of a block per row,
+// hc_split_rows, hc_collapse) perform. The blocks of a row hand over through
+// counters[rows] (device memory, zero before the first launch; each launch
+// leaves them at zero). Needs hc * hc <= 32.
+struct HcPreArgs {
+  const float* X = nullptr;
+  int hc = 0;
+  int64_t D = 0;
+  float rms_eps = 0;
+  const float* scale = nullptr;  // [3]
+  const float* base = nullptr;   // [mix_rows]
+  float hc_eps = 0;
+  int iters = 0;
+  float* mix = nullptr;  // [rows][mix_rows]
+  float* pre = nullptr;
+  float* post = nullptr;
+  float* comb = nullptr;
+  float* y = nullptr;
+  unsigned* counters = nullptr;
+};
+bool hc_pre_fusable(GgmlType t, int hc);
+void hc_pre_fused(GgmlType t, const void* dW, int64_t mix_rows, int64_t rows, const HcPreArgs& a,
+                  cudaStream_t stream = nullptr);
+
 namespace detail {
 void upload_q8_tables();  // q8_kernels.cu's part of prepare_tables()
 inline constexpr int kBlockPerRow = -1;

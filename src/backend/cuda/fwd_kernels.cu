@@ -11,6 +11,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/fwd_kernels.h"
+#include "backend/cuda/row_math.cuh"
 
 namespace ds4::cuda::fwd {
 namespace {
@@ -19,41 +20,9 @@ constexpr int kBlock = 256;
 
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kBlock - 1) / kBlock); }
 
-__device__ __forceinline__ float sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); }
-
-// Block-wide sum of a double (blockDim.x a multiple of 32, at most 1024).
-__device__ double block_sum(double v) {
-  __shared__ double part[32];
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  __syncthreads();  // part may still be read by a previous call
-  if (lane == 0) part[w] = v;
-  __syncthreads();
-  double t = 0;
-  for (int i = 0; i < static_cast<int>(blockDim.x >> 5); ++i) t += part[i];
-  return t;
-}
-
-
-// 1 / rms of one row, for every thread of the block.
-__device__ float rms_inv(const float* xr, int64_t n, float eps) {
-  double ss = 0;
-  const int step = static_cast<int>(blockDim.x);
-  int64_t k = threadIdx.x;
-  // Four loads in flight per thread: a single row (decode) runs on one block,
-  // where a dependent load per iteration would leave it latency-bound.
-  for (; k + 3 * step < n; k += 4 * step) {
-    const float a = xr[k], b = xr[k + step], c = xr[k + 2 * step], d = xr[k + 3 * step];
-    ss += static_cast<double>(a) * a;
-    ss += static_cast<double>(b) * b;
-    ss += static_cast<double>(c) * c;
-    ss += static_cast<double>(d) * d;
-  }
-  for (; k < n; k += step) ss += static_cast<double>(xr[k]) * xr[k];
-  ss = block_sum(ss);
-  return static_cast<float>(1.0 / sqrt(ss / static_cast<double>(n) + eps));
-}
+using rm::block_sum;
+using rm::rms_inv;
+using rm::sigmoidf;
 
 __global__ void k_rms_norm(const float* x, const float* w, int64_t n, float eps, float* y) {
   const float* xr = x + blockIdx.x * n;
@@ -115,35 +84,9 @@ __global__ void k_hc_split(const float* m, const float* scale, const float* base
 // serial kernel spends most of it waiting on one dependent divide after another).
 __global__ void k_hc_split_warp(const float* m, const float* scale, const float* base, int hc, float eps, int iters,
                                 float* pre, float* post, float* comb_out, int64_t m_stride) {
-  m += blockIdx.x * m_stride;  // row blockIdx.x of a batch
-  pre += blockIdx.x * hc;
-  post += blockIdx.x * hc;
-  comb_out += blockIdx.x * hc * hc;
-  const int l = threadIdx.x;
-  if (l < hc) {
-    pre[l] = sigmoidf(scale[0] * m[l] + base[l]) + eps;
-    post[l] = 2.0f * sigmoidf(scale[1] * m[hc + l] + base[hc + l]);
-  }
-  const bool live = l < hc * hc;
-  const int i = live ? l / hc : 0, j = live ? l % hc : 0;
-  float c = live ? scale[2] * m[2 * hc + l] + base[2 * hc + l] : 0.0f;
-  float mx = -INFINITY;
-  for (int k = 0; k < hc; ++k) mx = fmaxf(mx, __shfl_sync(0xffffffffu, c, i * hc + k));
-  c = expf(c - mx);
-  float sum = 0;
-  for (int k = 0; k < hc; ++k) sum += __shfl_sync(0xffffffffu, c, i * hc + k);
-  c = c / sum + eps;
-  for (int it = 0; it < iters; ++it) {
-    if (it > 0) {
-      sum = 0;
-      for (int k = 0; k < hc; ++k) sum += __shfl_sync(0xffffffffu, c, i * hc + k);
-      c /= sum + eps;
-    }
-    sum = 0;
-    for (int k = 0; k < hc; ++k) sum += __shfl_sync(0xffffffffu, c, k * hc + j);
-    c /= sum + eps;
-  }
-  if (live) comb_out[l] = c;
+  // Row blockIdx.x of a batch.
+  rm::hc_split_warp_row(m + blockIdx.x * m_stride, scale, base, hc, eps, iters, pre + blockIdx.x * hc,
+                        post + blockIdx.x * hc, comb_out + blockIdx.x * hc * hc, static_cast<int>(threadIdx.x));
 }
 
 __global__ void k_hc_head_pre(const float* m, const float* scale, const float* base, int hc, float eps, float* pre) {
@@ -157,9 +100,7 @@ __global__ void k_hc_collapse(const float* X, const float* pre, int hc, int64_t 
   X += blockIdx.y * hc * D;  // row blockIdx.y of a batch
   pre += blockIdx.y * hc;
   y += blockIdx.y * D;
-  float s = 0;
-  for (int i = 0; i < hc; ++i) s += pre[i] * X[i * D + d];
-  y[d] = s;
+  y[d] = rm::hc_collapse_at(X, pre, hc, D, d);
 }
 
 constexpr int kMaxHc = 16;
@@ -246,24 +187,56 @@ __global__ void k_f16_round(float* x, int64_t n) {
   if (i < n) x[i] = __half2float(__float2half_rn(x[i]));
 }
 
+// kv_round's FP8 part of one block of len <= 64 values by one warp: lane l
+// takes values l and l + 32, the block's amax is a shuffle reduction (max is
+// exact in any order, and fmaxf skips a NaN as the serial loop does), then
+// every value goes through scaled_round's own arithmetic. The serial form, one
+// thread per block walking it twice, was most of a decode step's KV write.
+__device__ __forceinline__ void fp8_block_warp(float* x, int64_t len, int lane) {
+  constexpr float maxv = 448.0f;
+  const bool h0 = lane < len, h1 = lane + 32 < len;
+  const float a0 = h0 ? x[lane] : 0.0f, a1 = h1 ? x[lane + 32] : 0.0f;
+  float amax = 1e-4f;
+  if (h0) amax = fmaxf(amax, fabsf(a0));
+  if (h1) amax = fmaxf(amax, fabsf(a1));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float sc = ldexpf(1.0f, static_cast<int>(ceilf(log2f(amax / maxv))));
+  if (h0) x[lane] = round_minifloat(fminf(fmaxf(a0 / sc, -maxv), maxv), 3, -6, maxv) * sc;
+  if (h1) x[lane + 32] = round_minifloat(fminf(fmaxf(a1 / sc, -maxv), maxv), 3, -6, maxv) * sc;
+}
+
+// kv_round of a row in shared memory by a whole block: FP8 blocks of 64 on the
+// first nope values, one warp each, then the f16 rounding of all n as the
+// row goes to dst (dst may be the row itself).
+__device__ __forceinline__ void kv_round_block(float* row, int64_t nope, int64_t n, float* dst) {
+  const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
+  for (int64_t b = int64_t{warp} * 64; b < nope; b += int64_t{blockDim.x >> 5} * 64)
+    fp8_block_warp(row + b, nope - b < 64 ? nope - b : 64, lane);
+  __syncthreads();
+  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) dst[k] = __half2float(__float2half_rn(row[k]));
+}
+
 // A pass's raw KV rows into their ring slots (block blockIdx.x: row i): the
 // norm, RoPE of the tail and, for faithful rows, the FP8 + f16 rounding, each
-// step the same arithmetic as rms_norm_rows / rope / kv_round on one row.
+// step the same arithmetic as rms_norm_rows / rope / kv_round on one row. The
+// row is built in shared memory (hd floats) and stored once.
 __global__ void k_kv_rows(const float* src, int64_t hd, const float* w, float eps, int64_t nope, const float* inv_freq,
                           int pairs, KvRows rows) {
+  extern __shared__ float row[];
   const int i = static_cast<int>(blockIdx.x);
   const float* x = src + i * hd;
   float* y = rows.dst[i];
   const float inv = rms_inv(x, hd, eps);
-  for (int64_t k = threadIdx.x; k < hd; k += blockDim.x) y[k] = w ? x[k] * inv * w[k] : x[k] * inv;
+  for (int64_t k = threadIdx.x; k < hd; k += blockDim.x) row[k] = w ? x[k] * inv * w[k] : x[k] * inv;
   __syncthreads();
-  for (int64_t k = threadIdx.x; k < pairs; k += blockDim.x) rope_pair(y + nope, k, 0, pairs, inv_freq, rows.pos[i], false);
-  if (!rows.faithful[i]) return;
+  for (int64_t k = threadIdx.x; k < pairs; k += blockDim.x) rope_pair(row + nope, k, 0, pairs, inv_freq, rows.pos[i], false);
   __syncthreads();
-  for (int64_t b = threadIdx.x * int64_t{64}; b < nope; b += blockDim.x * int64_t{64})
-    scaled_round(y + b, nope - b < 64 ? nope - b : 64, 64, 448.0f, 1e-4f, 3, -6);
-  __syncthreads();
-  for (int64_t k = threadIdx.x; k < hd; k += blockDim.x) y[k] = __half2float(__float2half_rn(y[k]));
+  if (rows.faithful[i]) {
+    kv_round_block(row, nope, hd, y);
+  } else {
+    for (int64_t k = threadIdx.x; k < hd; k += blockDim.x) y[k] = row[k];
+  }
 }
 
 // One thread per row: the butterflies in the CPU's order, then FP4 per 32.
@@ -432,31 +405,30 @@ __global__ void k_comp_pool(CompShape sh, CompRows segs) {
     v[j] = num / den;
   }
   __syncthreads();
+  // Norm, RoPE and rounding on the row in shared memory (rms_inv's reads all
+  // precede its block sum's barrier, so v is normed in place); one store.
   float* dst = sg.rows + (sg.n_rows + k) * d;
   const float inv = rms_inv(v, d, sh.eps);
-  for (int64_t m = tid; m < d; m += nt) dst[m] = sh.norm ? v[m] * inv * sh.norm[m] : v[m] * inv;
+  for (int64_t m = tid; m < d; m += nt) v[m] = sh.norm ? v[m] * inv * sh.norm[m] : v[m] * inv;
   __syncthreads();
   const int64_t window = (c + 1) / r - 1;
-  for (int64_t m = tid; m < sh.pairs; m += nt) rope_pair(dst + d - rd, m, 0, sh.pairs, sh.inv_freq, window * r, false);
+  for (int64_t m = tid; m < sh.pairs; m += nt) rope_pair(v + d - rd, m, 0, sh.pairs, sh.inv_freq, window * r, false);
   __syncthreads();
-  if (sg.faithful) {
-    if (sh.indexer) {
-      if (tid < 32) {
-        switch (d) {
-          case 32: qat_row_warp<1>(dst, tid); break;
-          case 64: qat_row_warp<2>(dst, tid); break;
-          case 128: qat_row_warp<4>(dst, tid); break;
-          case 256: qat_row_warp<8>(dst, tid); break;
-          default: break;  // comp_rows refuses other lengths
-        }
-      }
-    } else {
-      for (int64_t b = tid * int64_t{64}; b < sh.nope; b += nt * int64_t{64})
-        scaled_round(dst + b, sh.nope - b < 64 ? sh.nope - b : 64, 64, 448.0f, 1e-4f, 3, -6);
-      __syncthreads();
-      for (int64_t m = tid; m < d; m += nt) dst[m] = __half2float(__float2half_rn(dst[m]));
+  if (sg.faithful && !sh.indexer) {
+    kv_round_block(v, sh.nope, d, dst);
+    return;
+  }
+  if (sg.faithful && tid < 32) {
+    switch (d) {
+      case 32: qat_row_warp<1>(v, tid); break;
+      case 64: qat_row_warp<2>(v, tid); break;
+      case 128: qat_row_warp<4>(v, tid); break;
+      case 256: qat_row_warp<8>(v, tid); break;
+      default: break;  // comp_rows refuses other lengths
     }
   }
+  __syncthreads();
+  for (int64_t m = tid; m < d; m += nt) dst[m] = v[m];
 }
 
 // Frontier slots segment sg's steps write (the rest keep their values): with
@@ -1027,7 +999,8 @@ void kv_rows(const float* src, int64_t hd, const float* w, float eps, int64_t no
              const KvRows& rows, cudaStream_t s) {
   if (rows.n <= 0) return;
   if (rows.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "kv_rows: more than 32 rows", __FILE__, __LINE__);
-  k_kv_rows<<<static_cast<unsigned>(rows.n), rms_threads(1, hd), 0, s>>>(src, hd, w, eps, nope, inv_freq, pairs, rows);
+  k_kv_rows<<<static_cast<unsigned>(rows.n), rms_threads(1, hd), static_cast<size_t>(hd) * sizeof(float), s>>>(
+      src, hd, w, eps, nope, inv_freq, pairs, rows);
   LAUNCH_CHECK("k_kv_rows");
 }
 

@@ -23,6 +23,7 @@
 #include "backend/cuda/cuda_fail.h"
 #include "backend/cuda/cuda_quant.h"
 #include "backend/cuda/kernel_common.cuh"
+#include "backend/cuda/row_math.cuh"
 #include "quant/iq_tables.h"
 
 namespace ds4::cuda {
@@ -520,6 +521,96 @@ void mv(int rpw, GgmlType t, const void* w, int64_t rows, int64_t cols, const fl
   DS4_CUDA_CHECK_LAUNCH("matvec_kernel");
 }
 
+// ---- the HC pre-mix, fused (hc_pre_fused) ------------------------------------
+// Block (j, r): mixer row j of row r. All threads take the norm's sum (with
+// the block width rms_norm_rows gives a few rows of that length, so in the
+// same order), the first kRowBlock the
+// dot of W row j with the normed row, formed unit by unit as
+// matvec_row_block_kernel forms it (x * inv is the value rms_norm_rows
+// stores). The last block of row r to finish (a counter, after a fence) takes
+// the split on one warp and the collapse on all its threads.
+constexpr int kHcThreads = 1024;
+constexpr int kHcMaxMix = 64;
+
+template <class T>
+__global__ void __launch_bounds__(kHcThreads) hc_pre_kernel(const uint8_t* __restrict__ w, int64_t row_bytes,
+                                                           int64_t nblocks, int mix_rows, HcPreArgs a) {
+  const typename T::Ctx ctx = T::init();
+  const int j = static_cast<int>(blockIdx.x), r = static_cast<int>(blockIdx.y), tid = static_cast<int>(threadIdx.x);
+  const int64_t n = a.hc * a.D;
+  const float* x = a.X + r * n;
+  const float inv = rm::rms_inv(x, n, a.rms_eps);
+  float acc = 0.0f;
+  if (tid < kRowBlock) {
+    const uint8_t* wr = w + static_cast<int64_t>(j) * row_bytes;
+    const int64_t nunits = nblocks * T::PARTS;
+    for (int64_t u0 = tid; u0 < nunits; u0 += kRowBlock * kUnroll) {
+      typename T::Raw raw[kUnroll];
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        const int64_t u = u0 + kRowBlock * k;
+        if (u < nunits) raw[k] = T::load(wr + u / T::PARTS * T::BYTES, static_cast<int>(u % T::PARTS));
+      }
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        const int64_t u = u0 + kRowBlock * k;
+        if (u < nunits) {
+          const int64_t b = u / T::PARTS;
+          const int p = static_cast<int>(u % T::PARTS);
+          float xv[T::EPU], xs[T::NG];
+          T::lx(x + b * T::QK, p, xv, xs);
+#pragma unroll
+          for (int e = 0; e < T::EPU; ++e) xv[e] = xv[e] * inv;
+          acc += T::dot(ctx, raw[k], p, xv, xs);
+        }
+      }
+    }
+  }
+  __shared__ float part[kRowBlock / 32];
+  __shared__ bool last;
+  if (tid < kRowBlock) {
+    acc = warp_sum(acc);
+    if ((tid & 31) == 0) part[tid >> 5] = acc;
+  }
+  __syncthreads();
+  if (tid == 0) {
+    float v = 0.0f;
+    for (int i = 0; i < kRowBlock / 32; ++i) v += part[i];
+    a.mix[static_cast<int64_t>(r) * mix_rows + j] = v;
+    __threadfence();  // the sum is visible before the count says so
+    const unsigned done = atomicAdd(a.counters + r, 1u);
+    last = done == gridDim.x - 1;
+    if (last) a.counters[r] = 0;  // every block of the row has counted: ready for the next launch
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  __shared__ float m[kHcMaxMix];
+  if (tid < mix_rows) m[tid] = __ldcg(a.mix + static_cast<int64_t>(r) * mix_rows + tid);
+  __syncthreads();
+  float* pre = a.pre + static_cast<int64_t>(r) * a.hc;
+  if (tid < 32)
+    rm::hc_split_warp_row(m, a.scale, a.base, a.hc, a.hc_eps, a.iters, pre, a.post + static_cast<int64_t>(r) * a.hc,
+                          a.comb + static_cast<int64_t>(r) * a.hc * a.hc, tid);
+  __syncthreads();
+  for (int64_t d = tid; d < a.D; d += blockDim.x) a.y[r * a.D + d] = rm::hc_collapse_at(x, pre, a.hc, a.D, d);
+}
+
+template <class T>
+void hc_pre_launch(GgmlType t, const void* w, int64_t mix_rows, int64_t rows, const HcPreArgs& a, cudaStream_t s) {
+  const int64_t cols = a.hc * a.D;
+  if (cols % T::QK) fail_shape("hc_pre_fused", t, cols, T::QK);
+  if (!aligned(w, T::ALIGN)) fail_align("hc_pre_fused weights", t, w, T::ALIGN);
+  if (!aligned(a.X, 16)) fail_align("hc_pre_fused input", t, a.X, 16);
+  if (mix_rows > kHcMaxMix || rows > 65535) fail_shape("hc_pre_fused (mixer rows, rows)", t, mix_rows, rows);
+  if (rows <= 0) return;
+  // rms_norm_rows' width for rows < 64 (fwd_kernels.cu, rms_threads).
+  const int threads = cols >= 4096 ? kHcThreads : kRowBlock;
+  hc_pre_kernel<T><<<dim3(static_cast<unsigned>(mix_rows), static_cast<unsigned>(rows)), threads, 0, s>>>(
+      static_cast<const uint8_t*>(w), cols / T::QK * T::BYTES, cols / T::QK, static_cast<int>(mix_rows), a);
+  DS4_CUDA_CHECK_LAUNCH("hc_pre_kernel");
+}
+
 template <class T>
 void dq(GgmlType t, const void* src, float* dst, int64_t n, cudaStream_t s) {
   if (n % T::QK) fail_shape("dequantize", t, n, T::QK);
@@ -598,6 +689,24 @@ static void mv_any(int rpw, GgmlType t, const void* w, int64_t rows, int64_t col
     case GgmlType::Q4_K: return mv<TQ4_K>(rpw, t, w, rows, cols, x, y, s, ix, ixs);
     case GgmlType::IQ2_XXS: upload_iq2_tables(); return mv<TIQ2_XXS>(rpw, t, w, rows, cols, x, y, s, ix, ixs);
     default: fail_unsupported("matvec", t);
+  }
+}
+
+bool hc_pre_fusable(GgmlType t, int hc) {
+  return hc * hc <= 32 && (2 + hc) * hc <= kHcMaxMix &&
+         (t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16);
+}
+
+void hc_pre_fused(GgmlType t, const void* w, int64_t mix_rows, int64_t rows, const HcPreArgs& a, cudaStream_t s) {
+  if (!hc_pre_fusable(t, a.hc)) fail_unsupported("hc_pre_fused", t);
+  const bool v16 = (a.hc * a.D) % 8 == 0 && aligned(w, 16);
+  switch (t) {
+    case GgmlType::F32: return v16 ? hc_pre_launch<TF32v>(t, w, mix_rows, rows, a, s)
+                                   : hc_pre_launch<TF32s>(t, w, mix_rows, rows, a, s);
+    case GgmlType::F16: return v16 ? hc_pre_launch<TF16v>(t, w, mix_rows, rows, a, s)
+                                   : hc_pre_launch<TF16s>(t, w, mix_rows, rows, a, s);
+    default: return v16 ? hc_pre_launch<TBF16v>(t, w, mix_rows, rows, a, s)
+                        : hc_pre_launch<TBF16s>(t, w, mix_rows, rows, a, s);
   }
 }
 
