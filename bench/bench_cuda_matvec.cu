@@ -111,7 +111,8 @@ size_t row_bytes(GgmlType t, int64_t cols) {
 // How a configuration multiplies: the f32-activation kernel with rows per warp
 // rpw (0: cuda::matvec's default), or the integer kernel on an activation
 // quantized beforehand (kQ8), or quantized in every launch (kQ8Act).
-constexpr int kQ8 = -1, kQ8Act = -2;
+constexpr int kQ8 = -10, kQ8Act = -11;
+constexpr int kBlk = cuda::detail::kBlockPerRow;
 
 // GB/s of weight bytes for one configuration.
 double time_matvec(GgmlType t, int64_t rows, int64_t cols, int rpw, cudaStream_t s) {
@@ -124,10 +125,10 @@ double time_matvec(GgmlType t, int64_t rows, int64_t cols, int rpw, cudaStream_t
   DS4_CUDA_CHECK_LAUNCH("fill_kernel");
   const GgmlType act = cuda::activation_type(t);
   cuda::DeviceBuffer qa(cuda::activation_bytes(act, cols));
-  if (rpw < 0) cuda::quantize_activation(act, x.as<float>(), cols, qa.get(), s);
+  if (rpw == kQ8 || rpw == kQ8Act) cuda::quantize_activation(act, x.as<float>(), cols, qa.get(), s);
   auto run = [&](size_t i) {
     const void* wi = w.as<uint8_t>() + (i % copies) * stride;
-    if (rpw < 0) {
+    if (rpw == kQ8 || rpw == kQ8Act) {
       if (rpw == kQ8Act) cuda::quantize_activation(act, x.as<float>(), cols, qa.get(), s);
       cuda::matvec_q8(t, wi, rows, cols, qa.get(), y.as<float>(), s);
     } else if (rpw)
@@ -180,25 +181,29 @@ int main(int argc, char** argv) {
     std::printf("device: %s, %d SMs, L2 %d MiB\n", prop.name, g_sms, prop.l2CacheSize >> 20);
     std::printf("memory bandwidth: read kernel %.0f GB/s, device-to-device copy %.0f GB/s (read+write)\n", rd, cp);
     if (bandwidth_only) return 0;
-    std::printf("matvec GB/s of weight bytes (best of 3 graph replays). rpwN/default: f32 activations, N rows per\n"
-                "warp; q8: integer kernel on a quantized activation (what the backend runs), q8+act: quantizing it\n"
-                "in each launch too; %%read = the backend's kernel vs the read kernel\n");
-    std::printf("%-8s %-12s %9s %8s %8s %8s %8s %8s %8s %6s\n", "type", "rows x cols", "MB", "rpw1", "rpw2", "rpw4",
-                "default", "q8", "q8+act", "%read");
+    std::printf("matvec GB/s of weight bytes (best of 3 graph replays). rpwN/blk/default: f32 activations, N rows\n"
+                "per warp or a block per row; q8: integer kernel on a quantized activation (what the backend runs),\n"
+                "q8+act: quantizing it in each launch too; %%read = the backend's kernel vs the read kernel\n");
+    std::printf("%-8s %-12s %9s %8s %8s %8s %8s %8s %8s %8s %6s\n", "type", "rows x cols", "MB", "rpw1", "rpw2", "rpw4",
+                "blk", "default", "q8", "q8+act", "%read");
     const GgmlType types[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16,   GgmlType::Q8_0,
                               GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::IQ2_XXS};
-    const int64_t shapes[][2] = {{4096, 2048}, {2048, 4096}, {4096, 32768}};
+    // Flash's decode shapes: expert down / gate+up, q_b-like, the router (256 x
+    // 4096), the compressors' projections (512 and 1024 x 4096), the HC mixers.
+    const int64_t shapes[][2] = {{4096, 2048}, {2048, 4096}, {4096, 32768}, {256, 4096},
+                                 {512, 4096},  {1024, 4096}, {24, 16384}};
     for (GgmlType t : types)
       for (const auto& sh : shapes) {
         const double mb = static_cast<double>(row_bytes(t, sh[1]) * static_cast<size_t>(sh[0])) / 1e6;
-        double g[6] = {0, 0, 0, 0, 0, 0};
-        const int rpws[6] = {1, 2, 4, 0, kQ8, kQ8Act};
+        double g[7] = {0, 0, 0, 0, 0, 0, 0};
+        const int rpws[7] = {1, 2, 4, kBlk, 0, kQ8, kQ8Act};
         const bool integer = cuda::activation_type(t) != GgmlType::F32;
-        for (int i = 0; i < (integer ? 6 : 4); ++i) g[i] = time_matvec(t, sh[0], sh[1], rpws[i], s);
+        for (int i = 0; i < (integer ? 7 : 5); ++i) g[i] = time_matvec(t, sh[0], sh[1], rpws[i], s);
         char shape[32];
         std::snprintf(shape, sizeof shape, "%lldx%lld", static_cast<long long>(sh[0]), static_cast<long long>(sh[1]));
-        std::printf("%-8s %-12s %9.1f %8.0f %8.0f %8.0f %8.0f %8.0f %8.0f %5.0f%%\n", std::string(ggml_type_name(t)).c_str(),
-                    shape, mb, g[0], g[1], g[2], g[3], g[4], g[5], 100.0 * (integer ? g[4] : g[3]) / rd);
+        std::printf("%-8s %-12s %9.1f %8.0f %8.0f %8.0f %8.0f %8.0f %8.0f %8.0f %5.0f%%\n",
+                    std::string(ggml_type_name(t)).c_str(), shape, mb, g[0], g[1], g[2], g[3], g[4], g[5], g[6],
+                    100.0 * (integer ? g[5] : g[4]) / rd);
       }
     DS4_CUDA_CHECK(cudaStreamDestroy(s));
     return 0;

@@ -264,26 +264,25 @@ struct QQ4_K {
 };
 
 // IQ2_XXS (66 bytes / 256): unit p = values 32p..32p+32: four grid indices
-// (aux0) and four 7-bit sign codes plus a 4-bit scale (aux1). Grid entries and
-// sign masks (0xff per negative byte) come from shared memory; a masked grid
-// byte g becomes -g as (g ^ 0xff) + 1, which never carries across bytes since
-// grid bytes are at most 0x2b.
+// (aux0) and four 7-bit sign codes plus a 4-bit scale (aux1). Grid entries come
+// from shared memory; a code's eight signs are the code plus its parity bit
+// (ksigns_iq2xs, checked at upload), spread to one bit per byte by a multiply,
+// so the unit reads four table entries instead of eight (the random table
+// reads, not the weight bytes, bounded the decode matvec). A grid byte g whose
+// sign bit s is set becomes -g as (g ^ 0xff) + 1, which never carries across
+// bytes since grid bytes are at most 0x2b.
 __device__ uint64_t g_iq2xxs_grid_q[256];
-__device__ uint64_t g_iq2_signmask[128];
 
 struct QIQ2_XXS {
   static constexpr int QK = 256, BYTES = 66, PARTS = 8, AQK = 256, ALIGN = 2;
   struct Ctx {
     const uint64_t* grid;
-    const uint64_t* sign;
   };
   __device__ static Ctx init() {
     __shared__ uint64_t grid[256];
-    __shared__ uint64_t sign[128];
     for (int i = threadIdx.x; i < 256; i += blockDim.x) grid[i] = g_iq2xxs_grid_q[i];
-    for (int i = threadIdx.x; i < 128; i += blockDim.x) sign[i] = g_iq2_signmask[i];
     __syncthreads();
-    return {grid, sign};
+    return {grid};
   }
   struct Raw {
     uint32_t d, aux0, aux1;
@@ -292,7 +291,9 @@ struct QIQ2_XXS {
     const uint8_t* q = blk + 2 + 8 * p;
     return {ld_u16(blk), ld_u16(q) | (ld_u16(q + 2) << 16), ld_u16(q + 4) | (ld_u16(q + 6) << 16)};
   }
-  __device__ static int signed_word(uint32_t g, uint32_t m) { return static_cast<int>((g ^ m) + (m & 0x01010101u)); }
+  // Bits 0-3 of s as bytes 0x00 / 0x01 (the shifted copies do not overlap).
+  __device__ static uint32_t sign_bytes(uint32_t s4) { return (s4 * 0x00204081u) & 0x01010101u; }
+  __device__ static int signed_word(uint32_t g, uint32_t ones) { return static_cast<int>((g ^ (ones * 0xffu)) + ones); }
   __device__ static float dot(Ctx c, const Raw& w, int p, const Act& a, int64_t b) {
     const int8_t* aq = a.q + b * 256 + 32 * p;
     const uint4 x0 = ld_u128(aq), x1 = ld_u128(aq + 16);
@@ -302,9 +303,10 @@ struct QIQ2_XXS {
 #pragma unroll
     for (int l = 0; l < 4; ++l) {
       const uint64_t g = c.grid[(w.aux0 >> (8 * l)) & 0xffu];
-      const uint64_t m = c.sign[(w.aux1 >> (7 * l)) & 127u];
-      s = __dp4a(signed_word(static_cast<uint32_t>(g), static_cast<uint32_t>(m)), xv[2 * l], s);
-      s = __dp4a(signed_word(static_cast<uint32_t>(g >> 32), static_cast<uint32_t>(m >> 32)), xv[2 * l + 1], s);
+      const uint32_t code = (w.aux1 >> (7 * l)) & 127u;
+      const uint32_t signs = code | ((__popc(code) & 1u) << 7);
+      s = __dp4a(signed_word(static_cast<uint32_t>(g), sign_bytes(signs & 15u)), xv[2 * l], s);
+      s = __dp4a(signed_word(static_cast<uint32_t>(g >> 32), sign_bytes(signs >> 4)), xv[2 * l + 1], s);
     }
     const int bsum = s * static_cast<int>(2 * (w.aux1 >> 28) + 1);
     // CPU: f16(d) * y.d * 0.125 * float(bsum), left to right.
@@ -538,14 +540,10 @@ void upload_tables() {
   kc::once_per_device<TablesTag>([] {
     static_assert(sizeof(quant::iq2xxs_grid) == 256 * sizeof(uint64_t));
     DS4_CUDA_CHECK(cudaMemcpyToSymbol(g_iq2xxs_grid_q, quant::iq2xxs_grid, sizeof(quant::iq2xxs_grid)));
-    uint64_t masks[128];
-    for (int i = 0; i < 128; ++i) {
-      uint64_t m = 0;
-      for (int k = 0; k < 8; ++k)
-        if ((quant::ksigns_iq2xs[i] >> k) & 1) m |= uint64_t{0xff} << (8 * k);
-      masks[i] = m;
-    }
-    DS4_CUDA_CHECK(cudaMemcpyToSymbol(g_iq2_signmask, masks, sizeof(masks)));
+    // QIQ2_XXS computes a sign code's bits as the code plus its parity.
+    for (int i = 0; i < 128; ++i)
+      if (quant::ksigns_iq2xs[i] != (i | ((__builtin_popcount(static_cast<unsigned>(i)) & 1) << 7)))
+        fail_unsupported("IQ2_XXS sign table (not code + parity)", GgmlType::IQ2_XXS);
   });
 }
 
