@@ -781,6 +781,46 @@ TEST(GpuMatvecQ8List, EachTargetEqualsItsOwnMatvec) {
     }
   }
 }
+
+TEST(GpuMatvecList, EachFloatTargetEqualsItsOwnMatvec) {
+  REQUIRE_DEVICE();
+  // Float weights against an f32 input, shapes where matvec takes its
+  // warp-per-rows form (matvec_list_ok): each result bit for bit matvec's.
+  // Columns 4096 (the 16-byte form) and 100 (the one-value form).
+  for (GgmlType t : {GgmlType::F16, GgmlType::F32, GgmlType::BF16}) {
+    for (const int64_t cols : {int64_t{4096}, int64_t{100}}) {
+      const std::vector<int64_t> rows = {512, 1, 1024, 256};
+      std::mt19937_64 rng(991 + ggml_type_id(t) + static_cast<uint64_t>(cols));
+      std::vector<DeviceBuffer> w, y;
+      std::vector<cuda::MatvecTarget> targets;
+      for (int64_t r : rows) {
+        ASSERT_TRUE(cuda::matvec_list_ok(t, r, cols)) << type_str(t) << " " << r << "x" << cols;
+        const auto host = random_data(t, r * cols, false, rng);
+        w.emplace_back(host.size());
+        w.back().upload(host.data(), host.size());
+        y.emplace_back(static_cast<size_t>(r) * 4);
+      }
+      for (size_t i = 0; i < rows.size(); ++i) targets.push_back({w[i].get(), rows[i], y[i].as<float>()});
+      std::vector<float> x(static_cast<size_t>(cols));
+      std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+      for (auto& v : x) v = uni(rng);
+      DeviceBuffer dx(x.size() * 4), y1(1024 * 4);
+      dx.upload(x.data(), x.size() * 4);
+      cuda::matvec_list(t, targets.data(), static_cast<int>(targets.size()), cols, dx.as<float>());
+      for (size_t i = 0; i < rows.size(); ++i) {
+        cuda::matvec(t, w[i].get(), rows[i], cols, dx.as<float>(), y1.as<float>());
+        sync();
+        std::vector<float> got(static_cast<size_t>(rows[i])), one(static_cast<size_t>(rows[i]));
+        y[i].download(got.data(), got.size() * 4);
+        y1.download(one.data(), one.size() * 4);
+        EXPECT_EQ(std::memcmp(one.data(), got.data(), one.size() * 4), 0) << type_str(t) << " cols " << cols << " target " << i;
+      }
+    }
+  }
+  // The HC mixers' shape takes a block per row: not list material.
+  EXPECT_FALSE(cuda::matvec_list_ok(GgmlType::F16, 24, 16384));
+  EXPECT_FALSE(cuda::matvec_list_ok(GgmlType::Q8_0, 512, 4096));
+}
 }  // namespace
 }  // namespace ds4
 

@@ -905,15 +905,24 @@ class CudaBackend final : public Backend {
         if (j->w->type == t && act != GgmlType::F32 && group.size() < sz(ds4::cuda::kMatvecListMax)) {
           if (j->w->cols != in.cols) fail("cuda backend: input of {} values for a weight of {} columns", in.cols, j->w->cols);
           group.push_back({j->w->p, j->w->rows, j->y});
+        } else if (j->w->type == t && act == GgmlType::F32 && ds4::cuda::matvec_list_ok(t, j->w->rows, j->w->cols) &&
+                   group.size() < sz(ds4::cuda::kMatvecListMax)) {
+          if (j->w->cols != in.cols) fail("cuda backend: input of {} values for a weight of {} columns", in.cols, j->w->cols);
+          group.push_back({j->w->p, j->w->rows, j->y});
         } else if (j->w->type == t && act == GgmlType::F32) {
           mv(*j->w, in, j->y, j->y_stride);
         } else {
           next.push_back(j);
         }
       }
-      if (group.size() == 1) ds4::cuda::matvec_q8(t, group[0].w, group[0].rows, in.cols, in.as(act), group[0].y, st_);
-      else if (!group.empty())
+      if (act == GgmlType::F32) {
+        // Float weights (the compressors' and indexer's projections): one list launch.
+        if (!group.empty()) ds4::cuda::matvec_list(t, group.data(), static_cast<int>(group.size()), in.cols, in.x, st_);
+      } else if (group.size() == 1) {
+        ds4::cuda::matvec_q8(t, group[0].w, group[0].rows, in.cols, in.as(act), group[0].y, st_);
+      } else if (!group.empty()) {
         ds4::cuda::matvec_q8_list(t, group.data(), static_cast<int>(group.size()), in.cols, in.as(act), st_);
+      }
       left = std::move(next);
     }
   }

@@ -83,6 +83,14 @@ struct MatvecTarget {
 inline constexpr int kMatvecListMax = 8;
 void matvec_q8_list(GgmlType t, const MatvecTarget* targets, int n, int64_t cols, const void* act,
                     cudaStream_t stream = nullptr);
+// The float-weight form (F32, F16, BF16 weights; f32 input x): target i's
+// result is matvec(t, w, rows, cols, x, y) bit for bit, where
+// matvec_list_ok(t, rows, cols) says matvec takes its warp-per-rows form for
+// that shape (the form the list shares). A decode step's compressor and
+// indexer projections are such weights.
+bool matvec_list_ok(GgmlType t, int64_t rows, int64_t cols);
+void matvec_list(GgmlType t, const MatvecTarget* targets, int n, int64_t cols, const float* x,
+                 cudaStream_t stream = nullptr);
 // nmat products in one launch (MoE experts): product i takes matrix
 // d_index[i] of base (matrices stride_bytes apart), the activation at
 // act + i * act_stride bytes (act_stride 0: the same one for all, else a

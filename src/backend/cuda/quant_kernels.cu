@@ -437,6 +437,28 @@ __global__ void __launch_bounds__(kThreads) matvec_kernel(const uint8_t* __restr
       });
 }
 
+// matvec_list: matrix blockIdx.y of the list, one weight row per warp, each
+// row summed as matvec_kernel sums it; blocks past a shorter matrix's rows
+// return at once.
+struct FloatMatList {
+  const uint8_t* w[kMatvecListMax];
+  int64_t rows[kMatvecListMax];
+  float* y[kMatvecListMax];
+};
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) matvec_list_kernel(FloatMatList L, int64_t row_bytes, int64_t nblocks,
+                                                               const float* __restrict__ x) {
+  const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+  const unsigned m = blockIdx.y;
+  kc::warp_rows<T, 1, kThreads, kUnroll>(L.w[m], row_bytes, L.rows[m], nblocks * T::PARTS, L.y[m],
+                                         [&](const typename T::Raw(&raw)[1], int64_t b, int p, float(&acc)[1]) {
+                                           float xv[T::EPU], xs[T::NG];
+                                           T::lx(x + b * T::QK, p, xv, xs);
+                                           acc[0] += T::dot(ctx, raw[0], p, xv, xs);
+                                         });
+}
+
 // A whole block per row: for matrices with few, long rows (the HC mixers: a
 // few dozen rows of 4 x n_embd), where one warp per row would leave most of
 // the GPU idle and each warp latency-bound.
@@ -612,6 +634,26 @@ void hc_pre_launch(GgmlType t, const void* w, int64_t mix_rows, int64_t rows, co
 }
 
 template <class T>
+void mv_list(GgmlType t, const MatvecTarget* targets, int n, int64_t cols, const float* x, cudaStream_t s) {
+  if (n < 1 || n > kMatvecListMax) fail_shape("matvec_list targets", t, n, 1);
+  if (cols % T::QK) fail_shape("matvec_list", t, cols, T::QK);
+  if (!aligned(x, 16)) fail_align("matvec_list input", t, x, 16);
+  FloatMatList L{};
+  int64_t most = 0;
+  for (int i = 0; i < n; ++i) {
+    if (!aligned(targets[i].w, T::ALIGN)) fail_align("matvec_list weights", t, targets[i].w, T::ALIGN);
+    L.w[i] = static_cast<const uint8_t*>(targets[i].w);
+    L.rows[i] = targets[i].rows;
+    L.y[i] = targets[i].y;
+    most = targets[i].rows > most ? targets[i].rows : most;
+  }
+  if (most <= 0 || cols <= 0) return;
+  matvec_list_kernel<T><<<dim3(grid_for(most * 32), static_cast<unsigned>(n)), kThreads, 0, s>>>(
+      L, cols / T::QK * T::BYTES, cols / T::QK, x);
+  DS4_CUDA_CHECK_LAUNCH("matvec_list_kernel");
+}
+
+template <class T>
 void dq(GgmlType t, const void* src, float* dst, int64_t n, cudaStream_t s) {
   if (n % T::QK) fail_shape("dequantize", t, n, T::QK);
   if (!aligned(src, T::ALIGN)) fail_align("dequantize source", t, src, T::ALIGN);
@@ -689,6 +731,31 @@ static void mv_any(int rpw, GgmlType t, const void* w, int64_t rows, int64_t col
     case GgmlType::Q4_K: return mv<TQ4_K>(rpw, t, w, rows, cols, x, y, s, ix, ixs);
     case GgmlType::IQ2_XXS: upload_iq2_tables(); return mv<TIQ2_XXS>(rpw, t, w, rows, cols, x, y, s, ix, ixs);
     default: fail_unsupported("matvec", t);
+  }
+}
+
+bool matvec_list_ok(GgmlType t, int64_t rows, int64_t cols) {
+  return (t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16) &&
+         default_rows_per_warp(t, rows, cols) != detail::kBlockPerRow;
+}
+
+void matvec_list(GgmlType t, const MatvecTarget* targets, int n, int64_t cols, const float* x, cudaStream_t s) {
+  // matvec chooses the 16-byte form per matrix (cols % 8 == 0 and aligned
+  // weights); a list whose matrices would not all take the same form goes
+  // one matvec each, so every result stays matvec's.
+  int al = 0;
+  for (int i = 0; i < n; ++i) al += aligned(targets[i].w, 16) ? 1 : 0;
+  if (cols % 8 == 0 && al != 0 && al != n) {
+    for (int i = 0; i < n; ++i) matvec(t, targets[i].w, targets[i].rows, cols, x, targets[i].y, s);
+    return;
+  }
+  const bool v16 = cols % 8 == 0 && al == n;
+  switch (t) {
+    case GgmlType::F32: return v16 ? mv_list<TF32v>(t, targets, n, cols, x, s) : mv_list<TF32s>(t, targets, n, cols, x, s);
+    case GgmlType::F16: return v16 ? mv_list<TF16v>(t, targets, n, cols, x, s) : mv_list<TF16s>(t, targets, n, cols, x, s);
+    case GgmlType::BF16:
+      return v16 ? mv_list<TBF16v>(t, targets, n, cols, x, s) : mv_list<TBF16s>(t, targets, n, cols, x, s);
+    default: fail_unsupported("matvec_list", t);
   }
 }
 
