@@ -905,7 +905,7 @@ class CudaBackend final : public Backend {
         if (j->w->type == t && act != GgmlType::F32 && group.size() < sz(ds4::cuda::kMatvecListMax)) {
           if (j->w->cols != in.cols) fail("cuda backend: input of {} values for a weight of {} columns", in.cols, j->w->cols);
           group.push_back({j->w->p, j->w->rows, j->y});
-        } else if (j->w->type == t && act == GgmlType::F32 && ds4::cuda::matvec_list_ok(t, j->w->rows, j->w->cols) &&
+        } else if (j->w->type == t && act == GgmlType::F32 && fuse_ && ds4::cuda::matvec_list_ok(t, j->w->rows, j->w->cols) &&
                    group.size() < sz(ds4::cuda::kMatvecListMax)) {
           if (j->w->cols != in.cols) fail("cuda backend: input of {} values for a weight of {} columns", in.cols, j->w->cols);
           group.push_back({j->w->p, j->w->rows, j->y});
