@@ -225,6 +225,58 @@ TEST_F(GpuFwdKernels, HcPreFusedEqualsItsSteps) {
   }
 }
 
+// quantize_swiglu_rows (SwiGLU and the down projection's activation
+// quantization in one launch) leaves the bytes swiglu_rows followed by
+// quantize_activation_rows leaves, for both activation types, with and
+// without routing weights; g is not changed.
+TEST_F(GpuFwdKernels, QuantizeSwigluRowsEqualsItsSteps) {
+  const int64_t ff = 2048, rows = 12;
+  const float clamp = 7.0f;
+  const Vec g = randv(static_cast<size_t>(rows * ff), 4.0f, 80), u = randv(static_cast<size_t>(rows * ff), 4.0f, 81),
+            wts = randv(static_cast<size_t>(rows), 1.0f, 82);
+  auto du = dev(u), dwts = dev(wts);
+  for (const ds4::GgmlType act : {ds4::GgmlType::Q8_0, ds4::GgmlType::Q8_K}) {
+    for (const bool weighted : {true, false}) {
+      SCOPED_TRACE(testing::Message() << "act " << static_cast<int>(act) << " weighted " << weighted);
+      const size_t bytes = ds4::cuda::activation_bytes(act, ff) * static_cast<size_t>(rows);
+      DeviceBuffer want(bytes), got(bytes);
+      DS4_CUDA_CHECK(cudaMemset(want.get(), 0x55, bytes));
+      DS4_CUDA_CHECK(cudaMemset(got.get(), 0x55, bytes));
+      auto dg = dev(g), dg2 = dev(g);
+      const float* w = weighted ? dwts.as<float>() : nullptr;
+      fwd::swiglu_rows(dg.as<float>(), du.as<float>(), ff, rows, clamp, w, nullptr);
+      ds4::cuda::quantize_activation_rows(act, dg.as<float>(), ff, rows, want.get(), nullptr);
+      ds4::cuda::quantize_swiglu_rows(act, dg2.as<float>(), du.as<float>(), ff, rows, clamp, w, got.get(), nullptr);
+      DS4_CUDA_CHECK(cudaDeviceSynchronize());
+      std::vector<uint8_t> a(bytes), b(bytes);
+      want.download(a.data(), bytes);
+      got.download(b.data(), bytes);
+      EXPECT_EQ(a, b);
+      EXPECT_EQ(host(dg2, g.size()), g);
+    }
+  }
+}
+
+// hc_expand_moe (the FFN's expert sum fed straight into the HC expand)
+// equals moe_sum then hc_expand bit for bit, with and without a shared expert.
+TEST_F(GpuFwdKernels, HcExpandMoeEqualsItsSteps) {
+  const int hc = 4, K = 6;
+  const int64_t D = 1000, rows = 3;  // D not a multiple of the block: the tail too
+  const Vec X = randv(static_cast<size_t>(rows * hc * D), 1.0f, 90), ye = randv(static_cast<size_t>(rows * K * D), 1.0f, 91),
+            ys = randv(static_cast<size_t>(rows * D), 1.0f, 92), post = randv(static_cast<size_t>(rows * hc), 1.0f, 93),
+            comb = randv(static_cast<size_t>(rows * hc * hc), 0.5f, 94);
+  auto dye = dev(ye), dys = dev(ys), dpost = dev(post), dcomb = dev(comb);
+  for (const bool shared : {true, false}) {
+    auto a = dev(X), b = dev(X);
+    DeviceBuffer out(static_cast<size_t>(rows * D) * sizeof(float));
+    const float* s = shared ? dys.as<float>() : nullptr;
+    fwd::moe_sum(out.as<float>(), dye.as<float>(), s, D, K, rows, nullptr);
+    fwd::hc_expand(a.as<float>(), out.as<float>(), dpost.as<float>(), dcomb.as<float>(), hc, D, nullptr, rows);
+    fwd::hc_expand_moe(b.as<float>(), dye.as<float>(), s, K, dpost.as<float>(), dcomb.as<float>(), hc, D, rows, nullptr);
+    EXPECT_EQ(host(a, X.size()), host(b, X.size())) << "shared " << shared;
+  }
+}
+
 TEST_F(GpuFwdKernels, HcSplitOtherStreamCounts) {
   // hc = 4 has its own register kernel; the general one serves any other count.
   for (int hc : {2, 3, 6}) {

@@ -264,6 +264,17 @@ struct QRows {
     has80 = has8k = false;
     return *this;
   }
+  // Binds rows [n][ff] of SwiGLU(g, u) (routing weight 1) in the form an
+  // integer activation type `act` takes, quantized straight from g and u in
+  // one launch (quantize_swiglu_rows); x is g as it was, so only as(act)
+  // may be asked of these rows.
+  QRows& bind_swiglu(GgmlType act, const float* g, const float* u, int64_t ff, int64_t rows, float clamp) {
+    bind(g, ff, rows);
+    ds4::cuda::quantize_swiglu_rows(act, g, u, ff, rows, clamp, nullptr, act == GgmlType::Q8_0 ? q80.get() : q8k.get(),
+                                    stream);
+    (act == GgmlType::Q8_0 ? has80 : has8k) = true;
+    return *this;
+  }
   // The rows in the form weight activation type `act` takes (F32: x itself).
   const void* as(GgmlType act) {
     if (act == GgmlType::Q8_0) {
@@ -1246,8 +1257,13 @@ class CudaBackend final : public Backend {
         float *g = P.g.as<float>(), *u = P.up.as<float>();
         const MvJob shared[] = {{&W.gate_shexp, g, SF}, {&W.up_shexp, u, SF}};
         mv_many(shared, in_f);
-        fwd::swiglu(g, u, n * SF, clamp, nullptr, st_);
-        mv(W.down_shexp, P.in_b.bind(g, SF, n), ys, D);
+        const GgmlType sa = ds4::cuda::activation_type(W.down_shexp.type);
+        if (fuse_ && (sa == GgmlType::Q8_0 || sa == GgmlType::Q8_K)) {
+          mv(W.down_shexp, P.in_b.bind_swiglu(sa, g, u, SF, n, clamp), ys, D);
+        } else {
+          fwd::swiglu(g, u, n * SF, clamp, nullptr, st_);
+          mv(W.down_shexp, P.in_b.bind(g, SF, n), ys, D);
+        }
         if (!integer && !on_host) fwd::add(out, ys, n * D, st_);
         mark(Phase::shared, l);
       }
@@ -1309,9 +1325,13 @@ class CudaBackend final : public Backend {
         float *g = P.g.as<float>(), *u = P.up.as<float>(), *ye = P.ye.as<float>();
         experts(W.gate_exps, FF, D, in_f.as(ga), ds4::cuda::activation_bytes(ga, D), 0, g, FF);
         experts(W.up_exps, FF, D, in_f.as(ua), ds4::cuda::activation_bytes(ua, D), 0, u, FF);
-        fwd::swiglu_rows(g, u, FF, n * K, clamp, P.wts.as<float>(), st_);
         const size_t dab = ds4::cuda::activation_bytes(da, FF);
-        ds4::cuda::quantize_activation_rows(da, g, FF, n * K, P.gq.get(), st_);
+        if (fuse_) {
+          ds4::cuda::quantize_swiglu_rows(da, g, u, FF, n * K, clamp, P.wts.as<float>(), P.gq.get(), st_);
+        } else {
+          fwd::swiglu_rows(g, u, FF, n * K, clamp, P.wts.as<float>(), st_);
+          ds4::cuda::quantize_activation_rows(da, g, FF, n * K, P.gq.get(), st_);
+        }
         experts(W.down_exps, D, FF, P.gq.get(), sz(K) * dab, dab, ye, D);
         // Summed with the shared expert's output once that is known.
       } else {
@@ -1332,6 +1352,15 @@ class CudaBackend final : public Backend {
       }
       mark(Phase::experts, l);
       shared_expert();
+    }
+    bool touched = false;  // does a row steer or capture this FFN's output?
+    for (const Row& r : rows) touched |= r.steer.ffn != 0 || (r.capture && r.capture->component == Component::ffn);
+    if ((integer || on_host) && fuse_ && !touched) {
+      // The expert sum goes straight into the HC expand.
+      fwd::hc_expand_moe(P.X.as<float>(), P.ye.as<float>(), ys, static_cast<int>(K), P.post.as<float>(),
+                         P.comb.as<float>(), static_cast<int>(c_.hc_count), D, n, st_);
+      mark(Phase::hc_post, l);
+      return;
     }
     if (integer || on_host) fwd::moe_sum(out, P.ye.as<float>(), ys, D, static_cast<int>(K), n, st_);
     steer(l, Component::ffn, rows, out);

@@ -64,6 +64,11 @@ void quantize_activation_rows(GgmlType act, const float* x, int64_t cols, int64_
 // The same for rows x_stride floats apart (x_stride >= cols).
 void quantize_activation_strided(GgmlType act, const float* x, int64_t cols, int64_t x_stride, int64_t nrows,
                                  void* dst, cudaStream_t stream = nullptr);
+// quantize_activation_rows of SwiGLU(g, u) * wts[row] (wts null: 1), rows of
+// ff values: the values swiglu_rows would leave in g, quantized in the same
+// launch (g itself is left as it is).
+void quantize_swiglu_rows(GgmlType act, const float* g, const float* u, int64_t ff, int64_t nrows, float clamp,
+                          const float* wts, void* dst, cudaStream_t stream = nullptr);
 // One weight matrix times nact activations (a batch's rows): activation i at
 // act + i * act_stride bytes (a multiple of 16), its result at
 // dy + i * y_stride. Each weight byte is read once per (up to 8) activations,

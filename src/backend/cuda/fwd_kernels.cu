@@ -121,6 +121,29 @@ __global__ void k_hc_expand(float* X, const float* out, const float* post, const
   }
 }
 
+// k_moe_sum and k_hc_expand of one element in one kernel: the FFN's output
+// value (the routed experts' outputs then the shared expert's, summed as
+// k_moe_sum sums them) goes straight into the HC expand, never stored.
+__global__ void k_hc_expand_moe(float* X, const float* ye, const float* ys, int K, const float* post,
+                                const float* comb, int hc, int64_t D) {
+  const int64_t d = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (d >= D) return;
+  const int64_t r = blockIdx.y;  // row of a batch
+  float v = 0;
+  for (int k = 0; k < K; ++k) v += ye[(r * K + k) * D + d];
+  if (ys) v += ys[r * D + d];
+  X += r * hc * D;
+  post += r * hc;
+  comb += r * hc * hc;
+  float old[kMaxHc];
+  for (int i = 0; i < hc; ++i) old[i] = X[i * D + d];
+  for (int j = 0; j < hc; ++j) {
+    float s = post[j] * v;
+    for (int i = 0; i < hc; ++i) s += comb[i * hc + j] * old[i];
+    X[j * D + d] = s;
+  }
+}
+
 // Same arithmetic as cpu::Rope::apply: f32 angle, double cos/sin and products.
 __device__ __forceinline__ void rope_pair(float* x, int64_t i, int64_t stride, int pairs, const float* inv_freq,
                                           int64_t pos, bool inverse);
@@ -984,18 +1007,14 @@ __global__ void k_route(const float* logits, int E, int K, const int32_t* hash_t
 __global__ void k_swiglu(float* g, const float* u, int64_t n, float clamp, const float* wk) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
-  const float gv = fminf(g[i], clamp);
-  const float uv = fminf(fmaxf(u[i], -clamp), clamp);
-  g[i] = gv * sigmoidf(gv) * uv * (wk ? *wk : 1.0f);
+  g[i] = rm::swiglu_value(g[i], u[i], clamp, wk ? *wk : 1.0f);
 }
 
 // Row r (of ff values) scaled by wts[r] (null: 1).
 __global__ void k_swiglu_rows(float* g, const float* u, int64_t ff, int64_t n, float clamp, const float* wts) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
-  const float gv = fminf(g[i], clamp);
-  const float uv = fminf(fmaxf(u[i], -clamp), clamp);
-  g[i] = gv * sigmoidf(gv) * uv * (wts ? wts[i / ff] : 1.0f);
+  g[i] = rm::swiglu_value(g[i], u[i], clamp, wts ? wts[i / ff] : 1.0f);
 }
 
 // y[i] += x[i] + x[n + i] + ... in row order (the order of separate adds).
@@ -1067,6 +1086,14 @@ void hc_expand(float* X, const float* out, const float* post, const float* comb,
   if (rows <= 0) return;
   k_hc_expand<<<dim3(blocks_for(D), static_cast<unsigned>(rows)), kBlock, 0, s>>>(X, out, post, comb, hc, D);
   LAUNCH_CHECK("k_hc_expand");
+}
+
+void hc_expand_moe(float* X, const float* ye, const float* ys, int K, const float* post, const float* comb, int hc,
+                   int64_t D, int64_t rows, cudaStream_t s) {
+  if (hc > kMaxHc) throw_cuda_error(cudaErrorInvalidValue, "hc_expand_moe: hc_count above 16", __FILE__, __LINE__);
+  if (rows <= 0) return;
+  k_hc_expand_moe<<<dim3(blocks_for(D), static_cast<unsigned>(rows)), kBlock, 0, s>>>(X, ye, ys, K, post, comb, hc, D);
+  LAUNCH_CHECK("k_hc_expand_moe");
 }
 
 void rope(float* x, int64_t stride, int heads, const float* inv_freq, int pairs, int64_t pos, bool inverse,

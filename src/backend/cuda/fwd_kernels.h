@@ -32,6 +32,10 @@ void hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y, 
 // (out + r*D, post + r*hc, comb + r*hc*hc).
 void hc_expand(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D, cudaStream_t s,
                int64_t rows = 1);
+// moe_sum(out, ye, ys, D, K, rows) then hc_expand(X, out, ...) with the same
+// arithmetic, out never stored (the FFN's end when nothing reads out between).
+void hc_expand_moe(float* X, const float* ye, const float* ys, int K, const float* post, const float* comb, int hc,
+                   int64_t D, int64_t rows, cudaStream_t s);
 // Interleaved-pair RoPE of `heads` tails: x + h*stride holds 2*pairs values.
 void rope(float* x, int64_t stride, int heads, const float* inv_freq, int pairs, int64_t pos, bool inverse,
           cudaStream_t s);

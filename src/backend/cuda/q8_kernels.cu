@@ -29,6 +29,7 @@
 #include "backend/cuda/cuda_fail.h"
 #include "backend/cuda/cuda_quant.h"
 #include "backend/cuda/kernel_common.cuh"
+#include "backend/cuda/row_math.cuh"
 #include "quant/iq_tables.h"
 #include "quant/kernels.h"
 
@@ -72,8 +73,18 @@ __device__ __forceinline__ float warp_max(float v) {
 // quant::quantize_row_q8_0: d = amax / 127 (stored as f16), q = round-half-away(x / d)
 // computed as x * (1 / d) with the unrounded d. One warp per block of 32.
 // Row blockIdx.y of a batch: x + row * cols, output at dst + row * dst_stride.
+// With sw.u set, the input value is SwiGLU(x, u) of the row (quantize_swiglu_rows).
+struct SwiIn {
+  const float* u = nullptr;  // [rows][x_stride], null: x as it is
+  const float* wts = nullptr;  // per row, null: 1
+  float clamp = 0;
+};
+__device__ __forceinline__ float act_in(const float* x, const SwiIn& sw, int64_t row_off, int64_t i) {
+  return sw.u ? rm::swiglu_value(x[i], sw.u[row_off + i], sw.clamp, sw.wts ? sw.wts[blockIdx.y] : 1.0f) : x[i];
+}
+
 __global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t cols, int64_t x_stride,
-                                     uint8_t* __restrict__ dst, size_t dst_stride, size_t d_offset) {
+                                     uint8_t* __restrict__ dst, size_t dst_stride, size_t d_offset, SwiIn sw) {
   const int64_t nblocks = cols / 32;
   x += blockIdx.y * x_stride;
   auto* q = reinterpret_cast<int8_t*>(dst + blockIdx.y * dst_stride);
@@ -81,7 +92,7 @@ __global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t cols, 
   const int64_t b = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   if (b >= nblocks) return;
   const int lane = threadIdx.x & 31;
-  const float v = x[b * 32 + lane];
+  const float v = act_in(x, sw, blockIdx.y * x_stride, b * 32 + lane);
   const float amax = warp_max(fabsf(v));
   const float dd = __fdiv_rn(amax, 127.0f);
   const float id = dd != 0.0f ? __fdiv_rn(1.0f, dd) : 0.0f;
@@ -93,7 +104,8 @@ __global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t cols, 
 // -127, 127), d = 1 / iscale, bsums of each 16. One thread block of 256 per block.
 __global__ void __launch_bounds__(256) quantize_q8_k_kernel(const float* __restrict__ x, int64_t cols,
                                                             int64_t x_stride, uint8_t* __restrict__ dst,
-                                                            size_t dst_stride, size_t d_offset, size_t s_offset) {
+                                                            size_t dst_stride, size_t d_offset, size_t s_offset,
+                                                            SwiIn sw) {
   __shared__ float wmax[8];
   x += blockIdx.y * x_stride;
   auto* q = reinterpret_cast<int8_t*>(dst + blockIdx.y * dst_stride);
@@ -101,7 +113,7 @@ __global__ void __launch_bounds__(256) quantize_q8_k_kernel(const float* __restr
   auto* bsums = reinterpret_cast<int32_t*>(dst + blockIdx.y * dst_stride + s_offset);
   const int64_t b = blockIdx.x;
   const int t = threadIdx.x, lane = t & 31;
-  const float v = x[b * 256 + t];
+  const float v = act_in(x, sw, blockIdx.y * x_stride, b * 256 + t);
   float m = warp_max(fabsf(v));
   if (lane == 0) wmax[t >> 5] = m;
   __syncthreads();
@@ -694,8 +706,24 @@ void quantize_activation_rows(GgmlType act, const float* x, int64_t cols, int64_
   quantize_activation_strided(act, x, cols, cols, nrows, dst, s);
 }
 
+namespace {
+void quantize_any(GgmlType act, const float* x, int64_t cols, int64_t x_stride, int64_t nrows, void* dst,
+                  cudaStream_t s, SwiIn sw);
+}  // namespace
+
 void quantize_activation_strided(GgmlType act, const float* x, int64_t cols, int64_t x_stride, int64_t nrows,
                                  void* dst, cudaStream_t s) {
+  quantize_any(act, x, cols, x_stride, nrows, dst, s, SwiIn{});
+}
+
+void quantize_swiglu_rows(GgmlType act, const float* g, const float* u, int64_t ff, int64_t nrows, float clamp,
+                          const float* wts, void* dst, cudaStream_t s) {
+  quantize_any(act, g, ff, ff, nrows, dst, s, SwiIn{u, wts, clamp});
+}
+
+namespace {
+void quantize_any(GgmlType act, const float* x, int64_t cols, int64_t x_stride, int64_t nrows, void* dst,
+                  cudaStream_t s, SwiIn sw) {
   if (!aligned(dst, 16)) fail_align("quantize_activation output", act, dst, 16);
   if (x_stride < cols) fail_shape("quantize_activation row stride", act, x_stride, 1);
   if (cols <= 0 || nrows <= 0) return;
@@ -707,7 +735,7 @@ void quantize_activation_strided(GgmlType act, const float* x, int64_t cols, int
   switch (act) {
     case GgmlType::Q8_0: {
       if (cols % 32) fail_shape("quantize_activation", act, cols, 32);
-      quantize_q8_0_kernel<<<dim3(grid_for(cols), rows), kThreads, 0, s>>>(x, cols, x_stride, b, stride, d_off);
+      quantize_q8_0_kernel<<<dim3(grid_for(cols), rows), kThreads, 0, s>>>(x, cols, x_stride, b, stride, d_off, sw);
       DS4_CUDA_CHECK_LAUNCH("quantize_q8_0_kernel");
       return;
     }
@@ -717,13 +745,14 @@ void quantize_activation_strided(GgmlType act, const float* x, int64_t cols, int
       if (nb > 0x7fffffff) fail_shape("quantize_activation (too many blocks)", act, cols, 256);
       const size_t s_off = d_off + align16(4 * static_cast<size_t>(nb));
       quantize_q8_k_kernel<<<dim3(static_cast<unsigned>(nb), rows), 256, 0, s>>>(x, cols, x_stride, b, stride, d_off,
-                                                                            s_off);
+                                                                            s_off, sw);
       DS4_CUDA_CHECK_LAUNCH("quantize_q8_k_kernel");
       return;
     }
     default: fail_unsupported("quantize_activation", act);
   }
 }
+}  // namespace
 
 void matvec_q8(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act, float* y, cudaStream_t s) {
   mvq_any(t, w, rows, cols, act, y, s, nullptr, 0);

@@ -86,4 +86,12 @@ __device__ __forceinline__ float hc_collapse_at(const float* X, const float* pre
   return s;
 }
 
+// The SwiGLU of one value (model-spec §7): silu(min(g, c)) * clamp(u, -c, c),
+// times the expert's routing weight w.
+__device__ __forceinline__ float swiglu_value(float g, float u, float clamp, float w) {
+  const float gv = fminf(g, clamp);
+  const float uv = fminf(fmaxf(u, -clamp), clamp);
+  return gv * sigmoidf(gv) * uv * w;
+}
+
 }  // namespace ds4::cuda::rm
