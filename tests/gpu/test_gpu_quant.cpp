@@ -786,10 +786,11 @@ TEST(GpuMatvecList, EachFloatTargetEqualsItsOwnMatvec) {
   REQUIRE_DEVICE();
   // Float weights against an f32 input, shapes where matvec takes its
   // warp-per-rows form (matvec_list_ok): each result bit for bit matvec's.
-  // Columns 4096 (the 16-byte form) and 100 (the one-value form).
+  // Columns 4096 (the 16-byte form) and 100 (the one-value form); a single
+  // row only for the short columns (a few long rows take a block per row).
   for (GgmlType t : {GgmlType::F16, GgmlType::F32, GgmlType::BF16}) {
     for (const int64_t cols : {int64_t{4096}, int64_t{100}}) {
-      const std::vector<int64_t> rows = {512, 1, 1024, 256};
+      const std::vector<int64_t> rows = {512, cols < 4096 ? 1 : 128, 1024, 256};
       std::mt19937_64 rng(991 + ggml_type_id(t) + static_cast<uint64_t>(cols));
       std::vector<DeviceBuffer> w, y;
       std::vector<cuda::MatvecTarget> targets;
@@ -817,8 +818,10 @@ TEST(GpuMatvecList, EachFloatTargetEqualsItsOwnMatvec) {
       }
     }
   }
-  // The HC mixers' shape takes a block per row: not list material.
+  // The HC mixers' shape, and one long row, take a block per row: not list
+  // material.
   EXPECT_FALSE(cuda::matvec_list_ok(GgmlType::F16, 24, 16384));
+  EXPECT_FALSE(cuda::matvec_list_ok(GgmlType::F16, 1, 4096));
   EXPECT_FALSE(cuda::matvec_list_ok(GgmlType::Q8_0, 512, 4096));
 }
 }  // namespace

@@ -1289,9 +1289,13 @@ class CudaBackend final : public Backend {
         window(W.up_exps, p[1], stream_->step(i), FF, D, in_f.as(ua), ds4::cuda::activation_bytes(ua, D), 0, u, FF);
         stream_->release(i, st_);
       }
-      fwd::swiglu_rows(g, u, FF, n * K, clamp, P.wts.as<float>(), st_);
       const size_t dab = ds4::cuda::activation_bytes(da, FF);
-      ds4::cuda::quantize_activation_rows(da, g, FF, n * K, P.gq.get(), st_);
+      if (fuse_) {
+        ds4::cuda::quantize_swiglu_rows(da, g, u, FF, n * K, clamp, P.wts.as<float>(), P.gq.get(), st_);
+      } else {
+        fwd::swiglu_rows(g, u, FF, n * K, clamp, P.wts.as<float>(), st_);
+        ds4::cuda::quantize_activation_rows(da, g, FF, n * K, P.gq.get(), st_);
+      }
       for (; stream_->started(); ++i) {
         const auto p = stream_->wait(i, st_);
         window(W.down_exps, p[0], stream_->step(i), D, FF, P.gq.get(), sz(K) * dab, dab, ye, D);
