@@ -158,11 +158,11 @@ class Backend {
 
   // The read rates a decode step's time is bound by, measured now over the
   // weights already loaded (nothing is allocated; `ds4 bench` prints the
-  // bound they give, docs/placement.md). device_gbps 0: the backend measures
-  // nothing (the CPU backend).
+  // bound they give, docs/placement.md). For the CPU backend the host is the
+  // device. device_gbps 0: the backend measures nothing.
   struct ReadRates {
     int64_t device_expert_layers = -1;  // layers [0, N) keep their routed experts on the device; -1: every layer
-    double device_gbps = 0;             // a kernel reading device-resident weights
+    double device_gbps = 0;             // the backend reading its resident weights (a kernel; the CPU's threads)
     double host_gbps = 0;               // the host's threads reading host-resident experts (0: there are none)
   };
   virtual ReadRates measure_read_rates() const { return {}; }

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <string>
 
 #include "cli/commands.h"
 #include "cli/engine_options.h"
@@ -159,9 +160,9 @@ void run(const BenchOpts& o) {
                    dev / 1e6, rr.device_gbps, host / 1e6, rr.host_gbps, sec * 1e3, 1.0 / sec);
     else
       std::fprintf(stderr,
-                   "ds4-bench: decode bound: %.1f MB a token at the device's measured read rate of %.0f GB/s = %.3f "
-                   "ms, %.1f tok/s\n",
-                   dev / 1e6, rr.device_gbps, sec * 1e3, 1.0 / sec);
+                   "ds4-bench: decode bound: %.1f MB a token at the %s backend's read rate of %.1f GB/s (measured now) "
+                   "= %.3f ms, %.1f tok/s\n",
+                   dev / 1e6, std::string(e.backend().name()).c_str(), rr.device_gbps, sec * 1e3, 1.0 / sec);
   }
 
   const bool multi = o.sequences > 1;

@@ -145,3 +145,35 @@ def test_bench_profile_splits_the_time_by_phase(ds4_bin, model, text):
         # The per-kind columns of the total add up to it too.
         assert abs(sum(float(x) for x in body["total"][2:]) - total) <= 0.01 * total + 0.005
     print(err)
+
+
+def test_bench_prints_decode_bound(ds4_bin, model, text):
+    # The bound line: the step's weight bytes (the same count as the header's
+    # "MB of weights read per decoded token", recomputed here from the file by
+    # gguf-py) at the read rate the backend measured, and the time and tok/s
+    # that follow from them.
+    import re
+    import gguf
+    p = run([ds4_bin, "bench", "-m", model, "--prompt-file", text, "--ctx-start", "32", "--ctx-max", "32",
+             "--gen-tokens", "2", "-t", "2"])
+    m = re.search(r"decode bound: ([0-9.]+) MB a token at the cpu backend's read rate of ([0-9.]+) GB/s "
+                  r"\(measured now\) = ([0-9.]+) ms, ([0-9.]+) tok/s", p.stderr)
+    assert m, p.stderr
+    mb, gbps, ms, tps = (float(x) for x in m.groups())
+    rd = gguf.GGUFReader(model)
+    arch = rd.fields["general.architecture"].contents()
+    used = rd.fields[f"{arch}.expert_used_count"].contents()
+    total = rd.fields[f"{arch}.expert_count"].contents()
+    want = 0.0
+    for t in rd.tensors:
+        b = float(t.n_bytes)
+        if "_exps" in t.name:
+            want += b * used / total
+        elif t.name == "token_embd.weight" or "tid2eid" in t.name:
+            want += b / (int(t.shape[1]) if len(t.shape) > 1 else 1)
+        else:
+            want += b
+    assert mb == pytest.approx(want / 1e6, abs=0.06)
+    assert gbps > 0
+    assert ms == pytest.approx(mb / gbps, rel=2e-3, abs=2e-3)
+    assert tps == pytest.approx(1e3 / ms, rel=2e-3, abs=0.1)

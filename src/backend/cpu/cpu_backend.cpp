@@ -12,12 +12,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/layer_math.h"
 #include "backend/cpu/linear.h"
 #include "backend/cpu/numerics.h"
 #include "backend/cpu/ops.h"
+#include "backend/cpu/read_rate.h"
 #include "backend/cpu/rope.h"
 #include "backend/cpu/session.h"
 #include "backend/phase_table.h"
@@ -86,6 +88,20 @@ class CpuBackend final : public Backend {
   // inside the calls it times).
   std::string take_profile() const override { return profile_ ? table_.take("wall", false) : std::string(); }
   const model::Model& model() const override { return *m_; }
+  // The host is this backend's device: its rate is the pool reading a
+  // layer's routed experts (the bulk of what a decode step reads).
+  ReadRates measure_read_rates() const override {
+    if (m_->weights.layers.empty()) return {};
+    std::vector<std::pair<const void*, size_t>> ranges;
+    for (const Weight* w : {&m_->weights.layers[0].gate_exps, &m_->weights.layers[0].up_exps,
+                            &m_->weights.layers[0].down_exps})
+      if (w->present())
+        ranges.emplace_back(w->data, w->row_bytes() * static_cast<size_t>(w->rows()) *
+                                         static_cast<size_t>(w->ne.size() > 2 ? w->ne[2] : 1));
+    ReadRates r;
+    r.device_gbps = host_read_gbps(ranges, *pool_);
+    return r;
+  }
   SessionMemory session_memory(const SessionOptions& opt) const override {
     return {state_bytes(c_, opt.ctx_size), 0};
   }

@@ -1,10 +1,11 @@
 #include "backend/cuda/host_experts.h"
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
+#include <utility>
+#include <vector>
 
 #include "backend/cpu/host_experts.h"
+#include "backend/cpu/read_rate.h"
 #include "backend/cuda/cuda_check.h"
 #include "util/thread_pool.h"
 
@@ -61,30 +62,12 @@ void HostExperts::run(const model::LayerWeights& W, uint32_t layer, int64_t n, c
 }
 
 double HostExperts::read_gbps(const model::LayerWeights& W) const {
-  double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    size_t bytes = 0;
-    std::atomic<uint64_t> sink{0};
-    const auto t0 = std::chrono::steady_clock::now();
-    for (const model::Weight* w : {&W.gate_exps, &W.up_exps, &W.down_exps}) {
-      if (!w->present()) continue;
-      const size_t n = w->row_bytes() * static_cast<size_t>(w->rows()) *
-                       static_cast<size_t>(w->ne.size() > 2 ? w->ne[2] : 1) / sizeof(uint64_t);
-      const auto* p = reinterpret_cast<const uint64_t*>(w->data);  // GGUF data is 32-byte aligned
-      pool_->parallel_for(
-          static_cast<int64_t>(n),
-          [&](int64_t b, int64_t e) {
-            uint64_t acc = 0;
-            for (int64_t i = b; i < e; ++i) acc ^= p[i];
-            sink.fetch_xor(acc, std::memory_order_relaxed);
-          },
-          int64_t{1} << 16);
-      bytes += n * sizeof(uint64_t);
-    }
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (s > 0) best = std::max(best, static_cast<double>(bytes) / (s * 1e9));
-  }
-  return best;
+  std::vector<std::pair<const void*, size_t>> ranges;
+  for (const model::Weight* w : {&W.gate_exps, &W.up_exps, &W.down_exps})
+    if (w->present())
+      ranges.emplace_back(w->data, w->row_bytes() * static_cast<size_t>(w->rows()) *
+                                       static_cast<size_t>(w->ne.size() > 2 ? w->ne[2] : 1));
+  return cpu::host_read_gbps(ranges, *pool_);
 }
 
 }  // namespace ds4::backend::cuda
