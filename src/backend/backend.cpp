@@ -124,6 +124,7 @@ std::optional<DeviceSizing> cuda_sizing([[maybe_unused]] const model::ModelConfi
   s.weight_bytes = [](GgmlType t, std::span<const int64_t> ne) -> uint64_t { return cuda::weight_device_bytes(t, ne); };
   s.scratch_bytes = cuda::pass_scratch_bytes(c);
   s.working_room = cuda::kWeightRoom;
+  s.spill_bytes = [](std::span<const model::PlacementTensor> t) -> uint64_t { return cuda::spill_stage_bytes(t); };
   return s;
 #else
   return std::nullopt;

@@ -15,6 +15,7 @@
 // from any thread at any time.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -217,6 +218,9 @@ struct DeviceSizing {
   model::DeviceBytes weight_bytes;
   size_t scratch_bytes = 0;
   size_t working_room = 0;
+  // Set aside too when some routed experts stay in host memory, for a model
+  // with these tensors (model::DeviceBudget::spill_bytes).
+  std::function<uint64_t(std::span<const model::PlacementTensor>)> spill_bytes;
 };
 std::optional<DeviceSizing> cuda_sizing(const model::ModelConfig& c);
 

@@ -97,6 +97,7 @@ void run_plan(const PlanCmd& o, CLI::App& sub) {
                            : sizing               ? sizing->working_room
                                                   : uint64_t{256} << 20;
   const uint64_t scratch = sizing ? sizing->scratch_bytes : 0;
+  const uint64_t spill = sizing && sizing->spill_bytes ? sizing->spill_bytes(tensors) : 0;
   std::vector<model::DeviceBudget> devices;
   std::string source;
   if (!o.gpu_mem.empty()) {
@@ -113,6 +114,7 @@ void run_plan(const PlanCmd& o, CLI::App& sub) {
       d.free_bytes = mem.size() == 1 ? mem[0] : mem[k];
       d.reserve_bytes = reserve;
       d.scratch_bytes = scratch;
+      d.spill_bytes = spill;
       devices.push_back(d);
     }
     source = "device memory from --gpu-mem";
@@ -130,6 +132,7 @@ void run_plan(const PlanCmd& o, CLI::App& sub) {
       d.free_bytes = s.free_bytes;
       d.reserve_bytes = reserve;
       d.scratch_bytes = scratch;
+      d.spill_bytes = spill;
       devices.push_back(d);
     }
     for (int id : gpus)

@@ -853,6 +853,41 @@ uint32_t PlacementPlan::experts_at(int layer, int device) const {
   return n;
 }
 
+namespace {
+
+bool any_expert_on_host(const PlacementPlan& p) {
+  return std::any_of(p.placements.begin(), p.placements.end(), [&](const Placement& x) {
+    return x.device == kHost && p.tensors[x.tensor].kind == TensorKind::routed_expert;
+  });
+}
+
+// A plan that leaves routed experts in host memory costs each device its
+// spill_bytes too (the CUDA backend sets its staging aside then): planned
+// again with them taken, which can move more experts to the host, never
+// fewer. A plan with every expert on the devices needs none.
+PlacementPlan plan_with_spill(std::vector<PlacementTensor> tensors, std::vector<DeviceBudget> devices,
+                              const PlacementOptions& opt) {
+  const bool spill_room = std::any_of(devices.begin(), devices.end(), [](const DeviceBudget& d) { return d.spill_bytes; });
+  if (!spill_room) return Planner(std::move(tensors), std::move(devices), opt).run();
+  PlacementPlan p = Planner(tensors, devices, opt).run();
+  if (!any_expert_on_host(p)) return p;
+  const uint64_t most = std::max_element(devices.begin(), devices.end(), [](const auto& a, const auto& b) {
+                          return a.spill_bytes < b.spill_bytes;
+                        })->spill_bytes;
+  for (DeviceBudget& d : devices) {
+    d.scratch_bytes += d.spill_bytes;
+    d.spill_bytes = 0;
+  }
+  p = Planner(std::move(tensors), std::move(devices), opt).run();
+  p.lines.insert(p.lines.begin() + 1,
+                 fmt::format("devices: {:.1f} MiB of each device set aside (in its scratch below) to stream the "
+                             "host-resident experts in for prefill",
+                             static_cast<double>(most) / (1024.0 * 1024.0)));
+  return p;
+}
+
+}  // namespace
+
 PlacementPlan plan_placement(std::vector<PlacementTensor> tensors, std::vector<DeviceBudget> devices,
                              const PlacementOptions& opt) {
   std::string auto_note;
@@ -861,7 +896,7 @@ PlacementPlan plan_placement(std::vector<PlacementTensor> tensors, std::vector<D
     one.auto_devices = false;
     std::optional<PlacementPlan> p;
     try {
-      p = Planner(tensors, {devices[0]}, one).run();
+      p = plan_with_spill(tensors, {devices[0]}, one);
     } catch (const Error&) {
       p.reset();  // an override names another device, or the dense parts need more: use every device
     }
@@ -878,7 +913,7 @@ PlacementPlan plan_placement(std::vector<PlacementTensor> tensors, std::vector<D
                             "devices)",
                             devices[0].id, devices.size());
   }
-  PlacementPlan p = Planner(std::move(tensors), std::move(devices), opt).run();
+  PlacementPlan p = plan_with_spill(std::move(tensors), std::move(devices), opt);
   if (!auto_note.empty()) p.lines.insert(p.lines.begin() + 1, auto_note);
   return p;
 }

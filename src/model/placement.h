@@ -69,6 +69,9 @@ struct DeviceBudget {
   uint64_t free_bytes = 0;                        // free device memory (cudaMemGetInfo)
   uint64_t reserve_bytes = uint64_t{256} << 20;   // working room kept free (the CUDA backend's)
   uint64_t scratch_bytes = 0;                     // backend scratch besides the weights (pass scratch)
+  // Set aside as well when any routed expert stays in host memory: the CUDA
+  // backend's staging buffers for streaming them in wide passes.
+  uint64_t spill_bytes = 0;
   // free - reserve - scratch, or 0.
   uint64_t usable() const;
 };

@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string_view>
 #include <vector>
 
@@ -77,6 +78,39 @@ int64_t ring_slots(const ModelConfig& c) { return int64_t{c.sliding_window} + kM
 // the host.
 constexpr int64_t kStreamRows = 64;
 constexpr size_t kStageBytes = size_t{64} << 20;
+
+// DS4_CUDA_STREAM_ROWS, else kStreamRows.
+int64_t stream_rows_setting() {
+  const char* env = std::getenv("DS4_CUDA_STREAM_ROWS");
+  if (!env) return kStreamRows;
+  char* end = nullptr;
+  const long long v = std::strtoll(env, &end, 10);
+  if (end == env || *end || v < 0) fail("DS4_CUDA_STREAM_ROWS={}: want a number of rows (0: never)", env);
+  return v;
+}
+// One layer's routed expert matrices (gate, up, down): type, and the bytes of
+// one expert's matrix as stored.
+struct ExpertMats {
+  GgmlType type[3] = {GgmlType::F32, GgmlType::F32, GgmlType::F32};
+  size_t bytes[3] = {0, 0, 0};
+  bool present[3] = {false, false, false};
+};
+// The device bytes wide passes set aside to stream host layers' experts in
+// (expert_stream.h): two buffers of kStageBytes, or more where one expert's
+// gate and up (a step's unit) would not fit; 0 where they cannot stream (a
+// type without tensor-core products, DS4_CUDA_STREAM_ROWS=0,
+// DS4_CUDA_MMQ=0). Both the backend's load check and `ds4 plan` use it.
+size_t stage_bytes(std::span<const ExpertMats> layers) {
+  const char* mm = std::getenv("DS4_CUDA_MMQ");
+  if (stream_rows_setting() == 0 || (mm && std::string_view(mm) == "0") || layers.empty()) return 0;
+  size_t unit = 0;
+  for (const ExpertMats& m : layers) {
+    for (int k = 0; k < 3; ++k)
+      if (!m.present[k] || ds4::cuda::activation_type(m.type[k]) == GgmlType::F32) return 0;
+    unit = std::max({unit, m.bytes[0] + m.bytes[1], m.bytes[2]});
+  }
+  return 2 * std::max(kStageBytes, unit + 1024);
+}
 
 // Device memory new_session() leaves free beyond the session itself.
 constexpr size_t kSessionRoom = size_t{128} << 20;
@@ -729,34 +763,6 @@ class CudaBackend final : public Backend {
   // dense parts, the smallest pass and the working room, as `ds4 plan` does)
   // and fails, naming the figures, when that does not fit; returns the rows
   // per pass to use.
-  // Whether wide passes may copy host layers' experts to the device: the
-  // tensor-core products take every layer's expert types, and
-  // DS4_CUDA_STREAM_ROWS is not 0 (it sets stream_rows_).
-  bool streamable(const model::ModelWeights& W) {
-    if (const char* env = std::getenv("DS4_CUDA_STREAM_ROWS")) {
-      char* end = nullptr;
-      const long long v = std::strtoll(env, &end, 10);
-      if (end == env || *end || v < 0) fail("DS4_CUDA_STREAM_ROWS={}: want a number of rows (0: never)", env);
-      stream_rows_ = v;
-    }
-    const char* mm = std::getenv("DS4_CUDA_MMQ");
-    if (stream_rows_ == 0 || (mm && std::string_view(mm) == "0")) return false;
-    for (const auto& L : W.layers)
-      for (const Weight* w : {&L.gate_exps, &L.up_exps, &L.down_exps})
-        if (!w->present() || ds4::cuda::activation_type(w->type) == GgmlType::F32) return false;
-    return true;
-  }
-  // One staging buffer: kStageBytes, or more where one expert of a layer's
-  // gate and up (a step's unit) would not fit.
-  static size_t stage_buffer_bytes(const model::ModelWeights& W) {
-    size_t unit = 0;
-    for (const auto& L : W.layers) {
-      const auto mat = [](const Weight& w) { return w.row_bytes() * sz(w.rows()); };
-      unit = std::max({unit, mat(L.gate_exps) + mat(L.up_exps), mat(L.down_exps)});
-    }
-    return std::max(kStageBytes, unit + 1024);
-  }
-
   int64_t check_fits(const model::ModelWeights& W, int want) {
     size_t dense = 0;
     auto add = [&](const Weight& w) { dense += device_bytes(w); };
@@ -782,7 +788,19 @@ class CudaBackend final : public Backend {
     auto mib = [](size_t b) { return static_cast<double>(b) / kMiB; };
     // Staging for wide passes over host layers' experts (expert_stream.h),
     // needed only while some layer's experts are on the host.
-    const size_t stage = streamable(W) ? 2 * stage_buffer_bytes(W) : 0;
+    stream_rows_ = stream_rows_setting();
+    std::vector<ExpertMats> mats;
+    for (const auto& L : W.layers) {
+      ExpertMats m;
+      const Weight* ws[3] = {&L.gate_exps, &L.up_exps, &L.down_exps};
+      for (int k = 0; k < 3; ++k) {
+        m.type[k] = ws[k]->type;
+        m.present[k] = ws[k]->present();
+        m.bytes[k] = ws[k]->present() ? ws[k]->row_bytes() * sz(ws[k]->rows()) : 0;
+      }
+      mats.push_back(m);
+    }
+    const size_t stage = stage_bytes(mats);
     int64_t fit = 0;  // whole layers' experts that fit beside the dense parts
     size_t with = dense;
     while (fit < n_layer &&
@@ -1577,6 +1595,25 @@ size_t weight_device_bytes(GgmlType type, std::span<const int64_t> ne) {
 }
 
 size_t pass_scratch_bytes(const model::ModelConfig& c) { return Pass(c, nullptr, kPassRows).bytes; }
+
+size_t spill_stage_bytes(std::span<const model::PlacementTensor> tensors) {
+  std::map<int, ExpertMats> by_layer;
+  for (const auto& t : tensors) {
+    if (t.kind != model::TensorKind::routed_expert || t.layer < 0 || t.ne.size() < 2) continue;
+    const int k = t.name.find("gate_exps") != std::string::npos ? 0
+                  : t.name.find("up_exps") != std::string::npos ? 1
+                  : t.name.find("down_exps") != std::string::npos ? 2
+                                                                 : -1;
+    if (k < 0) continue;
+    ExpertMats& m = by_layer[t.layer];
+    m.type[k] = t.type;
+    m.present[k] = true;
+    m.bytes[k] = quant::row_bytes(t.type, t.ne[0]) * sz(t.ne[1]);
+  }
+  std::vector<ExpertMats> v;
+  for (const auto& [l, m] : by_layer) v.push_back(m);
+  return stage_bytes(v);
+}
 
 std::vector<DeviceInfo> list_devices() {
   std::vector<DeviceInfo> v;

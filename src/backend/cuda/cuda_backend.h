@@ -24,6 +24,10 @@ std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const model::Model> m
 // leave holds them), and the load check keeps kWeightRoom free beyond both.
 size_t weight_device_bytes(GgmlType type, std::span<const int64_t> ne);
 size_t pass_scratch_bytes(const model::ModelConfig& c);
+// What the backend sets aside beside the weights when some routed experts
+// stay in host memory (its staging for streaming them in wide passes), for a
+// model with these tensors; 0 where it would not stream them.
+size_t spill_stage_bytes(std::span<const model::PlacementTensor> tensors);
 inline constexpr size_t kWeightRoom = size_t{256} << 20;
 
 // Every device with its free memory now (creates a context on each); empty

@@ -259,6 +259,35 @@ TEST(PlacementSingle, ScratchAndReserveCount) {
   EXPECT_EQ(q.experts_at(41, kHost), 256u);  // 256 MiB is less than a layer
 }
 
+TEST(PlacementSingle, SpillBytesCountOnlyWhenExpertsStayOnTheHost) {
+  // Exactly 41 layers' experts fit; the backend's staging for streaming host
+  // experts (spill_bytes) is needed because two layers stay on the host, and
+  // taking it leaves room for 40.
+  DeviceBudget d = device(0, flash_dense() + 41 * kLayerExperts + 256 * kMiB);
+  d.spill_bytes = 128 * kMiB;
+  const auto p = plan_placement(flash_q2(), {d}, {});
+  check_invariants(p);
+  EXPECT_EQ(p.experts_at(39, 0), 256u);
+  EXPECT_EQ(p.experts_at(40, kHost), 256u);
+  EXPECT_EQ(p.devices[0].scratch_bytes, 128 * kMiB);
+  EXPECT_TRUE(has_line(p, "devices: 128.0 MiB of each device set aside")) << p.text();
+  // Where every expert fits, nothing is set aside.
+  DeviceBudget big = device(0, mib(100000));
+  big.spill_bytes = 128 * kMiB;
+  const auto q = plan_placement(flash_q2(), {big}, {});
+  check_invariants(q);
+  EXPECT_EQ(q.host_weight_bytes, 0u);
+  EXPECT_EQ(q.devices[0].scratch_bytes, 0u);
+  EXPECT_FALSE(has_line(q, "set aside")) << q.text();
+  // --cpu-moe: every expert on the host, the staging taken from the room.
+  PlacementOptions moe;
+  moe.cpu_moe = true;
+  const auto r = plan_placement(flash_q2(), {big}, moe);
+  check_invariants(r);
+  EXPECT_EQ(r.devices[0].scratch_bytes, 128 * kMiB);
+  EXPECT_TRUE(has_line(r, "set aside")) << r.text();
+}
+
 TEST(PlacementSingle, SplitLayerFillsTheRoomLeft) {
   PlacementOptions o;
   o.split_layer = true;
