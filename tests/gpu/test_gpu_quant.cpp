@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <tuple>
@@ -744,6 +745,44 @@ TEST(GpuMatvecQ8Grouped, EachSlotEqualsItsOwnMatvec) {
 
 namespace ds4 {
 namespace {
+// A list launch's targets: random matrices of type t with these row counts,
+// an output for each, and the list naming them.
+struct ListCase {
+  std::vector<DeviceBuffer> w, y;
+  std::vector<cuda::MatvecTarget> targets;
+};
+ListCase list_case(GgmlType t, const std::vector<int64_t>& rows, int64_t cols, std::mt19937_64& rng) {
+  ListCase c;
+  for (int64_t r : rows) {
+    const auto host = random_data(t, r * cols, false, rng);
+    c.w.emplace_back(host.size());
+    c.w.back().upload(host.data(), host.size());
+    c.y.emplace_back(static_cast<size_t>(r) * 4);
+  }
+  for (size_t i = 0; i < rows.size(); ++i) c.targets.push_back({c.w[i].get(), rows[i], c.y[i].as<float>()});
+  return c;
+}
+// After the list ran: each target's output bit for bit what `own(i, y1)`
+// (target i's own matvec into y1) writes.
+void expect_each_own(ListCase& c, const std::vector<int64_t>& rows, const std::function<void(size_t, float*)>& own,
+                     const std::string& what) {
+  DeviceBuffer y1(1024 * 4);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    own(i, y1.as<float>());
+    sync();
+    std::vector<float> got(static_cast<size_t>(rows[i])), one(static_cast<size_t>(rows[i]));
+    c.y[i].download(got.data(), got.size() * 4);
+    y1.download(one.data(), one.size() * 4);
+    EXPECT_EQ(std::memcmp(one.data(), got.data(), one.size() * 4), 0) << what << " target " << i;
+  }
+}
+std::vector<float> uniform_input(int64_t cols, std::mt19937_64& rng) {
+  std::vector<float> x(static_cast<size_t>(cols));
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  for (auto& v : x) v = uni(rng);
+  return x;
+}
+
 TEST(GpuMatvecQ8List, EachTargetEqualsItsOwnMatvec) {
   REQUIRE_DEVICE();
   // Matrices of 1, 37, 300 and 1024 rows (blocks of the short ones past their
@@ -754,31 +793,16 @@ TEST(GpuMatvecQ8List, EachTargetEqualsItsOwnMatvec) {
     const int64_t cols = 512;
     const std::vector<int64_t> rows = {300, 1, 1024, 37};
     std::mt19937_64 rng(777 + ggml_type_id(t));
-    std::vector<DeviceBuffer> w, y;
-    std::vector<cuda::MatvecTarget> targets;
-    for (int64_t r : rows) {
-      const auto host = random_data(t, r * cols, false, rng);
-      w.emplace_back(host.size());
-      w.back().upload(host.data(), host.size());
-      y.emplace_back(static_cast<size_t>(r) * 4);
-    }
-    for (size_t i = 0; i < rows.size(); ++i) targets.push_back({w[i].get(), rows[i], y[i].as<float>()});
-    std::vector<float> x(static_cast<size_t>(cols));
-    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
-    for (auto& v : x) v = uni(rng);
+    ListCase c = list_case(t, rows, cols, rng);
+    const std::vector<float> x = uniform_input(cols, rng);
     const size_t ab = cuda::activation_bytes(act, cols);
-    DeviceBuffer dx(x.size() * 4), da(ab), y1(1024 * 4);
+    DeviceBuffer dx(x.size() * 4), da(ab);
     dx.upload(x.data(), x.size() * 4);
     cuda::quantize_activation(act, dx.as<float>(), cols, da.get());
-    cuda::matvec_q8_list(t, targets.data(), static_cast<int>(targets.size()), cols, da.get());
-    for (size_t i = 0; i < rows.size(); ++i) {
-      cuda::matvec_q8(t, w[i].get(), rows[i], cols, da.get(), y1.as<float>());
-      sync();
-      std::vector<float> got(static_cast<size_t>(rows[i])), one(static_cast<size_t>(rows[i]));
-      y[i].download(got.data(), got.size() * 4);
-      y1.download(one.data(), one.size() * 4);
-      EXPECT_EQ(std::memcmp(one.data(), got.data(), one.size() * 4), 0) << type_str(t) << " target " << i;
-    }
+    cuda::matvec_q8_list(t, c.targets.data(), static_cast<int>(c.targets.size()), cols, da.get());
+    expect_each_own(
+        c, rows, [&](size_t i, float* y1) { cuda::matvec_q8(t, c.w[i].get(), rows[i], cols, da.get(), y1); },
+        type_str(t));
   }
 }
 
@@ -791,31 +815,16 @@ TEST(GpuMatvecList, EachFloatTargetEqualsItsOwnMatvec) {
   for (GgmlType t : {GgmlType::F16, GgmlType::F32, GgmlType::BF16}) {
     for (const int64_t cols : {int64_t{4096}, int64_t{100}}) {
       const std::vector<int64_t> rows = {512, cols < 4096 ? 1 : 128, 1024, 256};
+      for (int64_t r : rows) ASSERT_TRUE(cuda::matvec_list_ok(t, r, cols)) << type_str(t) << " " << r << "x" << cols;
       std::mt19937_64 rng(991 + ggml_type_id(t) + static_cast<uint64_t>(cols));
-      std::vector<DeviceBuffer> w, y;
-      std::vector<cuda::MatvecTarget> targets;
-      for (int64_t r : rows) {
-        ASSERT_TRUE(cuda::matvec_list_ok(t, r, cols)) << type_str(t) << " " << r << "x" << cols;
-        const auto host = random_data(t, r * cols, false, rng);
-        w.emplace_back(host.size());
-        w.back().upload(host.data(), host.size());
-        y.emplace_back(static_cast<size_t>(r) * 4);
-      }
-      for (size_t i = 0; i < rows.size(); ++i) targets.push_back({w[i].get(), rows[i], y[i].as<float>()});
-      std::vector<float> x(static_cast<size_t>(cols));
-      std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
-      for (auto& v : x) v = uni(rng);
-      DeviceBuffer dx(x.size() * 4), y1(1024 * 4);
+      ListCase c = list_case(t, rows, cols, rng);
+      const std::vector<float> x = uniform_input(cols, rng);
+      DeviceBuffer dx(x.size() * 4);
       dx.upload(x.data(), x.size() * 4);
-      cuda::matvec_list(t, targets.data(), static_cast<int>(targets.size()), cols, dx.as<float>());
-      for (size_t i = 0; i < rows.size(); ++i) {
-        cuda::matvec(t, w[i].get(), rows[i], cols, dx.as<float>(), y1.as<float>());
-        sync();
-        std::vector<float> got(static_cast<size_t>(rows[i])), one(static_cast<size_t>(rows[i]));
-        y[i].download(got.data(), got.size() * 4);
-        y1.download(one.data(), one.size() * 4);
-        EXPECT_EQ(std::memcmp(one.data(), got.data(), one.size() * 4), 0) << type_str(t) << " cols " << cols << " target " << i;
-      }
+      cuda::matvec_list(t, c.targets.data(), static_cast<int>(c.targets.size()), cols, dx.as<float>());
+      expect_each_own(
+          c, rows, [&](size_t i, float* y1) { cuda::matvec(t, c.w[i].get(), rows[i], cols, dx.as<float>(), y1); },
+          type_str(t) + " cols " + std::to_string(cols));
     }
   }
   // The HC mixers' shape, and one long row, take a block per row: not list

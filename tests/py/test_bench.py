@@ -26,12 +26,16 @@ def text(tmp_path_factory):
     return str(p)
 
 
-def prefill_macs(path):
+def experts(path):
+    """gguf-py's reader of the file, with its experts used and in all."""
     import gguf
     rd = gguf.GGUFReader(path)
     arch = rd.fields["general.architecture"].contents()
-    used = rd.fields[f"{arch}.expert_used_count"].contents()
-    total = rd.fields[f"{arch}.expert_count"].contents()
+    return rd, rd.fields[f"{arch}.expert_used_count"].contents(), rd.fields[f"{arch}.expert_count"].contents()
+
+
+def prefill_macs(path):
+    rd, used, total = experts(path)
     macs = 0.0
     for t in rd.tensors:
         shape = [int(d) for d in t.shape]
@@ -153,17 +157,13 @@ def test_bench_prints_decode_bound(ds4_bin, model, text):
     # gguf-py) at the read rate the backend measured, and the time and tok/s
     # that follow from them.
     import re
-    import gguf
     p = run([ds4_bin, "bench", "-m", model, "--prompt-file", text, "--ctx-start", "32", "--ctx-max", "32",
              "--gen-tokens", "2", "-t", "2"])
     m = re.search(r"decode bound: ([0-9.]+) MB a token at the cpu backend's read rate of ([0-9.]+) GB/s "
                   r"\(measured now\) = ([0-9.]+) ms, ([0-9.]+) tok/s", p.stderr)
     assert m, p.stderr
     mb, gbps, ms, tps = (float(x) for x in m.groups())
-    rd = gguf.GGUFReader(model)
-    arch = rd.fields["general.architecture"].contents()
-    used = rd.fields[f"{arch}.expert_used_count"].contents()
-    total = rd.fields[f"{arch}.expert_count"].contents()
+    rd, used, total = experts(model)
     want = 0.0
     for t in rd.tensors:
         b = float(t.n_bytes)

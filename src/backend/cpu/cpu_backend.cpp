@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <utility>
 #include <vector>
 
 #include "backend/cpu/layer_math.h"
@@ -92,14 +91,8 @@ class CpuBackend final : public Backend {
   // layer's routed experts (the bulk of what a decode step reads).
   ReadRates measure_read_rates() const override {
     if (m_->weights.layers.empty()) return {};
-    std::vector<std::pair<const void*, size_t>> ranges;
-    for (const Weight* w : {&m_->weights.layers[0].gate_exps, &m_->weights.layers[0].up_exps,
-                            &m_->weights.layers[0].down_exps})
-      if (w->present())
-        ranges.emplace_back(w->data, w->row_bytes() * static_cast<size_t>(w->rows()) *
-                                         static_cast<size_t>(w->ne.size() > 2 ? w->ne[2] : 1));
     ReadRates r;
-    r.device_gbps = host_read_gbps(ranges, *pool_);
+    r.device_gbps = host_read_gbps(routed_expert_ranges(m_->weights.layers[0]), *pool_);
     return r;
   }
   SessionMemory session_memory(const SessionOptions& opt) const override {

@@ -39,4 +39,13 @@ double host_read_gbps(std::span<const std::pair<const void*, size_t>> ranges, Th
   return best;
 }
 
+std::vector<std::pair<const void*, size_t>> routed_expert_ranges(const model::LayerWeights& L) {
+  std::vector<std::pair<const void*, size_t>> v;
+  for (const model::Weight* w : {&L.gate_exps, &L.up_exps, &L.down_exps})
+    if (w->present())
+      v.emplace_back(w->data, w->row_bytes() * static_cast<size_t>(w->rows()) *
+                                  static_cast<size_t>(w->ne.size() > 2 ? w->ne[2] : 1));
+  return v;
+}
+
 }  // namespace ds4::backend::cpu

@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "backend/cpu/read_rate.h"
 #include "backend/cpu/rope.h"
 #include "backend/cpu/session.h"
 #include "backend/cuda/cuda_buffer.h"
@@ -143,9 +144,7 @@ class Uploader {
     d.cols = w.cols();
     const size_t mats = sz(n_mats(w));
     if (gpu_type(w.type)) {
-      d.type = w.type;
-      d.row_bytes = w.row_bytes();
-      d.mat_bytes = d.row_bytes * sz(d.rows);
+      d = describe(w);
       d.p = put(w.data, d.mat_bytes * mats);
     } else {
       // No GPU kernel for this type: F32 keeps every value the CPU dequantizes.
@@ -159,8 +158,9 @@ class Uploader {
     }
     return d;
   }
-  // The shape and type of a weight left in host memory (p stays null), for
-  // the kernels that read it from a staging copy (expert_stream.h).
+  // The shape and type of a weight of a GPU type without its bytes (p null):
+  // what weight() uploads, and for a weight left in host memory, what the
+  // kernels reading it from a staging copy (expert_stream.h) need.
   static DevWeight describe(const Weight& w) {
     DevWeight d;
     if (!w.present() || !gpu_type(w.type)) return d;
@@ -616,8 +616,7 @@ class CudaBackend final : public Backend {
         stream_ = std::make_unique<ExpertStream>(stage_bytes_ / 2);
         std::vector<std::pair<const void*, size_t>> ranges;
         for (int64_t l = device_layers_; l < static_cast<int64_t>(c_.n_layer); ++l)
-          for (const Weight* w : {&W.layers[sz(l)].gate_exps, &W.layers[sz(l)].up_exps, &W.layers[sz(l)].down_exps})
-            ranges.emplace_back(w->data, w->row_bytes() * sz(w->rows()) * sz(n_mats(*w)));
+          for (const auto& r : cpu::routed_expert_ranges(W.layers[sz(l)])) ranges.push_back(r);
         (void)stream_->pin(std::move(ranges));
         log::info("cuda: passes of {} rows or more copy host layers' experts to the device ({:.0f} MiB of staging; "
                   "DS4_CUDA_STREAM_ROWS=N changes it, 0 never copies)",
@@ -830,8 +829,7 @@ class CudaBackend final : public Backend {
     if (device_layers_ < n_layer) {
       size_t host = 0;  // as stored: the host reads the file's mapping
       for (int64_t l = device_layers_; l < n_layer; ++l)
-        for (const Weight* w : {&W.layers[sz(l)].gate_exps, &W.layers[sz(l)].up_exps, &W.layers[sz(l)].down_exps})
-          if (w->present()) host += w->row_bytes() * sz(w->rows()) * sz(n_mats(*w));
+        for (const auto& r : cpu::routed_expert_ranges(W.layers[sz(l)])) host += r.second;
       log::info("cuda: routed experts of layers {} on the device, of layers {}-{} in host memory ({:.1f} MiB, "
                 "computed by the host in narrow passes){}",
                 device_layers_ > 0 ? fmt::format("0-{}", device_layers_ - 1) : std::string("none"), device_layers_,
@@ -956,6 +954,22 @@ class CudaBackend final : public Backend {
     }
   }
   // Matrix *sel of a stack of experts times row i of the input (F32 activations).
+  // The routed experts' SwiGLU over a pass's `slots` slots (gate in P.g, up in
+  // P.up, each slot scaled by its routing weight) and the down projections'
+  // activations in P.gq, of type da: one launch when fused, else SwiGLU in
+  // place and then the quantizer, the same float operations. Device and
+  // streamed host layers both take it, so their slots agree bit for bit.
+  void swiglu_slots(GgmlType da, int64_t slots, float clamp) const {
+    Pass& P = *pass_;
+    const int64_t FF = c_.expert_ff;
+    float *g = P.g.as<float>(), *u = P.up.as<float>();
+    if (fuse_) {
+      ds4::cuda::quantize_swiglu_rows(da, g, u, FF, slots, clamp, P.wts.as<float>(), P.gq.get(), st_);
+    } else {
+      fwd::swiglu_rows(g, u, FF, slots, clamp, P.wts.as<float>(), st_);
+      ds4::cuda::quantize_activation_rows(da, g, FF, slots, P.gq.get(), st_);
+    }
+  }
   void mv_expert(const DevWeight& w, const int32_t* sel, const float* x, float* y) const {
     const auto stride = static_cast<int64_t>(w.mat_bytes);
     ds4::cuda::matvec_indexed(w.type, w.p, stride, sel, w.rows, w.cols, x, y, st_);
@@ -1308,12 +1322,7 @@ class CudaBackend final : public Backend {
         stream_->release(i, st_);
       }
       const size_t dab = ds4::cuda::activation_bytes(da, FF);
-      if (fuse_) {
-        ds4::cuda::quantize_swiglu_rows(da, g, u, FF, n * K, clamp, P.wts.as<float>(), P.gq.get(), st_);
-      } else {
-        fwd::swiglu_rows(g, u, FF, n * K, clamp, P.wts.as<float>(), st_);
-        ds4::cuda::quantize_activation_rows(da, g, FF, n * K, P.gq.get(), st_);
-      }
+      swiglu_slots(da, n * K, clamp);
       for (; stream_->started(); ++i) {
         const auto p = stream_->wait(i, st_);
         window(W.down_exps, p[0], stream_->step(i), D, FF, P.gq.get(), sz(K) * dab, dab, ye, D);
@@ -1348,12 +1357,7 @@ class CudaBackend final : public Backend {
         experts(W.gate_exps, FF, D, in_f.as(ga), ds4::cuda::activation_bytes(ga, D), 0, g, FF);
         experts(W.up_exps, FF, D, in_f.as(ua), ds4::cuda::activation_bytes(ua, D), 0, u, FF);
         const size_t dab = ds4::cuda::activation_bytes(da, FF);
-        if (fuse_) {
-          ds4::cuda::quantize_swiglu_rows(da, g, u, FF, n * K, clamp, P.wts.as<float>(), P.gq.get(), st_);
-        } else {
-          fwd::swiglu_rows(g, u, FF, n * K, clamp, P.wts.as<float>(), st_);
-          ds4::cuda::quantize_activation_rows(da, g, FF, n * K, P.gq.get(), st_);
-        }
+        swiglu_slots(da, n * K, clamp);
         experts(W.down_exps, D, FF, P.gq.get(), sz(K) * dab, dab, ye, D);
         // Summed with the shared expert's output once that is known.
       } else {

@@ -837,6 +837,20 @@ __global__ void k_attend_merge_rows(const float* scratch, int64_t dim, AttnRows 
 // ---- MoE -----------------------------------------------------------------------
 
 constexpr int kMaxExperts = 1024;
+// The warp's best (value, index) in every lane: the highest value, the lowest
+// index among equal values (routing's order in both k_route forms).
+__device__ inline void warp_argmax(float& bv, int& bi) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (ov > bv || (ov == bv && oi < bi)) {
+      bv = ov;
+      bi = oi;
+    }
+  }
+}
+
 constexpr int kMaxRouteK = 16;  // choices k_route_warp keeps in registers
 
 // One warp for up to 32 * V experts (Flash's 256: V = 8), everything in
@@ -886,15 +900,7 @@ __global__ void k_route_warp(const float* logits, int E, int K, const int32_t* h
           bi = e;
         }
       }
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > bv || (ov == bv && oi < bi)) {
-          bv = ov;
-          bi = oi;
-        }
-      }
+      warp_argmax(bv, bi);
       if (bi == 0x7fffffff) {  // every score left is NaN: the lowest index not taken
         int lowest = 0x7fffffff;
 #pragma unroll
@@ -961,15 +967,7 @@ __global__ void k_route(const float* logits, int E, int K, const int32_t* hash_t
         bv = v[e];
         bi = e;
       }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (ov > bv || (ov == bv && oi < bi)) {
-        bv = ov;
-        bi = oi;
-      }
-    }
+    warp_argmax(bv, bi);
     if (lane == 0) {
       wv[warp] = bv;
       wi[warp] = bi;

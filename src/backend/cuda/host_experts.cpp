@@ -1,8 +1,6 @@
 #include "backend/cuda/host_experts.h"
 
 #include <algorithm>
-#include <utility>
-#include <vector>
 
 #include "backend/cpu/host_experts.h"
 #include "backend/cpu/read_rate.h"
@@ -62,12 +60,7 @@ void HostExperts::run(const model::LayerWeights& W, uint32_t layer, int64_t n, c
 }
 
 double HostExperts::read_gbps(const model::LayerWeights& W) const {
-  std::vector<std::pair<const void*, size_t>> ranges;
-  for (const model::Weight* w : {&W.gate_exps, &W.up_exps, &W.down_exps})
-    if (w->present())
-      ranges.emplace_back(w->data, w->row_bytes() * static_cast<size_t>(w->rows()) *
-                                       static_cast<size_t>(w->ne.size() > 2 ? w->ne[2] : 1));
-  return cpu::host_read_gbps(ranges, *pool_);
+  return cpu::host_read_gbps(cpu::routed_expert_ranges(W), *pool_);
 }
 
 }  // namespace ds4::backend::cuda

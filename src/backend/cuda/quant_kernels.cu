@@ -464,18 +464,17 @@ __global__ void __launch_bounds__(kThreads) matvec_list_kernel(FloatMatList L, i
 // the GPU idle and each warp latency-bound.
 constexpr int kRowBlock = 256;
 
-template <class T>
-__global__ void __launch_bounds__(kRowBlock) matvec_row_block_kernel(const uint8_t* __restrict__ w, int64_t row_bytes,
-                                                                     int64_t nblocks, const float* __restrict__ x,
-                                                                     float* __restrict__ y,
-                                                                     const int32_t* __restrict__ index,
-                                                                     int64_t index_stride) {
-  const typename T::Ctx ctx = T::init();
-  if (index) w += static_cast<int64_t>(__ldg(index)) * index_stride;
-  const uint8_t* wr = w + static_cast<int64_t>(blockIdx.x) * row_bytes;
+// Thread tid's share (units tid, tid + kRowBlock, ...) of one weight row
+// [wr, wr + nblocks blocks) times x, summed in unit order; Scaled: times
+// x * inv instead (the normed row rms_norm_rows would store). The plain
+// block-per-row matvec and the fused HC pre-mix both take it, so the two form
+// their sums with the same operations.
+template <class T, bool Scaled>
+__device__ inline float row_block_units(const typename T::Ctx& ctx, const uint8_t* __restrict__ wr, int64_t nblocks,
+                                        const float* __restrict__ x, int tid, float inv) {
   const int64_t nunits = nblocks * T::PARTS;
   float acc = 0.0f;
-  for (int64_t u0 = threadIdx.x; u0 < nunits; u0 += kRowBlock * kUnroll) {
+  for (int64_t u0 = tid; u0 < nunits; u0 += kRowBlock * kUnroll) {
     typename T::Raw raw[kUnroll];
 #pragma unroll
     for (int k = 0; k < kUnroll; ++k) {
@@ -490,10 +489,27 @@ __global__ void __launch_bounds__(kRowBlock) matvec_row_block_kernel(const uint8
         const int p = static_cast<int>(u % T::PARTS);
         float xv[T::EPU], xs[T::NG];
         T::lx(x + b * T::QK, p, xv, xs);
+        if constexpr (Scaled) {
+#pragma unroll
+          for (int e = 0; e < T::EPU; ++e) xv[e] = xv[e] * inv;
+        }
         acc += T::dot(ctx, raw[k], p, xv, xs);
       }
     }
   }
+  return acc;
+}
+
+template <class T>
+__global__ void __launch_bounds__(kRowBlock) matvec_row_block_kernel(const uint8_t* __restrict__ w, int64_t row_bytes,
+                                                                     int64_t nblocks, const float* __restrict__ x,
+                                                                     float* __restrict__ y,
+                                                                     const int32_t* __restrict__ index,
+                                                                     int64_t index_stride) {
+  const typename T::Ctx ctx = T::init();
+  if (index) w += static_cast<int64_t>(__ldg(index)) * index_stride;
+  float acc = row_block_units<T, false>(ctx, w + static_cast<int64_t>(blockIdx.x) * row_bytes, nblocks, x,
+                                        static_cast<int>(threadIdx.x), 1.0f);
   __shared__ float part[kRowBlock / 32];
   acc = warp_sum(acc);
   if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = acc;
@@ -563,31 +579,7 @@ __global__ void __launch_bounds__(kHcThreads) hc_pre_kernel(const uint8_t* __res
   const float* x = a.X + r * n;
   const float inv = rm::rms_inv(x, n, a.rms_eps);
   float acc = 0.0f;
-  if (tid < kRowBlock) {
-    const uint8_t* wr = w + static_cast<int64_t>(j) * row_bytes;
-    const int64_t nunits = nblocks * T::PARTS;
-    for (int64_t u0 = tid; u0 < nunits; u0 += kRowBlock * kUnroll) {
-      typename T::Raw raw[kUnroll];
-#pragma unroll
-      for (int k = 0; k < kUnroll; ++k) {
-        const int64_t u = u0 + kRowBlock * k;
-        if (u < nunits) raw[k] = T::load(wr + u / T::PARTS * T::BYTES, static_cast<int>(u % T::PARTS));
-      }
-#pragma unroll
-      for (int k = 0; k < kUnroll; ++k) {
-        const int64_t u = u0 + kRowBlock * k;
-        if (u < nunits) {
-          const int64_t b = u / T::PARTS;
-          const int p = static_cast<int>(u % T::PARTS);
-          float xv[T::EPU], xs[T::NG];
-          T::lx(x + b * T::QK, p, xv, xs);
-#pragma unroll
-          for (int e = 0; e < T::EPU; ++e) xv[e] = xv[e] * inv;
-          acc += T::dot(ctx, raw[k], p, xv, xs);
-        }
-      }
-    }
-  }
+  if (tid < kRowBlock) acc = row_block_units<T, true>(ctx, w + static_cast<int64_t>(j) * row_bytes, nblocks, x, tid, inv);
   __shared__ float part[kRowBlock / 32];
   __shared__ bool last;
   if (tid < kRowBlock) {
