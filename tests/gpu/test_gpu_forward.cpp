@@ -623,6 +623,66 @@ TEST(GpuForwardGraph, GraphDecodeEqualsStreamDecode) {
   }
 }
 
+// Programmatic dependent launch (launch.cuh) lets a kernel start before its
+// predecessor ends, then wait for it: the stream's order of every read and
+// write is kept, so the logits are bit for bit those of plain launches
+// (DS4_CUDA_PDL=0), in prefill (tiled products), decode, chunks and a batch
+// of sequences decoding together. A kernel that touched memory before its
+// wait would race and show here as a difference (run repeatedly by
+// gpu-check's plain and memcheck passes).
+TEST(GpuForwardPdl, ProgrammaticLaunchesChangeNoBit) {
+  ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
+  ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";
+  using ds4::backend::Logits;
+  using ds4::backend::SeqStep;
+  int dev = 0, major = 0;
+  ASSERT_EQ(cudaGetDevice(&dev), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), cudaSuccess);
+  std::printf("gpu-forward: pdl: compute capability %d.x: %s\n", major,
+              major >= 9 ? "programmatic launches against plain ones" : "no PDL on this GPU: plain against plain");
+  for (const char* name : {"tiny-flash-ds4-q2", "tiny-q8_0", "tiny-flash-f32"}) {
+    auto model = ds4::model::Model::load(model_dir() + "/" + name + ".gguf");
+    auto pdl = ds4::backend::make_backend("cuda", model);
+    ::setenv("DS4_CUDA_PDL", "0", 1);
+    auto plain = ds4::backend::make_backend("cuda", model);
+    ::unsetenv("DS4_CUDA_PDL");
+    const size_t V = model->config.n_vocab;
+    const auto toks = test_tokens(model->config.n_vocab, 130);
+    for (NumericsMode mode : {NumericsMode::exact, NumericsMode::faithful}) {
+      for (size_t chunk : {size_t{0}, size_t{1}, size_t{7}}) {
+        const auto a = run(*plain, mode, toks, chunk), b = run(*pdl, mode, toks, chunk);
+        EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0)
+            << name << " " << ds4::backend::numerics_name(mode) << " chunk " << chunk
+            << ": programmatic launches changed the logits";
+      }
+      // Four sequences decoding together, from different prompts.
+      std::vector<std::vector<float>> got[2];
+      for (int which = 0; which < 2; ++which) {
+        const ds4::backend::Backend& be = which ? *pdl : *plain;
+        std::vector<std::unique_ptr<ds4::backend::SessionState>> ss;
+        for (int q = 0; q < 4; ++q) {
+          ss.push_back(be.new_session({mode, kTestCtx}));
+          be.forward(*ss.back(), std::span<const int32_t>(toks.data() + q * 10, 10 + q), {});
+        }
+        for (int t = 0; t < 30; ++t) {
+          std::vector<std::vector<float>> lg(4, std::vector<float>(V));
+          std::vector<SeqStep> batch;
+          for (int q = 0; q < 4; ++q)
+            batch.push_back({ss[q].get(), std::span<const int32_t>(toks.data() + 50 + q * 20 + t % 20, 1), Logits::last,
+                             lg[q]});
+          be.forward(batch);
+          for (auto& v : lg) got[which].push_back(std::move(v));
+        }
+      }
+      ASSERT_EQ(got[0].size(), got[1].size());
+      size_t differ = 0;
+      for (size_t i = 0; i < got[0].size(); ++i) differ += got[0][i] != got[1][i];
+      EXPECT_EQ(differ, size_t{0}) << name << ": batched decode with programmatic launches differs in " << differ
+                                   << " steps";
+    }
+  }
+}
+
 // A session's device memory is allocated when it is created, in the amount
 // session_memory() states; forward() then allocates and frees nothing, in any
 // shape of call (decode, prefill, chunks, logits for more rows than the

@@ -31,10 +31,11 @@
 #include "backend/cpu/session.h"
 #include "backend/cuda/cuda_buffer.h"
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/expert_stream.h"
-#include "backend/cuda/host_experts.h"
 #include "backend/cuda/cuda_quant.h"
+#include "backend/cuda/expert_stream.h"
 #include "backend/cuda/fwd_kernels.h"
+#include "backend/cuda/host_experts.h"
+#include "backend/cuda/pdl.h"
 #include "backend/cuda/phase_profile.h"
 #include "backend/cuda/read_rate.h"
 #include "util/error.h"
@@ -606,6 +607,8 @@ class CudaBackend final : public Backend {
     fuse_ = !(fz && std::string_view(fz) == "0");
     hc_counters_ = DeviceBuffer(sz(pass_rows_max_) * sizeof(unsigned));
     DS4_CUDA_CHECK(cudaMemset(hc_counters_.get(), 0, sz(pass_rows_max_) * sizeof(unsigned)));
+    const char* pd = std::getenv("DS4_CUDA_PDL");
+    pdl_ = !(pd && std::string_view(pd) == "0");
     const char* g = std::getenv("DS4_CUDA_GRAPH");
     graph_ = g && std::string_view(g) == "1";
     if (device_layers_ < static_cast<int64_t>(c_.n_layer)) {
@@ -708,6 +711,7 @@ class CudaBackend final : public Backend {
   // once at the end, so that a fault of this call surfaces here.
   void forward(std::span<const SeqStep> batch) const override {
     validate_batch(*this, batch);
+    const ds4::cuda::PdlScope pdl(pdl_);
     // Each step's device directions (null: unsteered), found before any state changes.
     std::vector<const float*> steer_dev(batch.size(), nullptr);
     for (size_t i = 0; i < batch.size(); ++i) {
@@ -1460,6 +1464,7 @@ class CudaBackend final : public Backend {
     DS4_CUDA_CHECK(cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal));
     cudaGraph_t g = nullptr;
     try {
+      const ds4::cuda::PdlScope plain(false);  // a captured graph keeps the stream's plain order
       queue_pass(rows, logits_pinned_);
     } catch (...) {
       if (cudaStreamEndCapture(st_, &g) == cudaSuccess && g) (void)cudaGraphDestroy(g);
@@ -1576,6 +1581,7 @@ class CudaBackend final : public Backend {
   size_t stage_bytes_ = 0;                // device bytes check_fits set aside for stream_
   int64_t pass_rows_max_ = kPassRows;  // rows a pass holds (check_fits picks it)
   bool mmq_ = true;                 // tensor-core products for wide passes (DS4_CUDA_MMQ=0: the matvecs, to compare)
+  bool pdl_ = true;                 // programmatic launches where the GPU has them (launch.cuh; DS4_CUDA_PDL=0: plain)
   bool fuse_ = true;                // fused kernels for narrow passes (DS4_CUDA_FUSE=0: the separate ones, to compare)
   DeviceBuffer hc_counters_;        // [pass_rows_max_] hand-over counters of hc_pre_fused, zero between launches
   float* logits_pinned_ = nullptr;  // [kMidRows][vocab], graph mode only

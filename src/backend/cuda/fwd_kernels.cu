@@ -4,13 +4,13 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <cub/block/block_scan.cuh>
-
 #include <algorithm>
 #include <cstdint>
+#include <cub/block/block_scan.cuh>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/fwd_kernels.h"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/row_math.cuh"
 
 namespace ds4::cuda::fwd {
@@ -25,6 +25,7 @@ using rm::rms_inv;
 using rm::sigmoidf;
 
 __global__ void k_rms_norm(const float* x, const float* w, int64_t n, float eps, float* y) {
+  pdl_enter();
   const float* xr = x + blockIdx.x * n;
   float* yr = y + blockIdx.x * n;
   const float inv = rms_inv(xr, n, eps);
@@ -35,6 +36,7 @@ __global__ void k_rms_norm(const float* x, const float* w, int64_t n, float eps,
 int rms_threads(int64_t rows, int64_t n) { return rows < 64 && n >= 4096 ? 1024 : kBlock; }
 
 __global__ void k_hc_fill(const float* e, int hc, int64_t D, float* X) {
+  pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < hc * D) X[i] = e[i % D];
 }
@@ -43,6 +45,7 @@ __global__ void k_hc_fill(const float* e, int hc, int64_t D, float* X) {
 // included): the operations of cpu::hc_split_sinkhorn in the same order.
 __global__ void k_hc_split(const float* m, const float* scale, const float* base, int hc, float eps, int iters,
                            float* pre, float* post, float* comb, int64_t m_stride) {
+  pdl_enter();
   // Row blockIdx.x of a batch.
   m += blockIdx.x * m_stride;
   pre += blockIdx.x * hc;
@@ -84,17 +87,20 @@ __global__ void k_hc_split(const float* m, const float* scale, const float* base
 // serial kernel spends most of it waiting on one dependent divide after another).
 __global__ void k_hc_split_warp(const float* m, const float* scale, const float* base, int hc, float eps, int iters,
                                 float* pre, float* post, float* comb_out, int64_t m_stride) {
+  pdl_enter();
   // Row blockIdx.x of a batch.
   rm::hc_split_warp_row(m + blockIdx.x * m_stride, scale, base, hc, eps, iters, pre + blockIdx.x * hc,
                         post + blockIdx.x * hc, comb_out + blockIdx.x * hc * hc, static_cast<int>(threadIdx.x));
 }
 
 __global__ void k_hc_head_pre(const float* m, const float* scale, const float* base, int hc, float eps, float* pre) {
+  pdl_enter();
   const int i = threadIdx.x;
   if (i < hc) pre[i] = sigmoidf(m[i] * scale[0] + base[i]) + eps;
 }
 
 __global__ void k_hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y) {
+  pdl_enter();
   const int64_t d = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (d >= D) return;
   X += blockIdx.y * hc * D;  // row blockIdx.y of a batch
@@ -106,6 +112,7 @@ __global__ void k_hc_collapse(const float* X, const float* pre, int hc, int64_t 
 constexpr int kMaxHc = 16;
 
 __global__ void k_hc_expand(float* X, const float* out, const float* post, const float* comb, int hc, int64_t D) {
+  pdl_enter();
   const int64_t d = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (d >= D) return;
   X += blockIdx.y * hc * D;  // row blockIdx.y of a batch
@@ -126,6 +133,7 @@ __global__ void k_hc_expand(float* X, const float* out, const float* post, const
 // k_moe_sum sums them) goes straight into the HC expand, never stored.
 __global__ void k_hc_expand_moe(float* X, const float* ye, const float* ys, int K, const float* post,
                                 const float* comb, int hc, int64_t D) {
+  pdl_enter();
   const int64_t d = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (d >= D) return;
   const int64_t r = blockIdx.y;  // row of a batch
@@ -148,6 +156,7 @@ __global__ void k_hc_expand_moe(float* X, const float* ye, const float* ys, int 
 __device__ __forceinline__ void rope_pair(float* x, int64_t i, int64_t stride, int pairs, const float* inv_freq,
                                           int64_t pos, bool inverse);
 __global__ void k_rope(float* x, int64_t stride, int heads, const float* inv_freq, int pairs, int64_t pos, bool inverse) {
+  pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= static_cast<int64_t>(heads) * pairs) return;
   rope_pair(x, i, stride, pairs, inv_freq, pos, inverse);
@@ -156,6 +165,7 @@ __global__ void k_rope(float* x, int64_t stride, int heads, const float* inv_fre
 // Row blockIdx.y of a pass, at its own position.
 __global__ void k_rope_rows(float* x, int64_t row_stride, int64_t stride, int heads, const float* inv_freq, int pairs,
                             Positions p, bool inverse) {
+  pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= static_cast<int64_t>(heads) * pairs) return;
   rope_pair(x + blockIdx.y * row_stride, i, stride, pairs, inv_freq, p.pos[blockIdx.y], inverse);
@@ -200,12 +210,14 @@ __device__ void scaled_round(float* x, int64_t n, int64_t block, float maxv, flo
 
 // One thread per block of 64 of the first nope values; then f16 for all n.
 __global__ void k_fp8_blocks(float* x, int64_t nope) {
+  pdl_enter();
   const int64_t b = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * 64;
   if (b >= nope) return;
   scaled_round(x + b, nope - b < 64 ? nope - b : 64, 64, 448.0f, 1e-4f, 3, -6);
 }
 
 __global__ void k_f16_round(float* x, int64_t n) {
+  pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) x[i] = __half2float(__float2half_rn(x[i]));
 }
@@ -246,6 +258,7 @@ __device__ __forceinline__ void kv_round_block(float* row, int64_t nope, int64_t
 // row is built in shared memory (hd floats) and stored once.
 __global__ void k_kv_rows(const float* src, int64_t hd, const float* w, float eps, int64_t nope, const float* inv_freq,
                           int pairs, KvRows rows) {
+  pdl_enter();
   extern __shared__ float row[];
   const int i = static_cast<int>(blockIdx.x);
   const float* x = src + i * hd;
@@ -265,6 +278,7 @@ __global__ void k_kv_rows(const float* src, int64_t hd, const float* w, float ep
 // One thread per row: the butterflies in the CPU's order, then FP4 per 32.
 // For rows too short or too long for the warp form below.
 __global__ void k_indexer_qat(float* x, int64_t rows, int64_t d) {
+  pdl_enter();
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (r >= rows) return;
   float* v = x + r * d;
@@ -294,6 +308,7 @@ __device__ __forceinline__ void qat_row_warp(float* row, int lane);
 
 template <int V>
 __global__ void k_indexer_qat_warp(float* x, int64_t rows) {
+  pdl_enter();
   const int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) >> 5;
   if (r >= rows) return;
   qat_row_warp<V>(x + r * (32 * V), static_cast<int>(threadIdx.x & 31));
@@ -340,11 +355,13 @@ __device__ __forceinline__ void qat_row_warp(float* row, int lane) {
 }
 
 __global__ void k_scale(float* x, int64_t n, float a) {
+  pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) x[i] *= a;
 }
 
 __global__ void k_add(float* y, const float* x, int64_t n) {
+  pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) y[i] += x[i];
 }
@@ -401,6 +418,7 @@ __device__ __forceinline__ int64_t comp_closings(const CompSeg& sg, int64_t r) {
 // (and in faithful numerics rounded) row, at row n_rows + k of the segment's
 // rows for its k-th closing.
 __global__ void k_comp_pool(CompShape sh, CompRows segs) {
+  pdl_enter();
   extern __shared__ float v[];  // the pooled row [d]
   const int64_t r = sh.ratio, d = sh.d, rd = 2 * int64_t{sh.pairs};
   int64_t k = blockIdx.x;
@@ -476,6 +494,7 @@ __device__ __forceinline__ int64_t comp_touched_slot(const CompShape& sh, const 
 // position with slot s after it, else that window's row again (the walk
 // copies [r, 2r) down at each close and overwrites slots as positions come).
 __global__ void k_comp_frontier(CompShape sh, CompRows segs) {
+  pdl_enter();
   const CompSeg& sg = segs.s[blockIdx.y];
   const int64_t r = sh.ratio, cw = (sh.overlap ? 2 : 1) * sh.d;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -567,6 +586,7 @@ __device__ __forceinline__ void indexer_score_tile(const float* rows, int64_t n,
 __global__ void __launch_bounds__(kScoreThreads) k_indexer_scores(const float* rows, int64_t n, int64_t d,
                                                                   const float* q, const float* w, int heads,
                                                                   float* score) {
+  pdl_enter();
   indexer_score_tile(rows, n, static_cast<int64_t>(blockIdx.x) * kScoreTile, d, q, w, heads, score);
 }
 
@@ -574,6 +594,7 @@ __global__ void __launch_bounds__(kScoreThreads) k_indexer_scores(const float* r
 __global__ void __launch_bounds__(kScoreThreads) k_indexer_scores_rows(IdxRows rows, int64_t d, const float* q,
                                                                        int64_t q_stride, const float* w,
                                                                        int64_t w_stride, int heads) {
+  pdl_enter();
   const IdxRow& r = rows.r[blockIdx.y];
   const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kScoreTile;
   if (c0 >= r.n) return;
@@ -611,11 +632,13 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 __device__ __forceinline__ void topk_block(const float* score, int64_t n, int64_t k, int32_t* sel);
 
 __global__ void __launch_bounds__(kTopkThreads) k_topk(const float* score, int64_t n, int64_t k, int32_t* sel) {
+  pdl_enter();
   topk_block(score, n, k, sel);
 }
 
 // Pass row blockIdx.x; rows with n == 0 skip.
 __global__ void __launch_bounds__(kTopkThreads) k_topk_rows(IdxRows rows, int64_t k) {
+  pdl_enter();
   const IdxRow& r = rows.r[blockIdx.x];
   if (r.n > 0) topk_block(r.score, r.n, k, r.sel);
 }
@@ -814,6 +837,7 @@ __device__ __forceinline__ void attend_merge_head(const float* ph, int S, int64_
 template <int PER_LANE, int HG>
 __global__ void __launch_bounds__(kAttnWarps * 32)
     k_attend_rows(const float* q, int64_t dim, AttnRows rows, const float* sinks, float* out, float* scratch) {
+  pdl_enter();
   const int H = static_cast<int>(gridDim.x) * HG, h0 = static_cast<int>(blockIdx.x) * HG;
   const AttnRow& r = rows.r[blockIdx.z];
   const int S = attn_splits(r.n_raw + r.n_comp);
@@ -826,6 +850,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 
 // Head blockIdx.x of pass row blockIdx.y, for rows split more than once.
 __global__ void k_attend_merge_rows(const float* scratch, int64_t dim, AttnRows rows, float* out) {
+  pdl_enter();
   const int H = static_cast<int>(gridDim.x), h = static_cast<int>(blockIdx.x);
   const AttnRow& r = rows.r[blockIdx.y];
   const int S = attn_splits(r.n_raw + r.n_comp);
@@ -862,6 +887,7 @@ constexpr int kMaxRouteK = 16;  // choices k_route_warp keeps in registers
 template <int V>
 __global__ void k_route_warp(const float* logits, int E, int K, const int32_t* hash_table, Tokens toks,
                              const float* bias, bool norm, float wscale, int32_t* sel, float* w) {
+  pdl_enter();
   logits += blockIdx.x * static_cast<int64_t>(E);
   sel += blockIdx.x * K;
   w += blockIdx.x * K;
@@ -938,6 +964,7 @@ __global__ void k_route_warp(const float* logits, int E, int K, const int32_t* h
 // row tok[i] of the K-wide table) and its choices at + i * E / + i * K.
 __global__ void k_route(const float* logits, int E, int K, const int32_t* hash_table, Tokens toks, const float* bias,
                         bool norm, float wscale, int32_t* sel, float* w) {
+  pdl_enter();
   logits += blockIdx.x * static_cast<int64_t>(E);
   sel += blockIdx.x * K;
   w += blockIdx.x * K;
@@ -1003,6 +1030,7 @@ __global__ void k_route(const float* logits, int E, int K, const int32_t* hash_t
 }
 
 __global__ void k_swiglu(float* g, const float* u, int64_t n, float clamp, const float* wk) {
+  pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   g[i] = rm::swiglu_value(g[i], u[i], clamp, wk ? *wk : 1.0f);
@@ -1010,6 +1038,7 @@ __global__ void k_swiglu(float* g, const float* u, int64_t n, float clamp, const
 
 // Row r (of ff values) scaled by wts[r] (null: 1).
 __global__ void k_swiglu_rows(float* g, const float* u, int64_t ff, int64_t n, float clamp, const float* wts) {
+  pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   g[i] = rm::swiglu_value(g[i], u[i], clamp, wts ? wts[i / ff] : 1.0f);
@@ -1019,6 +1048,7 @@ __global__ void k_swiglu_rows(float* g, const float* u, int64_t ff, int64_t n, f
 // out[i][d] = (ye[i][0][d] + ... + ye[i][K-1][d]) + ys[i][d], summed from 0
 // in that order (as memset + add_rows + add did).
 __global__ void k_moe_sum(float* out, const float* ye, const float* ys, int64_t D, int K, int64_t n) {
+  pdl_enter();
   const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (t >= n * D) return;
   const int64_t i = t / D, d = t % D;
@@ -1029,6 +1059,7 @@ __global__ void k_moe_sum(float* out, const float* ye, const float* ys, int64_t 
 }
 
 __global__ void k_add_rows(float* y, const float* x, int64_t n, int rows) {
+  pdl_enter();
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   float v = y[i];
@@ -1044,12 +1075,12 @@ void rms_norm_rows(const float* x, const float* w, int64_t rows, int64_t n, floa
   if (rows <= 0) return;
   // Few rows (decode): wide blocks, so one row's read is spread over more threads.
   const int threads = rms_threads(rows, n);
-  k_rms_norm<<<static_cast<unsigned>(rows), threads, 0, s>>>(x, w, n, eps, y);
+  ds4::cuda::launch(&k_rms_norm, static_cast<unsigned>(rows), threads, 0, s, x, w, n, eps, y);
   LAUNCH_CHECK("k_rms_norm");
 }
 
 void hc_fill(const float* e, int hc, int64_t D, float* X, cudaStream_t s) {
-  k_hc_fill<<<blocks_for(hc * D), kBlock, 0, s>>>(e, hc, D, X);
+  ds4::cuda::launch(&k_hc_fill, blocks_for(hc * D), kBlock, 0, s, e, hc, D, X);
   LAUNCH_CHECK("k_hc_fill");
 }
 
@@ -1062,19 +1093,21 @@ void hc_split_rows(const float* m, int64_t m_stride, int64_t rows, const float* 
                    float eps, int iters, float* pre, float* post, float* comb, cudaStream_t s) {
   if (rows <= 0) return;
   const auto g = static_cast<unsigned>(rows);
-  if (hc * hc <= 32) k_hc_split_warp<<<g, 32, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb, m_stride);
-  else k_hc_split<<<g, 1, 0, s>>>(m, scale, base, hc, eps, iters, pre, post, comb, m_stride);
+  if (hc * hc <= 32)
+    ds4::cuda::launch(&k_hc_split_warp, g, 32, 0, s, m, scale, base, hc, eps, iters, pre, post, comb, m_stride);
+  else
+    ds4::cuda::launch(&k_hc_split, g, 1, 0, s, m, scale, base, hc, eps, iters, pre, post, comb, m_stride);
   LAUNCH_CHECK("k_hc_split");
 }
 
 void hc_head_pre(const float* m, const float* scale, const float* base, int hc, float eps, float* pre, cudaStream_t s) {
-  k_hc_head_pre<<<1, 32, 0, s>>>(m, scale, base, hc, eps, pre);
+  ds4::cuda::launch(&k_hc_head_pre, 1, 32, 0, s, m, scale, base, hc, eps, pre);
   LAUNCH_CHECK("k_hc_head_pre");
 }
 
 void hc_collapse(const float* X, const float* pre, int hc, int64_t D, float* y, cudaStream_t s, int64_t rows) {
   if (rows <= 0) return;
-  k_hc_collapse<<<dim3(blocks_for(D), static_cast<unsigned>(rows)), kBlock, 0, s>>>(X, pre, hc, D, y);
+  ds4::cuda::launch(&k_hc_collapse, dim3(blocks_for(D), static_cast<unsigned>(rows)), kBlock, 0, s, X, pre, hc, D, y);
   LAUNCH_CHECK("k_hc_collapse");
 }
 
@@ -1082,7 +1115,8 @@ void hc_expand(float* X, const float* out, const float* post, const float* comb,
                int64_t rows) {
   if (hc > kMaxHc) throw_cuda_error(cudaErrorInvalidValue, "hc_expand: hc_count above 16", __FILE__, __LINE__);
   if (rows <= 0) return;
-  k_hc_expand<<<dim3(blocks_for(D), static_cast<unsigned>(rows)), kBlock, 0, s>>>(X, out, post, comb, hc, D);
+  ds4::cuda::launch(&k_hc_expand, dim3(blocks_for(D), static_cast<unsigned>(rows)), kBlock, 0, s, X, out, post, comb,
+                    hc, D);
   LAUNCH_CHECK("k_hc_expand");
 }
 
@@ -1090,20 +1124,22 @@ void hc_expand_moe(float* X, const float* ye, const float* ys, int K, const floa
                    int64_t D, int64_t rows, cudaStream_t s) {
   if (hc > kMaxHc) throw_cuda_error(cudaErrorInvalidValue, "hc_expand_moe: hc_count above 16", __FILE__, __LINE__);
   if (rows <= 0) return;
-  k_hc_expand_moe<<<dim3(blocks_for(D), static_cast<unsigned>(rows)), kBlock, 0, s>>>(X, ye, ys, K, post, comb, hc, D);
+  ds4::cuda::launch(&k_hc_expand_moe, dim3(blocks_for(D), static_cast<unsigned>(rows)), kBlock, 0, s, X, ye, ys, K,
+                    post, comb, hc, D);
   LAUNCH_CHECK("k_hc_expand_moe");
 }
 
 void rope(float* x, int64_t stride, int heads, const float* inv_freq, int pairs, int64_t pos, bool inverse,
           cudaStream_t s) {
-  k_rope<<<blocks_for(int64_t{heads} * pairs), kBlock, 0, s>>>(x, stride, heads, inv_freq, pairs, pos, inverse);
+  ds4::cuda::launch(&k_rope, blocks_for(int64_t{heads} * pairs), kBlock, 0, s, x, stride, heads, inv_freq, pairs, pos,
+                    inverse);
   LAUNCH_CHECK("k_rope");
 }
 
 void kv_round(float* x, int64_t nope, int64_t n, cudaStream_t s) {
-  k_fp8_blocks<<<blocks_for((nope + 63) / 64), kBlock, 0, s>>>(x, nope);
+  ds4::cuda::launch(&k_fp8_blocks, blocks_for((nope + 63) / 64), kBlock, 0, s, x, nope);
   LAUNCH_CHECK("k_fp8_blocks");
-  k_f16_round<<<blocks_for(n), kBlock, 0, s>>>(x, n);
+  ds4::cuda::launch(&k_f16_round, blocks_for(n), kBlock, 0, s, x, n);
   LAUNCH_CHECK("k_f16_round");
 }
 
@@ -1111,8 +1147,8 @@ void kv_rows(const float* src, int64_t hd, const float* w, float eps, int64_t no
              const KvRows& rows, cudaStream_t s) {
   if (rows.n <= 0) return;
   if (rows.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "kv_rows: more than 32 rows", __FILE__, __LINE__);
-  k_kv_rows<<<static_cast<unsigned>(rows.n), rms_threads(1, hd), static_cast<size_t>(hd) * sizeof(float), s>>>(
-      src, hd, w, eps, nope, inv_freq, pairs, rows);
+  ds4::cuda::launch(&k_kv_rows, static_cast<unsigned>(rows.n), rms_threads(1, hd),
+                    static_cast<size_t>(hd) * sizeof(float), s, src, hd, w, eps, nope, inv_freq, pairs, rows);
   LAUNCH_CHECK("k_kv_rows");
 }
 
@@ -1122,21 +1158,31 @@ void indexer_qat(float* x, int64_t rows, int64_t d, cudaStream_t s) {
   if (rows <= 0) return;
   const unsigned wb = static_cast<unsigned>((rows * 32 + 127) / 128);
   switch (d) {
-    case 32: k_indexer_qat_warp<1><<<wb, 128, 0, s>>>(x, rows); break;
-    case 64: k_indexer_qat_warp<2><<<wb, 128, 0, s>>>(x, rows); break;
-    case 128: k_indexer_qat_warp<4><<<wb, 128, 0, s>>>(x, rows); break;
-    case 256: k_indexer_qat_warp<8><<<wb, 128, 0, s>>>(x, rows); break;
-    default: k_indexer_qat<<<blocks_for(rows), kBlock, 0, s>>>(x, rows, d);
+    case 32:
+      ds4::cuda::launch(&k_indexer_qat_warp<1>, wb, 128, 0, s, x, rows);
+      break;
+    case 64:
+      ds4::cuda::launch(&k_indexer_qat_warp<2>, wb, 128, 0, s, x, rows);
+      break;
+    case 128:
+      ds4::cuda::launch(&k_indexer_qat_warp<4>, wb, 128, 0, s, x, rows);
+      break;
+    case 256:
+      ds4::cuda::launch(&k_indexer_qat_warp<8>, wb, 128, 0, s, x, rows);
+      break;
+    default:
+      ds4::cuda::launch(&k_indexer_qat, blocks_for(rows), kBlock, 0, s, x, rows, d);
   }
   LAUNCH_CHECK("k_indexer_qat");
 }
 
 void scale(float* x, int64_t n, float a, cudaStream_t s) {
-  k_scale<<<blocks_for(n), kBlock, 0, s>>>(x, n, a);
+  ds4::cuda::launch(&k_scale, blocks_for(n), kBlock, 0, s, x, n, a);
   LAUNCH_CHECK("k_scale");
 }
 
 __global__ void k_steer_row(float* y, const float* d, int64_t n, float s) {
+  pdl_enter();
   double dot = 0;
   for (int64_t k = threadIdx.x; k < n; k += blockDim.x) dot += static_cast<double>(d[k]) * y[k];
   dot = block_sum(dot);
@@ -1145,12 +1191,12 @@ __global__ void k_steer_row(float* y, const float* d, int64_t n, float s) {
 }
 
 void steer_row(float* y, const float* d, int64_t n, float s, cudaStream_t st) {
-  k_steer_row<<<1, kBlock, 0, st>>>(y, d, n, s);
+  ds4::cuda::launch(&k_steer_row, 1, kBlock, 0, st, y, d, n, s);
   LAUNCH_CHECK("k_steer_row");
 }
 
 void add(float* y, const float* x, int64_t n, cudaStream_t s) {
-  k_add<<<blocks_for(n), kBlock, 0, s>>>(y, x, n);
+  ds4::cuda::launch(&k_add, blocks_for(n), kBlock, 0, s, y, x, n);
   LAUNCH_CHECK("k_add");
 }
 
@@ -1165,15 +1211,15 @@ void comp_rows(const CompShape& shape, const CompRows& segs, cudaStream_t s) {
   int64_t closings = 0;
   for (int i = 0; i < segs.n; ++i) closings += (segs.s[i].p0 + segs.s[i].n) / shape.ratio - segs.s[i].p0 / shape.ratio;
   if (closings > 0) {
-    k_comp_pool<<<static_cast<unsigned>(closings), threads, static_cast<size_t>(shape.d) * sizeof(float), s>>>(shape,
-                                                                                                               segs);
+    ds4::cuda::launch(&k_comp_pool, static_cast<unsigned>(closings), threads,
+                      static_cast<size_t>(shape.d) * sizeof(float), s, shape, segs);
     LAUNCH_CHECK("k_comp_pool");
   }
   const int64_t cw = (shape.overlap ? 2 : 1) * shape.d;
   int64_t touched = 0;
   for (int i = 0; i < segs.n; ++i) touched = std::max(touched, comp_touched(shape, segs.s[i]));
   const dim3 grid(static_cast<unsigned>((touched * cw + kBlock - 1) / kBlock), static_cast<unsigned>(segs.n));
-  k_comp_frontier<<<grid, kBlock, 0, s>>>(shape, segs);
+  ds4::cuda::launch(&k_comp_frontier, grid, kBlock, 0, s, shape, segs);
   LAUNCH_CHECK("k_comp_frontier");
 }
 
@@ -1183,8 +1229,8 @@ void indexer_scores(const float* rows, int64_t n, int64_t d, const float* q, con
     throw_cuda_error(cudaErrorInvalidValue, "indexer_scores: more than 128 indexer heads", __FILE__, __LINE__);
   if (n <= 0) return;
   score_smem_setup(d, heads);
-  k_indexer_scores<<<static_cast<unsigned>((n + kScoreTile - 1) / kScoreTile), kScoreThreads, score_smem(d, heads), s>>>(
-      rows, n, d, q, w, heads, score);
+  ds4::cuda::launch(&k_indexer_scores, static_cast<unsigned>((n + kScoreTile - 1) / kScoreTile), kScoreThreads,
+                    score_smem(d, heads), s, rows, n, d, q, w, heads, score);
   LAUNCH_CHECK("k_indexer_scores");
 }
 
@@ -1192,7 +1238,7 @@ void topk_select(const float* score, int64_t n, int64_t k, int32_t* sel, cudaStr
   if (n <= 0 || k <= 0) return;
   if (n >= (int64_t{1} << 16) * kTopkThreads || k > n)
     throw_cuda_error(cudaErrorInvalidValue, "topk_select: k > n or more than 2^26 rows", __FILE__, __LINE__);
-  k_topk<<<1, kTopkThreads, 0, s>>>(score, n, k, sel);
+  ds4::cuda::launch(&k_topk, 1, kTopkThreads, 0, s, score, n, k, sel);
   LAUNCH_CHECK("k_topk");
 }
 
@@ -1200,8 +1246,8 @@ void rope_rows(float* x, int64_t row_stride, int64_t stride, int heads, const fl
                const Positions& p, bool inverse, cudaStream_t s) {
   if (p.n <= 0) return;
   if (p.n > kMaxRows) throw_cuda_error(cudaErrorInvalidValue, "rope_rows: more than 32 rows", __FILE__, __LINE__);
-  k_rope_rows<<<dim3(blocks_for(int64_t{heads} * pairs), static_cast<unsigned>(p.n)), kBlock, 0, s>>>(
-      x, row_stride, stride, heads, inv_freq, pairs, p, inverse);
+  ds4::cuda::launch(&k_rope_rows, dim3(blocks_for(int64_t{heads} * pairs), static_cast<unsigned>(p.n)), kBlock, 0, s, x,
+                    row_stride, stride, heads, inv_freq, pairs, p, inverse);
   LAUNCH_CHECK("k_rope_rows");
 }
 
@@ -1214,8 +1260,9 @@ void indexer_scores_rows(const IdxRows& rows, int64_t d, const float* q, int64_t
   for (int i = 0; i < rows.n; ++i) most = std::max(most, rows.r[i].n);
   if (most == 0) return;
   score_smem_setup(d, heads);
-  k_indexer_scores_rows<<<dim3(static_cast<unsigned>((most + kScoreTile - 1) / kScoreTile), static_cast<unsigned>(rows.n)),
-                          kScoreThreads, score_smem(d, heads), s>>>(rows, d, q, q_stride, w, w_stride, heads);
+  ds4::cuda::launch(&k_indexer_scores_rows,
+                    dim3(static_cast<unsigned>((most + kScoreTile - 1) / kScoreTile), static_cast<unsigned>(rows.n)),
+                    kScoreThreads, score_smem(d, heads), s, rows, d, q, q_stride, w, w_stride, heads);
   LAUNCH_CHECK("k_indexer_scores_rows");
 }
 
@@ -1229,7 +1276,7 @@ void topk_rows(const IdxRows& rows, int64_t k, cudaStream_t s) {
     any = true;
   }
   if (!any) return;
-  k_topk_rows<<<static_cast<unsigned>(rows.n), kTopkThreads, 0, s>>>(rows, k);
+  ds4::cuda::launch(&k_topk_rows, static_cast<unsigned>(rows.n), kTopkThreads, 0, s, rows, k);
   LAUNCH_CHECK("k_topk_rows");
 }
 
@@ -1254,22 +1301,25 @@ void attend_rows(const float* q, int H, int64_t dim, const AttnRows& rows, const
                      sizeof(float);
   constexpr int T = kAttnWarps * 32;
   if (hg == kAttnHeads) {
-    if (per_lane <= 4) k_attend_rows<4, kAttnHeads><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
-    else if (per_lane <= 8) k_attend_rows<8, kAttnHeads><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
-    else k_attend_rows<16, kAttnHeads><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+    if (per_lane <= 4)
+      ds4::cuda::launch(&k_attend_rows<4, kAttnHeads>, grid, T, shm, s, q, dim, rows, sinks, out, scratch);
+    else if (per_lane <= 8)
+      ds4::cuda::launch(&k_attend_rows<8, kAttnHeads>, grid, T, shm, s, q, dim, rows, sinks, out, scratch);
+    else
+      ds4::cuda::launch(&k_attend_rows<16, kAttnHeads>, grid, T, shm, s, q, dim, rows, sinks, out, scratch);
   } else if (per_lane <= 4) {
-    k_attend_rows<4, 1><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+    ds4::cuda::launch(&k_attend_rows<4, 1>, grid, T, shm, s, q, dim, rows, sinks, out, scratch);
   } else if (per_lane <= 8) {
-    k_attend_rows<8, 1><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+    ds4::cuda::launch(&k_attend_rows<8, 1>, grid, T, shm, s, q, dim, rows, sinks, out, scratch);
   } else if (per_lane <= 16) {
-    k_attend_rows<16, 1><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+    ds4::cuda::launch(&k_attend_rows<16, 1>, grid, T, shm, s, q, dim, rows, sinks, out, scratch);
   } else {
-    k_attend_rows<32, 1><<<grid, T, shm, s>>>(q, dim, rows, sinks, out, scratch);
+    ds4::cuda::launch(&k_attend_rows<32, 1>, grid, T, shm, s, q, dim, rows, sinks, out, scratch);
   }
   LAUNCH_CHECK("k_attend_rows");
   if (S > 1) {
-    k_attend_merge_rows<<<dim3(static_cast<unsigned>(H), static_cast<unsigned>(rows.n)), 128, 0, s>>>(scratch, dim,
-                                                                                                     rows, out);
+    ds4::cuda::launch(&k_attend_merge_rows, dim3(static_cast<unsigned>(H), static_cast<unsigned>(rows.n)), 128, 0, s,
+                      scratch, dim, rows, out);
     LAUNCH_CHECK("k_attend_merge_rows");
   }
 }
@@ -1300,34 +1350,34 @@ void route_rows(const float* logits, int E, int K, const int32_t* hash_table, co
   if (toks.n <= 0) return;
   const auto g = static_cast<unsigned>(toks.n);
   if (E <= 256 && K <= kMaxRouteK) {
-    k_route_warp<8><<<g, 32, 0, s>>>(logits, E, K, hash_table, toks, bias, norm, wscale, sel, w);
+    ds4::cuda::launch(&k_route_warp<8>, g, 32, 0, s, logits, E, K, hash_table, toks, bias, norm, wscale, sel, w);
     LAUNCH_CHECK("k_route_warp");
     return;
   }
   const int threads = std::min(1024, (E + 31) / 32 * 32);
-  k_route<<<g, threads, 0, s>>>(logits, E, K, hash_table, toks, bias, norm, wscale, sel, w);
+  ds4::cuda::launch(&k_route, g, threads, 0, s, logits, E, K, hash_table, toks, bias, norm, wscale, sel, w);
   LAUNCH_CHECK("k_route");
 }
 
 void swiglu(float* g, const float* u, int64_t n, float clamp, const float* wk, cudaStream_t s) {
-  k_swiglu<<<blocks_for(n), kBlock, 0, s>>>(g, u, n, clamp, wk);
+  ds4::cuda::launch(&k_swiglu, blocks_for(n), kBlock, 0, s, g, u, n, clamp, wk);
   LAUNCH_CHECK("k_swiglu");
 }
 
 void swiglu_rows(float* g, const float* u, int64_t ff, int64_t rows, float clamp, const float* wts, cudaStream_t s) {
   const int64_t n = ff * rows;
-  k_swiglu_rows<<<blocks_for(n), kBlock, 0, s>>>(g, u, ff, n, clamp, wts);
+  ds4::cuda::launch(&k_swiglu_rows, blocks_for(n), kBlock, 0, s, g, u, ff, n, clamp, wts);
   LAUNCH_CHECK("k_swiglu_rows");
 }
 
 void moe_sum(float* out, const float* ye, const float* ys, int64_t D, int K, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
-  k_moe_sum<<<blocks_for(n * D), kBlock, 0, s>>>(out, ye, ys, D, K, n);
+  ds4::cuda::launch(&k_moe_sum, blocks_for(n * D), kBlock, 0, s, out, ye, ys, D, K, n);
   LAUNCH_CHECK("k_moe_sum");
 }
 
 void add_rows(float* y, const float* x, int64_t n, int rows, cudaStream_t s) {
-  k_add_rows<<<blocks_for(n), kBlock, 0, s>>>(y, x, n, rows);
+  ds4::cuda::launch(&k_add_rows, blocks_for(n), kBlock, 0, s, y, x, n, rows);
   LAUNCH_CHECK("k_add_rows");
 }
 

@@ -29,6 +29,7 @@
 #include "backend/cuda/cuda_fail.h"
 #include "backend/cuda/cuda_quant.h"
 #include "backend/cuda/kernel_common.cuh"
+#include "backend/cuda/launch.cuh"
 
 namespace ds4::cuda {
 
@@ -71,6 +72,7 @@ __global__ void __launch_bounds__(kThreads) k_gemm_float(const void* __restrict_
                                                          const float* __restrict__ x, int64_t x_stride, int64_t n,
                                                          float* __restrict__ y, int64_t y_stride, int64_t width,
                                                          int64_t slice_stride) {
+  pdl_enter();
   __shared__ float ws[kK][kTile + 4];  // [k][weight row]
   __shared__ float xs[kK][kTile + 4];  // [k][activation row]
   const int tid = static_cast<int>(threadIdx.x), tr = tid % 16, tt = tid / 16;
@@ -122,6 +124,7 @@ __global__ void __launch_bounds__(kThreads) k_gemm_float(const void* __restrict_
 // y[t][r] = the slices' partial sums of (t, r) added in slice order.
 __global__ void k_sum_slices(const float* __restrict__ part, int64_t slices, int64_t rows, int64_t n,
                              float* __restrict__ y, int64_t y_stride) {
+  pdl_enter();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= rows * n) return;
   const int64_t t = i / rows, r = i % rows;
@@ -138,14 +141,15 @@ void launch(const void* w, int64_t rows, int64_t cols, const float* x, int64_t x
   const Split sp = split_k(rows, cols);
   const dim3 grid(kc::grid_for(rows, kTile), static_cast<unsigned>(gy), static_cast<unsigned>(sp.slices));
   if (sp.slices == 1) {
-    k_gemm_float<L><<<grid, kThreads, 0, s>>>(w, rows, cols, x, x_stride, n, y, y_stride, sp.width, 0);
+    ds4::cuda::launch(&k_gemm_float<L>, grid, kThreads, 0, s, w, rows, cols, x, x_stride, n, y, y_stride, sp.width, 0);
   } else {
     // Partial sums packed as [slice][t][r].
     const size_t need = static_cast<size_t>(sp.slices * n * rows) * sizeof(float);
     if (need > scratch_bytes) fail_scratch("matmul_float", scratch_bytes, need);
-    k_gemm_float<L><<<grid, kThreads, 0, s>>>(w, rows, cols, x, x_stride, n, scratch, rows, sp.width, n * rows);
+    ds4::cuda::launch(&k_gemm_float<L>, grid, kThreads, 0, s, w, rows, cols, x, x_stride, n, scratch, rows, sp.width,
+                      n * rows);
     DS4_CUDA_CHECK(cudaGetLastError());
-    k_sum_slices<<<kc::grid_for(rows * n, 256), 256, 0, s>>>(scratch, sp.slices, rows, n, y, y_stride);
+    ds4::cuda::launch(&k_sum_slices, kc::grid_for(rows * n, 256), 256, 0, s, scratch, sp.slices, rows, n, y, y_stride);
   }
   DS4_CUDA_CHECK(cudaGetLastError());
 }

@@ -11,6 +11,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_fail.h"
+#include "backend/cuda/launch.cuh"
 
 namespace ds4::cuda::kc {
 
@@ -48,6 +49,17 @@ void once_per_device(F&& upload) {
   upload();
   if (done.size() <= d) done.resize(d + 1, false);
   done[d] = true;
+}
+
+// The rows warp_rows will give this warp, asked of L2 before the kernel
+// waits for its predecessor (launch.cuh): weights are never written, so a
+// kernel launched early fetches them while the previous kernel finishes.
+template <int R, int kBlockThreads>
+__device__ __forceinline__ void prefetch_warp_rows(const uint8_t* w, int64_t row_bytes, int64_t rows) {
+  const int64_t row0 = ((static_cast<int64_t>(blockIdx.x) * kBlockThreads + threadIdx.x) >> 5) * R;
+  if (row0 >= rows) return;
+  const int64_t n = rows - row0 < R ? rows - row0 : R;
+  prefetch_l2(w + row0 * row_bytes, n * row_bytes, static_cast<int>(threadIdx.x & 31));
 }
 
 // One warp per R rows of a row-major weight: lane l takes units l, l+32, ...

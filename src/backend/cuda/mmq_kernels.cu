@@ -34,6 +34,7 @@
 #include "backend/cuda/cuda_fail.h"
 #include "backend/cuda/cuda_quant.h"
 #include "backend/cuda/kernel_common.cuh"
+#include "backend/cuda/launch.cuh"
 #include "quant/iq_tables.h"
 
 namespace ds4::cuda {
@@ -248,6 +249,7 @@ struct Args {
 
 template <class T, int BN>
 __global__ void __launch_bounds__(kThreads) mmq_kernel(Args p) {
+  pdl_enter();
   __shared__ Smem<BN> sm;
   const int tid = threadIdx.x;
   const uint8_t* w = p.w;
@@ -378,6 +380,7 @@ __global__ void __launch_bounds__(kThreads) mmq_kernel(Args p) {
 // it reads from the launch's base).
 __global__ void group_kernel(const int32_t* __restrict__ sel, int nslots, int lo, int E, int bn, int4* tiles,
                              int* ntiles, int32_t* sorted) {
+  pdl_enter();
   extern __shared__ int cnt[];  // [E] counts, then [E] next free place
   int* pos = cnt + E;
   for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
@@ -434,7 +437,7 @@ void check(const char* what, GgmlType t, const void* w, int64_t stride, int64_t 
 template <class T, int BN>
 void launch_bn(const Args& a, unsigned gy, cudaStream_t s) {
   const dim3 grid(kc::grid_for(a.rows, kBM), gy);
-  mmq_kernel<T, BN><<<grid, kThreads, 0, s>>>(a);
+  ds4::cuda::launch(&mmq_kernel<T, BN>, grid, kThreads, 0, s, a);
   DS4_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -533,9 +536,9 @@ void matmul_q8_grouped(GgmlType t, const void* base, int64_t stride_bytes, int64
     // The tile width follows the whole step's slots per expert, not the
     // window's, so a window's launches have the shapes of the full one.
     const int bn = pick_bn(nslots / std::min(n_expert, nslots));
-    group_kernel<<<1, 1024, static_cast<size_t>(2 * (hi - lo)) * sizeof(int), s>>>(
-        d_sel, static_cast<int>(nslots), static_cast<int>(lo), static_cast<int>(hi - lo), bn, g.tiles, g.ntiles,
-        g.sorted);
+    ds4::cuda::launch(&group_kernel, 1, 1024, static_cast<size_t>(2 * (hi - lo)) * sizeof(int), s, d_sel,
+                      static_cast<int>(nslots), static_cast<int>(lo), static_cast<int>(hi - lo), bn, g.tiles, g.ntiles,
+                      g.sorted);
     DS4_CUDA_CHECK(cudaGetLastError());
     Args a{};
     a.w = static_cast<const uint8_t*>(base);

@@ -29,6 +29,7 @@
 #include "backend/cuda/cuda_fail.h"
 #include "backend/cuda/cuda_quant.h"
 #include "backend/cuda/kernel_common.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/row_math.cuh"
 #include "quant/iq_tables.h"
 #include "quant/kernels.h"
@@ -85,6 +86,7 @@ __device__ __forceinline__ float act_in(const float* x, const SwiIn& sw, int64_t
 
 __global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t cols, int64_t x_stride,
                                      uint8_t* __restrict__ dst, size_t dst_stride, size_t d_offset, SwiIn sw) {
+  pdl_enter();
   const int64_t nblocks = cols / 32;
   x += blockIdx.y * x_stride;
   auto* q = reinterpret_cast<int8_t*>(dst + blockIdx.y * dst_stride);
@@ -106,6 +108,7 @@ __global__ void __launch_bounds__(256) quantize_q8_k_kernel(const float* __restr
                                                             int64_t x_stride, uint8_t* __restrict__ dst,
                                                             size_t dst_stride, size_t d_offset, size_t s_offset,
                                                             SwiIn sw) {
+  pdl_enter();
   __shared__ float wmax[8];
   x += blockIdx.y * x_stride;
   auto* q = reinterpret_cast<int8_t*>(dst + blockIdx.y * dst_stride);
@@ -333,7 +336,9 @@ __global__ void __launch_bounds__(kThreads) mvq_kernel(const uint8_t* __restrict
                                                        int64_t nblocks, Act act, size_t act_stride,
                                                        float* __restrict__ y, int64_t y_stride,
                                                        const int32_t* __restrict__ index, int64_t index_stride) {
+  if (!index) kc::prefetch_warp_rows<R, kThreads>(w, row_bytes, rows);
   const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+  pdl_enter();
   // Batch entry blockIdx.y: its matrix (chosen on the device, e.g. an expert
   // picked by routing), its activation and its output.
   if (index) w += static_cast<int64_t>(__ldg(index + blockIdx.y)) * index_stride;
@@ -419,6 +424,7 @@ template <class T, int R, int N>
 __global__ void __launch_bounds__(kThreads) mvq_multi_kernel(const uint8_t* __restrict__ w, int64_t row_bytes,
                                                              int64_t rows, int64_t nblocks, Act act, size_t act_stride,
                                                              int nact, float* __restrict__ y, int64_t y_stride) {
+  pdl_enter();
   const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
   Act a[N];
   float* yp[N];
@@ -474,6 +480,7 @@ __global__ void __launch_bounds__(kThreads) mvq_grouped_kernel(const uint8_t* __
                                                                int64_t row_bytes, int64_t rows, int64_t nblocks, Act act,
                                                                size_t act_row_stride, size_t act_k_stride,
                                                                float* __restrict__ y, int64_t y_stride) {
+  pdl_enter();
   const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
   const int j = static_cast<int>(blockIdx.y);
   const int32_t e = __ldg(sel + j);
@@ -515,8 +522,10 @@ struct MatList {
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) mvq_list_kernel(MatList L, int64_t row_bytes, int64_t nblocks, Act act) {
-  const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
   const unsigned m = blockIdx.y;
+  kc::prefetch_warp_rows<1, kThreads>(L.w[m], row_bytes, L.rows[m]);
+  const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+  pdl_enter();
   kc::warp_rows<T, 1, kThreads, kUnroll>(L.w[m], row_bytes, L.rows[m], nblocks * T::PARTS, L.y[m],
                                          [&](const typename T::Raw(&raw)[1], int64_t b, int p, float(&acc)[1]) {
                                            acc[0] = __fadd_rn(acc[0], T::dot(ctx, raw[0], p, act, b));
@@ -541,8 +550,8 @@ void mvq_list(GgmlType t, const MatvecTarget* targets, int n, int64_t cols, cons
   }
   if (most <= 0 || cols <= 0) return;
   const int64_t rb = cols / T::QK * T::BYTES, nb = cols / T::QK;
-  mvq_list_kernel<T><<<dim3(grid_for(most * 32), static_cast<unsigned>(n)), kThreads, 0, s>>>(
-      L, rb, nb, act_view(act, cols, T::AQK));
+  ds4::cuda::launch(&mvq_list_kernel<T>, dim3(grid_for(most * 32), static_cast<unsigned>(n)), kThreads, 0, s, L, rb, nb,
+                    act_view(act, cols, T::AQK));
   DS4_CUDA_CHECK_LAUNCH("mvq_list_kernel");
 }
 
@@ -581,11 +590,11 @@ void mvq(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act,
   const Act a = act_view(act, cols, T::AQK);
   const auto n = static_cast<unsigned>(bt.n);
   if (rows >= 1024) {
-    mvq_kernel<T, 2><<<dim3(grid_for((rows + 1) / 2 * 32), n), kThreads, 0, s>>>(wb, rb, rows, nb, a, bt.act_stride, y,
-                                                                                bt.y_stride, index, index_stride);
+    ds4::cuda::launch(&mvq_kernel<T, 2>, dim3(grid_for((rows + 1) / 2 * 32), n), kThreads, 0, s, wb, rb, rows, nb, a,
+                      bt.act_stride, y, bt.y_stride, index, index_stride);
   } else {
-    mvq_kernel<T, 1><<<dim3(grid_for(rows * 32), n), kThreads, 0, s>>>(wb, rb, rows, nb, a, bt.act_stride, y,
-                                                                      bt.y_stride, index, index_stride);
+    ds4::cuda::launch(&mvq_kernel<T, 1>, dim3(grid_for(rows * 32), n), kThreads, 0, s, wb, rb, rows, nb, a,
+                      bt.act_stride, y, bt.y_stride, index, index_stride);
   }
   DS4_CUDA_CHECK_LAUNCH("mvq_kernel");
 }
@@ -597,7 +606,8 @@ template <class T, int N>
 void launch_multi(const uint8_t* wb, int64_t rb, int64_t rows, int64_t nb, Act a, size_t act_stride, int nact, float* y,
                   int64_t y_stride, cudaStream_t s) {
   // One row per warp keeps the accumulators (R x N) in registers.
-  mvq_multi_kernel<T, 1, N><<<grid_for(rows * 32), kThreads, 0, s>>>(wb, rb, rows, nb, a, act_stride, nact, y, y_stride);
+  ds4::cuda::launch(&mvq_multi_kernel<T, 1, N>, grid_for(rows * 32), kThreads, 0, s, wb, rb, rows, nb, a, act_stride,
+                    nact, y, y_stride);
   DS4_CUDA_CHECK_LAUNCH("mvq_multi_kernel");
 }
 
@@ -641,17 +651,17 @@ void mvq_grouped(GgmlType t, const void* base, int64_t stride, const int32_t* se
   // At most one slot per row names an expert (the kernel's chunk loop covers a
   // row naming one twice), so the row count bounds the chunk size worth having.
   if (nrows == 1)  // two weight rows per warp (see mvq_grouped_kernel)
-    mvq_grouped_kernel<T, 1><<<dim3(grid_for((rows + 1) / 2 * 32), ns), kThreads, 0, s>>>(
-        bp, stride, sel, n, K, rb, rows, nb, a, act_row_stride, act_k_stride, y, y_stride);
+    ds4::cuda::launch(&mvq_grouped_kernel<T, 1>, dim3(grid_for((rows + 1) / 2 * 32), ns), kThreads, 0, s, bp, stride,
+                      sel, n, K, rb, rows, nb, a, act_row_stride, act_k_stride, y, y_stride);
   else if (nrows == 2)
-    mvq_grouped_kernel<T, 2><<<dim3(grid_for(rows * 32), ns), kThreads, 0, s>>>(bp, stride, sel, n, K, rb, rows, nb, a,
-                                                                               act_row_stride, act_k_stride, y, y_stride);
+    ds4::cuda::launch(&mvq_grouped_kernel<T, 2>, dim3(grid_for(rows * 32), ns), kThreads, 0, s, bp, stride, sel, n, K,
+                      rb, rows, nb, a, act_row_stride, act_k_stride, y, y_stride);
   else if (nrows <= 4)
-    mvq_grouped_kernel<T, 4><<<dim3(grid_for(rows * 32), ns), kThreads, 0, s>>>(bp, stride, sel, n, K, rb, rows, nb, a,
-                                                                               act_row_stride, act_k_stride, y, y_stride);
+    ds4::cuda::launch(&mvq_grouped_kernel<T, 4>, dim3(grid_for(rows * 32), ns), kThreads, 0, s, bp, stride, sel, n, K,
+                      rb, rows, nb, a, act_row_stride, act_k_stride, y, y_stride);
   else
-    mvq_grouped_kernel<T, kMultiMax><<<dim3(grid_for(rows * 32), ns), kThreads, 0, s>>>(
-        bp, stride, sel, n, K, rb, rows, nb, a, act_row_stride, act_k_stride, y, y_stride);
+    ds4::cuda::launch(&mvq_grouped_kernel<T, kMultiMax>, dim3(grid_for(rows * 32), ns), kThreads, 0, s, bp, stride, sel,
+                      n, K, rb, rows, nb, a, act_row_stride, act_k_stride, y, y_stride);
   DS4_CUDA_CHECK_LAUNCH("mvq_grouped_kernel");
 }
 
@@ -735,7 +745,8 @@ void quantize_any(GgmlType act, const float* x, int64_t cols, int64_t x_stride, 
   switch (act) {
     case GgmlType::Q8_0: {
       if (cols % 32) fail_shape("quantize_activation", act, cols, 32);
-      quantize_q8_0_kernel<<<dim3(grid_for(cols), rows), kThreads, 0, s>>>(x, cols, x_stride, b, stride, d_off, sw);
+      ds4::cuda::launch(&quantize_q8_0_kernel, dim3(grid_for(cols), rows), kThreads, 0, s, x, cols, x_stride, b, stride,
+                        d_off, sw);
       DS4_CUDA_CHECK_LAUNCH("quantize_q8_0_kernel");
       return;
     }
@@ -744,8 +755,8 @@ void quantize_any(GgmlType act, const float* x, int64_t cols, int64_t x_stride, 
       const int64_t nb = cols / 256;
       if (nb > 0x7fffffff) fail_shape("quantize_activation (too many blocks)", act, cols, 256);
       const size_t s_off = d_off + align16(4 * static_cast<size_t>(nb));
-      quantize_q8_k_kernel<<<dim3(static_cast<unsigned>(nb), rows), 256, 0, s>>>(x, cols, x_stride, b, stride, d_off,
-                                                                            s_off, sw);
+      ds4::cuda::launch(&quantize_q8_k_kernel, dim3(static_cast<unsigned>(nb), rows), 256, 0, s, x, cols, x_stride, b,
+                        stride, d_off, s_off, sw);
       DS4_CUDA_CHECK_LAUNCH("quantize_q8_k_kernel");
       return;
     }

@@ -23,6 +23,7 @@
 #include "backend/cuda/cuda_fail.h"
 #include "backend/cuda/cuda_quant.h"
 #include "backend/cuda/kernel_common.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/row_math.cuh"
 #include "quant/iq_tables.h"
 
@@ -423,7 +424,9 @@ __global__ void __launch_bounds__(kThreads) matvec_kernel(const uint8_t* __restr
                                                           int64_t nblocks, const float* __restrict__ x,
                                                           float* __restrict__ y, const int32_t* __restrict__ index,
                                                           int64_t index_stride) {
+  if (!index) kc::prefetch_warp_rows<R, kThreads>(w, row_bytes, rows);
   const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+  pdl_enter();
   // Indexed form (MoE experts): the matrix is chosen by a value in device
   // memory, so routing never goes back to the host.
   if (index) w += static_cast<int64_t>(__ldg(index)) * index_stride;
@@ -447,10 +450,12 @@ struct FloatMatList {
 };
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) matvec_list_kernel(FloatMatList L, int64_t row_bytes, int64_t nblocks,
-                                                               const float* __restrict__ x) {
-  const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+__global__ void __launch_bounds__(kThreads)
+    matvec_list_kernel(FloatMatList L, int64_t row_bytes, int64_t nblocks, const float* __restrict__ x) {
   const unsigned m = blockIdx.y;
+  kc::prefetch_warp_rows<1, kThreads>(L.w[m], row_bytes, L.rows[m]);
+  const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+  pdl_enter();
   kc::warp_rows<T, 1, kThreads, kUnroll>(L.w[m], row_bytes, L.rows[m], nblocks * T::PARTS, L.y[m],
                                          [&](const typename T::Raw(&raw)[1], int64_t b, int p, float(&acc)[1]) {
                                            float xv[T::EPU], xs[T::NG];
@@ -506,7 +511,11 @@ __global__ void __launch_bounds__(kRowBlock) matvec_row_block_kernel(const uint8
                                                                      float* __restrict__ y,
                                                                      const int32_t* __restrict__ index,
                                                                      int64_t index_stride) {
+  if (!index)
+    prefetch_l2(w + static_cast<int64_t>(blockIdx.x) * row_bytes + (threadIdx.x >> 5) * (row_bytes / (kRowBlock / 32)),
+                row_bytes / (kRowBlock / 32), static_cast<int>(threadIdx.x & 31));
   const typename T::Ctx ctx = T::init();
+  pdl_enter();
   if (index) w += static_cast<int64_t>(__ldg(index)) * index_stride;
   float acc = row_block_units<T, false>(ctx, w + static_cast<int64_t>(blockIdx.x) * row_bytes, nblocks, x,
                                         static_cast<int>(threadIdx.x), 1.0f);
@@ -524,6 +533,7 @@ __global__ void __launch_bounds__(kRowBlock) matvec_row_block_kernel(const uint8
 template <class T>
 __global__ void __launch_bounds__(kThreads) dequant_kernel(const uint8_t* __restrict__ src, float* __restrict__ dst,
                                                            int64_t nunits) {
+  pdl_enter();
   const typename T::Ctx ctx = T::init();
   const int64_t u = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (u >= nunits) return;
@@ -547,12 +557,22 @@ void mv(int rpw, GgmlType t, const void* w, int64_t rows, int64_t cols, const fl
   const auto* wb = static_cast<const uint8_t*>(w);
   const int64_t rb = cols / T::QK * T::BYTES, nb = cols / T::QK;
   switch (rpw) {
-    case 1: matvec_kernel<T, 1><<<grid_for(rows * 32), kThreads, 0, s>>>(wb, rb, rows, nb, x, y, index, index_stride); break;
-    case 2: matvec_kernel<T, 2><<<grid_for((rows + 1) / 2 * 32), kThreads, 0, s>>>(wb, rb, rows, nb, x, y, index, index_stride); break;
-    case 4: matvec_kernel<T, 4><<<grid_for((rows + 3) / 4 * 32), kThreads, 0, s>>>(wb, rb, rows, nb, x, y, index, index_stride); break;
+    case 1:
+      ds4::cuda::launch(&matvec_kernel<T, 1>, grid_for(rows * 32), kThreads, 0, s, wb, rb, rows, nb, x, y, index,
+                        index_stride);
+      break;
+    case 2:
+      ds4::cuda::launch(&matvec_kernel<T, 2>, grid_for((rows + 1) / 2 * 32), kThreads, 0, s, wb, rb, rows, nb, x, y,
+                        index, index_stride);
+      break;
+    case 4:
+      ds4::cuda::launch(&matvec_kernel<T, 4>, grid_for((rows + 3) / 4 * 32), kThreads, 0, s, wb, rb, rows, nb, x, y,
+                        index, index_stride);
+      break;
     case detail::kBlockPerRow:
       if (rows > 0x7fffffff) fail_shape("matvec (too many rows)", t, rows, 1);
-      matvec_row_block_kernel<T><<<static_cast<unsigned>(rows), kRowBlock, 0, s>>>(wb, rb, nb, x, y, index, index_stride);
+      ds4::cuda::launch(&matvec_row_block_kernel<T>, static_cast<unsigned>(rows), kRowBlock, 0, s, wb, rb, nb, x, y,
+                        index, index_stride);
       break;
     default: fail_rows_per_warp(rpw);
   }
@@ -573,7 +593,11 @@ constexpr int kHcMaxMix = 64;
 template <class T>
 __global__ void __launch_bounds__(kHcThreads) hc_pre_kernel(const uint8_t* __restrict__ w, int64_t row_bytes,
                                                            int64_t nblocks, int mix_rows, HcPreArgs a) {
+  if (threadIdx.x < kRowBlock)
+    prefetch_l2(w + static_cast<int64_t>(blockIdx.x) * row_bytes + (threadIdx.x >> 5) * (row_bytes / (kRowBlock / 32)),
+                row_bytes / (kRowBlock / 32), static_cast<int>(threadIdx.x & 31));
   const typename T::Ctx ctx = T::init();
+  pdl_enter();
   const int j = static_cast<int>(blockIdx.x), r = static_cast<int>(blockIdx.y), tid = static_cast<int>(threadIdx.x);
   const int64_t n = a.hc * a.D;
   const float* x = a.X + r * n;
@@ -620,8 +644,9 @@ void hc_pre_launch(GgmlType t, const void* w, int64_t mix_rows, int64_t rows, co
   if (rows <= 0) return;
   // rms_norm_rows' width for rows < 64 (fwd_kernels.cu, rms_threads).
   const int threads = cols >= 4096 ? kHcThreads : kRowBlock;
-  hc_pre_kernel<T><<<dim3(static_cast<unsigned>(mix_rows), static_cast<unsigned>(rows)), threads, 0, s>>>(
-      static_cast<const uint8_t*>(w), cols / T::QK * T::BYTES, cols / T::QK, static_cast<int>(mix_rows), a);
+  ds4::cuda::launch(&hc_pre_kernel<T>, dim3(static_cast<unsigned>(mix_rows), static_cast<unsigned>(rows)), threads, 0,
+                    s, static_cast<const uint8_t*>(w), cols / T::QK * T::BYTES, cols / T::QK,
+                    static_cast<int>(mix_rows), a);
   DS4_CUDA_CHECK_LAUNCH("hc_pre_kernel");
 }
 
@@ -640,8 +665,8 @@ void mv_list(GgmlType t, const MatvecTarget* targets, int n, int64_t cols, const
     most = targets[i].rows > most ? targets[i].rows : most;
   }
   if (most <= 0 || cols <= 0) return;
-  matvec_list_kernel<T><<<dim3(grid_for(most * 32), static_cast<unsigned>(n)), kThreads, 0, s>>>(
-      L, cols / T::QK * T::BYTES, cols / T::QK, x);
+  ds4::cuda::launch(&matvec_list_kernel<T>, dim3(grid_for(most * 32), static_cast<unsigned>(n)), kThreads, 0, s, L,
+                    cols / T::QK * T::BYTES, cols / T::QK, x);
   DS4_CUDA_CHECK_LAUNCH("matvec_list_kernel");
 }
 
@@ -651,7 +676,8 @@ void dq(GgmlType t, const void* src, float* dst, int64_t n, cudaStream_t s) {
   if (!aligned(src, T::ALIGN)) fail_align("dequantize source", t, src, T::ALIGN);
   if (n <= 0) return;
   const int64_t nunits = n / T::QK * T::PARTS;
-  dequant_kernel<T><<<grid_for(nunits), kThreads, 0, s>>>(static_cast<const uint8_t*>(src), dst, nunits);
+  ds4::cuda::launch(&dequant_kernel<T>, grid_for(nunits), kThreads, 0, s, static_cast<const uint8_t*>(src), dst,
+                    nunits);
   DS4_CUDA_CHECK_LAUNCH("dequant_kernel");
 }
 

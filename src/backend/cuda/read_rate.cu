@@ -1,14 +1,15 @@
-#include "backend/cuda/read_rate.h"
-
 #include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/launch.cuh"
+#include "backend/cuda/read_rate.h"
 
 namespace ds4::cuda {
 
 namespace {
 
 __global__ void read_kernel(const uint4* __restrict__ p, size_t n, uint32_t* sink) {
+  pdl_enter();
   uint32_t acc = 0;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
@@ -32,7 +33,7 @@ double read_gbps(const void* p, size_t bytes, uint32_t* sink, cudaStream_t s) {
   double best = 0;
   for (int rep = 0; rep < 5; ++rep) {
     DS4_CUDA_CHECK(cudaEventRecord(a, s));
-    read_kernel<<<sms * 8, 512, 0, s>>>(static_cast<const uint4*>(p), n, sink);
+    ds4::cuda::launch(&read_kernel, sms * 8, 512, 0, s, static_cast<const uint4*>(p), n, sink);
     DS4_CUDA_CHECK(cudaGetLastError());
     DS4_CUDA_CHECK(cudaEventRecord(b, s));
     DS4_CUDA_CHECK(cudaEventSynchronize(b));
