@@ -224,6 +224,15 @@ TEST_P(GpuForward, MatchesCpuAndChunkingsAgree) {
   ::setenv("DS4_CUDA_MMQ", "0", 1);
   auto gpu_mv = ds4::backend::make_backend("cuda", model);
   ::unsetenv("DS4_CUDA_MMQ");
+  // Wide passes whose routed experts take the grouped matvecs (as passes
+  // with few slots per expert do): the dense products tiled, the experts not.
+  ::setenv("DS4_CUDA_MMQ_EXPERT_ROWS", "100000", 1);
+  auto gpu_nx = ds4::backend::make_backend("cuda", model);
+  ::unsetenv("DS4_CUDA_MMQ_EXPERT_ROWS");
+  // And the other way: the dense products on the matvecs, the experts tiled.
+  ::setenv("DS4_CUDA_MMQ_ROWS", "100000", 1);
+  auto gpu_dx = ds4::backend::make_backend("cuda", model);
+  ::unsetenv("DS4_CUDA_MMQ_ROWS");
   const size_t V = model->config.n_vocab;
   const auto toks = test_tokens(model->config.n_vocab, 80);
   for (NumericsMode mode : {NumericsMode::exact, NumericsMode::faithful}) {
@@ -255,13 +264,23 @@ TEST_P(GpuForward, MatchesCpuAndChunkingsAgree) {
     const auto wm = windowed(*cpu, *gpu, mode, toks, kMmqWin), wv = windowed(*cpu, *gpu_mv, mode, toks, kMmqWin);
     const Diff dwm = compare(wm, tf.cpu, V), dwv = compare(wv, tf.cpu, V);
     const auto ewm = position_errors(wm, tf.cpu, V), ewv = position_errors(wv, tf.cpu, V);
+    const auto wx = windowed(*cpu, *gpu_nx, mode, toks, kMmqWin);
+    const Diff dwx = compare(wx, tf.cpu, V);
+    const auto ewx = position_errors(wx, tf.cpu, V);
+    const bool same_nx = same(run(*gpu_nx, mode, toks, 0), run(*gpu_nx, mode, toks, 16));
+    const auto wd = windowed(*cpu, *gpu_dx, mode, toks, kMmqWin);
+    const Diff dwd = compare(wd, tf.cpu, V);
+    const auto ewd = position_errors(wd, tf.cpu, V);
+    const bool same_dx = same(run(*gpu_dx, mode, toks, 0), run(*gpu_dx, mode, toks, 16));
     std::printf("gpu-forward: %-10s %-7s %-8s forced cuda-cpu: %s | forced cpu_scalar-cpu: %s | free cuda-cpu: max_abs "
                 "%.3g argmax %d/80 | matvec prefill==decode==chunk7 %s, mmq prefill==chunk16==chunk64 %s, mmq-matvec: %s | window %zu "
-                "mmq-cpu: %s | window %zu matvec-cpu: %s\n",
+                "mmq-cpu: %s | window %zu matvec-cpu: %s | experts on matvecs: prefill==chunk16 %s, window %zu cpu: %s | dense on matvecs: prefill==chunk16 %s, window %zu "
+                "cpu: %s\n",
                 c.model.c_str(), c.recipe.c_str(), std::string(ds4::backend::numerics_name(mode)).c_str(),
                 summary(ef, f, 0.05f).c_str(), summary(es, fs, 0.05f).c_str(), dmv.max_abs, dmv.argmax_mismatch,
                 same_dec ? "yes" : "NO", same_chk ? "yes" : "NO", summary(em, dm, 0.05f).c_str(), kMmqWin,
-                summary(ewm, dwm, 0.05f).c_str(), kMmqWin, summary(ewv, dwv, 0.05f).c_str());
+                summary(ewm, dwm, 0.05f).c_str(), kMmqWin, summary(ewv, dwv, 0.05f).c_str(), same_nx ? "yes" : "NO",
+                kMmqWin, summary(ewx, dwx, 0.05f).c_str(), same_dx ? "yes" : "NO", kMmqWin, summary(ewd, dwd, 0.05f).c_str());
     const auto jumps = [](const std::vector<float>& e) {
       return static_cast<int>(std::count_if(e.begin(), e.end(), [](float x) { return x > 0.05f; }));
     };
@@ -302,6 +321,22 @@ TEST_P(GpuForward, MatchesCpuAndChunkingsAgree) {
     }
     EXPECT_LE(jumps(ewm), std::max(10, 2 * jumps(ewv) + 2)) << what << ": windowed mmq positions off by > 0.05";
     EXPECT_LE(dwm.argmax_mismatch, std::max(3, 2 * dwv.argmax_mismatch + 1)) << what << ": windowed mmq argmax";
+    EXPECT_TRUE(same_nx) << what << ": tiled prefill with experts on the matvecs and its chunks of 16 differ";
+    if (float_weights && mode == NumericsMode::exact) {
+      EXPECT_LE(dwx.max_abs, 1e-3f) << what << ": windowed mmq, experts on the matvecs";
+      EXPECT_EQ(dwx.argmax_mismatch, 0) << what << ": windowed mmq, experts on the matvecs";
+    }
+    EXPECT_LE(jumps(ewx), std::max(10, 2 * jumps(ewv) + 2)) << what << ": windowed, experts on the matvecs, off by > 0.05";
+    EXPECT_LE(dwx.argmax_mismatch, std::max(3, 2 * dwv.argmax_mismatch + 1))
+        << what << ": windowed, experts on the matvecs, argmax";
+    EXPECT_TRUE(same_dx) << what << ": prefill with dense products on the matvecs, experts tiled, and its chunks of 16 differ";
+    if (float_weights && mode == NumericsMode::exact) {
+      EXPECT_LE(dwd.max_abs, 1e-3f) << what << ": windowed, dense on the matvecs";
+      EXPECT_EQ(dwd.argmax_mismatch, 0) << what << ": windowed, dense on the matvecs";
+    }
+    EXPECT_LE(jumps(ewd), std::max(10, 2 * jumps(ewv) + 2)) << what << ": windowed, dense on the matvecs, off by > 0.05";
+    EXPECT_LE(dwd.argmax_mismatch, std::max(3, 2 * dwv.argmax_mismatch + 1))
+        << what << ": windowed, dense on the matvecs, argmax";
   }
 }
 

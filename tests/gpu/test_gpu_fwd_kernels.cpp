@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -163,6 +164,43 @@ TEST_F(GpuFwdKernels, HcSplitCollapseExpand) {
 // (rows of 4096 or more, as the Flash mixers), within f32 rounding of the
 // dot's order otherwise; a second launch gives the same again (its
 // hand-over counters came back to zero).
+// The norm with its Q8_0 quantization in one launch gives the bytes of
+// rms_norm_rows followed by quantize_activation_rows: the normed rows and
+// their quantized form, for single rows (1024-thread blocks at n >= 4096) and
+// passes of many, with and without a weight, out of place and in place.
+TEST_F(GpuFwdKernels, NormQuantizeEqualsItsSteps) {
+  const float eps = 1e-6f;
+  for (const int64_t n : {int64_t{4096}, int64_t{1024}, int64_t{96}}) {
+    for (const int64_t rows : {int64_t{1}, int64_t{3}, int64_t{70}}) {
+      for (const bool weighted : {true, false}) {
+        for (const bool in_place : {false, true}) {
+          SCOPED_TRACE(testing::Message() << "n " << n << " rows " << rows << " weighted " << weighted << " in place "
+                                          << in_place);
+          const Vec x = randv(static_cast<size_t>(rows * n), 2.0f, 80), w = randv(static_cast<size_t>(n), 1.0f, 81);
+          auto dx = dev(x), dw = dev(w), dy = dev(Vec(x.size(), 0.0f));
+          const size_t ab = ds4::cuda::activation_bytes(ds4::GgmlType::Q8_0, n);
+          DeviceBuffer q_want(ab * static_cast<size_t>(rows)), q_got(ab * static_cast<size_t>(rows));
+          DS4_CUDA_CHECK(cudaMemset(q_want.get(), 0, q_want.size()));
+          DS4_CUDA_CHECK(cudaMemset(q_got.get(), 0, q_got.size()));
+          const float* wp = weighted ? dw.as<float>() : nullptr;
+          fwd::rms_norm_rows(dx.as<float>(), wp, rows, n, eps, dy.as<float>(), nullptr);
+          ds4::cuda::quantize_activation_rows(ds4::GgmlType::Q8_0, dy.as<float>(), n, rows, q_want.get(), nullptr);
+          const Vec want_y = host(dy, x.size());
+          float* out = in_place ? dx.as<float>() : dy.as<float>();
+          if (!in_place) DS4_CUDA_CHECK(cudaMemset(dy.get(), 0, x.size() * sizeof(float)));
+          ds4::cuda::rms_norm_quantize_q8_0(dx.as<float>(), wp, rows, n, eps, out, q_got.get(), nullptr);
+          const Vec got_y = host(in_place ? dx : dy, x.size());
+          EXPECT_EQ(std::memcmp(got_y.data(), want_y.data(), x.size() * sizeof(float)), 0) << "normed rows";
+          std::vector<uint8_t> a(q_want.size()), b(q_got.size());
+          q_want.download(a.data(), a.size());
+          q_got.download(b.data(), b.size());
+          EXPECT_EQ(a, b) << "Q8_0 activations";
+        }
+      }
+    }
+  }
+}
+
 TEST_F(GpuFwdKernels, HcPreFusedEqualsItsSteps) {
   const int hc = 4, mr = 24, iters = 20;
   const float eps = 1e-6f, hc_eps = 1e-6f;

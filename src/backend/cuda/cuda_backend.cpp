@@ -62,8 +62,11 @@ constexpr int64_t kPassRowsMax = 2048;
 // Rows the stateful middle of attention (and routing) takes per launch: their
 // parameters travel by value, in arrays of fwd::kMaxRows.
 constexpr int64_t kMidRows = fwd::kMaxRows;
-// Rows from which a pass's integer products run on tensor cores (see wide()).
+// Rows from which a pass's dense integer and float products run as tiles
+// (see wide(); DS4_CUDA_MMQ_ROWS overrides), and from which its routed
+// experts do (wide_experts(); DS4_CUDA_MMQ_EXPERT_ROWS overrides).
 constexpr int64_t kMmqRows = 16;
+constexpr int64_t kMmqExpertRows = 16;
 // Slots of a session's raw KV ring: the window, plus the rows of one launch
 // of the middle, so that those rows write their KV before any of them attends
 // without overwriting a position an earlier one still sees.
@@ -81,15 +84,17 @@ int64_t ring_slots(const ModelConfig& c) { return int64_t{c.sliding_window} + kM
 constexpr int64_t kStreamRows = 64;
 constexpr size_t kStageBytes = size_t{64} << 20;
 
-// DS4_CUDA_STREAM_ROWS, else kStreamRows.
-int64_t stream_rows_setting() {
-  const char* env = std::getenv("DS4_CUDA_STREAM_ROWS");
-  if (!env) return kStreamRows;
+// A row count from environment variable `name`, else `fallback`.
+int64_t rows_setting(const char* name, int64_t fallback) {
+  const char* env = std::getenv(name);
+  if (!env) return fallback;
   char* end = nullptr;
   const long long v = std::strtoll(env, &end, 10);
-  if (end == env || *end || v < 0) fail("DS4_CUDA_STREAM_ROWS={}: want a number of rows (0: never)", env);
+  if (end == env || *end || v < 0) fail("{}={}: want a number of rows", name, env);
   return v;
 }
+// DS4_CUDA_STREAM_ROWS (0: never), else kStreamRows.
+int64_t stream_rows_setting() { return rows_setting("DS4_CUDA_STREAM_ROWS", kStreamRows); }
 // One layer's routed expert matrices (gate, up, down): type, and the bytes of
 // one expert's matrix as stored.
 struct ExpertMats {
@@ -309,6 +314,19 @@ struct QRows {
                                     stream);
     (act == GgmlType::Q8_0 ? has80 : has8k) = true;
     return *this;
+  }
+  // rms_norm_rows(x, w, rows, c, eps, y) and the rows bound to y; with
+  // want80 their Q8_0 form made in the same launch (rms_norm_quantize_q8_0),
+  // the bits as()'s own quantizer would give.
+  QRows& bind_norm(const float* xin, const float* w, int64_t c, int64_t rows, float eps, float* y, bool want80) {
+    if (want80 && c % 32 == 0) {
+      ds4::cuda::rms_norm_quantize_q8_0(xin, w, rows, c, eps, y, q80.get(), stream);
+      bind(y, c, rows);
+      has80 = true;
+      return *this;
+    }
+    fwd::rms_norm_rows(xin, w, rows, c, eps, y, stream);
+    return bind(y, c, rows);
   }
   // The rows in the form weight activation type `act` takes (F32: x itself).
   const void* as(GgmlType act) {
@@ -603,6 +621,11 @@ class CudaBackend final : public Backend {
     iota_ = DeviceBuffer(iota.size() * sizeof(int32_t));
     const char* mm = std::getenv("DS4_CUDA_MMQ");
     mmq_ = !(mm && std::string_view(mm) == "0");
+    mmq_rows_ = std::max<int64_t>(rows_setting("DS4_CUDA_MMQ_ROWS", kMmqRows), 1);
+    mmq_expert_rows_ = std::max<int64_t>(rows_setting("DS4_CUDA_MMQ_EXPERT_ROWS", kMmqExpertRows), 1);
+    if (mmq_ && (mmq_rows_ != kMmqRows || mmq_expert_rows_ != kMmqExpertRows))
+      log::info("cuda: passes of {} rows or more take tiled dense products, of {} rows or more tiled routed experts",
+                mmq_rows_, mmq_expert_rows_);
     const char* fz = std::getenv("DS4_CUDA_FUSE");
     fuse_ = !(fz && std::string_view(fz) == "0");
     hc_counters_ = DeviceBuffer(sz(pass_rows_max_) * sizeof(unsigned));
@@ -886,7 +909,7 @@ class CudaBackend final : public Backend {
     const uint8_t* p = w.p + sz(row0) * w.row_bytes;
     const int64_t n = rows < 0 ? w.rows : rows;
     const GgmlType act = ds4::cuda::activation_type(w.type);
-    if (act == GgmlType::F32 && wide()) {
+    if (act == GgmlType::F32 && wide_float()) {
       ds4::cuda::matmul_float(w.type, p, n, w.cols, in.x, in.stride, in.n, y, y_stride, pass_->fmm.as<float>(),
                               pass_->fmm.size(), st_);
     } else if (act == GgmlType::F32) {
@@ -908,7 +931,16 @@ class CudaBackend final : public Backend {
   // middle work in groups of kMidRows, and a row's products must not depend
   // on which group of its pass it fell in (else a prompt split at another
   // place, or a snapshot taken mid-prompt, would change the continuation).
-  bool wide() const { return mmq_ && pass_rows_ >= kMmqRows; }
+  bool wide() const { return mmq_ && pass_rows_ >= mmq_rows_; }
+  // Float weights (f16 compressors, router, mixers) take their tiles from
+  // kMmqRows rows whatever DS4_CUDA_MMQ_ROWS says: their matvec form runs
+  // one launch per row.
+  bool wide_float() const { return mmq_ && pass_rows_ >= kMmqRows; }
+  // Whether the pass's routed experts take the grouped tiles (else the
+  // grouped matvecs); decided per pass like wide(), from its own threshold so
+  // the two can be measured apart (each slot's result depends only on its
+  // row either way).
+  bool wide_experts() const { return mmq_ && pass_rows_ >= mmq_expert_rows_; }
   // Several weights times the same input: for one row, the integer weights of
   // one type (all of them take in's columns) go in matvec_q8_list launches,
   // bit for bit what one mv each gives; otherwise, one mv each.
@@ -1031,8 +1063,10 @@ class CudaBackend final : public Backend {
     hc_pre(P, n, W.hc_attn_fn, W.hc_attn_scale, W.hc_attn_base);
     mark(Phase::hc_pre, l);
     float* a = P.a.as<float>();
-    fwd::rms_norm_rows(P.y.as<float>(), W.attn_norm, n, D, eps, a, st_);
-    QRows& in_a = P.in_a.bind(a, D, n);
+    using ds4::cuda::activation_type;
+    QRows& in_a = P.in_a.bind_norm(P.y.as<float>(), W.attn_norm, D, n, eps, a,
+                                   fuse_ && (activation_type(W.q_a.type) == GgmlType::Q8_0 ||
+                                             activation_type(W.kv.type) == GgmlType::Q8_0));
     float* qlat = P.qlat.as<float>();
     float* kvt = P.kvt.as<float>();
     bool need_indexer = false;  // does any row score compressed rows this pass?
@@ -1050,8 +1084,9 @@ class CudaBackend final : public Backend {
                           ratio == 4 ? MvJob{&W.icomp.gate, P.ig.as<float>(), P.icw} : none,
                           need_indexer ? MvJob{&W.indexer_proj, P.iwt.as<float>(), ih} : none};
     mv_many(jobs, in_a);
-    fwd::rms_norm_rows(qlat, W.q_a_norm, n, qr, eps, qlat, st_);
-    QRows& in_q = P.in_b.bind(qlat, qr, n);
+    QRows& in_q = P.in_b.bind_norm(qlat, W.q_a_norm, qr, n, eps, qlat,
+                                   fuse_ && (activation_type(W.q_b.type) == GgmlType::Q8_0 ||
+                                             (need_indexer && activation_type(W.indexer_q_b.type) == GgmlType::Q8_0)));
     float* q = P.q.as<float>();
     mv(W.q_b, in_q, q, H * hd);
     fwd::rms_norm_rows(q, nullptr, n * H, hd, eps, q, st_);
@@ -1267,13 +1302,15 @@ class CudaBackend final : public Backend {
     hc_pre(P, n, W.hc_ffn_fn, W.hc_ffn_scale, W.hc_ffn_base);
     mark(Phase::hc_pre, l);
     float* f = P.f.as<float>();
-    fwd::rms_norm_rows(P.y.as<float>(), W.ffn_norm, n, D, c_.rms_eps, f, st_);
-    QRows& in_f = P.in_a.bind(f, D, n);
-    mv(W.gate_inp, in_f, P.logit.as<float>(), E);
-    float* out = P.out.as<float>();
     using ds4::cuda::activation_type;
     const GgmlType ga = activation_type(W.gate_exps.type), ua = activation_type(W.up_exps.type),
                    da = activation_type(W.down_exps.type);
+    const bool shared_q80 = c_.n_expert_shared > 0 && (activation_type(W.gate_shexp.type) == GgmlType::Q8_0 ||
+                                                       activation_type(W.up_shexp.type) == GgmlType::Q8_0);
+    QRows& in_f = P.in_a.bind_norm(P.y.as<float>(), W.ffn_norm, D, n, c_.rms_eps, f,
+                                   fuse_ && (shared_q80 || ga == GgmlType::Q8_0 || ua == GgmlType::Q8_0));
+    mv(W.gate_inp, in_f, P.logit.as<float>(), E);
+    float* out = P.out.as<float>();
     const bool integer = ga != GgmlType::F32 && ua != GgmlType::F32 && da != GgmlType::F32;
     for (int64_t s0 = 0; s0 < n; s0 += kMidRows) {
       fwd::Tokens toks;
@@ -1350,7 +1387,7 @@ class CudaBackend final : public Backend {
         const auto kk = static_cast<int>(K);
         auto experts = [&](const DevWeight& w, int64_t out_rows, int64_t cols, const void* act, size_t row_stride,
                            size_t k_stride, float* y, int64_t y_stride) {
-          if (wide())
+          if (wide_experts())
             ds4::cuda::matmul_q8_grouped(w.type, w.p, static_cast<int64_t>(w.mat_bytes), E, sel, n, kk, out_rows, cols,
                                          act, row_stride, k_stride, y, y_stride, P.mmq.get(), P.mmq.size(), st_);
           else
@@ -1580,6 +1617,7 @@ class CudaBackend final : public Backend {
   int64_t stream_rows_ = kStreamRows;     // rows from which a pass streams them
   size_t stage_bytes_ = 0;                // device bytes check_fits set aside for stream_
   int64_t pass_rows_max_ = kPassRows;  // rows a pass holds (check_fits picks it)
+  int64_t mmq_rows_ = kMmqRows, mmq_expert_rows_ = kMmqExpertRows;  // see wide(), wide_experts()
   bool mmq_ = true;                 // tensor-core products for wide passes (DS4_CUDA_MMQ=0: the matvecs, to compare)
   bool pdl_ = true;                 // programmatic launches where the GPU has them (launch.cuh; DS4_CUDA_PDL=0: plain)
   bool fuse_ = true;                // fused kernels for narrow passes (DS4_CUDA_FUSE=0: the separate ones, to compare)

@@ -64,6 +64,11 @@ void quantize_activation_rows(GgmlType act, const float* x, int64_t cols, int64_
 // The same for rows x_stride floats apart (x_stride >= cols).
 void quantize_activation_strided(GgmlType act, const float* x, int64_t cols, int64_t x_stride, int64_t nrows,
                                  void* dst, cudaStream_t stream = nullptr);
+// fwd::rms_norm_rows(x, w, rows, n, eps, y) and quantize_activation_rows(Q8_0,
+// y, n, rows, dst) in one launch, the same bits as the two (n a multiple of
+// 32; y may be x).
+void rms_norm_quantize_q8_0(const float* x, const float* w, int64_t rows, int64_t n, float eps, float* y, void* dst,
+                            cudaStream_t stream = nullptr);
 // quantize_activation_rows of SwiGLU(g, u) * wts[row] (wts null: 1), rows of
 // ff values: the values swiglu_rows would leave in g, quantized in the same
 // launch (g itself is left as it is).

@@ -29,11 +29,10 @@ __global__ void k_rms_norm(const float* x, const float* w, int64_t n, float eps,
   const float* xr = x + blockIdx.x * n;
   float* yr = y + blockIdx.x * n;
   const float inv = rms_inv(xr, n, eps);
-  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) yr[k] = w ? xr[k] * inv * w[k] : xr[k] * inv;
+  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) yr[k] = rm::normed(xr, w, k, inv);
 }
 
-// rms_norm_rows' block width for rows of n (the sum's order depends on it).
-int rms_threads(int64_t rows, int64_t n) { return rows < 64 && n >= 4096 ? 1024 : kBlock; }
+using rm::rms_threads;
 
 __global__ void k_hc_fill(const float* e, int hc, int64_t D, float* X) {
   pdl_enter();

@@ -104,6 +104,32 @@ __global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t cols, 
 
 // quant::quantize_row_q8_k: iscale = 127 / amax, q = clamp(round-half-even(iscale * x),
 // -127, 127), d = 1 / iscale, bsums of each 16. One thread block of 256 per block.
+// rms_norm_rows of row blockIdx.x (k_rms_norm's width, sum and expression)
+// and the Q8_0 activation of the normed row (quantize_q8_0_kernel's
+// operations, one warp per block of 32) in one launch. The norm reads the
+// whole row before its block sum's barrier, so y may be x.
+__global__ void norm_q8_0_kernel(const float* x, const float* w, int64_t n, float eps, float* y,
+                                 uint8_t* __restrict__ dst, size_t dst_stride, size_t d_offset) {
+  pdl_enter();
+  const float* xr = x + blockIdx.x * n;
+  float* yr = y + blockIdx.x * n;
+  const float inv = rm::rms_inv(xr, n, eps);
+  auto* q = reinterpret_cast<int8_t*>(dst + blockIdx.x * dst_stride);
+  auto* d = reinterpret_cast<float*>(dst + blockIdx.x * dst_stride + d_offset);
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  const int64_t warps = blockDim.x >> 5;
+  for (int64_t b = threadIdx.x >> 5; b < n / 32; b += warps) {
+    const int64_t k = b * 32 + lane;
+    const float v = rm::normed(xr, w, k, inv);
+    yr[k] = v;
+    const float amax = warp_max(fabsf(v));
+    const float dd = __fdiv_rn(amax, 127.0f);
+    const float id = dd != 0.0f ? __fdiv_rn(1.0f, dd) : 0.0f;
+    q[k] = static_cast<int8_t>(static_cast<int>(roundf(__fmul_rn(v, id))));
+    if (lane == 0) d[b] = __half2float(__float2half_rn(dd));
+  }
+}
+
 __global__ void __launch_bounds__(256) quantize_q8_k_kernel(const float* __restrict__ x, int64_t cols,
                                                             int64_t x_stride, uint8_t* __restrict__ dst,
                                                             size_t dst_stride, size_t d_offset, size_t s_offset,
@@ -767,6 +793,18 @@ void quantize_any(GgmlType act, const float* x, int64_t cols, int64_t x_stride, 
 
 void matvec_q8(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act, float* y, cudaStream_t s) {
   mvq_any(t, w, rows, cols, act, y, s, nullptr, 0);
+}
+
+void rms_norm_quantize_q8_0(const float* x, const float* w, int64_t rows, int64_t n, float eps, float* y, void* dst,
+                            cudaStream_t s) {
+  if (!aligned(dst, 16)) fail_align("rms_norm_quantize_q8_0 output", GgmlType::Q8_0, dst, 16);
+  if (n % 32) fail_shape("rms_norm_quantize_q8_0", GgmlType::Q8_0, n, 32);
+  if (rows > 0x7fffffff) fail_shape("rms_norm_quantize_q8_0 rows", GgmlType::Q8_0, rows, 1);
+  if (rows <= 0 || n <= 0) return;
+  ds4::cuda::launch(&norm_q8_0_kernel, static_cast<unsigned>(rows), rm::rms_threads(rows, n), 0, s, x, w, n, eps, y,
+                    static_cast<uint8_t*>(dst), activation_bytes(GgmlType::Q8_0, n),
+                    align16(static_cast<size_t>(n)));
+  DS4_CUDA_CHECK_LAUNCH("norm_q8_0_kernel");
 }
 
 void matvec_q8_rows(GgmlType t, const void* w, int64_t rows, int64_t cols, const void* act, size_t act_stride,

@@ -26,6 +26,15 @@ __device__ __forceinline__ double block_sum(double v) {
   return t;
 }
 
+// The block width rms_norm_rows gives a row of n among `rows` (the norm's sum
+// order depends on it; every kernel that norms a row the way it does uses it).
+inline int rms_threads(int64_t rows, int64_t n) { return rows < 64 && n >= 4096 ? 1024 : 256; }
+
+// y = x * inv * w (w null: x * inv): the normed value rms_norm_rows stores.
+__device__ __forceinline__ float normed(const float* x, const float* w, int64_t k, float inv) {
+  return w ? x[k] * inv * w[k] : x[k] * inv;
+}
+
 // 1 / rms of one row, for every thread of the block. The sum's order depends
 // on the block's width only.
 __device__ __forceinline__ float rms_inv(const float* xr, int64_t n, float eps) {
