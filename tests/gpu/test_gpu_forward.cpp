@@ -113,6 +113,32 @@ std::vector<float> run(const ds4::backend::Backend& be, NumericsMode mode, const
   return lg;
 }
 
+// `seqs` sequences decoding together on be: sequence q prefilled with the
+// 10 + q tokens from 10q (each its own prompt length), then `steps` batched decode steps,
+// step t feeding sequence q token first + 20q + t % 20. Every step's logits,
+// sequence by sequence.
+std::vector<std::vector<float>> decode_together(const ds4::backend::Backend& be, NumericsMode mode,
+                                                const std::vector<int32_t>& toks, int seqs, int steps, size_t first) {
+  const size_t V = be.model().config.n_vocab;
+  std::vector<std::unique_ptr<ds4::backend::SessionState>> ss;
+  for (int q = 0; q < seqs; ++q) {
+    ss.push_back(be.new_session({mode, kTestCtx}));
+    be.forward(*ss.back(), std::span<const int32_t>(toks.data() + q * 10, static_cast<size_t>(10 + q)), {});
+  }
+  std::vector<std::vector<float>> got;
+  for (int t = 0; t < steps; ++t) {
+    std::vector<std::vector<float>> lg(static_cast<size_t>(seqs), std::vector<float>(V));
+    std::vector<ds4::backend::SeqStep> batch;
+    for (int q = 0; q < seqs; ++q)
+      batch.push_back({ss[static_cast<size_t>(q)].get(),
+                       std::span<const int32_t>(toks.data() + first + static_cast<size_t>(q * 20 + t % 20), 1),
+                       ds4::backend::Logits::last, lg[static_cast<size_t>(q)]});
+    be.forward(batch);
+    for (auto& v : lg) got.push_back(std::move(v));
+  }
+  return got;
+}
+
 struct Diff {
   float max_abs = 0;
   double rms = 0;
@@ -617,39 +643,20 @@ TEST(GpuForwardBatch, BatchEqualsEachSequenceAlone) {
 TEST(GpuForwardGraph, GraphDecodeEqualsStreamDecode) {
   ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
   ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";
-  using ds4::backend::Logits;
-  using ds4::backend::SeqStep;
   for (const char* name : {"tiny-flash-ds4-q2", "tiny-f32"}) {
     auto model = ds4::model::Model::load(model_dir() + "/" + name + ".gguf");
     auto plain = ds4::backend::make_backend("cuda", model);
     ::setenv("DS4_CUDA_GRAPH", "1", 1);
     auto graphed = ds4::backend::make_backend("cuda", model);
     ::unsetenv("DS4_CUDA_GRAPH");
-    const size_t V = model->config.n_vocab;
     const auto toks = test_tokens(model->config.n_vocab, 120);
     for (NumericsMode mode : {NumericsMode::exact, NumericsMode::faithful}) {
       const auto a = run(*plain, mode, toks, 1), b = run(*graphed, mode, toks, 1);
       EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0)
           << name << " " << ds4::backend::numerics_name(mode) << ": graph decode differs from stream decode";
       // Three sequences decoding together, from different prompts.
-      std::vector<std::vector<float>> got[2];
-      for (int which = 0; which < 2; ++which) {
-        const ds4::backend::Backend& be = which ? *graphed : *plain;
-        std::vector<std::unique_ptr<ds4::backend::SessionState>> ss;
-        for (int q = 0; q < 3; ++q) {
-          ss.push_back(be.new_session({mode, kTestCtx}));
-          be.forward(*ss.back(), std::span<const int32_t>(toks.data() + q * 10, 10 + q), {});
-        }
-        for (int t = 0; t < 40; ++t) {
-          std::vector<std::vector<float>> lg(3, std::vector<float>(V));
-          std::vector<SeqStep> batch;
-          for (int q = 0; q < 3; ++q)
-            batch.push_back({ss[q].get(), std::span<const int32_t>(toks.data() + 40 + q * 20 + t % 20, 1), Logits::last,
-                             lg[q]});
-          be.forward(batch);
-          for (auto& v : lg) got[which].push_back(std::move(v));
-        }
-      }
+      const std::vector<std::vector<float>> got[2] = {decode_together(*plain, mode, toks, 3, 40, 40),
+                                                      decode_together(*graphed, mode, toks, 3, 40, 40)};
       ASSERT_EQ(got[0].size(), got[1].size());
       size_t differ = 0;
       for (size_t i = 0; i < got[0].size(); ++i) differ += got[0][i] != got[1][i];
@@ -668,8 +675,6 @@ TEST(GpuForwardGraph, GraphDecodeEqualsStreamDecode) {
 TEST(GpuForwardPdl, ProgrammaticLaunchesChangeNoBit) {
   ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
   ASSERT_FALSE(model_dir().empty()) << "set DS4_GPU_MODELS";
-  using ds4::backend::Logits;
-  using ds4::backend::SeqStep;
   int dev = 0, major = 0;
   ASSERT_EQ(cudaGetDevice(&dev), cudaSuccess);
   ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), cudaSuccess);
@@ -681,7 +686,6 @@ TEST(GpuForwardPdl, ProgrammaticLaunchesChangeNoBit) {
     ::setenv("DS4_CUDA_PDL", "0", 1);
     auto plain = ds4::backend::make_backend("cuda", model);
     ::unsetenv("DS4_CUDA_PDL");
-    const size_t V = model->config.n_vocab;
     const auto toks = test_tokens(model->config.n_vocab, 130);
     for (NumericsMode mode : {NumericsMode::exact, NumericsMode::faithful}) {
       for (size_t chunk : {size_t{0}, size_t{1}, size_t{7}}) {
@@ -691,24 +695,8 @@ TEST(GpuForwardPdl, ProgrammaticLaunchesChangeNoBit) {
             << ": programmatic launches changed the logits";
       }
       // Four sequences decoding together, from different prompts.
-      std::vector<std::vector<float>> got[2];
-      for (int which = 0; which < 2; ++which) {
-        const ds4::backend::Backend& be = which ? *pdl : *plain;
-        std::vector<std::unique_ptr<ds4::backend::SessionState>> ss;
-        for (int q = 0; q < 4; ++q) {
-          ss.push_back(be.new_session({mode, kTestCtx}));
-          be.forward(*ss.back(), std::span<const int32_t>(toks.data() + q * 10, 10 + q), {});
-        }
-        for (int t = 0; t < 30; ++t) {
-          std::vector<std::vector<float>> lg(4, std::vector<float>(V));
-          std::vector<SeqStep> batch;
-          for (int q = 0; q < 4; ++q)
-            batch.push_back({ss[q].get(), std::span<const int32_t>(toks.data() + 50 + q * 20 + t % 20, 1), Logits::last,
-                             lg[q]});
-          be.forward(batch);
-          for (auto& v : lg) got[which].push_back(std::move(v));
-        }
-      }
+      const std::vector<std::vector<float>> got[2] = {decode_together(*plain, mode, toks, 4, 30, 50),
+                                                      decode_together(*pdl, mode, toks, 4, 30, 50)};
       ASSERT_EQ(got[0].size(), got[1].size());
       size_t differ = 0;
       for (size_t i = 0; i < got[0].size(); ++i) differ += got[0][i] != got[1][i];

@@ -84,6 +84,16 @@ __device__ __forceinline__ float act_in(const float* x, const SwiIn& sw, int64_t
   return sw.u ? rm::swiglu_value(x[i], sw.u[row_off + i], sw.clamp, sw.wts ? sw.wts[blockIdx.y] : 1.0f) : x[i];
 }
 
+// Lane `lane` of a warp holding value v of Q8_0 block b: its quant into q[k]
+// and (lane 0) the block's scale into d[b].
+__device__ __forceinline__ void store_q8_0(float v, int lane, int64_t b, int64_t k, int8_t* q, float* d) {
+  const float amax = warp_max(fabsf(v));
+  const float dd = __fdiv_rn(amax, 127.0f);
+  const float id = dd != 0.0f ? __fdiv_rn(1.0f, dd) : 0.0f;
+  q[k] = static_cast<int8_t>(static_cast<int>(roundf(__fmul_rn(v, id))));
+  if (lane == 0) d[b] = __half2float(__float2half_rn(dd));
+}
+
 __global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t cols, int64_t x_stride,
                                      uint8_t* __restrict__ dst, size_t dst_stride, size_t d_offset, SwiIn sw) {
   pdl_enter();
@@ -94,19 +104,14 @@ __global__ void quantize_q8_0_kernel(const float* __restrict__ x, int64_t cols, 
   const int64_t b = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   if (b >= nblocks) return;
   const int lane = threadIdx.x & 31;
-  const float v = act_in(x, sw, blockIdx.y * x_stride, b * 32 + lane);
-  const float amax = warp_max(fabsf(v));
-  const float dd = __fdiv_rn(amax, 127.0f);
-  const float id = dd != 0.0f ? __fdiv_rn(1.0f, dd) : 0.0f;
-  q[b * 32 + lane] = static_cast<int8_t>(static_cast<int>(roundf(__fmul_rn(v, id))));
-  if (lane == 0) d[b] = __half2float(__float2half_rn(dd));
+  store_q8_0(act_in(x, sw, blockIdx.y * x_stride, b * 32 + lane), lane, b, b * 32 + lane, q, d);
 }
 
 // quant::quantize_row_q8_k: iscale = 127 / amax, q = clamp(round-half-even(iscale * x),
 // -127, 127), d = 1 / iscale, bsums of each 16. One thread block of 256 per block.
 // rms_norm_rows of row blockIdx.x (k_rms_norm's width, sum and expression)
-// and the Q8_0 activation of the normed row (quantize_q8_0_kernel's
-// operations, one warp per block of 32) in one launch. The norm reads the
+// and the Q8_0 activation of the normed row (store_q8_0, as
+// quantize_q8_0_kernel, one warp per block of 32) in one launch. The norm reads the
 // whole row before its block sum's barrier, so y may be x.
 __global__ void norm_q8_0_kernel(const float* x, const float* w, int64_t n, float eps, float* y,
                                  uint8_t* __restrict__ dst, size_t dst_stride, size_t d_offset) {
@@ -122,11 +127,7 @@ __global__ void norm_q8_0_kernel(const float* x, const float* w, int64_t n, floa
     const int64_t k = b * 32 + lane;
     const float v = rm::normed(xr, w, k, inv);
     yr[k] = v;
-    const float amax = warp_max(fabsf(v));
-    const float dd = __fdiv_rn(amax, 127.0f);
-    const float id = dd != 0.0f ? __fdiv_rn(1.0f, dd) : 0.0f;
-    q[k] = static_cast<int8_t>(static_cast<int>(roundf(__fmul_rn(v, id))));
-    if (lane == 0) d[b] = __half2float(__float2half_rn(dd));
+    store_q8_0(v, lane, b, k, q, d);
   }
 }
 

@@ -505,6 +505,13 @@ __device__ inline float row_block_units(const typename T::Ctx& ctx, const uint8_
   return acc;
 }
 
+// Thread tid < kRowBlock's eighth of weight row wr asked of L2 (each warp a
+// contiguous stretch), before pdl_enter.
+__device__ __forceinline__ void prefetch_row_block(const uint8_t* wr, int64_t row_bytes, int tid) {
+  const int64_t part = row_bytes / (kRowBlock / 32);
+  prefetch_l2(wr + (tid >> 5) * part, part, tid & 31);
+}
+
 template <class T>
 __global__ void __launch_bounds__(kRowBlock) matvec_row_block_kernel(const uint8_t* __restrict__ w, int64_t row_bytes,
                                                                      int64_t nblocks, const float* __restrict__ x,
@@ -512,8 +519,7 @@ __global__ void __launch_bounds__(kRowBlock) matvec_row_block_kernel(const uint8
                                                                      const int32_t* __restrict__ index,
                                                                      int64_t index_stride) {
   if (!index)
-    prefetch_l2(w + static_cast<int64_t>(blockIdx.x) * row_bytes + (threadIdx.x >> 5) * (row_bytes / (kRowBlock / 32)),
-                row_bytes / (kRowBlock / 32), static_cast<int>(threadIdx.x & 31));
+    prefetch_row_block(w + static_cast<int64_t>(blockIdx.x) * row_bytes, row_bytes, static_cast<int>(threadIdx.x));
   const typename T::Ctx ctx = T::init();
   pdl_enter();
   if (index) w += static_cast<int64_t>(__ldg(index)) * index_stride;
@@ -594,8 +600,7 @@ template <class T>
 __global__ void __launch_bounds__(kHcThreads) hc_pre_kernel(const uint8_t* __restrict__ w, int64_t row_bytes,
                                                            int64_t nblocks, int mix_rows, HcPreArgs a) {
   if (threadIdx.x < kRowBlock)
-    prefetch_l2(w + static_cast<int64_t>(blockIdx.x) * row_bytes + (threadIdx.x >> 5) * (row_bytes / (kRowBlock / 32)),
-                row_bytes / (kRowBlock / 32), static_cast<int>(threadIdx.x & 31));
+    prefetch_row_block(w + static_cast<int64_t>(blockIdx.x) * row_bytes, row_bytes, static_cast<int>(threadIdx.x));
   const typename T::Ctx ctx = T::init();
   pdl_enter();
   const int j = static_cast<int>(blockIdx.x), r = static_cast<int>(blockIdx.y), tid = static_cast<int>(threadIdx.x);
