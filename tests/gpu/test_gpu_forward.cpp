@@ -32,8 +32,14 @@ using ds4::backend::NumericsMode;
 // Every test sequence here is far shorter than this context.
 constexpr int64_t kTestCtx = 1 << 15;
 // Rows per pass of the windowed comparison: a pass this wide takes the tiled
-// products (the backend's kMmqRows).
+// products when every threshold is at 16 (the backend's kMmqRows; the `gpu`
+// backend of the test below sets DS4_CUDA_MMQ_ROWS to it).
 constexpr size_t kMmqWin = 16;
+// Chunkings of the 80-token prompt whose every chunk, the last one included,
+// is at least as wide as the default dense threshold (kMmqDenseRows, 33): every
+// product tiled, as in the 80-row prefill (40 + 40 and 45 + 35; chunks of 48
+// would leave a last chunk of 32, on the matvec side).
+constexpr int64_t kDefaultWideChunkA = 40, kDefaultWideChunkB = 45;
 
 std::string model_dir() {
   const char* d = std::getenv("DS4_GPU_MODELS");
@@ -244,7 +250,14 @@ TEST_P(GpuForward, MatchesCpuAndChunkingsAgree) {
   const std::string path = model_dir() + "/" + c.model + "-" + c.recipe + ".gguf";
   auto model = ds4::model::Model::load(path);
   auto cpu = ds4::backend::make_backend("cpu", model);
+  // Every product tiled from 16 rows (dense integer ones too), so the
+  // comparisons below see each product on both sides of one threshold.
+  ::setenv("DS4_CUDA_MMQ_ROWS", "16", 1);
   auto gpu = ds4::backend::make_backend("cuda", model);
+  ::unsetenv("DS4_CUDA_MMQ_ROWS");
+  // The defaults: dense integer products tiled from kMmqDenseRows rows; a
+  // pass of 16 to 32 rows runs as gpu_dx below does.
+  auto gpu_def = ds4::backend::make_backend("cuda", model);
   // The same backend with the tensor-core products off: every pass on the
   // matvecs, whose results do not depend on how rows are grouped.
   ::setenv("DS4_CUDA_MMQ", "0", 1);
@@ -253,8 +266,10 @@ TEST_P(GpuForward, MatchesCpuAndChunkingsAgree) {
   // Wide passes whose routed experts take the grouped matvecs (as passes
   // with few slots per expert do): the dense products tiled, the experts not.
   ::setenv("DS4_CUDA_MMQ_EXPERT_ROWS", "100000", 1);
+  ::setenv("DS4_CUDA_MMQ_ROWS", "16", 1);
   auto gpu_nx = ds4::backend::make_backend("cuda", model);
   ::unsetenv("DS4_CUDA_MMQ_EXPERT_ROWS");
+  ::unsetenv("DS4_CUDA_MMQ_ROWS");
   // And the other way: the dense products on the matvecs, the experts tiled.
   ::setenv("DS4_CUDA_MMQ_ROWS", "100000", 1);
   auto gpu_dx = ds4::backend::make_backend("cuda", model);
@@ -298,15 +313,29 @@ TEST_P(GpuForward, MatchesCpuAndChunkingsAgree) {
     const Diff dwd = compare(wd, tf.cpu, V);
     const auto ewd = position_errors(wd, tf.cpu, V);
     const bool same_dx = same(run(*gpu_dx, mode, toks, 0), run(*gpu_dx, mode, toks, 16));
+    // The defaults, each equality on its own so a failure says which.
+    const auto def_pre = run(*gpu_def, mode, toks, 0);
+    const bool def_tiled = same(def_pre, got), def_a = same(def_pre, run(*gpu_def, mode, toks, kDefaultWideChunkA)),
+               def_b = same(def_pre, run(*gpu_def, mode, toks, kDefaultWideChunkB)),
+               def_16 = same(run(*gpu_def, mode, toks, 16), run(*gpu_dx, mode, toks, 16)),
+               def_7 = same(run(*gpu_def, mode, toks, 7), dec);
+    const bool same_def = def_tiled && def_a && def_b && def_16 && def_7;
+    const auto yn = [](bool b) { return b ? "yes" : "NO"; };
+    char def_line[200];
+    std::snprintf(def_line, sizeof def_line,
+                  "prefill==all-tiled %s, ==chunk%lld %s, ==chunk%lld %s, chunk16==dense-on-matvecs %s, chunk7==decode %s",
+                  yn(def_tiled), static_cast<long long>(kDefaultWideChunkA), yn(def_a),
+                  static_cast<long long>(kDefaultWideChunkB), yn(def_b), yn(def_16), yn(def_7));
     std::printf("gpu-forward: %-10s %-7s %-8s forced cuda-cpu: %s | forced cpu_scalar-cpu: %s | free cuda-cpu: max_abs "
                 "%.3g argmax %d/80 | matvec prefill==decode==chunk7 %s, mmq prefill==chunk16==chunk64 %s, mmq-matvec: %s | window %zu "
                 "mmq-cpu: %s | window %zu matvec-cpu: %s | experts on matvecs: prefill==chunk16 %s, window %zu cpu: %s | dense on matvecs: prefill==chunk16 %s, window %zu "
-                "cpu: %s\n",
+                "cpu: %s | defaults: %s\n",
                 c.model.c_str(), c.recipe.c_str(), std::string(ds4::backend::numerics_name(mode)).c_str(),
                 summary(ef, f, 0.05f).c_str(), summary(es, fs, 0.05f).c_str(), dmv.max_abs, dmv.argmax_mismatch,
                 same_dec ? "yes" : "NO", same_chk ? "yes" : "NO", summary(em, dm, 0.05f).c_str(), kMmqWin,
                 summary(ewm, dwm, 0.05f).c_str(), kMmqWin, summary(ewv, dwv, 0.05f).c_str(), same_nx ? "yes" : "NO",
-                kMmqWin, summary(ewx, dwx, 0.05f).c_str(), same_dx ? "yes" : "NO", kMmqWin, summary(ewd, dwd, 0.05f).c_str());
+                kMmqWin, summary(ewx, dwx, 0.05f).c_str(), same_dx ? "yes" : "NO", kMmqWin, summary(ewd, dwd, 0.05f).c_str(),
+                def_line);
     const auto jumps = [](const std::vector<float>& e) {
       return static_cast<int>(std::count_if(e.begin(), e.end(), [](float x) { return x > 0.05f; }));
     };
@@ -348,21 +377,22 @@ TEST_P(GpuForward, MatchesCpuAndChunkingsAgree) {
     EXPECT_LE(jumps(ewm), std::max(10, 2 * jumps(ewv) + 2)) << what << ": windowed mmq positions off by > 0.05";
     EXPECT_LE(dwm.argmax_mismatch, std::max(3, 2 * dwv.argmax_mismatch + 1)) << what << ": windowed mmq argmax";
     EXPECT_TRUE(same_nx) << what << ": tiled prefill with experts on the matvecs and its chunks of 16 differ";
-    if (float_weights && mode == NumericsMode::exact) {
-      EXPECT_LE(dwx.max_abs, 1e-3f) << what << ": windowed mmq, experts on the matvecs";
-      EXPECT_EQ(dwx.argmax_mismatch, 0) << what << ": windowed mmq, experts on the matvecs";
-    }
-    EXPECT_LE(jumps(ewx), std::max(10, 2 * jumps(ewv) + 2)) << what << ": windowed, experts on the matvecs, off by > 0.05";
-    EXPECT_LE(dwx.argmax_mismatch, std::max(3, 2 * dwv.argmax_mismatch + 1))
-        << what << ": windowed, experts on the matvecs, argmax";
+    // A mixed backend's windows against the CPU, held as the tiled ones are:
+    // float weights in exact numerics to 1e-3, else jumps and argmax flips
+    // against the matvec windows'.
+    const auto windows_hold = [&](const Diff& dw, const std::vector<float>& ew, const char* label) {
+      if (float_weights && mode == NumericsMode::exact) {
+        EXPECT_LE(dw.max_abs, 1e-3f) << what << ": windowed, " << label;
+        EXPECT_EQ(dw.argmax_mismatch, 0) << what << ": windowed, " << label;
+      }
+      EXPECT_LE(jumps(ew), std::max(10, 2 * jumps(ewv) + 2)) << what << ": windowed, " << label << ", off by > 0.05";
+      EXPECT_LE(dw.argmax_mismatch, std::max(3, 2 * dwv.argmax_mismatch + 1)) << what << ": windowed, " << label
+                                                                              << ", argmax";
+    };
+    windows_hold(dwx, ewx, "experts on the matvecs");
     EXPECT_TRUE(same_dx) << what << ": prefill with dense products on the matvecs, experts tiled, and its chunks of 16 differ";
-    if (float_weights && mode == NumericsMode::exact) {
-      EXPECT_LE(dwd.max_abs, 1e-3f) << what << ": windowed, dense on the matvecs";
-      EXPECT_EQ(dwd.argmax_mismatch, 0) << what << ": windowed, dense on the matvecs";
-    }
-    EXPECT_LE(jumps(ewd), std::max(10, 2 * jumps(ewv) + 2)) << what << ": windowed, dense on the matvecs, off by > 0.05";
-    EXPECT_LE(dwd.argmax_mismatch, std::max(3, 2 * dwv.argmax_mismatch + 1))
-        << what << ": windowed, dense on the matvecs, argmax";
+    EXPECT_TRUE(same_def) << what << ": the default thresholds: " << def_line;
+    windows_hold(dwd, ewd, "dense on the matvecs");
   }
 }
 
@@ -418,8 +448,8 @@ TEST(GpuForwardSnapshot, SaveLoadContinues) {
 // every layer's on the host, the later half's, none. Teacher-forced from the
 // CPU's state, each stays as close to the CPU as the all-device backend does
 // (the host computes a slot with the CPU's own kernels, the GPU the rest). A
-// prefill in one pass equals chunks of 20 bit for bit (both wide; a host slot
-// does not depend on the rows beside it). N = n_layer is the all-device
+// prefill in one pass equals chunks of 20 bit for bit (both wide, with the
+// dense threshold at 16; a host slot does not depend on the rows beside it). N = n_layer is the all-device
 // backend, bit for bit.
 TEST(GpuForwardHostExperts, MatchCpuAsAllOnDevice) {
   ASSERT_GT(ds4::cuda::device_count(), 0) << "no CUDA device";
@@ -427,6 +457,9 @@ TEST(GpuForwardHostExperts, MatchCpuAsAllOnDevice) {
   for (const std::string recipe : {"ds4-q2", "f32"}) {
     auto model = ds4::model::Model::load(model_dir() + "/tiny-flash-" + recipe + ".gguf");
     auto cpu = ds4::backend::make_backend("cpu", model);
+    // Dense integer products tiled from 16 rows, so that a prefill of 40 and
+    // its chunks of 20 are on the same side of every threshold.
+    ::setenv("DS4_CUDA_MMQ_ROWS", "16", 1);
     auto all = ds4::backend::make_backend("cuda", model);
     const auto L = static_cast<int>(model->config.n_layer);
     const size_t V = model->config.n_vocab;
@@ -464,6 +497,7 @@ TEST(GpuForwardHostExperts, MatchCpuAsAllOnDevice) {
         }
       }
     }
+    ::unsetenv("DS4_CUDA_MMQ_ROWS");
   }
 }
 

@@ -62,10 +62,14 @@ constexpr int64_t kPassRowsMax = 2048;
 // Rows the stateful middle of attention (and routing) takes per launch: their
 // parameters travel by value, in arrays of fwd::kMaxRows.
 constexpr int64_t kMidRows = fwd::kMaxRows;
-// Rows from which a pass's dense integer and float products run as tiles
-// (see wide(); DS4_CUDA_MMQ_ROWS overrides), and from which its routed
-// experts do (wide_experts(); DS4_CUDA_MMQ_EXPERT_ROWS overrides).
+// Rows from which a pass's float products run as tiles (wide_float()), its
+// dense integer products (wide(); DS4_CUDA_MMQ_ROWS overrides) and its routed
+// experts (wide_experts(); DS4_CUDA_MMQ_EXPERT_ROWS overrides). Several
+// sequences decoding together make passes of a few dozen rows, where one
+// multi-row matvec pass over a dense weight beats tiles shaped for prefill
+// (docs/cuda-backend.md, "Three thresholds").
 constexpr int64_t kMmqRows = 16;
+constexpr int64_t kMmqDenseRows = 33;
 constexpr int64_t kMmqExpertRows = 16;
 // Slots of a session's raw KV ring: the window, plus the rows of one launch
 // of the middle, so that those rows write their KV before any of them attends
@@ -621,15 +625,17 @@ class CudaBackend final : public Backend {
     iota_ = DeviceBuffer(iota.size() * sizeof(int32_t));
     const char* mm = std::getenv("DS4_CUDA_MMQ");
     mmq_ = !(mm && std::string_view(mm) == "0");
-    mmq_rows_ = std::max<int64_t>(rows_setting("DS4_CUDA_MMQ_ROWS", kMmqRows), 1);
+    mmq_rows_ = std::max<int64_t>(rows_setting("DS4_CUDA_MMQ_ROWS", kMmqDenseRows), 1);
     mmq_expert_rows_ = std::max<int64_t>(rows_setting("DS4_CUDA_MMQ_EXPERT_ROWS", kMmqExpertRows), 1);
-    if (mmq_ && (mmq_rows_ != kMmqRows || mmq_expert_rows_ != kMmqExpertRows))
+    if (mmq_ && (mmq_rows_ != kMmqDenseRows || mmq_expert_rows_ != kMmqExpertRows))
       log::info("cuda: passes of {} rows or more take tiled dense products, of {} rows or more tiled routed experts",
                 mmq_rows_, mmq_expert_rows_);
     const char* fz = std::getenv("DS4_CUDA_FUSE");
     fuse_ = !(fz && std::string_view(fz) == "0");
-    hc_counters_ = DeviceBuffer(sz(pass_rows_max_) * sizeof(unsigned));
-    DS4_CUDA_CHECK(cudaMemset(hc_counters_.get(), 0, sz(pass_rows_max_) * sizeof(unsigned)));
+    hc_counters_ = DeviceBuffer(sz(kHcPreRows) * sizeof(unsigned));
+    DS4_CUDA_CHECK(cudaMemset(hc_counters_.get(), 0, sz(kHcPreRows) * sizeof(unsigned)));
+    hc_part_ = DeviceBuffer(static_cast<size_t>(
+        ds4::cuda::hc_pre_scratch_bytes(c_.hc_count, c_.n_embd, c_.hc_mix_rows(), kHcPreRows)));
     const char* pd = std::getenv("DS4_CUDA_PDL");
     pdl_ = !(pd && std::string_view(pd) == "0");
     const char* g = std::getenv("DS4_CUDA_GRAPH");
@@ -922,19 +928,19 @@ class CudaBackend final : public Backend {
                                 y_stride, st_);
     }
   }
-  // Whether this pass takes the tiled products (matmul_q8* on tensor cores
-  // for integer weights, matmul_float for float ones) rather than the
-  // matvecs: a pass of kMmqRows rows or more, where one weight read serves
-  // enough rows for the tiles to pay. Narrower passes (decode steps of a few
+  // Whether this pass takes the tiled dense integer products (matmul_q8* on
+  // tensor cores) rather than the matvecs: a pass of mmq_rows_ rows or more
+  // (kMmqDenseRows unless DS4_CUDA_MMQ_ROWS says), where one weight read
+  // serves enough rows for the tiles to pay. Narrower passes (decode steps of a few
   // sequences) keep the matvecs, which give every row bit for bit its result
   // alone. Decided per pass, not per launch: the head and the stateful
   // middle work in groups of kMidRows, and a row's products must not depend
   // on which group of its pass it fell in (else a prompt split at another
   // place, or a snapshot taken mid-prompt, would change the continuation).
   bool wide() const { return mmq_ && pass_rows_ >= mmq_rows_; }
-  // Float weights (f16 compressors, router, mixers) take their tiles from
-  // kMmqRows rows whatever DS4_CUDA_MMQ_ROWS says: their matvec form runs
-  // one launch per row.
+  // Float weights (f16 compressors, router, mixers; matmul_float) take their
+  // tiles from kMmqRows rows whatever DS4_CUDA_MMQ_ROWS says: their matvec
+  // form runs one launch per row.
   bool wide_float() const { return mmq_ && pass_rows_ >= kMmqRows; }
   // Whether the pass's routed experts take the grouped tiles (else the
   // grouped matvecs); decided per pass like wide(), from its own threshold so
@@ -1015,7 +1021,9 @@ class CudaBackend final : public Backend {
   // read for all rows), Sinkhorn split, collapse into P.y.
   void hc_pre(Pass& P, int64_t n, const DevWeight& fn, const float* scale, const float* base) const {
     const int64_t D = c_.n_embd, hc = c_.hc_count, mr = c_.hc_mix_rows();
-    if (fuse_ && !wide() && ds4::cuda::hc_pre_fusable(fn.type, static_cast<int>(hc))) {
+    // The mixer is a float product, so the float threshold decides: a pass
+    // that would tile it takes the steps below.
+    if (fuse_ && !wide_float() && ds4::cuda::hc_pre_fusable(fn.type, static_cast<int>(hc))) {
       // A narrow pass (decode): the four steps below in one launch.
       ds4::cuda::HcPreArgs a;
       a.X = P.X.as<float>();
@@ -1032,6 +1040,8 @@ class CudaBackend final : public Backend {
       a.comb = P.comb.as<float>();
       a.y = P.y.as<float>();
       a.counters = hc_counters_.as<unsigned>();
+      a.part = hc_part_.as<double>();
+      a.part_rows = kHcPreRows;
       ds4::cuda::hc_pre_fused(fn.type, fn.p, mr, n, a, st_);
       return;
     }
@@ -1277,9 +1287,11 @@ class CudaBackend final : public Backend {
   }
 
   // Whether this pass copies layer l's host-resident experts to the device
-  // (expert_stream.h) rather than handing its slots to the host.
+  // (expert_stream.h) rather than handing its slots to the host. The copies
+  // are multiplied as the device layers' experts of a tiled pass are, so the
+  // experts' threshold decides with the streaming one.
   bool streams(uint32_t l) const {
-    return stream_ && static_cast<int64_t>(l) >= device_layers_ && wide() && pass_rows_ >= stream_rows_;
+    return stream_ && static_cast<int64_t>(l) >= device_layers_ && wide_experts() && pass_rows_ >= stream_rows_;
   }
   void start_stream(uint32_t l) const {
     const auto& L = m_->weights.layers[l];
@@ -1617,11 +1629,15 @@ class CudaBackend final : public Backend {
   int64_t stream_rows_ = kStreamRows;     // rows from which a pass streams them
   size_t stage_bytes_ = 0;                // device bytes check_fits set aside for stream_
   int64_t pass_rows_max_ = kPassRows;  // rows a pass holds (check_fits picks it)
-  int64_t mmq_rows_ = kMmqRows, mmq_expert_rows_ = kMmqExpertRows;  // see wide(), wide_experts()
+  int64_t mmq_rows_ = kMmqDenseRows, mmq_expert_rows_ = kMmqExpertRows;  // see wide(), wide_experts()
   bool mmq_ = true;                 // tensor-core products for wide passes (DS4_CUDA_MMQ=0: the matvecs, to compare)
   bool pdl_ = true;                 // programmatic launches where the GPU has them (launch.cuh; DS4_CUDA_PDL=0: plain)
   bool fuse_ = true;                // fused kernels for narrow passes (DS4_CUDA_FUSE=0: the separate ones, to compare)
-  DeviceBuffer hc_counters_;        // [pass_rows_max_] hand-over counters of hc_pre_fused, zero between launches
+  // hc_pre_fused's hand-over counters (zero between launches) and partial sums,
+  // for kHcPreRows rows a launch (narrow passes are fewer; more run in groups)
+  static constexpr int64_t kHcPreRows = 32;
+  DeviceBuffer hc_counters_;
+  DeviceBuffer hc_part_;
   float* logits_pinned_ = nullptr;  // [kMidRows][vocab], graph mode only
   mutable cudaGraphExec_t exec_ = nullptr;
   mutable int64_t graph_steps_ = 0, graph_made_ = 0;  // graph mode's step count, and how many were instantiated anew

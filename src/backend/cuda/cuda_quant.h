@@ -160,15 +160,18 @@ void matmul_q8_grouped(GgmlType t, const void* base, int64_t stride_bytes, int64
 
 // The HC pre-mix of `rows` rows in one launch, for float mixer weights (F32,
 // F16, BF16; hc_pre_fusable): for row r of X ([rows][hc * D]), u = X_r / rms(X_r)
-// (no norm weight), mix_r = W u (W: [mix_rows][hc * D], each row summed as
-// matvec's block-per-row form sums it, the form matvec takes for rows of 4096
-// or more), the Sinkhorn split of mix_r into
-// pre/post/comb ([rows][hc], [rows][hc], [rows][hc][hc]) and y_r = sum_i pre_i
-// X_r,i ([rows][D]). Every value is the float operation the separate kernels
-// (rms_norm_rows of fewer than 64 rows, matvec of a block per row,
-// hc_split_rows, hc_collapse) perform. The blocks of a row hand over through
-// counters[rows] (device memory, zero before the first launch; each launch
-// leaves them at zero). Needs hc * hc <= 32.
+// (no norm weight), mix_r = W u (W: [mix_rows][hc * D]), the Sinkhorn split of
+// mix_r into pre/post/comb ([rows][hc], [rows][hc], [rows][hc][hc]) and
+// y_r = sum_i pre_i X_r,i ([rows][D]). The norm's sum, the Sinkhorn split and
+// the collapse are the separate kernels' operations (rms_norm_rows of fewer
+// than 64 rows, hc_split_rows, hc_collapse); the dot is formed over column
+// slices on many blocks and scaled by the norm once, so mix differs from
+// matvec on the normed row by float rounding only. A row's result does not
+// depend on the other rows. The blocks of a row hand over through
+// counters[part_rows] (device memory, zero before the first launch; each
+// launch leaves them at zero) and partial sums in part
+// (hc_pre_scratch_bytes(hc, D, mix_rows, part_rows)); passes of more than
+// part_rows rows run in groups. Needs hc * hc <= 32.
 struct HcPreArgs {
   const float* X = nullptr;
   int hc = 0;
@@ -183,8 +186,11 @@ struct HcPreArgs {
   float* post = nullptr;
   float* comb = nullptr;
   float* y = nullptr;
-  unsigned* counters = nullptr;
+  unsigned* counters = nullptr;  // [part_rows]
+  double* part = nullptr;        // hc_pre_scratch_bytes(hc, D, mix_rows, part_rows)
+  int64_t part_rows = 0;
 };
+int64_t hc_pre_scratch_bytes(int64_t hc, int64_t D, int64_t mix_rows, int64_t rows);
 bool hc_pre_fusable(GgmlType t, int hc);
 void hc_pre_fused(GgmlType t, const void* dW, int64_t mix_rows, int64_t rows, const HcPreArgs& a,
                   cudaStream_t stream = nullptr);

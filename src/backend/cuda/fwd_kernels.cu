@@ -418,8 +418,12 @@ __device__ __forceinline__ int64_t comp_closings(const CompSeg& sg, int64_t r) {
 // rows for its k-th closing.
 __global__ void k_comp_pool(CompShape sh, CompRows segs) {
   pdl_enter();
-  extern __shared__ float v[];  // the pooled row [d]
+  // Dynamic shared memory: the candidates' sources [cand], then the pooled row [d].
+  extern __shared__ __align__(16) unsigned char comp_smem[];
   const int64_t r = sh.ratio, d = sh.d, rd = 2 * int64_t{sh.pairs};
+  const int64_t cand = sh.overlap ? 2 * r : r;
+  auto* srcs = reinterpret_cast<CompSrc*>(comp_smem);
+  float* v = reinterpret_cast<float*>(srcs + cand);
   int64_t k = blockIdx.x;
   int si = 0;
   while (si < segs.n && k >= comp_closings(segs.s[si], r)) k -= comp_closings(segs.s[si++], r);
@@ -427,20 +431,20 @@ __global__ void k_comp_pool(CompShape sh, CompRows segs) {
   const CompSeg& sg = segs.s[si];
   const int tid = static_cast<int>(threadIdx.x), nt = static_cast<int>(blockDim.x);
   const int64_t c = (sg.p0 / r + k + 1) * r - 1;  // the closing position
-  const int64_t cand = sh.overlap ? 2 * r : r;
+  // Where each candidate comes from is the same for every column: found once
+  // (its integer divisions cost more than the pooling itself when every
+  // column walked them).
+  for (int64_t i = tid; i < cand; i += nt) srcs[i] = comp_src(sh, sg, c, i);
+  __syncthreads();
   for (int64_t j = tid; j < d; j += nt) {
     float mx = -INFINITY;
-    for (int64_t i = 0; i < cand; ++i) {
-      const CompSrc src = comp_src(sh, sg, c, i);
-      mx = fmaxf(mx, comp_score(src, sh.overlap && i >= r ? d + j : j));
-    }
+    for (int64_t i = 0; i < cand; ++i) mx = fmaxf(mx, comp_score(srcs[i], sh.overlap && i >= r ? d + j : j));
     float den = 0, num = 0;
     for (int64_t i = 0; i < cand; ++i) {
       const int64_t col = sh.overlap && i >= r ? d + j : j;
-      const CompSrc src = comp_src(sh, sg, c, i);
-      const float e = expf(comp_score(src, col) - mx);
+      const float e = expf(comp_score(srcs[i], col) - mx);
       den += e;
-      num += e * src.kv[col];
+      num += e * srcs[i].kv[col];
     }
     v[j] = num / den;
   }
@@ -1210,8 +1214,11 @@ void comp_rows(const CompShape& shape, const CompRows& segs, cudaStream_t s) {
   int64_t closings = 0;
   for (int i = 0; i < segs.n; ++i) closings += (segs.s[i].p0 + segs.s[i].n) / shape.ratio - segs.s[i].p0 / shape.ratio;
   if (closings > 0) {
-    ds4::cuda::launch(&k_comp_pool, static_cast<unsigned>(closings), threads,
-                      static_cast<size_t>(shape.d) * sizeof(float), s, shape, segs);
+    const int64_t cand = (shape.overlap ? 2 : 1) * int64_t{shape.ratio};
+    const size_t smem = static_cast<size_t>(cand) * sizeof(CompSrc) + static_cast<size_t>(shape.d) * sizeof(float);
+    if (smem > 48 * 1024)
+      throw_cuda_error(cudaErrorInvalidValue, "comp_rows: window and row too large for one block", __FILE__, __LINE__);
+    ds4::cuda::launch(&k_comp_pool, static_cast<unsigned>(closings), threads, smem, s, shape, segs);
     LAUNCH_CHECK("k_comp_pool");
   }
   const int64_t cw = (shape.overlap ? 2 : 1) * shape.d;

@@ -451,8 +451,10 @@ template <class T, int R, int N>
 __global__ void __launch_bounds__(kThreads) mvq_multi_kernel(const uint8_t* __restrict__ w, int64_t row_bytes,
                                                              int64_t rows, int64_t nblocks, Act act, size_t act_stride,
                                                              int nact, float* __restrict__ y, int64_t y_stride) {
-  pdl_enter();
+  kc::prefetch_warp_rows<R, kThreads>(w, row_bytes, rows);
+  // The lookup tables are constant: loaded while the predecessor finishes.
   const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+  pdl_enter();
   Act a[N];
   float* yp[N];
 #pragma unroll
@@ -507,8 +509,9 @@ __global__ void __launch_bounds__(kThreads) mvq_grouped_kernel(const uint8_t* __
                                                                int64_t row_bytes, int64_t rows, int64_t nblocks, Act act,
                                                                size_t act_row_stride, size_t act_k_stride,
                                                                float* __restrict__ y, int64_t y_stride) {
-  pdl_enter();
+  // The lookup tables are constant: loaded while the predecessor finishes.
   const typename T::Ctx ctx = T::init();  // before any return: it may __syncthreads
+  pdl_enter();
   const int j = static_cast<int>(blockIdx.y);
   const int32_t e = __ldg(sel + j);
   for (int i = 0; i < j; ++i)

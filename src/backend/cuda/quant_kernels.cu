@@ -470,13 +470,10 @@ __global__ void __launch_bounds__(kThreads)
 constexpr int kRowBlock = 256;
 
 // Thread tid's share (units tid, tid + kRowBlock, ...) of one weight row
-// [wr, wr + nblocks blocks) times x, summed in unit order; Scaled: times
-// x * inv instead (the normed row rms_norm_rows would store). The plain
-// block-per-row matvec and the fused HC pre-mix both take it, so the two form
-// their sums with the same operations.
-template <class T, bool Scaled>
+// [wr, wr + nblocks blocks) times x, summed in unit order.
+template <class T>
 __device__ inline float row_block_units(const typename T::Ctx& ctx, const uint8_t* __restrict__ wr, int64_t nblocks,
-                                        const float* __restrict__ x, int tid, float inv) {
+                                        const float* __restrict__ x, int tid) {
   const int64_t nunits = nblocks * T::PARTS;
   float acc = 0.0f;
   for (int64_t u0 = tid; u0 < nunits; u0 += kRowBlock * kUnroll) {
@@ -494,10 +491,6 @@ __device__ inline float row_block_units(const typename T::Ctx& ctx, const uint8_
         const int p = static_cast<int>(u % T::PARTS);
         float xv[T::EPU], xs[T::NG];
         T::lx(x + b * T::QK, p, xv, xs);
-        if constexpr (Scaled) {
-#pragma unroll
-          for (int e = 0; e < T::EPU; ++e) xv[e] = xv[e] * inv;
-        }
         acc += T::dot(ctx, raw[k], p, xv, xs);
       }
     }
@@ -523,8 +516,8 @@ __global__ void __launch_bounds__(kRowBlock) matvec_row_block_kernel(const uint8
   const typename T::Ctx ctx = T::init();
   pdl_enter();
   if (index) w += static_cast<int64_t>(__ldg(index)) * index_stride;
-  float acc = row_block_units<T, false>(ctx, w + static_cast<int64_t>(blockIdx.x) * row_bytes, nblocks, x,
-                                        static_cast<int>(threadIdx.x), 1.0f);
+  float acc = row_block_units<T>(ctx, w + static_cast<int64_t>(blockIdx.x) * row_bytes, nblocks, x,
+                                 static_cast<int>(threadIdx.x));
   __shared__ float part[kRowBlock / 32];
   acc = warp_sum(acc);
   if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = acc;
@@ -586,41 +579,61 @@ void mv(int rpw, GgmlType t, const void* w, int64_t rows, int64_t cols, const fl
 }
 
 // ---- the HC pre-mix, fused (hc_pre_fused) ------------------------------------
-// Block (j, r): mixer row j of row r. All threads take the norm's sum (with
-// the block width rms_norm_rows gives a few rows of that length, so in the
-// same order), the first kRowBlock the
-// dot of W row j with the normed row, formed unit by unit as
-// matvec_row_block_kernel forms it (x * inv is the value rms_norm_rows
-// stores). The last block of row r to finish (a counter, after a fence) takes
-// the split on one warp and the collapse on all its threads.
-constexpr int kHcThreads = 1024;
+// A decode row's pre-mix reads a few dozen long mixer rows (24 x 16384 on
+// Flash) and then runs a serial tail (Sinkhorn, collapse). One block per
+// mixer row left most SMs idle and put the norm's sum, the dot and the tail
+// in series (22 us a launch). Here the columns are cut into slices of
+// kHcSliceCols: block (s, r) forms, over slice s of row r, the sum of
+// squares (double) and the dot of every mixer row with the raw values; the
+// norm's scale is a common factor of the dot, so it is applied once at the
+// end (mix_j = inv * sum_c W_jc x_c). The last block of row r to finish (a
+// counter, after a fence) adds the slices' partials in slice order, takes
+// the split on one warp and the collapse on all threads. Every sum has a
+// fixed order, so a row's result depends on nothing but the row: decode and
+// any chunking of narrow passes agree bit for bit. Against the separate
+// kernels (norm, then dot of W with the normed row) the dot is summed in
+// another order: equal within float rounding.
+constexpr int kHcThreads = 256;
+constexpr int kHcSliceCols = 256;
 constexpr int kHcMaxMix = 64;
+constexpr int64_t kHcMaxScratchBytes = 40 * 1024;  // the tail stages a row's partials in shared memory
 
 template <class T>
 __global__ void __launch_bounds__(kHcThreads) hc_pre_kernel(const uint8_t* __restrict__ w, int64_t row_bytes,
-                                                           int64_t nblocks, int mix_rows, HcPreArgs a) {
-  if (threadIdx.x < kRowBlock)
-    prefetch_row_block(w + static_cast<int64_t>(blockIdx.x) * row_bytes, row_bytes, static_cast<int>(threadIdx.x));
+                                                           int mix_rows, int slices, HcPreArgs a) {
+  static_assert(kHcSliceCols % T::QK == 0 && T::PARTS == 1, "a slice holds whole units");
+  const int s = static_cast<int>(blockIdx.x), r = static_cast<int>(blockIdx.y), tid = static_cast<int>(threadIdx.x);
+  const int warp = tid >> 5, lane = tid & 31, nwarps = kHcThreads / 32;
+  const int64_t n = a.hc * a.D, c0 = int64_t{s} * kHcSliceCols;
+  const int64_t cols = n - c0 < kHcSliceCols ? n - c0 : kHcSliceCols;
+  const int64_t unit0 = c0 / T::QK, units = cols / T::QK;
+  const int64_t slice_bytes = units * T::BYTES;
+  for (int j = warp; j < mix_rows; j += nwarps) prefetch_l2(w + j * row_bytes + unit0 * T::BYTES, slice_bytes, lane);
   const typename T::Ctx ctx = T::init();
   pdl_enter();
-  const int j = static_cast<int>(blockIdx.x), r = static_cast<int>(blockIdx.y), tid = static_cast<int>(threadIdx.x);
-  const int64_t n = a.hc * a.D;
   const float* x = a.X + r * n;
-  const float inv = rm::rms_inv(x, n, a.rms_eps);
-  float acc = 0.0f;
-  if (tid < kRowBlock) acc = row_block_units<T, true>(ctx, w + static_cast<int64_t>(j) * row_bytes, nblocks, x, tid, inv);
-  __shared__ float part[kRowBlock / 32];
-  __shared__ bool last;
-  if (tid < kRowBlock) {
+  // partials of row r: [slices][mix_rows + 1] doubles, the dots then the sum of squares
+  double* part = a.part + static_cast<int64_t>(r) * slices * (mix_rows + 1);
+  double ss = 0;
+  for (int64_t c = c0 + tid; c < c0 + cols; c += kHcThreads) ss += static_cast<double>(x[c]) * x[c];
+  ss = rm::block_sum(ss);
+  if (tid == 0) part[int64_t{s} * (mix_rows + 1) + mix_rows] = ss;
+  for (int j = warp; j < mix_rows; j += nwarps) {
+    const uint8_t* wr = w + j * row_bytes;
+    float acc = 0.0f;
+    for (int64_t u = lane; u < units; u += 32) {
+      const typename T::Raw raw = T::load(wr + (unit0 + u) * T::BYTES, 0);
+      float xv[T::EPU], xs[T::NG];
+      T::lx(x + (unit0 + u) * T::QK, 0, xv, xs);
+      acc += T::dot(ctx, raw, 0, xv, xs);
+    }
     acc = warp_sum(acc);
-    if ((tid & 31) == 0) part[tid >> 5] = acc;
+    if (lane == 0) part[int64_t{s} * (mix_rows + 1) + j] = acc;
   }
+  __threadfence();  // each thread's partials are visible before the count says so
+  __shared__ bool last;
   __syncthreads();
   if (tid == 0) {
-    float v = 0.0f;
-    for (int i = 0; i < kRowBlock / 32; ++i) v += part[i];
-    a.mix[static_cast<int64_t>(r) * mix_rows + j] = v;
-    __threadfence();  // the sum is visible before the count says so
     const unsigned done = atomicAdd(a.counters + r, 1u);
     last = done == gridDim.x - 1;
     if (last) a.counters[r] = 0;  // every block of the row has counted: ready for the next launch
@@ -628,31 +641,65 @@ __global__ void __launch_bounds__(kHcThreads) hc_pre_kernel(const uint8_t* __res
   __syncthreads();
   if (!last) return;
   __threadfence();
+  // The tail: stage the partials (one load each, all in flight), then each
+  // quantity's sum by one warp: lane l adds slices l, l + 32, ... in order,
+  // then a fixed shuffle tree.
+  extern __shared__ double staged[];  // [slices][mix_rows + 1]
+  const int64_t total = int64_t{slices} * (mix_rows + 1);
+  for (int64_t i = tid; i < total; i += kHcThreads) staged[i] = __ldcg(part + i);
+  __shared__ double sums[kHcMaxMix + 1];
+  __syncthreads();
+  for (int q = warp; q <= mix_rows; q += nwarps) {
+    double v = 0;
+    for (int k = lane; k < slices; k += 32) v += staged[int64_t{k} * (mix_rows + 1) + q];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) sums[q] = v;
+  }
+  __syncthreads();
   __shared__ float m[kHcMaxMix];
-  if (tid < mix_rows) m[tid] = __ldcg(a.mix + static_cast<int64_t>(r) * mix_rows + tid);
+  const double inv = 1.0 / sqrt(sums[mix_rows] / static_cast<double>(n) + a.rms_eps);
+  if (tid < mix_rows) {
+    m[tid] = static_cast<float>(sums[tid] * inv);
+    a.mix[static_cast<int64_t>(r) * mix_rows + tid] = m[tid];
+  }
   __syncthreads();
   float* pre = a.pre + static_cast<int64_t>(r) * a.hc;
   if (tid < 32)
     rm::hc_split_warp_row(m, a.scale, a.base, a.hc, a.hc_eps, a.iters, pre, a.post + static_cast<int64_t>(r) * a.hc,
                           a.comb + static_cast<int64_t>(r) * a.hc * a.hc, tid);
   __syncthreads();
-  for (int64_t d = tid; d < a.D; d += blockDim.x) a.y[r * a.D + d] = rm::hc_collapse_at(x, pre, a.hc, a.D, d);
+  for (int64_t d = tid; d < a.D; d += kHcThreads) a.y[r * a.D + d] = rm::hc_collapse_at(x, pre, a.hc, a.D, d);
 }
+
+int64_t hc_pre_slices(int64_t hc, int64_t D) { return (hc * D + kHcSliceCols - 1) / kHcSliceCols; }
 
 template <class T>
 void hc_pre_launch(GgmlType t, const void* w, int64_t mix_rows, int64_t rows, const HcPreArgs& a, cudaStream_t s) {
-  const int64_t cols = a.hc * a.D;
+  const int64_t cols = a.hc * a.D, slices = hc_pre_slices(a.hc, a.D);
   if (cols % T::QK) fail_shape("hc_pre_fused", t, cols, T::QK);
   if (!aligned(w, T::ALIGN)) fail_align("hc_pre_fused weights", t, w, T::ALIGN);
   if (!aligned(a.X, 16)) fail_align("hc_pre_fused input", t, a.X, 16);
-  if (mix_rows > kHcMaxMix || rows > 65535) fail_shape("hc_pre_fused (mixer rows, rows)", t, mix_rows, rows);
+  if (mix_rows > kHcMaxMix || a.part_rows <= 0 || a.part_rows > 65535) fail_shape("hc_pre_fused (mixer rows, scratch rows)", t, mix_rows,
+                                                           a.part_rows);
+  const int64_t staged = slices * (mix_rows + 1) * static_cast<int64_t>(sizeof(double));
+  if (staged > kHcMaxScratchBytes) fail_shape("hc_pre_fused (row too long)", t, cols, mix_rows);
   if (rows <= 0) return;
-  // rms_norm_rows' width for rows < 64 (fwd_kernels.cu, rms_threads).
-  const int threads = cols >= 4096 ? kHcThreads : kRowBlock;
-  ds4::cuda::launch(&hc_pre_kernel<T>, dim3(static_cast<unsigned>(mix_rows), static_cast<unsigned>(rows)), threads, 0,
-                    s, static_cast<const uint8_t*>(w), cols / T::QK * T::BYTES, cols / T::QK,
-                    static_cast<int>(mix_rows), a);
-  DS4_CUDA_CHECK_LAUNCH("hc_pre_kernel");
+  // Groups of at most part_rows rows (the scratch and the counters hold that many).
+  for (int64_t r0 = 0; r0 < rows; r0 += a.part_rows) {
+    const int64_t g = rows - r0 < a.part_rows ? rows - r0 : a.part_rows;
+    HcPreArgs b = a;
+    b.X += r0 * cols;
+    b.mix += r0 * mix_rows;
+    b.pre += r0 * a.hc;
+    b.post += r0 * a.hc;
+    b.comb += r0 * a.hc * a.hc;
+    b.y += r0 * a.D;
+    ds4::cuda::launch(&hc_pre_kernel<T>, dim3(static_cast<unsigned>(slices), static_cast<unsigned>(g)), kHcThreads,
+                      static_cast<size_t>(staged), s, static_cast<const uint8_t*>(w), cols / T::QK * T::BYTES,
+                      static_cast<int>(mix_rows), static_cast<int>(slices), b);
+    DS4_CUDA_CHECK_LAUNCH("hc_pre_kernel");
+  }
 }
 
 template <class T>
@@ -780,6 +827,10 @@ void matvec_list(GgmlType t, const MatvecTarget* targets, int n, int64_t cols, c
       return v16 ? mv_list<TBF16v>(t, targets, n, cols, x, s) : mv_list<TBF16s>(t, targets, n, cols, x, s);
     default: fail_unsupported("matvec_list", t);
   }
+}
+
+int64_t hc_pre_scratch_bytes(int64_t hc, int64_t D, int64_t mix_rows, int64_t rows) {
+  return rows * hc_pre_slices(hc, D) * (mix_rows + 1) * static_cast<int64_t>(sizeof(double));
 }
 
 bool hc_pre_fusable(GgmlType t, int hc) {
